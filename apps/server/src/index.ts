@@ -1,0 +1,2 @@
+export { startServer, StartupError, VERSION } from './server.js';
+export type { RunningServer, StartOptions } from './server.js';

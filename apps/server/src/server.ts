@@ -1,0 +1,226 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { createHTTPHandler } from '@trpc/server/adapters/standalone';
+import pino from 'pino';
+import { appRouter, TokenAuth, type ApiDeps, type FrameworkInfo } from '@mgx/api';
+import type { Logger, Settings } from '@mgx/config';
+import { openStore, type Store } from '@mgx/event-store';
+import { IngestHub } from '@mgx/ingest';
+import { createMetrics, type Metrics } from '@mgx/metrics';
+import { Monitor } from '@mgx/monitor';
+import { frameworkCatalog } from '@mgx/runner/catalog';
+import { DockerRuntime, discoverSocket, RuntimeError, type ContainerRuntime } from '@mgx/runtime';
+import { Scheduler } from '@mgx/scheduler';
+
+export const VERSION = '0.1.0';
+
+export class StartupError extends Error {
+  override readonly name = 'StartupError';
+  constructor(readonly code: 'UNSAFE_BIND' | 'LISTEN_FAILED' | 'BAD_TOKENS', message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  settings: Settings;
+  store: Store;
+  runtime: ContainerRuntime;
+  metrics: Metrics;
+  scheduler: Scheduler | undefined;
+  monitor: Monitor | undefined;
+  logger: Logger;
+  /**
+   * Stops taking requests and claiming sessions. Running sessions are left to the next
+   * start (it reconciles them); pass `drain` to wait for them to finish first.
+   */
+  close(options?: { drain?: boolean }): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  frameworks?: FrameworkInfo[];
+  runtime?: ContainerRuntime;
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+
+/**
+ * Composes the platform: store, runtime, ingest, monitor, scheduler, tRPC API, /metrics and
+ * /healthz, in the roles the settings ask for (all-in-one by default).
+ */
+export async function startServer(settings: Settings, options: StartOptions = {}): Promise<RunningServer> {
+  const logger: Logger = options.logger ?? pino({ level: settings.logLevel, base: { svc: 'mgx' } });
+  let auth: TokenAuth;
+  try {
+    auth = TokenAuth.fromSettings(settings.server);
+  } catch (cause) {
+    throw new StartupError('BAD_TOKENS', (cause as Error).message, { cause });
+  }
+  if (!auth.enabled && !isLoopback(settings.server.host)) {
+    throw new StartupError(
+      'UNSAFE_BIND',
+      `refusing to listen on ${settings.server.host} without API tokens: set MGX_API_TOKENS (tenant:token,…) or bind MGX_HOST to 127.0.0.1`,
+    );
+  }
+
+  const metrics = createMetrics({ version: VERSION, node: process.version });
+  const runtime =
+    options.runtime ??
+    new DockerRuntime({
+      address: discoverSocket(settings.runtime),
+      logger: logger.child({ component: 'runtime' }),
+      onCall: (op, _s, err) => {
+        if (err) metrics.runtimeErrors.inc({ op });
+      },
+    });
+  const store = await openStore(settings);
+  const worker = settings.server.role !== 'api';
+
+  let monitor: Monitor | undefined;
+  let scheduler: Scheduler | undefined;
+  const ingest = new IngestHub({
+    baseDir: join(settings.store.dataDir, 'run', 'sessions'),
+    maxEventBytes: settings.limits.maxEventBytes,
+    containerUser: settings.agent.user,
+    logger: logger.child({ component: 'ingest' }),
+    sink: {
+      lastRid: (sessionId) => store.events.lastRid(sessionId),
+      append: async (sessionId, events) => {
+        const res = await store.events.append(
+          sessionId,
+          events.map((e) => ({ type: e.type, data: e.data, ts: e.ts, ...(e.rid > 0 ? { rid: e.rid } : {}) })),
+        );
+        metrics.ingestEvents.inc(res.stored.length);
+        const rejected = res.stored.filter((e) => e.type === 'ERROR' && e.data.code === 'EVENT_REJECTED').length;
+        if (rejected > 0) metrics.ingestRejected.inc(rejected);
+      },
+      finish: async (sessionId, ev) => {
+        metrics.ingestEvents.inc();
+        if (monitor) await monitor.agentFinished(sessionId, ev.rid, ev.data);
+      },
+    },
+  });
+
+  if (worker) {
+    monitor = new Monitor({
+      store,
+      runtime,
+      ingest,
+      metrics,
+      logger: logger.child({ component: 'monitor' }),
+      stopGraceMs: settings.agent.stopGraceMs,
+      finishGraceMs: settings.agent.finishGraceMs,
+      pollMs: settings.monitor.pollMs,
+      logCaptureBytes: settings.limits.logCaptureBytes,
+    });
+    scheduler = new Scheduler({ store, runtime, ingest, monitor, metrics, settings, logger: logger.child({ component: 'scheduler' }) });
+    try {
+      await scheduler.reconcile();
+    } catch (err) {
+      // an engine that is down must not keep the API from answering; the poll retries claims
+      logger.error({ err: (err as Error).message, code: (err as RuntimeError).code }, 'reconcile failed; continuing');
+    }
+  }
+
+  let ready = false;
+  const deps: ApiDeps = {
+    settings,
+    store,
+    runtime,
+    metrics,
+    logger: logger.child({ component: 'api' }),
+    frameworks: options.frameworks ?? frameworkCatalog(),
+    version: VERSION,
+    ready: () => ready,
+    worker: {
+      queued: () => scheduler?.notify(),
+      cancelRunning: (id) => monitor?.cancel(id) ?? false,
+    },
+  };
+
+  const trpc = createHTTPHandler({
+    router: appRouter,
+    basePath: '/trpc/',
+    maxBodySize: settings.limits.maxPromptBytes + 64 * 1024,
+    createContext: ({ req, info }) => {
+      const fromParams = (info.connectionParams as { token?: unknown } | null)?.token;
+      const header = req.headers.authorization ?? (typeof fromParams === 'string' ? `Bearer ${fromParams}` : undefined);
+      return { deps, tenant: auth.tenantOf(header) };
+    },
+    onError: ({ error, path }) => {
+      if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ path, err: error.message, cause: error.cause?.message }, 'request failed');
+    },
+  });
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (path.startsWith('/trpc/')) return trpc(req, res);
+    if (path === '/metrics' && req.method === 'GET') {
+      const body = await metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': metrics.registry.contentType });
+      return res.end(body);
+    }
+    if (path === '/healthz' && req.method === 'GET') {
+      let engine: unknown;
+      let ok = ready;
+      try {
+        engine = await runtime.info();
+        await runtime.ping();
+      } catch (err) {
+        ok = false;
+        engine = { error: (err as Error).message };
+      }
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ ok, ready, version: VERSION, role: settings.server.role, engine, store: store.describe() }));
+    }
+    res.writeHead(404, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: 'not found' }));
+  };
+
+  const http: Server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      logger.error({ err: (err as Error).message, url: req.url }, 'http handler failed');
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', (cause) => reject(new StartupError('LISTEN_FAILED', `cannot listen on ${settings.server.host}:${settings.server.port}: ${cause.message}`, { cause })));
+    http.listen(settings.server.port, settings.server.host, () => resolve());
+  });
+  const address = http.address();
+  const port = typeof address === 'object' && address ? address.port : settings.server.port;
+  const host = settings.server.host.includes(':') ? `[${settings.server.host}]` : settings.server.host;
+  const url = `http://${host}:${port}`;
+  scheduler?.start();
+  ready = true;
+  logger.info({ url, role: settings.server.role, store: store.describe(), engine: runtime.socket, owner: settings.owner }, 'mgx server ready');
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    settings,
+    store,
+    runtime,
+    metrics,
+    scheduler,
+    monitor,
+    logger,
+    close: (opts = {}) =>
+      (closing ??= (async () => {
+        ready = false;
+        await scheduler?.stop();
+        if (opts.drain) await monitor?.idle();
+        monitor?.detachAll();
+        await ingest.closeAll();
+        http.closeAllConnections();
+        await new Promise<void>((resolve) => http.close(() => resolve()));
+        await store.close();
+        logger.info({}, 'mgx server stopped');
+      })()),
+  };
+}

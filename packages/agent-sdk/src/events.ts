@@ -1,0 +1,86 @@
+/** Events written by the platform itself. */
+export const PLATFORM_EVENT_TYPES = [
+  'SESSION_QUEUED',
+  'CONTAINER_STARTED',
+  'CONTAINER_EXITED',
+  'TIMEOUT',
+  'CANCELLED',
+] as const;
+
+/** Events an agent emits through the runner. FINISH is always the last event of a session. */
+export const AGENT_EVENT_TYPES = [
+  'START',
+  'MESSAGE',
+  'TOOL_CALL',
+  'TOOL_RESULT',
+  'LOG',
+  'FILE_CHANGED',
+  'ERROR',
+  'FINISH',
+] as const;
+
+export type PlatformEventType = (typeof PLATFORM_EVENT_TYPES)[number];
+export type AgentEventType = (typeof AGENT_EVENT_TYPES)[number];
+export type EventType = PlatformEventType | AgentEventType;
+
+export const EVENT_TYPES: readonly EventType[] = [...PLATFORM_EVENT_TYPES, ...AGENT_EVENT_TYPES];
+
+export function isAgentEventType(type: string): type is AgentEventType {
+  return (AGENT_EVENT_TYPES as readonly string[]).includes(type);
+}
+
+export const SESSION_STATUSES = ['queued', 'starting', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'] as const;
+export type SessionStatus = (typeof SESSION_STATUSES)[number];
+
+export const TERMINAL_STATUSES = ['succeeded', 'failed', 'timed_out', 'cancelled'] as const;
+export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
+
+export function isTerminal(status: SessionStatus): status is TerminalStatus {
+  return (TERMINAL_STATUSES as readonly string[]).includes(status);
+}
+
+/** Why a session ended. Every terminal state carries exactly one. */
+export const TERMINAL_REASONS = [
+  'finished',
+  'agent_error',
+  'exited_without_finish',
+  'oom_killed',
+  'timeout',
+  'cancelled',
+  'runtime_error',
+  'lost',
+] as const;
+export type TerminalReason = (typeof TERMINAL_REASONS)[number];
+
+/** The payload of FINISH. */
+export interface FinishData {
+  status: TerminalStatus;
+  reason: TerminalReason;
+  message?: string;
+  exitCode?: number;
+}
+
+/** The payload of a MESSAGE: a streamed chunk (`delta`) or the final text (`done`). */
+export interface MessageData {
+  messageId: string;
+  role: 'assistant' | 'user' | 'system';
+  delta?: string;
+  text?: string;
+  done?: boolean;
+}
+
+export interface LogData {
+  stream: 'stdout' | 'stderr' | 'agent';
+  text: string;
+  level?: 'debug' | 'info' | 'warn' | 'error';
+}
+
+/** One stored event of a session, in the order the store assigned (`seq`, dense from 1). */
+export interface SessionEvent {
+  sessionId: string;
+  seq: number;
+  type: EventType;
+  /** Milliseconds since the epoch when the event was created. */
+  ts: number;
+  data: Record<string, unknown>;
+}

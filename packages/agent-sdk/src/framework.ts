@@ -1,0 +1,66 @@
+import type { AgentEventType, FinishData, LogData } from './events.js';
+
+/** What a framework uses to report progress. Every call becomes one stored event. */
+export interface Emitter {
+  /** Emits any agent event but FINISH (the runner emits FINISH from the framework's result). */
+  emit(type: Exclude<AgentEventType, 'FINISH' | 'START'>, data: Record<string, unknown>): void;
+  /** Streams one chunk of an assistant message; call `messageDone` once the message is complete. */
+  messageDelta(messageId: string, delta: string): void;
+  messageDone(messageId: string, text: string): void;
+  log(text: string, stream?: LogData['stream'], level?: LogData['level']): void;
+  /**
+   * Resolves when the transport has room again. A framework that emits in a tight
+   * loop awaits this now and then so memory stays bounded.
+   */
+  drain(): Promise<void>;
+}
+
+export interface FrameworkContext {
+  sessionId: string;
+  prompt: string;
+  /** Absolute path of the session's workspace; the only place the agent should write. */
+  workspace: string;
+  /** The session's framework options, validated against the framework's schema by the platform. */
+  options: Record<string, unknown>;
+  /** Per-session secrets (API keys). Never put them in events. */
+  secrets: Record<string, string>;
+  emit: Emitter;
+  /** Aborted when the platform stops the session (SIGTERM: deadline or cancel). */
+  signal: AbortSignal;
+}
+
+/** How the framework's run ended; the runner turns it into FINISH. */
+export type FrameworkResult =
+  | { status: 'succeeded'; message?: string }
+  | { status: 'failed'; reason?: Extract<FinishData['reason'], 'agent_error'>; message: string };
+
+/**
+ * An agent framework plugin. `run` does the work and resolves with the result; a thrown
+ * error ends the session failed with reason agent_error and the error's message.
+ */
+export interface Framework {
+  name: string;
+  description: string;
+  /** JSON Schema of `options`, reported by `frameworks.list`. */
+  optionsSchema: Record<string, unknown>;
+  run(ctx: FrameworkContext): Promise<FrameworkResult>;
+}
+
+/** Frameworks by name. The runner bundles the ones listed at image build. */
+export class FrameworkRegistry {
+  readonly #byName = new Map<string, Framework>();
+
+  register(framework: Framework): this {
+    if (this.#byName.has(framework.name)) throw new Error(`framework "${framework.name}" is registered twice`);
+    this.#byName.set(framework.name, framework);
+    return this;
+  }
+
+  get(name: string): Framework | undefined {
+    return this.#byName.get(name);
+  }
+
+  list(): Framework[] {
+    return [...this.#byName.values()];
+  }
+}

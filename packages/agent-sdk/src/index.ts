@@ -1,0 +1,24 @@
+export {
+  PLATFORM_EVENT_TYPES,
+  AGENT_EVENT_TYPES,
+  EVENT_TYPES,
+  SESSION_STATUSES,
+  TERMINAL_STATUSES,
+  TERMINAL_REASONS,
+  isAgentEventType,
+  isTerminal,
+} from './events.js';
+export type {
+  EventType,
+  AgentEventType,
+  PlatformEventType,
+  SessionStatus,
+  TerminalStatus,
+  TerminalReason,
+  FinishData,
+  MessageData,
+  LogData,
+  SessionEvent,
+} from './events.js';
+export { FrameworkRegistry } from './framework.js';
+export type { Framework, FrameworkContext, FrameworkResult, Emitter } from './framework.js';

@@ -1,0 +1,7 @@
+export { loadSettings, ID_PATTERN } from './settings.js';
+export type { Settings, EventStoreKind, ServerRole } from './settings.js';
+export { ConfigError, ConfigErrorCode } from './errors.js';
+export type { SettingProblem } from './errors.js';
+export { parseMemory, formatMemory } from './units.js';
+export { silentLogger } from './logger.js';
+export type { Logger } from './logger.js';

@@ -1,0 +1,173 @@
+import { hostname, availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { ConfigError, type SettingProblem } from './errors.js';
+import { parseMemory } from './units.js';
+
+/** Strict pattern for ids the platform turns into names and paths (no dots, no slashes). */
+export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+export type EventStoreKind = 'sqlite' | 'mongodb';
+export type ServerRole = 'all' | 'api' | 'worker';
+
+/** Every setting of the platform, validated and typed. Durations are milliseconds. */
+export interface Settings {
+  agent: {
+    image: string;
+    memoryBytes: number;
+    /** CPU time per 100 ms period, in microseconds (100000 = one CPU). */
+    cpuQuota: number;
+    cpuPeriod: number;
+    pidsLimit: number;
+    /** uid:gid the agent runs as; the image's non-root user. */
+    user: string;
+    defaultTimeoutMs: number;
+    maxTimeoutMs: number;
+    maxMemoryBytes: number;
+    stopGraceMs: number;
+    /** How long a container that reported FINISH may take to exit on its own. */
+    finishGraceMs: number;
+    allowEgress: boolean;
+  };
+  monitor: { pollMs: number };
+  scheduler: { maxConcurrent: number; maxQueued: number };
+  limits: { maxEventBytes: number; maxPromptBytes: number; logCaptureBytes: number };
+  store: { kind: EventStoreKind; mongodbUri: string | undefined; mongodbDb: string; dataDir: string };
+  runtime: { containerHost: string | undefined; dockerHost: string | undefined; xdgRuntimeDir: string | undefined };
+  server: { host: string; port: number; role: ServerRole; apiTokens: string | undefined; apiTokensFile: string | undefined };
+  /** Names this platform instance in container labels, so it finds its own containers after a restart. */
+  owner: string;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+}
+
+type Env = Record<string, string | undefined>;
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+
+const seconds = (min: number, max = 7 * 24 * 3600) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+(\.\d+)?$/, 'must be a number of seconds')
+    .transform(Number)
+    .pipe(z.number().min(min, `must be at least ${min} s`).max(max, `must be at most ${max} s`))
+    .transform((s) => Math.round(s * 1000));
+
+const memory = (minBytes: number) =>
+  z.string().transform((text, ctx) => {
+    const bytes = parseMemory(text);
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a memory size (write e.g. 512m or 2g)` });
+      return z.NEVER;
+    }
+    if (bytes < minBytes) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is below the minimum of ${minBytes / 1024 / 1024} MiB` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+const bool = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => ['1', '0', 'true', 'false', 'yes', 'no'].includes(v), 'must be true or false')
+  .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
+const nonEmpty = z.string().trim().min(1, 'must not be empty');
+
+const socketUrl = nonEmpty.refine(
+  (v) => /^(unix:\/\/\/|tcp:\/\/|http:\/\/|https:\/\/|\/)/.test(v),
+  'must be unix:///path/to.sock, tcp://host:port or an absolute socket path',
+);
+
+function defaultOwner(): string {
+  const host = hostname().replace(/[^A-Za-z0-9_-]/g, '-').replace(/^[^A-Za-z0-9]+/, '');
+  return `mgx-${host || 'host'}`.slice(0, 64);
+}
+
+/**
+ * Reads every setting from `env` once, validates it, and returns typed settings.
+ * Throws a ConfigError naming each bad variable and what was wrong with it.
+ */
+export function loadSettings(env: Env = process.env, cwd: string = process.cwd()): Settings {
+  const problems: SettingProblem[] = [];
+  const read = <T>(variable: string, schema: z.ZodType<T, string>, fallback: string | undefined): T => {
+    const raw = env[variable];
+    const text = raw === undefined || raw === '' ? fallback : raw;
+    if (text === undefined) return undefined as T;
+    const parsed = schema.safeParse(text);
+    if (parsed.success) return parsed.data;
+    const message = parsed.error.issues.map((i) => i.message).join('; ');
+    problems.push({ variable, message: raw === undefined || raw === '' ? `default "${text}": ${message}` : message });
+    return undefined as T;
+  };
+
+  const memoryBytes = read('AGENT_CONTAINER_MEMORY_LIMIT', memory(16 * 1024 ** 2), '2g');
+  const settings: Settings = {
+    agent: {
+      image: read('AGENT_CONTAINER_IMAGE', nonEmpty.regex(/^[^\s]+$/, 'must not contain spaces'), 'mgx-agent:latest'),
+      memoryBytes,
+      cpuQuota: read('AGENT_CONTAINER_CPU_QUOTA', int(1000, 100000 * 1024), '100000'),
+      cpuPeriod: 100000,
+      pidsLimit: read('AGENT_CONTAINER_PIDS_LIMIT', int(16, 1_000_000), '512'),
+      user: read('AGENT_CONTAINER_USER', nonEmpty.regex(/^[1-9]\d*:[1-9]\d*$/, 'must be uid:gid of a non-root user, e.g. 10001:10001'), '10001:10001'),
+      defaultTimeoutMs: read('AGENT_TASK_TIMEOUT_SECONDS', seconds(1), '1800'),
+      maxTimeoutMs: read('AGENT_TASK_TIMEOUT_MAX_SECONDS', seconds(1), '14400'),
+      maxMemoryBytes: read('AGENT_CONTAINER_MEMORY_MAX', memory(16 * 1024 ** 2), env.AGENT_CONTAINER_MEMORY_LIMIT || '2g'),
+      stopGraceMs: read('AGENT_STOP_GRACE_SECONDS', seconds(0, 600), '10'),
+      finishGraceMs: read('AGENT_FINISH_GRACE_SECONDS', seconds(0, 600), '5'),
+      allowEgress: read('MGX_ALLOW_EGRESS', bool, 'false'),
+    },
+    monitor: { pollMs: read('AGENT_MONITOR_POLL_SECONDS', seconds(0.05, 3600), '2') },
+    scheduler: {
+      maxConcurrent: read('AGENT_MAX_CONCURRENT_CONTAINERS', int(1, 10_000), String(availableParallelism())),
+      maxQueued: read('MGX_MAX_QUEUED_SESSIONS', int(1, 10_000_000), '10000'),
+    },
+    limits: {
+      maxEventBytes: read('MGX_MAX_EVENT_BYTES', int(1024, 64 * 1024 ** 2), String(256 * 1024)),
+      maxPromptBytes: read('MGX_MAX_PROMPT_BYTES', int(1, 64 * 1024 ** 2), String(1024 ** 2)),
+      logCaptureBytes: read('MGX_LOG_CAPTURE_BYTES', int(0, 64 * 1024 ** 2), String(64 * 1024)),
+    },
+    store: {
+      kind: read('MGX_EVENT_STORE', z.enum(['sqlite', 'mongodb'], 'must be sqlite or mongodb'), 'sqlite'),
+      mongodbUri: read('MONGODB_URI', nonEmpty.regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://'), undefined),
+      mongodbDb: read('MGX_MONGODB_DB', nonEmpty.regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be a plain database name'), 'mgx'),
+      dataDir: resolve(cwd, read('MGX_DATA_DIR', nonEmpty, './data') ?? './data'),
+    },
+    runtime: {
+      containerHost: read('CONTAINER_HOST', socketUrl, undefined),
+      dockerHost: read('DOCKER_HOST', socketUrl, undefined),
+      xdgRuntimeDir: read('XDG_RUNTIME_DIR', nonEmpty, undefined),
+    },
+    server: {
+      host: read('MGX_HOST', nonEmpty, '127.0.0.1'),
+      port: read('MGX_PORT', int(0, 65535), '8080'),
+      role: read('MGX_ROLE', z.enum(['all', 'api', 'worker'], 'must be all, api or worker'), 'all'),
+      apiTokens: read('MGX_API_TOKENS', nonEmpty, undefined),
+      apiTokensFile: read('MGX_API_TOKENS_FILE', nonEmpty, undefined),
+    },
+    owner: read('MGX_OWNER', nonEmpty.regex(ID_PATTERN, 'must be 1-64 letters, digits, _ or -'), defaultOwner()),
+    logLevel: read('MGX_LOG_LEVEL', z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'must be a pino level (info, debug, ...)'), 'info'),
+  };
+
+  if (settings.store.kind === 'mongodb' && !settings.store.mongodbUri) {
+    problems.push({ variable: 'MONGODB_URI', message: 'is required when MGX_EVENT_STORE=mongodb' });
+  }
+  if (problems.length === 0) {
+    if (settings.agent.maxTimeoutMs < settings.agent.defaultTimeoutMs) {
+      problems.push({ variable: 'AGENT_TASK_TIMEOUT_MAX_SECONDS', message: 'must not be below AGENT_TASK_TIMEOUT_SECONDS' });
+    }
+    if (settings.agent.maxMemoryBytes < settings.agent.memoryBytes) {
+      problems.push({ variable: 'AGENT_CONTAINER_MEMORY_MAX', message: 'must not be below AGENT_CONTAINER_MEMORY_LIMIT' });
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return settings;
+}

@@ -1,0 +1,19 @@
+export const StoreErrorCode = {
+  SESSION_NOT_FOUND: 'STORE_SESSION_NOT_FOUND',
+  SESSION_EXISTS: 'STORE_SESSION_EXISTS',
+  NOT_DECIDED: 'STORE_NOT_DECIDED',
+  UNAVAILABLE: 'STORE_UNAVAILABLE',
+  INVALID_CURSOR: 'STORE_INVALID_CURSOR',
+} as const;
+export type StoreErrorCode = (typeof StoreErrorCode)[keyof typeof StoreErrorCode];
+
+export class StoreError extends Error {
+  override readonly name = 'StoreError';
+  constructor(
+    readonly code: StoreErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,20 @@
+export type {
+  SessionStore,
+  EventStore,
+  Store,
+  NewSession,
+  SessionRecord,
+  SessionLimits,
+  NewEvent,
+  AppendResult,
+  Outcome,
+  DecideResult,
+  DecideOptions,
+  ListQuery,
+  SessionPage,
+  TailOptions,
+} from './ports.js';
+export { StoreError, StoreErrorCode } from './errors.js';
+export { SqliteStore } from './sqlite-store.js';
+export type { SqliteStoreOptions } from './sqlite-store.js';
+export { openStore } from './open-store.js';

@@ -1,0 +1,157 @@
+import type { EventType, FinishData, SessionEvent, SessionStatus, TerminalReason, TerminalStatus } from '@mgx/agent-sdk';
+
+/**
+ * The two store ports. They speak in plain records: no driver types, no connections.
+ * The adapter that implements them owns its connection and closes it in `close()`.
+ */
+
+/** Resource limits of one session, already checked against the server's maxima. */
+export interface SessionLimits {
+  memoryBytes: number;
+  cpuQuota: number;
+  timeoutMs: number;
+}
+
+export interface NewSession {
+  id: string;
+  tenant: string;
+  framework: string;
+  prompt: string;
+  workspaceId: string;
+  options: Record<string, unknown>;
+  limits: SessionLimits;
+  network: 'none' | 'egress';
+}
+
+export interface SessionRecord extends NewSession {
+  status: SessionStatus;
+  createdAt: number;
+  startedAt: number | null;
+  endedAt: number | null;
+  deadlineAt: number | null;
+  workerId: string | null;
+  containerId: string | null;
+  reason: TerminalReason | null;
+  exitCode: number | null;
+  message: string | null;
+  cancelRequested: boolean;
+  /** seq of the last stored event. */
+  lastSeq: number;
+  /** seq of FINISH once stored; the stream of a session is closed from then on. */
+  finishSeq: number | null;
+}
+
+/** An event to append. `rid` is the runner's id: re-sending the same rid stores nothing. */
+export interface NewEvent {
+  type: EventType;
+  data: Record<string, unknown>;
+  ts?: number;
+  rid?: number;
+}
+
+export interface AppendResult {
+  /** The events stored by this call, with their seq. */
+  stored: SessionEvent[];
+  /** How many were skipped because their rid was already stored. */
+  duplicates: number;
+  /** True when the session's FINISH was already stored, so nothing more was appended. */
+  closed: boolean;
+}
+
+export interface Outcome {
+  status: TerminalStatus;
+  reason: TerminalReason;
+  message?: string;
+  exitCode?: number;
+}
+
+export interface DecideOptions {
+  /** Events stored with the decision, only if it wins (TIMEOUT, CANCELLED, CONTAINER_EXITED). */
+  events?: NewEvent[];
+  /** Win only from these states (default: any non-terminal state). */
+  from?: SessionStatus[];
+  /** When the decision was taken (ms); defaults to now. */
+  at?: number;
+}
+
+export interface DecideResult {
+  /** True for the one call that moved the session to its terminal state. */
+  won: boolean;
+  session: SessionRecord;
+}
+
+export interface ListQuery {
+  tenant: string;
+  status?: SessionStatus[];
+  limit: number;
+  /** Opaque cursor from the previous page. */
+  cursor?: string;
+}
+
+export interface SessionPage {
+  items: SessionRecord[];
+  nextCursor: string | null;
+}
+
+export interface SessionStore {
+  /** Creates a queued session and its SESSION_QUEUED event in one step. */
+  createSession(session: NewSession): Promise<SessionRecord>;
+  getSession(id: string): Promise<SessionRecord | null>;
+  listSessions(query: ListQuery): Promise<SessionPage>;
+  countByStatus(status: SessionStatus): Promise<number>;
+  /** Sessions in these states, oldest first (recovery, fallback polls). */
+  findByStatus(status: SessionStatus[], workerId?: string): Promise<SessionRecord[]>;
+  /** Decided sessions whose FINISH is not stored yet (a crash between decision and FINISH). */
+  findUnfinished(): Promise<SessionRecord[]>;
+  /**
+   * Atomically moves the oldest queued session to `starting` for `workerId` and returns it,
+   * or null when none is queued. Two workers never claim the same session.
+   */
+  claimNext(workerId: string): Promise<SessionRecord | null>;
+  /** starting → starting with its container id recorded (before start, so recovery can find it). */
+  setContainer(id: string, containerId: string): Promise<void>;
+  /** starting → running, with the deadline. False when the session is no longer starting. */
+  markRunning(id: string, startedAt: number, deadlineAt: number): Promise<boolean>;
+  /** Puts a `starting` session back in the queue (recovery of a claim whose worker died). */
+  requeue(id: string): Promise<boolean>;
+  /** Records a cancel request; the worker that runs the session acts on it. */
+  requestCancel(id: string): Promise<SessionRecord | null>;
+  /**
+   * The terminal compare-and-set: moves a non-terminal session to `outcome` and appends
+   * `events` (TIMEOUT, CANCELLED, ...) in the same step. Exactly one call wins; the rest get
+   * `won: false` and change nothing. FINISH is appended later by `appendFinish`, after teardown.
+   */
+  decide(id: string, outcome: Outcome, options?: DecideOptions): Promise<DecideResult>;
+  /** Appends the FINISH event of a decided session (idempotent; FINISH is stored once). */
+  appendFinish(id: string, data: FinishData, rid?: number): Promise<SessionEvent>;
+}
+
+export interface TailOptions {
+  afterSeq: number;
+  signal: AbortSignal;
+}
+
+export interface EventStore {
+  /** Appends events in order, assigning dense seq. Refuses nothing but events after FINISH. */
+  append(sessionId: string, events: NewEvent[]): Promise<AppendResult>;
+  /** Events with seq > afterSeq, oldest first, at most `limit`. */
+  read(sessionId: string, afterSeq: number, limit: number): Promise<SessionEvent[]>;
+  getFinishEvent(sessionId: string): Promise<SessionEvent | null>;
+  /** The highest runner id stored for the session (0 when none): where a runner resumes. */
+  lastRid(sessionId: string): Promise<number>;
+  /**
+   * The backlog after `afterSeq`, then live events as they are stored, in order with no gap
+   * and no duplicate; ends after FINISH or when the signal aborts.
+   */
+  tail(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent>;
+}
+
+/** One opened store: both ports over the same connection. */
+export interface Store {
+  readonly kind: 'sqlite' | 'mongodb';
+  readonly sessions: SessionStore;
+  readonly events: EventStore;
+  /** A short description for health output (file path, database name). */
+  describe(): string;
+  close(): Promise<void>;
+}

@@ -1,0 +1,455 @@
+import { EventEmitter } from 'node:events';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { FinishData, SessionEvent, SessionStatus } from '@mgx/agent-sdk';
+import { isTerminal, TERMINAL_STATUSES } from '@mgx/agent-sdk';
+import { StoreError, StoreErrorCode } from './errors.js';
+import type {
+  AppendResult,
+  DecideOptions,
+  DecideResult,
+  EventStore,
+  ListQuery,
+  NewEvent,
+  NewSession,
+  Outcome,
+  SessionPage,
+  SessionRecord,
+  SessionStore,
+  Store,
+  TailOptions,
+} from './ports.js';
+import { tailEvents } from './tail.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS sessions (
+  pos INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  tenant TEXT NOT NULL,
+  status TEXT NOT NULL,
+  framework TEXT NOT NULL,
+  workspace_id TEXT NOT NULL,
+  prompt TEXT NOT NULL,
+  options TEXT NOT NULL,
+  limits TEXT NOT NULL,
+  network TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  started_at INTEGER,
+  ended_at INTEGER,
+  deadline_at INTEGER,
+  worker_id TEXT,
+  container_id TEXT,
+  reason TEXT,
+  exit_code INTEGER,
+  message TEXT,
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  last_seq INTEGER NOT NULL DEFAULT 0,
+  last_rid INTEGER NOT NULL DEFAULT 0,
+  finish_seq INTEGER
+);
+CREATE INDEX IF NOT EXISTS sessions_status_pos ON sessions (status, pos);
+CREATE INDEX IF NOT EXISTS sessions_tenant_pos ON sessions (tenant, pos);
+CREATE INDEX IF NOT EXISTS sessions_unfinished ON sessions (pos) WHERE finish_seq IS NULL;
+CREATE TABLE IF NOT EXISTS events (
+  session_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  rid INTEGER,
+  type TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  data TEXT NOT NULL,
+  PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_session_rid ON events (session_id, rid) WHERE rid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_session_type ON events (session_id, type);
+`;
+
+interface SessionRow {
+  pos: number;
+  id: string;
+  tenant: string;
+  status: SessionStatus;
+  framework: string;
+  workspace_id: string;
+  prompt: string;
+  options: string;
+  limits: string;
+  network: 'none' | 'egress';
+  created_at: number;
+  started_at: number | null;
+  ended_at: number | null;
+  deadline_at: number | null;
+  worker_id: string | null;
+  container_id: string | null;
+  reason: SessionRecord['reason'];
+  exit_code: number | null;
+  message: string | null;
+  cancel_requested: number;
+  last_seq: number;
+  last_rid: number;
+  finish_seq: number | null;
+}
+
+interface EventRow {
+  session_id: string;
+  seq: number;
+  type: SessionEvent['type'];
+  ts: number;
+  data: string;
+}
+
+const toSession = (r: SessionRow): SessionRecord => ({
+  id: r.id,
+  tenant: r.tenant,
+  status: r.status,
+  framework: r.framework,
+  workspaceId: r.workspace_id,
+  prompt: r.prompt,
+  options: JSON.parse(r.options) as Record<string, unknown>,
+  limits: JSON.parse(r.limits) as SessionRecord['limits'],
+  network: r.network,
+  createdAt: r.created_at,
+  startedAt: r.started_at,
+  endedAt: r.ended_at,
+  deadlineAt: r.deadline_at,
+  workerId: r.worker_id,
+  containerId: r.container_id,
+  reason: r.reason,
+  exitCode: r.exit_code,
+  message: r.message,
+  cancelRequested: r.cancel_requested === 1,
+  lastSeq: r.last_seq,
+  finishSeq: r.finish_seq,
+});
+
+const toEvent = (r: EventRow): SessionEvent => ({
+  sessionId: r.session_id,
+  seq: r.seq,
+  type: r.type,
+  ts: r.ts,
+  data: JSON.parse(r.data) as Record<string, unknown>,
+});
+
+export interface SqliteStoreOptions {
+  /** Path of the database file; created with its directory when missing. */
+  file: string;
+  /** How often a tail re-reads when no in-process append woke it (writers in other processes). */
+  tailPollMs?: number;
+}
+
+const TERMINAL_SQL = `(${TERMINAL_STATUSES.map((s) => `'${s}'`).join(',')})`;
+
+/**
+ * The embedded default store: one SQLite file in WAL mode holding sessions and events.
+ * Writes run in IMMEDIATE transactions, so several processes sharing the file serialize
+ * on the database lock and seq stays dense.
+ */
+export class SqliteStore implements Store, SessionStore, EventStore {
+  readonly kind = 'sqlite' as const;
+  readonly #db: Database.Database;
+  readonly #bus = new EventEmitter();
+  readonly #tailPollMs: number;
+  readonly #stmts;
+
+  private constructor(readonly file: string, db: Database.Database, tailPollMs: number) {
+    this.#db = db;
+    this.#tailPollMs = tailPollMs;
+    this.#bus.setMaxListeners(0);
+    this.#stmts = {
+      getSession: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
+      insertSession: db.prepare(
+        `INSERT INTO sessions (id, tenant, status, framework, workspace_id, prompt, options, limits, network, created_at)
+         VALUES (@id, @tenant, 'queued', @framework, @workspaceId, @prompt, @options, @limits, @network, @createdAt)`,
+      ),
+      seqState: db.prepare<[string], { last_seq: number; last_rid: number; finish_seq: number | null; status: SessionStatus }>(
+        'SELECT last_seq, last_rid, finish_seq, status FROM sessions WHERE id = ?',
+      ),
+      insertEvent: db.prepare('INSERT INTO events (session_id, seq, rid, type, ts, data) VALUES (?, ?, ?, ?, ?, ?)'),
+      setSeq: db.prepare('UPDATE sessions SET last_seq = ?, last_rid = ? WHERE id = ?'),
+      read: db.prepare<[string, number, number], EventRow>(
+        'SELECT session_id, seq, type, ts, data FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+      ),
+      finishEvent: db.prepare<[string], EventRow>(
+        "SELECT session_id, seq, type, ts, data FROM events WHERE session_id = ? AND type = 'FINISH'",
+      ),
+      claim: db.prepare<[string], SessionRow>(
+        `UPDATE sessions SET status = 'starting', worker_id = ?
+         WHERE pos = (SELECT pos FROM sessions WHERE status = 'queued' AND cancel_requested = 0 ORDER BY pos LIMIT 1)
+         RETURNING *`,
+      ),
+      setContainer: db.prepare("UPDATE sessions SET container_id = ? WHERE id = ? AND status = 'starting'"),
+      markRunning: db.prepare(
+        "UPDATE sessions SET status = 'running', started_at = ?, deadline_at = ? WHERE id = ? AND status = 'starting'",
+      ),
+      requeue: db.prepare(
+        "UPDATE sessions SET status = 'queued', worker_id = NULL, container_id = NULL WHERE id = ? AND status = 'starting'",
+      ),
+      requestCancel: db.prepare<[string], SessionRow>(
+        `UPDATE sessions SET cancel_requested = 1 WHERE id = ? AND status NOT IN ${TERMINAL_SQL} RETURNING *`,
+      ),
+      decide: db.prepare(
+        `UPDATE sessions SET status = @status, reason = @reason, message = @message, exit_code = @exitCode, ended_at = @at
+         WHERE id = @id AND status NOT IN ${TERMINAL_SQL}`,
+      ),
+      setFinish: db.prepare('UPDATE sessions SET finish_seq = ? WHERE id = ?'),
+      countStatus: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM sessions WHERE status = ?'),
+    };
+  }
+
+  /** Opens (and creates or migrates) the store file. */
+  static open(options: SqliteStoreOptions): SqliteStore {
+    mkdirSync(dirname(options.file), { recursive: true });
+    let db: Database.Database;
+    try {
+      db = new Database(options.file, { timeout: 5000 });
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+      db.exec(SCHEMA);
+    } catch (cause) {
+      throw new StoreError(
+        StoreErrorCode.UNAVAILABLE,
+        `cannot open the SQLite store at ${options.file}: ${(cause as Error).message}`,
+        { cause },
+      );
+    }
+    return new SqliteStore(options.file, db, options.tailPollMs ?? 250);
+  }
+
+  get sessions(): SessionStore {
+    return this;
+  }
+
+  get events(): EventStore {
+    return this;
+  }
+
+  describe(): string {
+    return `sqlite:${this.file}`;
+  }
+
+  async close(): Promise<void> {
+    this.#bus.emit('close');
+    this.#db.close();
+  }
+
+  // ---- writes: every one is a single IMMEDIATE transaction --------------------------
+
+  #tx<T>(fn: () => T): T {
+    try {
+      return this.#db.transaction(fn).immediate();
+    } catch (cause) {
+      if (cause instanceof StoreError) throw cause;
+      const code = (cause as { code?: string }).code ?? '';
+      if (code.startsWith('SQLITE_')) {
+        throw new StoreError(StoreErrorCode.UNAVAILABLE, `SQLite store ${this.file}: ${(cause as Error).message}`, { cause });
+      }
+      throw cause;
+    }
+  }
+
+  #appendLocked(sessionId: string, events: NewEvent[], now: number): AppendResult {
+    const state = this.#stmts.seqState.get(sessionId);
+    if (!state) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${sessionId} does not exist`);
+    if (state.finish_seq !== null) return { stored: [], duplicates: 0, closed: true };
+    let seq = state.last_seq;
+    let lastRid = state.last_rid;
+    let duplicates = 0;
+    const stored: SessionEvent[] = [];
+    for (const ev of events) {
+      if (ev.rid !== undefined) {
+        if (ev.rid <= lastRid) {
+          duplicates++;
+          continue;
+        }
+        lastRid = ev.rid;
+      }
+      seq++;
+      const ts = ev.ts ?? now;
+      this.#stmts.insertEvent.run(sessionId, seq, ev.rid ?? null, ev.type, ts, JSON.stringify(ev.data));
+      stored.push({ sessionId, seq, type: ev.type, ts, data: ev.data });
+    }
+    if (stored.length > 0) this.#stmts.setSeq.run(seq, lastRid, sessionId);
+    return { stored, duplicates, closed: false };
+  }
+
+  #notify(sessionId: string, stored: SessionEvent[]): void {
+    if (stored.length > 0) this.#bus.emit(sessionId);
+  }
+
+  async createSession(s: NewSession): Promise<SessionRecord> {
+    const now = Date.now();
+    const row = this.#tx(() => {
+      if (this.#stmts.getSession.get(s.id)) {
+        throw new StoreError(StoreErrorCode.SESSION_EXISTS, `session ${s.id} already exists`);
+      }
+      this.#stmts.insertSession.run({
+        id: s.id,
+        tenant: s.tenant,
+        framework: s.framework,
+        workspaceId: s.workspaceId,
+        prompt: s.prompt,
+        options: JSON.stringify(s.options),
+        limits: JSON.stringify(s.limits),
+        network: s.network,
+        createdAt: now,
+      });
+      this.#appendLocked(s.id, [{ type: 'SESSION_QUEUED', data: { framework: s.framework, workspaceId: s.workspaceId } }], now);
+      return this.#stmts.getSession.get(s.id)!;
+    });
+    this.#bus.emit(s.id);
+    return toSession(row);
+  }
+
+  async append(sessionId: string, events: NewEvent[]): Promise<AppendResult> {
+    if (events.length === 0) return { stored: [], duplicates: 0, closed: false };
+    const result = this.#tx(() => this.#appendLocked(sessionId, events, Date.now()));
+    this.#notify(sessionId, result.stored);
+    return result;
+  }
+
+  async claimNext(workerId: string): Promise<SessionRecord | null> {
+    const row = this.#tx(() => this.#stmts.claim.get(workerId));
+    return row ? toSession(row) : null;
+  }
+
+  async setContainer(id: string, containerId: string): Promise<void> {
+    this.#tx(() => this.#stmts.setContainer.run(containerId, id));
+  }
+
+  async markRunning(id: string, startedAt: number, deadlineAt: number): Promise<boolean> {
+    return this.#tx(() => this.#stmts.markRunning.run(startedAt, deadlineAt, id).changes === 1);
+  }
+
+  async requeue(id: string): Promise<boolean> {
+    return this.#tx(() => this.#stmts.requeue.run(id).changes === 1);
+  }
+
+  async requestCancel(id: string): Promise<SessionRecord | null> {
+    const row = this.#tx(() => this.#stmts.requestCancel.get(id));
+    return row ? toSession(row) : null;
+  }
+
+  async decide(id: string, outcome: Outcome, options: DecideOptions = {}): Promise<DecideResult> {
+    const { events = [], from, at = Date.now() } = options;
+    let stored: SessionEvent[] = [];
+    const result = this.#tx(() => {
+      const current = this.#stmts.seqState.get(id);
+      if (!current) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
+      const allowed = from ? from.includes(current.status) : !isTerminal(current.status);
+      const changed = !allowed ? 0 : this.#stmts.decide.run({
+        id,
+        status: outcome.status,
+        reason: outcome.reason,
+        message: outcome.message ?? null,
+        exitCode: outcome.exitCode ?? null,
+        at,
+      }).changes;
+      if (changed === 1 && events.length > 0) stored = this.#appendLocked(id, events, at).stored;
+      const row = this.#stmts.getSession.get(id);
+      if (!row) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
+      return { won: changed === 1, session: toSession(row) };
+    });
+    this.#notify(id, stored);
+    return result;
+  }
+
+  async appendFinish(id: string, data: FinishData, rid?: number): Promise<SessionEvent> {
+    const result = this.#tx(() => {
+      const row = this.#stmts.getSession.get(id);
+      if (!row) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
+      if (!isTerminal(row.status)) {
+        throw new StoreError(StoreErrorCode.NOT_DECIDED, `session ${id} is ${row.status}; decide it before FINISH`);
+      }
+      if (row.finish_seq !== null) return { event: toEvent(this.#stmts.finishEvent.get(id)!), fresh: false };
+      const ev: NewEvent = { type: 'FINISH', data: { ...data } };
+      if (rid !== undefined && rid > row.last_rid) ev.rid = rid;
+      const { stored } = this.#appendLocked(id, [ev], Date.now());
+      const finish = stored[0]!;
+      this.#stmts.setFinish.run(finish.seq, id);
+      return { event: finish, fresh: true };
+    });
+    if (result.fresh) this.#bus.emit(id);
+    return result.event;
+  }
+
+  // ---- reads -------------------------------------------------------------------------
+
+  async getSession(id: string): Promise<SessionRecord | null> {
+    const row = this.#stmts.getSession.get(id);
+    return row ? toSession(row) : null;
+  }
+
+  async listSessions(q: ListQuery): Promise<SessionPage> {
+    let before = Number.MAX_SAFE_INTEGER;
+    if (q.cursor !== undefined) {
+      if (!/^\d+$/.test(q.cursor)) throw new StoreError(StoreErrorCode.INVALID_CURSOR, `invalid cursor "${q.cursor}"`);
+      before = Number(q.cursor);
+    }
+    const params: unknown[] = [q.tenant, before];
+    let where = 'tenant = ? AND pos < ?';
+    if (q.status && q.status.length > 0) {
+      where += ` AND status IN (${q.status.map(() => '?').join(',')})`;
+      params.push(...q.status);
+    }
+    params.push(q.limit + 1);
+    const rows = this.#db
+      .prepare<unknown[], SessionRow>(`SELECT * FROM sessions WHERE ${where} ORDER BY pos DESC LIMIT ?`)
+      .all(...params);
+    const page = rows.slice(0, q.limit);
+    return {
+      items: page.map(toSession),
+      nextCursor: rows.length > q.limit ? String(page[page.length - 1]!.pos) : null,
+    };
+  }
+
+  async countByStatus(status: SessionStatus): Promise<number> {
+    return this.#stmts.countStatus.get(status)!.n;
+  }
+
+  async findByStatus(status: SessionStatus[], workerId?: string): Promise<SessionRecord[]> {
+    const params: unknown[] = [...status];
+    let sql = `SELECT * FROM sessions WHERE status IN (${status.map(() => '?').join(',')})`;
+    if (workerId !== undefined) {
+      sql += ' AND worker_id = ?';
+      params.push(workerId);
+    }
+    return this.#db.prepare<unknown[], SessionRow>(`${sql} ORDER BY pos`).all(...params).map(toSession);
+  }
+
+  async findUnfinished(): Promise<SessionRecord[]> {
+    return this.#db
+      .prepare<[], SessionRow>(`SELECT * FROM sessions WHERE status IN ${TERMINAL_SQL} AND finish_seq IS NULL ORDER BY pos`)
+      .all()
+      .map(toSession);
+  }
+
+  async read(sessionId: string, afterSeq: number, limit: number): Promise<SessionEvent[]> {
+    return this.#stmts.read.all(sessionId, afterSeq, limit).map(toEvent);
+  }
+
+  async getFinishEvent(sessionId: string): Promise<SessionEvent | null> {
+    const row = this.#stmts.finishEvent.get(sessionId);
+    return row ? toEvent(row) : null;
+  }
+
+  async lastRid(sessionId: string): Promise<number> {
+    return this.#stmts.seqState.get(sessionId)?.last_rid ?? 0;
+  }
+
+  tail(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {
+    return tailEvents({
+      read: (after, limit) => this.read(sessionId, after, limit),
+      subscribe: (wake) => {
+        this.#bus.on(sessionId, wake);
+        this.#bus.on('close', wake);
+        return () => {
+          this.#bus.off(sessionId, wake);
+          this.#bus.off('close', wake);
+        };
+      },
+      pollMs: this.#tailPollMs,
+      ...options,
+    });
+  }
+}

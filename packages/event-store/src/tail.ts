@@ -1,0 +1,53 @@
+import type { SessionEvent } from '@mgx/agent-sdk';
+
+export interface TailSource {
+  read(afterSeq: number, limit: number): Promise<SessionEvent[]>;
+  /** Calls `wake` whenever new events may be stored; returns the unsubscribe function. */
+  subscribe(wake: () => void): () => void;
+  /** Re-read at least this often, for writers the subscription cannot see. */
+  pollMs: number;
+  afterSeq: number;
+  signal: AbortSignal;
+  batch?: number;
+}
+
+/**
+ * Backlog then live tail, shared by the adapters. It listens before it reads, and reads
+ * by seq after the last event it yielded, so an append between the two is neither missed
+ * nor delivered twice. Ends after FINISH or on abort.
+ */
+export async function* tailEvents(src: TailSource): AsyncGenerator<SessionEvent> {
+  const batch = src.batch ?? 500;
+  let cursor = src.afterSeq;
+  let dirty = true;
+  let wakeUp: (() => void) | undefined;
+  const wake = () => {
+    dirty = true;
+    wakeUp?.();
+  };
+  const unsubscribe = src.subscribe(wake);
+  src.signal.addEventListener('abort', wake, { once: true });
+  try {
+    while (!src.signal.aborted) {
+      dirty = false;
+      const events = await src.read(cursor, batch);
+      for (const ev of events) {
+        cursor = ev.seq;
+        yield ev;
+        if (ev.type === 'FINISH') return;
+      }
+      if (events.length === batch || dirty) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, src.pollMs);
+        wakeUp = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      wakeUp = undefined;
+    }
+  } finally {
+    unsubscribe();
+    src.signal.removeEventListener('abort', wake);
+  }
+}

@@ -1,0 +1,6 @@
+// The runner's entry: the client and the protocol, without the host side (and its deps).
+export { IngestClient } from './ingest-client.js';
+export type { IngestClientOptions } from './ingest-client.js';
+export { PROTOCOL_VERSION, CONTAINER_SOCKET_DIR, SOCKET_NAME } from './protocol.js';
+export type { SessionTask, HelloMessage, AckMessage, EventMessage, ServerMessage } from './protocol.js';
+export { IngestError, IngestErrorCode } from './errors.js';

@@ -1,0 +1,18 @@
+export const IngestErrorCode = {
+  ALREADY_OPEN: 'INGEST_ALREADY_OPEN',
+  PROTOCOL: 'INGEST_PROTOCOL',
+  CONNECT_TIMEOUT: 'INGEST_CONNECT_TIMEOUT',
+  CLOSED: 'INGEST_CLOSED',
+} as const;
+export type IngestErrorCode = (typeof IngestErrorCode)[keyof typeof IngestErrorCode];
+
+export class IngestError extends Error {
+  override readonly name = 'IngestError';
+  constructor(
+    readonly code: IngestErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,320 @@
+import { chmod, chown, mkdir, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { isAgentEventType, type FinishData } from '@mgx/agent-sdk';
+import { silentLogger, type Logger } from '@mgx/config';
+import { IngestError, IngestErrorCode } from './errors.js';
+import { PROTOCOL_VERSION, SOCKET_NAME, type EventMessage, type HelloMessage, type SessionTask } from './protocol.js';
+
+/** An event as it arrives from a runner, bound to the session its socket belongs to. */
+export interface IngestedEvent {
+  rid: number;
+  type: EventMessage['type'];
+  ts: number;
+  data: Record<string, unknown>;
+}
+
+/**
+ * Where ingested events go. The hub only calls it; the composition decides what it does
+ * (append to the store; FINISH to the monitor).
+ */
+export interface IngestSink {
+  lastRid(sessionId: string): Promise<number>;
+  /** Stores events in order; a throw leaves them unacknowledged, so the runner re-sends. */
+  append(sessionId: string, events: IngestedEvent[]): Promise<void>;
+  /** The agent's FINISH. Resolves once the outcome is durable; then the runner is acked. */
+  finish(sessionId: string, event: IngestedEvent & { data: FinishData & Record<string, unknown> }): Promise<void>;
+}
+
+export interface IngestHubOptions {
+  /** Directory holding one sub-directory per session with its socket. */
+  baseDir: string;
+  sink: IngestSink;
+  maxEventBytes: number;
+  /** The container user, which must be able to connect (uid:gid). */
+  containerUser: string;
+  logger?: Logger;
+  /** Pause reading a connection with more than this many events waiting to be stored. */
+  highWater?: number;
+}
+
+interface Channel {
+  task: SessionTask;
+  dir: string;
+  server: Server;
+  socket: Socket | undefined;
+  /** Serializes stores and acks of the session across connections, so order holds. */
+  chain: Promise<void>;
+  pending: number;
+  idleWaiters: Array<() => void>;
+  received: number;
+}
+
+/**
+ * The host side of ingest: one unix socket per session, in a directory mounted into that
+ * session's container only. The socket is the container's identity: whatever arrives on
+ * it belongs to its session, whatever the payload says.
+ */
+export class IngestHub {
+  readonly #o: Required<Omit<IngestHubOptions, 'logger'>> & { logger: Logger };
+  readonly #channels = new Map<string, Channel>();
+
+  constructor(options: IngestHubOptions) {
+    this.#o = { highWater: 5000, logger: silentLogger, ...options };
+  }
+
+  /** Host directory to bind-mount at CONTAINER_SOCKET_DIR for this session. */
+  dirFor(sessionId: string): string {
+    return join(this.#o.baseDir, sessionId);
+  }
+
+  isOpen(sessionId: string): boolean {
+    return this.#channels.has(sessionId);
+  }
+
+  /** Events received so far on this session's socket (all connections). */
+  received(sessionId: string): number {
+    return this.#channels.get(sessionId)?.received ?? 0;
+  }
+
+  /** Creates the session's socket and starts accepting its runner. */
+  async open(task: SessionTask): Promise<{ dir: string; socketPath: string }> {
+    const { sessionId } = task;
+    if (this.#channels.has(sessionId)) throw new IngestError(IngestErrorCode.ALREADY_OPEN, `ingest for ${sessionId} is already open`);
+    const dir = this.dirFor(sessionId);
+    const socketPath = join(dir, SOCKET_NAME);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    await rm(socketPath, { force: true });
+    const server = createServer({ allowHalfOpen: false });
+    const channel: Channel = { task, dir, server, socket: undefined, chain: Promise.resolve(), pending: 0, idleWaiters: [], received: 0 };
+    server.on('connection', (socket) => this.#accept(channel, socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    await this.#grant(socketPath);
+    this.#channels.set(sessionId, channel);
+    this.#o.logger.debug({ sessionId, socketPath }, 'ingest socket open');
+    return { dir, socketPath };
+  }
+
+  /** Only the container's user may connect; a rootless server cannot chown, so it opens the mode instead. */
+  async #grant(socketPath: string): Promise<void> {
+    const [uid, gid] = this.#o.containerUser.split(':').map(Number);
+    try {
+      if (process.getuid?.() !== 0) throw new Error('not root');
+      await chown(socketPath, uid!, gid!);
+      await chmod(socketPath, 0o600);
+    } catch {
+      await chmod(socketPath, 0o666);
+    }
+  }
+
+  /** Resolves once every event received so far is stored and acknowledged, or after `timeoutMs`. */
+  async settle(sessionId: string, timeoutMs: number): Promise<void> {
+    const ch = this.#channels.get(sessionId);
+    if (!ch) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      ch.chain,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * Waits until the runner's connection has closed and everything it sent is stored, or
+   * `timeoutMs` passes. Used when a container exits, so its last events are not lost.
+   */
+  async drained(sessionId: string, timeoutMs: number): Promise<void> {
+    const ch = this.#channels.get(sessionId);
+    if (!ch) return;
+    const deadline = Date.now() + timeoutMs;
+    if (ch.socket && !ch.socket.destroyed) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        ch.socket!.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    await this.settle(sessionId, Math.max(0, deadline - Date.now()));
+  }
+
+  /**
+   * Stops accepting, lets stored work finish, and removes the socket directory. With
+   * `keepDir` the directory stays: a running container has it mounted, and a later
+   * process re-opens the socket in it (a new directory would not be seen by the mount).
+   */
+  async close(sessionId: string, options: { keepDir?: boolean } = {}): Promise<void> {
+    const ch = this.#channels.get(sessionId);
+    if (!ch) return;
+    this.#channels.delete(sessionId);
+    ch.socket?.destroy();
+    await new Promise<void>((resolve) => ch.server.close(() => resolve()));
+    await ch.chain.catch(() => {});
+    if (!options.keepDir) await rm(ch.dir, { recursive: true, force: true });
+  }
+
+  /** Closes every channel, keeping directories for the sessions' next owner (shutdown). */
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.#channels.keys()].map((id) => this.close(id, { keepDir: true })));
+  }
+
+  /** Removes a session's socket directory when no channel is open (recovery clean-up). */
+  async removeDir(sessionId: string): Promise<void> {
+    if (!this.#channels.has(sessionId)) await rm(this.dirFor(sessionId), { recursive: true, force: true });
+  }
+
+  #accept(ch: Channel, socket: Socket): void {
+    const { sessionId } = ch.task;
+    const log = this.#o.logger.child({ sessionId });
+    if (ch.socket && !ch.socket.destroyed) {
+      log.info({}, 'runner reconnected; replacing the previous connection');
+      ch.socket.destroy();
+    }
+    ch.socket = socket;
+    socket.setNoDelay(true);
+    socket.on('error', (err) => log.debug({ err: err.message }, 'ingest connection error'));
+
+    const send = (msg: object) => {
+      if (!socket.destroyed) socket.write(`${JSON.stringify(msg)}\n`);
+    };
+    // hello after everything earlier connections sent is stored, so lastRid is exact
+    ch.chain = ch.chain.then(async () => {
+      const lastRid = await this.#o.sink.lastRid(sessionId);
+      const hello: HelloMessage = { t: 'hello', v: PROTOCOL_VERSION, task: ch.task, lastRid, maxEventBytes: this.#o.maxEventBytes };
+      send(hello);
+    }).catch((err: unknown) => {
+      log.error({ err: (err as Error).message }, 'ingest hello failed');
+      socket.destroy();
+    });
+
+    let buffered = '';
+    let skipping = false;
+    let batch: IngestedEvent[] = [];
+    let scheduled = false;
+    const maxLine = this.#o.maxEventBytes + 1024;
+
+    const flush = () => {
+      scheduled = false;
+      const events = batch;
+      batch = [];
+      if (events.length === 0) return;
+      ch.pending += events.length;
+      if (ch.pending > this.#o.highWater) socket.pause();
+      ch.chain = ch.chain
+        .then(() => this.#store(ch, events, log))
+        .then(
+          (ackRid) => {
+            if (ackRid > 0 && ch.socket === socket) send({ t: 'ack', rid: ackRid });
+          },
+          (err: unknown) => {
+            // nothing acked: the runner keeps the events and re-sends them on reconnect
+            log.error({ err: (err as Error).message }, 'storing ingested events failed; closing the connection');
+            socket.destroy();
+          },
+        )
+        .finally(() => {
+          ch.pending -= events.length;
+          if (ch.pending <= this.#o.highWater / 2 && socket.isPaused()) socket.resume();
+        });
+    };
+
+    const reject = (rid: number | undefined, reason: string) => {
+      // refused, never silently dropped: the refusal is stored as an ERROR event in its place
+      batch.push({
+        rid: rid ?? 0, // 0: no runner id; stored as a platform event
+        type: 'ERROR',
+        ts: Date.now(),
+        data: { code: 'EVENT_REJECTED', message: reason, source: 'platform' },
+      });
+    };
+
+    const onLine = (line: string) => {
+      if (line.length === 0) return;
+      ch.received++;
+      let msg: Partial<EventMessage>;
+      try {
+        msg = JSON.parse(line) as Partial<EventMessage>;
+      } catch {
+        reject(undefined, 'an event line was not valid JSON');
+        return;
+      }
+      const rid = typeof msg.rid === 'number' && Number.isSafeInteger(msg.rid) && msg.rid > 0 ? msg.rid : undefined;
+      if (msg.t !== 'ev' || rid === undefined) return reject(undefined, 'an event lacked t:"ev" or a positive integer rid');
+      if (typeof msg.type !== 'string' || !isAgentEventType(msg.type)) {
+        return reject(rid, `event type ${JSON.stringify(msg.type)} is not an agent event type`);
+      }
+      if (Buffer.byteLength(line) > this.#o.maxEventBytes) {
+        return reject(rid, `a ${msg.type} event of ${Buffer.byteLength(line)} bytes exceeds the limit of ${this.#o.maxEventBytes} bytes`);
+      }
+      if (typeof msg.data !== 'object' || msg.data === null || Array.isArray(msg.data)) {
+        return reject(rid, `a ${msg.type} event had no data object`);
+      }
+      const ts = typeof msg.ts === 'number' && Number.isFinite(msg.ts) ? msg.ts : Date.now();
+      batch.push({ rid, type: msg.type, ts, data: msg.data });
+    };
+
+    socket.on('data', (chunk: Buffer) => {
+      let text = buffered + chunk.toString('utf8');
+      let nl: number;
+      while ((nl = text.indexOf('\n')) >= 0) {
+        const line = text.slice(0, nl);
+        text = text.slice(nl + 1);
+        if (skipping) {
+          skipping = false;
+          continue;
+        }
+        onLine(line);
+      }
+      if (text.length > maxLine) {
+        // an unbounded line: refuse it now and drop the rest of it as it arrives
+        if (!skipping) {
+          ch.received++;
+          reject(undefined, `an event line exceeded ${this.#o.maxEventBytes} bytes and was refused`);
+        }
+        skipping = true;
+        text = '';
+      }
+      buffered = text;
+      if (!scheduled && batch.length > 0) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    });
+    socket.on('end', () => {
+      if (batch.length > 0) flush();
+    });
+  }
+
+  /** Stores one batch in order; FINISH goes to the sink's finish. Returns the rid to ack. */
+  async #store(ch: Channel, events: IngestedEvent[], log: Logger): Promise<number> {
+    const { sessionId } = ch.task;
+    let ackRid = 0;
+    let run: IngestedEvent[] = [];
+    const appendRun = async () => {
+      if (run.length === 0) return;
+      await this.#o.sink.append(sessionId, run);
+      run = [];
+    };
+    for (const ev of events) {
+      if (ev.type === 'FINISH') {
+        await appendRun();
+        await this.#o.sink.finish(sessionId, ev as IngestedEvent & { data: FinishData & Record<string, unknown> });
+        log.debug({ rid: ev.rid }, 'agent FINISH received');
+      } else {
+        run.push(ev);
+      }
+      ackRid = Math.max(ackRid, ev.rid);
+    }
+    await appendRun();
+    return ackRid;
+  }
+}

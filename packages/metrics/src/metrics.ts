@@ -1,0 +1,60 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { TERMINAL_REASONS, TERMINAL_STATUSES } from '@mgx/agent-sdk';
+
+/** Buckets for container lifecycles: 50 ms to 30 minutes, not web-request sized. */
+export const LIFECYCLE_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
+/** Buckets for fast paths measured in milliseconds (finish detection). */
+export const FAST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+export const RUNTIME_OPS = ['ping', 'info', 'image_inspect', 'create', 'start', 'wait', 'inspect', 'kill', 'remove', 'logs', 'list'] as const;
+export const EXIT_REASONS = ['exited', 'oom_killed', 'killed'] as const;
+
+export interface BuildInfo {
+  version: string;
+  node: string;
+}
+
+/**
+ * Every metric of the platform on its own Registry (no global state), so tests and several
+ * servers in one process never share counters. Known label values start at 0.
+ */
+export function createMetrics(build: BuildInfo, options: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'mgx_' });
+  const r = [registry];
+
+  const m = {
+    registry,
+    containerCreate: new Histogram({ name: 'mgx_container_create_duration_seconds', help: 'Time to create an agent container.', buckets: LIFECYCLE_BUCKETS, registers: r }),
+    containerStart: new Histogram({ name: 'mgx_container_start_duration_seconds', help: 'Time from start request to the START event of the agent.', buckets: LIFECYCLE_BUCKETS, registers: r }),
+    containerRun: new Histogram({ name: 'mgx_container_run_duration_seconds', help: 'Time a container ran, start to exit.', buckets: LIFECYCLE_BUCKETS, registers: r }),
+    containerTeardown: new Histogram({ name: 'mgx_container_teardown_duration_seconds', help: 'Time from the terminal decision to the container removed.', buckets: LIFECYCLE_BUCKETS, registers: r }),
+    containerExits: new Counter({ name: 'mgx_container_exits_total', help: 'Agent containers that exited, by how they ended.', labelNames: ['reason'] as const, registers: r }),
+    sessionTimeouts: new Counter({ name: 'mgx_session_timeouts_total', help: 'Sessions ended by their deadline.', registers: r }),
+    oomKills: new Counter({ name: 'mgx_container_oom_kills_total', help: 'Agent containers killed for exceeding their memory limit.', registers: r }),
+    runtimeErrors: new Counter({ name: 'mgx_runtime_errors_total', help: 'Failed container engine calls, by operation.', labelNames: ['op'] as const, registers: r }),
+    sessions: new Counter({ name: 'mgx_sessions_total', help: 'Sessions that reached a terminal state, by status.', labelNames: ['status'] as const, registers: r }),
+    sessionReasons: new Counter({ name: 'mgx_session_end_reasons_total', help: 'Sessions that reached a terminal state, by reason.', labelNames: ['reason'] as const, registers: r }),
+    ingestEvents: new Counter({ name: 'mgx_ingest_events_total', help: 'Agent events received through ingest.', registers: r }),
+    ingestRejected: new Counter({ name: 'mgx_ingest_rejected_total', help: 'Agent events refused (size, format, rate).', registers: r }),
+    rejections: new Counter({ name: 'mgx_session_rejections_total', help: 'Session requests refused, by cause.', labelNames: ['cause'] as const, registers: r }),
+    queueDepth: new Gauge({ name: 'mgx_session_queue_depth', help: 'Sessions waiting in the queue.', registers: r }),
+    queueWait: new Histogram({ name: 'mgx_session_queue_wait_seconds', help: 'Time from sessions.create to claimed by a worker.', buckets: LIFECYCLE_BUCKETS, registers: r }),
+    concurrencyLimit: new Gauge({ name: 'mgx_concurrency_limit', help: 'AGENT_MAX_CONCURRENT_CONTAINERS of this worker.', registers: r }),
+    concurrencyInUse: new Gauge({ name: 'mgx_concurrency_in_use', help: 'Sessions this worker holds a slot for (starting or running).', registers: r }),
+    containersRunning: new Gauge({ name: 'mgx_containers_running', help: 'Agent containers of this worker that are running.', registers: r }),
+    finishDetect: new Histogram({ name: 'mgx_finish_detect_seconds', help: 'Time from the FINISH event received to the session terminal.', buckets: FAST_BUCKETS, registers: r }),
+    sseSubscribers: new Gauge({ name: 'mgx_sse_subscribers', help: 'Open event-stream subscriptions.', registers: r }),
+    buildInfo: new Gauge({ name: 'mgx_build_info', help: 'Version of this mgx build.', labelNames: ['version', 'node'] as const, registers: r }),
+  };
+
+  m.buildInfo.set({ version: build.version, node: build.node }, 1);
+  for (const status of TERMINAL_STATUSES) m.sessions.inc({ status }, 0);
+  for (const reason of TERMINAL_REASONS) m.sessionReasons.inc({ reason }, 0);
+  for (const reason of EXIT_REASONS) m.containerExits.inc({ reason }, 0);
+  for (const op of RUNTIME_OPS) m.runtimeErrors.inc({ op }, 0);
+  for (const cause of ['queue_full', 'invalid_input', 'unauthorized']) m.rejections.inc({ cause }, 0);
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,322 @@
+import type { FinishData } from '@mgx/agent-sdk';
+import { silentLogger, type Logger } from '@mgx/config';
+import type { NewEvent, Outcome, SessionRecord, Store } from '@mgx/event-store';
+import type { IngestHub } from '@mgx/ingest';
+import type { Metrics } from '@mgx/metrics';
+import { RuntimeError, RuntimeErrorCode, type ContainerRuntime, type ExitInfo } from '@mgx/runtime';
+import { systemClock, type Clock } from './clock.js';
+import { finishDataOf, outcomeFromAgentFinish, outcomeFromExit } from './outcomes.js';
+
+export type Trigger = 'finish' | 'exit' | 'deadline' | 'cancel' | 'lost' | 'external';
+
+export interface MonitorOptions {
+  store: Store;
+  runtime: ContainerRuntime;
+  ingest: Pick<IngestHub, 'drained' | 'close'>;
+  metrics: Metrics;
+  logger?: Logger;
+  stopGraceMs: number;
+  finishGraceMs: number;
+  pollMs: number;
+  logCaptureBytes: number;
+  /** How long to wait for a runner's last events after its container exited. */
+  drainMs?: number;
+  clock?: Clock;
+}
+
+interface Watch {
+  session: SessionRecord;
+  containerId: string;
+  startedAt: number;
+  log: Logger;
+  /** Set when this process knows the terminal decision (its own or one found in the store). */
+  decided: boolean;
+  outcome: Outcome | undefined;
+  decidedBy: Trigger | undefined;
+  decidedAt: number;
+  finishRid: number | undefined;
+  killedByUs: boolean;
+  exit: ExitInfo | undefined;
+  exitPromise: Promise<ExitInfo>;
+  timers: unknown[];
+  tornDown: Promise<void>;
+  resolveTornDown: () => void;
+}
+
+const MISSING_EXIT: ExitInfo = { exitCode: -1, oomKilled: false };
+
+/**
+ * Watches each running session to its one terminal state. Whatever comes first decides:
+ * the agent's FINISH (from ingest), the container's exit (engine wait), the deadline timer,
+ * or a cancel. The decision is a compare-and-set in the store, so a second trigger, here or
+ * in another process, changes nothing. The fallback poll (AGENT_MONITOR_POLL_SECONDS) only
+ * catches what the live paths could miss: an engine restart, a cancel written by another
+ * process, a container removed behind our back.
+ *
+ * After the decision it tears down in a fixed order: stop (SIGTERM, then SIGKILL), wait for
+ * the exit, store the runner's last events, CONTAINER_EXITED and the container's logs, then
+ * FINISH, then remove the container. FINISH is therefore always the last event.
+ */
+export class Monitor {
+  readonly #o: Required<Omit<MonitorOptions, 'logger' | 'clock'>> & { logger: Logger; clock: Clock };
+  readonly #watches = new Map<string, Watch>();
+
+  constructor(options: MonitorOptions) {
+    this.#o = { drainMs: 2000, logger: silentLogger, clock: systemClock, ...options };
+  }
+
+  get active(): number {
+    return this.#watches.size;
+  }
+
+  isWatching(sessionId: string): boolean {
+    return this.#watches.has(sessionId);
+  }
+
+  /**
+   * Watches a session whose container has started. Resolves when the session is terminal,
+   * its FINISH stored and its container removed.
+   */
+  watch(session: SessionRecord, containerId: string, startedAt: number): Promise<void> {
+    const existing = this.#watches.get(session.id);
+    if (existing) return existing.tornDown;
+    let resolveTornDown!: () => void;
+    const tornDown = new Promise<void>((r) => (resolveTornDown = r));
+    const w: Watch = {
+      session,
+      containerId,
+      startedAt,
+      log: this.#o.logger.child({ sessionId: session.id, containerId }),
+      decided: false,
+      outcome: undefined,
+      decidedBy: undefined,
+      decidedAt: 0,
+      finishRid: undefined,
+      killedByUs: false,
+      exit: undefined,
+      exitPromise: Promise.resolve(MISSING_EXIT),
+      timers: [],
+      tornDown,
+      resolveTornDown,
+    };
+    this.#watches.set(session.id, w);
+    this.#o.metrics.containersRunning.inc();
+
+    w.exitPromise = this.#waitExit(w);
+    void w.exitPromise.then((exit) => this.#onExit(w, exit));
+
+    const { clock } = this.#o;
+    const deadlineAt = session.deadlineAt ?? startedAt + session.limits.timeoutMs;
+    w.timers.push(
+      clock.setTimeout(() => {
+        void this.#decide(w, { status: 'timed_out', reason: 'timeout', message: `the session passed its deadline of ${Math.round(session.limits.timeoutMs / 1000)} s` }, 'deadline', [
+          { type: 'TIMEOUT', data: { timeoutMs: session.limits.timeoutMs, deadlineAt } },
+        ]);
+      }, Math.max(0, deadlineAt - clock.now())),
+    );
+    this.#schedulePoll(w);
+    if (session.cancelRequested) this.cancel(session.id);
+    return tornDown;
+  }
+
+  /** The agent's FINISH, from ingest. Resolves once the outcome is durable. */
+  async agentFinished(sessionId: string, rid: number, data: FinishData & Record<string, unknown>): Promise<void> {
+    const started = performance.now();
+    const outcome = outcomeFromAgentFinish(data);
+    const w = this.#watches.get(sessionId);
+    if (!w) {
+      // not watched here (yet): make the outcome durable; whoever adopts the session tears down
+      const res = await this.#o.store.sessions.decide(sessionId, outcome);
+      if (!res.won) this.#o.logger.info({ sessionId, status: data.status }, 'agent FINISH arrived after the session was decided; ignored');
+      return;
+    }
+    if (w.decided) {
+      w.log.info({ status: data.status, decided: w.outcome?.status }, 'agent FINISH lost the race; ignored');
+      await this.#o.store.events.append(sessionId, [
+        { type: 'LOG', data: { stream: 'agent', level: 'warn', source: 'platform', text: `the agent reported FINISH ${String(data.status)} after the session ended ${w.outcome?.status ?? ''}; ignored` } },
+      ]);
+      return;
+    }
+    w.finishRid = rid;
+    await this.#decide(w, outcome, 'finish');
+    this.#o.metrics.finishDetect.observe((performance.now() - started) / 1000);
+  }
+
+  /** Cancels a session watched here; false when it is not. */
+  cancel(sessionId: string): boolean {
+    const w = this.#watches.get(sessionId);
+    if (!w) return false;
+    void this.#decide(w, { status: 'cancelled', reason: 'cancelled', message: 'the session was cancelled' }, 'cancel', [
+      { type: 'CANCELLED', data: { requestedAt: this.#o.clock.now() } },
+    ]);
+    return true;
+  }
+
+  /** Resolves when every watched session is torn down. */
+  async idle(): Promise<void> {
+    await Promise.all([...this.#watches.values()].map((w) => w.tornDown));
+  }
+
+  /** Stops watching without deciding (graceful shutdown: the next start adopts the sessions). */
+  detachAll(): void {
+    for (const w of this.#watches.values()) {
+      for (const t of w.timers) this.#o.clock.clearTimeout(t);
+      w.timers = [];
+      w.resolveTornDown();
+    }
+    this.#watches.clear();
+  }
+
+  async #decide(w: Watch, outcome: Outcome, trigger: Trigger, events: NewEvent[] = []): Promise<void> {
+    if (w.decided) {
+      w.log.debug({ trigger, status: outcome.status, decided: w.outcome?.status }, 'trigger lost the race; ignored');
+      return;
+    }
+    w.decided = true;
+    let res;
+    try {
+      res = await this.#o.store.sessions.decide(w.session.id, outcome, { events, at: this.#o.clock.now() });
+    } catch (err) {
+      // not decided after all: the next trigger or poll tries again
+      w.decided = false;
+      w.log.error({ trigger, err: (err as Error).message }, 'storing the terminal decision failed');
+      return;
+    }
+    const s = res.session;
+    w.outcome = res.won
+      ? outcome
+      : {
+          status: s.status as Outcome['status'],
+          reason: s.reason ?? 'lost',
+          ...(s.message !== null ? { message: s.message } : {}),
+          ...(s.exitCode !== null ? { exitCode: s.exitCode } : {}),
+        };
+    w.decidedBy = res.won ? trigger : 'external';
+    w.decidedAt = this.#o.clock.now();
+    w.log.info({ trigger: w.decidedBy, status: w.outcome.status, reason: w.outcome.reason }, 'session decided');
+    void this.#teardown(w);
+  }
+
+  async #waitExit(w: Watch): Promise<ExitInfo> {
+    for (;;) {
+      try {
+        return await this.#o.runtime.wait(w.containerId);
+      } catch (err) {
+        if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) return MISSING_EXIT;
+        w.log.warn({ err: (err as Error).message }, 'waiting for the container failed; retrying');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  async #onExit(w: Watch, exit: ExitInfo): Promise<void> {
+    w.exit = exit;
+    this.#o.metrics.containersRunning.dec();
+    this.#o.metrics.containerRun.observe(Math.max(0, this.#o.clock.now() - w.startedAt) / 1000);
+    if (w.decided) return;
+    // its FINISH may still be in the socket: store what it sent before judging the exit
+    await this.#o.ingest.drained(w.session.id, this.#o.drainMs);
+    if (w.decided) return;
+    if (exit === MISSING_EXIT) {
+      await this.#decide(w, { status: 'failed', reason: 'lost', message: 'the container disappeared' }, 'lost');
+      return;
+    }
+    await this.#decide(w, outcomeFromExit(exit, w.session.limits.memoryBytes > 0), 'exit');
+  }
+
+  #schedulePoll(w: Watch): void {
+    const t = this.#o.clock.setTimeout(() => {
+      void this.#poll(w).finally(() => {
+        if (!w.decided && this.#watches.get(w.session.id) === w) this.#schedulePoll(w);
+      });
+    }, this.#o.pollMs);
+    w.timers.push(t);
+  }
+
+  async #poll(w: Watch): Promise<void> {
+    if (w.decided) return;
+    try {
+      const row = await this.#o.store.sessions.getSession(w.session.id);
+      if (row && row.cancelRequested && !w.decided) this.cancel(w.session.id);
+      if (row && ['succeeded', 'failed', 'timed_out', 'cancelled'].includes(row.status) && !w.decided) {
+        // decided elsewhere: #decide loses the compare-and-set and adopts the stored outcome
+        await this.#decide(w, { status: 'failed', reason: 'lost' }, 'external');
+        return;
+      }
+      const state = await this.#o.runtime.inspect(w.containerId);
+      if (!w.decided && w.exit === undefined) {
+        if (state === null) await this.#onExit(w, MISSING_EXIT);
+        else if (!state.running && state.exitCode !== null) await this.#onExit(w, { exitCode: state.exitCode, oomKilled: state.oomKilled });
+      }
+    } catch (err) {
+      w.log.warn({ err: (err as Error).message }, 'monitor poll failed');
+    }
+  }
+
+  async #teardown(w: Watch): Promise<void> {
+    const { runtime, store, ingest, metrics, clock } = this.#o;
+    const id = w.session.id;
+    for (const t of w.timers) clock.clearTimeout(t);
+    w.timers = [];
+    const outcome = w.outcome!;
+    try {
+      if (w.exit === undefined && w.decidedBy === 'finish') {
+        // the runner exits by itself right after its FINISH is acknowledged
+        await Promise.race([w.exitPromise, new Promise((r) => setTimeout(r, this.#o.finishGraceMs))]);
+      }
+      if (w.exit === undefined) {
+        w.killedByUs = true;
+        try {
+          await runtime.stop(w.containerId, this.#o.stopGraceMs);
+        } catch (err) {
+          w.log.warn({ err: (err as Error).message }, 'stopping the container failed');
+        }
+      }
+      const exit = await Promise.race([
+        w.exitPromise,
+        new Promise<ExitInfo>((r) => setTimeout(() => r(MISSING_EXIT), this.#o.stopGraceMs + 30_000)),
+      ]);
+      await ingest.drained(id, this.#o.drainMs);
+
+      const tail: NewEvent[] = [];
+      if (exit !== MISSING_EXIT) {
+        tail.push({
+          type: 'CONTAINER_EXITED',
+          data: { exitCode: exit.exitCode, oomKilled: outcome.reason === 'oom_killed', killedBy: w.killedByUs ? w.decidedBy : null },
+        });
+      }
+      try {
+        const lines = exit === MISSING_EXIT ? [] : await runtime.logs(w.containerId, this.#o.logCaptureBytes);
+        for (const l of lines) if (l.text.length > 0) tail.push({ type: 'LOG', data: { stream: l.stream, text: l.text, source: 'container' } });
+      } catch (err) {
+        w.log.warn({ err: (err as Error).message }, 'capturing container logs failed');
+      }
+      await store.events.append(id, tail);
+    } catch (err) {
+      w.log.error({ err: (err as Error).message }, 'teardown step failed; finishing the session anyway');
+    }
+
+    try {
+      await ingest.close(id);
+      await store.sessions.appendFinish(id, finishDataOf(outcome), w.finishRid);
+    } catch (err) {
+      w.log.error({ err: (err as Error).message }, 'storing FINISH failed; recovery will complete it');
+    }
+    try {
+      await runtime.remove(w.containerId);
+    } catch (err) {
+      w.log.error({ err: (err as Error).message }, 'removing the container failed; recovery will remove it');
+    }
+
+    const exitReason = outcome.reason === 'oom_killed' ? 'oom_killed' : w.killedByUs ? 'killed' : 'exited';
+    metrics.containerExits.inc({ reason: exitReason });
+    if (outcome.reason === 'oom_killed') metrics.oomKills.inc();
+    if (outcome.status === 'timed_out') metrics.sessionTimeouts.inc();
+    metrics.sessions.inc({ status: outcome.status });
+    metrics.sessionReasons.inc({ reason: outcome.reason });
+    metrics.containerTeardown.observe(Math.max(0, clock.now() - w.decidedAt) / 1000);
+    w.log.info({ status: outcome.status, reason: outcome.reason, exitCode: w.exit?.exitCode }, 'session finished');
+    this.#watches.delete(id);
+    w.resolveTornDown();
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * The ContainerRuntime port: what the platform needs from a container engine, in its own
+ * terms. No engine client types cross it; the adapter owns its connection.
+ */
+
+export interface Mount {
+  hostPath: string;
+  containerPath: string;
+  readOnly: boolean;
+}
+
+/** Everything needed to create one agent container. Hardening is applied by the adapter. */
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  /** uid:gid, never root. */
+  user: string;
+  workingDir: string;
+  mounts: Mount[];
+  memoryBytes: number;
+  /** CPU microseconds per `cpuPeriod`. */
+  cpuQuota: number;
+  cpuPeriod: number;
+  pidsLimit: number;
+  network: 'none' | 'egress';
+  tmpfsBytes: number;
+}
+
+export interface ContainerState {
+  id: string;
+  running: boolean;
+  exitCode: number | null;
+  /** As the engine reports it; Podman on cgroup v1 never sets it (see `endedBy`). */
+  oomKilled: boolean;
+  startedAt: number | null;
+  finishedAt: number | null;
+  labels: Record<string, string>;
+  memoryBytes: number;
+}
+
+export interface ContainerSummary {
+  id: string;
+  name: string;
+  state: string;
+  labels: Record<string, string>;
+}
+
+export interface ExitInfo {
+  exitCode: number;
+  oomKilled: boolean;
+}
+
+export interface LogLine {
+  stream: 'stdout' | 'stderr';
+  text: string;
+}
+
+export interface EngineInfo {
+  engine: 'podman' | 'docker';
+  version: string;
+  apiVersion: string;
+  cgroupVersion: string;
+  ociRuntime: string;
+  socket: string;
+}
+
+export interface ContainerRuntime {
+  readonly socket: string;
+  info(): Promise<EngineInfo>;
+  ping(): Promise<void>;
+  imageExists(image: string): Promise<boolean>;
+  create(spec: ContainerSpec): Promise<string>;
+  start(id: string): Promise<void>;
+  /** Resolves when the container has exited. */
+  wait(id: string): Promise<ExitInfo>;
+  inspect(id: string): Promise<ContainerState | null>;
+  /** Sends a signal; no error when the container already stopped. */
+  kill(id: string, signal: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+  /** SIGTERM, then SIGKILL after `graceMs` if still running. Resolves once it has exited. */
+  stop(id: string, graceMs: number): Promise<ExitInfo>;
+  /** Removes the container (force). No error when it is already gone. */
+  remove(id: string): Promise<void>;
+  /** The last `maxBytes` of stdout and stderr, as lines. */
+  logs(id: string, maxBytes: number): Promise<LogLine[]>;
+  /** Containers whose labels match all of `labels`, running or not. */
+  list(labels: Record<string, string>): Promise<ContainerSummary[]>;
+}
+
+export const LABELS = {
+  managed: 'mgx.managed',
+  sessionId: 'mgx.session-id',
+  tenant: 'mgx.tenant',
+  owner: 'mgx.owner',
+} as const;

@@ -1,0 +1,232 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import Docker from 'dockerode';
+import { silentLogger, type Logger } from '@mgx/config';
+import type {
+  ContainerRuntime,
+  ContainerSpec,
+  ContainerState,
+  ContainerSummary,
+  EngineInfo,
+  ExitInfo,
+  LogLine,
+} from './container-runtime.js';
+import { describeSocket, discoverSocket, type DiscoveryInput, type SocketAddress } from './discovery.js';
+import { classifyEngineError, RuntimeError, RuntimeErrorCode } from './errors.js';
+import { hardenedCreateOptions } from './hardening.js';
+
+export interface DockerRuntimeOptions {
+  address: SocketAddress;
+  logger?: Logger;
+  /** Attempts for idempotent calls when the engine is briefly unavailable. */
+  retries?: number;
+  /** Observes every engine call, for metrics. */
+  onCall?: (op: string, seconds: number, error: RuntimeError | undefined) => void;
+}
+
+const ts = (iso: string | undefined): number | null => {
+  if (!iso || iso.startsWith('0001-')) return null;
+  const t = Date.parse(iso);
+  return Number.isNaN(t) ? null : t;
+};
+
+/**
+ * The dockerode adapter: one client for Podman's Docker-compatible API and for Docker.
+ * Which engine answers is found out by `info()`, not assumed.
+ */
+export class DockerRuntime implements ContainerRuntime {
+  readonly socket: string;
+  readonly #docker: Docker;
+  readonly #log: Logger;
+  readonly #retries: number;
+  readonly #onCall: DockerRuntimeOptions['onCall'];
+  #info: EngineInfo | undefined;
+
+  constructor(options: DockerRuntimeOptions) {
+    const a = options.address;
+    this.#docker =
+      a.kind === 'unix' ? new Docker({ socketPath: a.path }) : new Docker({ host: a.host, port: a.port, protocol: a.protocol });
+    this.socket = describeSocket(a);
+    this.#log = options.logger ?? silentLogger;
+    this.#retries = options.retries ?? 4;
+    this.#onCall = options.onCall;
+  }
+
+  /** Discovers the socket (see discoverSocket) and builds the adapter. */
+  static discover(input: DiscoveryInput, options: Omit<DockerRuntimeOptions, 'address'> = {}): DockerRuntime {
+    return new DockerRuntime({ ...options, address: discoverSocket(input) });
+  }
+
+  async #call<T>(op: string, fn: () => Promise<T>, opts: { subject?: string; retry?: boolean } = {}): Promise<T> {
+    const attempts = opts.retry === false ? 1 : this.#retries;
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now();
+      try {
+        const result = await fn();
+        this.#onCall?.(op, (performance.now() - started) / 1000, undefined);
+        return result;
+      } catch (cause) {
+        const err = classifyEngineError(op, cause, opts.subject);
+        this.#onCall?.(op, (performance.now() - started) / 1000, err);
+        if (!err.transient || attempt >= attempts) throw err;
+        const delay = 100 * 4 ** (attempt - 1);
+        this.#log.warn({ op, attempt, delayMs: delay, code: err.code, err: err.message }, 'container engine call failed; retrying');
+        await sleep(delay);
+      }
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.#call('ping', () => this.#docker.ping(), { retry: false });
+  }
+
+  async info(): Promise<EngineInfo> {
+    if (this.#info) return this.#info;
+    const [version, info] = await this.#call('info', () => Promise.all([this.#docker.version(), this.#docker.info()]));
+    const v = version as unknown as { Version: string; ApiVersion: string; Components?: Array<{ Name: string; Version: string }> };
+    const i = info as unknown as { CgroupVersion?: string; DefaultRuntime?: string; OCIRuntime?: { name?: string } };
+    const podman = v.Components?.find((c) => /podman/i.test(c.Name));
+    this.#info = {
+      engine: podman ? 'podman' : 'docker',
+      version: podman?.Version ?? v.Version,
+      apiVersion: v.ApiVersion,
+      cgroupVersion: i.CgroupVersion ?? 'unknown',
+      ociRuntime: i.DefaultRuntime ?? i.OCIRuntime?.name ?? 'unknown',
+      socket: this.socket,
+    };
+    return this.#info;
+  }
+
+  async imageExists(image: string): Promise<boolean> {
+    try {
+      await this.#call('image_inspect', () => this.#docker.getImage(image).inspect(), { subject: image });
+      return true;
+    } catch (err) {
+      if (err instanceof RuntimeError && (err.code === RuntimeErrorCode.IMAGE_NOT_FOUND || err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND)) {
+        return false;
+      }
+      throw err;
+    }
+  }
+
+  async create(spec: ContainerSpec): Promise<string> {
+    const options = hardenedCreateOptions(spec);
+    // not retried: a create whose answer was lost may have happened; the caller decides
+    const container = await this.#call('create', () => this.#docker.createContainer(options), { subject: spec.image, retry: false });
+    this.#log.debug({ containerId: container.id, name: spec.name }, 'container created');
+    return container.id;
+  }
+
+  async start(id: string): Promise<void> {
+    await this.#call('start', () => this.#docker.getContainer(id).start(), { subject: id, retry: false });
+  }
+
+  async wait(id: string): Promise<ExitInfo> {
+    const result = (await this.#call('wait', () => this.#docker.getContainer(id).wait(), { subject: id })) as { StatusCode: number };
+    const state = await this.inspect(id);
+    return { exitCode: state?.exitCode ?? result.StatusCode, oomKilled: state?.oomKilled ?? false };
+  }
+
+  async inspect(id: string): Promise<ContainerState | null> {
+    try {
+      const c = await this.#call('inspect', () => this.#docker.getContainer(id).inspect(), { subject: id });
+      return {
+        id: c.Id,
+        running: c.State.Running,
+        exitCode: c.State.Running ? null : c.State.ExitCode,
+        oomKilled: c.State.OOMKilled,
+        startedAt: ts(c.State.StartedAt),
+        finishedAt: ts(c.State.FinishedAt),
+        labels: c.Config.Labels ?? {},
+        memoryBytes: c.HostConfig.Memory ?? 0,
+      };
+    } catch (err) {
+      if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) return null;
+      throw err;
+    }
+  }
+
+  async kill(id: string, signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
+    try {
+      await this.#call('kill', () => this.#docker.getContainer(id).kill({ signal }), { subject: id });
+    } catch (err) {
+      // an exited or removed container has nothing left to signal
+      if (err instanceof RuntimeError && (err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND || err.code === RuntimeErrorCode.NAME_CONFLICT)) return;
+      if (err instanceof RuntimeError && /not running|is not running|container state improper/i.test(err.message)) return;
+      throw err;
+    }
+  }
+
+  async stop(id: string, graceMs: number): Promise<ExitInfo> {
+    const exited = this.wait(id);
+    exited.catch(() => {});
+    await this.kill(id, 'SIGTERM');
+    const winner = await Promise.race([exited.then(() => 'exited' as const), sleep(graceMs).then(() => 'grace' as const)]);
+    if (winner === 'grace') {
+      this.#log.info({ containerId: id, graceMs }, 'container ignored SIGTERM; sending SIGKILL');
+      await this.kill(id, 'SIGKILL');
+    }
+    return exited;
+  }
+
+  async remove(id: string): Promise<void> {
+    try {
+      await this.#call('remove', () => this.#docker.getContainer(id).remove({ force: true, v: true }), { subject: id });
+    } catch (err) {
+      if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) return;
+      throw err;
+    }
+  }
+
+  async logs(id: string, maxBytes: number): Promise<LogLine[]> {
+    if (maxBytes <= 0) return [];
+    const raw = (await this.#call('logs', () =>
+      this.#docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false }),
+    { subject: id })) as unknown as Buffer;
+    return demuxLogs(Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw)), maxBytes);
+  }
+
+  async list(labels: Record<string, string>): Promise<ContainerSummary[]> {
+    const filters = { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) };
+    const items = await this.#call('list', () => this.#docker.listContainers({ all: true, filters }));
+    return items.map((c) => ({ id: c.Id, name: (c.Names?.[0] ?? '').replace(/^\//, ''), state: c.State, labels: c.Labels ?? {} }));
+  }
+}
+
+/**
+ * Splits the engine's multiplexed log stream (8-byte frame headers: stream, size) into
+ * lines, keeping the last `maxBytes` of text per stream order.
+ */
+export function demuxLogs(buf: Buffer, maxBytes: number): LogLine[] {
+  const chunks: Array<{ stream: 'stdout' | 'stderr'; data: Buffer }> = [];
+  let off = 0;
+  const framed = buf.length >= 8 && (buf[0] === 1 || buf[0] === 2) && buf[1] === 0 && buf[2] === 0 && buf[3] === 0;
+  if (!framed) {
+    chunks.push({ stream: 'stdout', data: buf });
+  } else {
+    while (off + 8 <= buf.length) {
+      const stream = buf[off] === 2 ? 'stderr' : 'stdout';
+      const size = buf.readUInt32BE(off + 4);
+      chunks.push({ stream, data: buf.subarray(off + 8, off + 8 + size) });
+      off += 8 + size;
+    }
+  }
+  // keep the tail: the end of a log is what explains a failure
+  let budget = maxBytes;
+  const kept: typeof chunks = [];
+  for (let i = chunks.length - 1; i >= 0 && budget > 0; i--) {
+    const c = chunks[i]!;
+    const data = c.data.length > budget ? c.data.subarray(c.data.length - budget) : c.data;
+    budget -= data.length;
+    kept.unshift({ stream: c.stream, data });
+  }
+  const lines: LogLine[] = [];
+  const partial: Record<'stdout' | 'stderr', string> = { stdout: '', stderr: '' };
+  for (const c of kept) {
+    const text = partial[c.stream] + c.data.toString('utf8');
+    const parts = text.split('\n');
+    partial[c.stream] = parts.pop() ?? '';
+    for (const line of parts) lines.push({ stream: c.stream, text: line });
+  }
+  for (const stream of ['stdout', 'stderr'] as const) if (partial[stream]) lines.push({ stream, text: partial[stream] });
+  return lines;
+}

@@ -1,0 +1,17 @@
+export type {
+  ContainerRuntime,
+  ContainerSpec,
+  ContainerState,
+  ContainerSummary,
+  EngineInfo,
+  ExitInfo,
+  LogLine,
+  Mount,
+} from './container-runtime.js';
+export { LABELS } from './container-runtime.js';
+export { DockerRuntime, demuxLogs } from './docker-runtime.js';
+export type { DockerRuntimeOptions } from './docker-runtime.js';
+export { discoverSocket, parseSocketUrl, describeSocket } from './discovery.js';
+export type { SocketAddress, DiscoveryInput } from './discovery.js';
+export { RuntimeError, RuntimeErrorCode, classifyEngineError } from './errors.js';
+export { hardenedCreateOptions } from './hardening.js';

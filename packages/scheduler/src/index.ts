@@ -1,0 +1,3 @@
+export { Scheduler } from './scheduler.js';
+export type { SchedulerOptions } from './scheduler.js';
+export { prepareWorkspace } from './workspaces.js';

@@ -1,0 +1,111 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import type { Framework, FrameworkContext, FrameworkResult } from '@mgx/agent-sdk';
+
+/** One step of a script prompt `{"steps":[...]}`. */
+export type ScriptStep =
+  | { say: string }
+  | { sleep: number }
+  | { write: { path: string; content: string } }
+  | { alloc_mb: number }
+  | { events: { count: number; size: number } }
+  | { exit: number }
+  | { fail: string }
+  | { ignore_sigterm: boolean };
+
+/** Thrown by the `exit` step: the runner exits with this code at once, without FINISH. */
+export class ScriptExit extends Error {
+  constructor(readonly code: number) {
+    super(`script exit ${code}`);
+  }
+}
+
+/** Set by `ignore_sigterm`: the runner's SIGTERM handler then does nothing. */
+export const sigterm = { ignored: false };
+
+// kept reachable so alloc_mb memory is really held
+const held: Buffer[] = [];
+
+const abortable = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolveSleep) => {
+    const timer = setTimeout(resolveSleep, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolveSleep();
+    }, { once: true });
+  });
+
+function parseSteps(prompt: string): ScriptStep[] | undefined {
+  const trimmed = prompt.trim();
+  if (!trimmed.startsWith('{')) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(trimmed);
+  } catch {
+    return undefined;
+  }
+  const steps = (parsed as { steps?: unknown }).steps;
+  if (!Array.isArray(steps)) return undefined;
+  return steps as ScriptStep[];
+}
+
+/** Streams `text` back as a few MESSAGE deltas, then the whole message. */
+async function say(ctx: FrameworkContext, messageId: string, text: string): Promise<void> {
+  const words = text.split(/(?<=\s)/);
+  const chunks = Math.min(4, Math.max(1, words.length));
+  const per = Math.ceil(words.length / chunks);
+  for (let i = 0; i < words.length; i += per) ctx.emit.messageDelta(messageId, words.slice(i, i + per).join(''));
+  ctx.emit.messageDone(messageId, text);
+}
+
+function insideWorkspace(workspace: string, path: string): string {
+  const target = resolve(workspace, path);
+  const rel = relative(workspace, target);
+  if (isAbsolute(path) || rel.startsWith('..') || rel === '') throw new Error(`write path ${JSON.stringify(path)} is outside the workspace`);
+  return target;
+}
+
+/**
+ * The deterministic framework for demos, tests and benchmarks. A plain-text prompt is said
+ * back; a JSON prompt `{"steps":[...]}` runs its steps in order.
+ */
+export const scriptFramework: Framework = {
+  name: 'script',
+  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm).',
+  optionsSchema: { type: 'object', properties: {}, additionalProperties: false },
+  async run(ctx): Promise<FrameworkResult> {
+    const steps = parseSteps(ctx.prompt);
+    if (!steps) {
+      await say(ctx, 'm1', ctx.prompt);
+      return { status: 'succeeded' };
+    }
+    let n = 0;
+    for (const step of steps) {
+      if (ctx.signal.aborted) break;
+      n++;
+      if ('say' in step) await say(ctx, `m${n}`, String(step.say));
+      else if ('sleep' in step) await abortable(Number(step.sleep), ctx.signal);
+      else if ('write' in step) {
+        const target = insideWorkspace(ctx.workspace, step.write.path);
+        await mkdir(dirname(target), { recursive: true });
+        await writeFile(target, step.write.content);
+        ctx.emit.emit('FILE_CHANGED', { path: step.write.path, bytes: Buffer.byteLength(step.write.content), change: 'written' });
+      } else if ('alloc_mb' in step) {
+        const mb = Number(step.alloc_mb);
+        for (let i = 0; i < mb; i++) held.push(Buffer.alloc(1024 * 1024, 1));
+        ctx.emit.log(`allocated ${mb} MiB`);
+      } else if ('events' in step) {
+        const { count, size } = step.events;
+        const text = 'x'.repeat(Math.max(0, Number(size)));
+        for (let i = 0; i < count; i++) {
+          ctx.emit.emit('LOG', { stream: 'agent', text, i });
+          if (i % 256 === 255) await ctx.emit.drain();
+        }
+      } else if ('exit' in step) throw new ScriptExit(Number(step.exit));
+      else if ('fail' in step) return { status: 'failed', reason: 'agent_error', message: String(step.fail) };
+      else if ('ignore_sigterm' in step) sigterm.ignored = Boolean(step.ignore_sigterm);
+      else throw new Error(`step ${n} is not a known step: ${JSON.stringify(step).slice(0, 200)}`);
+    }
+    return { status: 'succeeded' };
+  },
+};

@@ -1,0 +1,19 @@
+// Entry point of the agent container. Everything it needs arrives over the session's
+// ingest socket; env only says where that socket and the workspace are.
+import { builtinFrameworks } from './frameworks/index.js';
+import { runSession } from './run.js';
+
+const debug = (msg: string) => process.stderr.write(`[mgx-runner] ${msg}\n`);
+
+runSession({
+  socketPath: process.env.MGX_INGEST_SOCKET ?? '/run/mgx/ingest.sock',
+  workspace: process.env.MGX_WORKSPACE ?? '/workspace',
+  registry: builtinFrameworks(),
+  debug,
+}).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    debug(`fatal: ${(err as Error).stack ?? String(err)}`);
+    process.exit(70);
+  },
+);
