@@ -1,0 +1,177 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import yoctoSpinner from 'yocto-spinner';
+import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
+import { formatEvent } from './format.js';
+
+/**
+ * Exit codes (also in the README):
+ *   0 the session succeeded / the command did what was asked
+ *   1 the session failed
+ *   2 bad usage or input refused by the server
+ *   3 the session timed out
+ *   4 the session was cancelled
+ *   5 the server could not be reached or answered with an error
+ */
+export const EXIT = { ok: 0, failed: 1, usage: 2, timedOut: 3, cancelled: 4, unreachable: 5 } as const;
+
+const STATUS_EXIT: Record<string, number> = { succeeded: EXIT.ok, failed: EXIT.failed, timed_out: EXIT.timedOut, cancelled: EXIT.cancelled };
+
+const env = process.env;
+const program = new Command()
+  .name('mgx')
+  .description('Run agent sessions in isolated containers.')
+  .option('--url <url>', 'server URL (MGX_URL)', env.MGX_URL ?? 'http://127.0.0.1:8080')
+  .option('--token <token>', 'bearer token (MGX_TOKEN)', env.MGX_TOKEN)
+  .showHelpAfterError();
+
+const client = (): MgxClient => {
+  const o = program.opts<{ url: string; token?: string }>();
+  return createMgxClient({ url: o.url, token: o.token });
+};
+
+const positiveInt = (v: string) => {
+  if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be a whole number');
+  return Number(v);
+};
+const positiveNumber = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a positive number');
+  return n;
+};
+
+/** Prints events until FINISH; a live status line on a terminal. Returns the FINISH event. */
+async function follow(c: MgxClient, sessionId: string, json: boolean, after?: number): Promise<SessionEvent | undefined> {
+  const started = Date.now();
+  let count = 0;
+  let phase = 'queued';
+  const status = () => `${phase} · ${((Date.now() - started) / 1000).toFixed(1)}s · ${count} events · ${sessionId}`;
+  // the live status line only on a terminal; scripts and --json get plain lines
+  const spinner = !json && process.stderr.isTTY === true ? yoctoSpinner({ stream: process.stderr, text: status() }).start() : undefined;
+  const tick = setInterval(() => {
+    if (spinner) spinner.text = status();
+  }, 100);
+  let finish: SessionEvent | undefined;
+  try {
+    for await (const ev of followSession(c, sessionId, {
+      ...(after !== undefined ? { lastEventId: after } : {}),
+      onState: (s, err) => {
+        if (s === 'connecting' && err) phase = `reconnecting (${err.message})`;
+      },
+    })) {
+      count++;
+      if (ev.type === 'CONTAINER_STARTED') phase = 'starting';
+      if (ev.type === 'START') phase = 'running';
+      if (ev.type === 'MESSAGE' && !ev.data.done) phase = 'running (streaming)';
+      if (json) {
+        process.stdout.write(`${JSON.stringify(ev)}\n`);
+      } else {
+        const line = formatEvent(ev);
+        // the spinner moves itself below lines written to the terminal
+        if (line !== null) process.stdout.write(`${line}\n`);
+      }
+      if (ev.type === 'FINISH') finish = ev;
+    }
+  } finally {
+    clearInterval(tick);
+    spinner?.stop();
+  }
+  return finish;
+}
+
+program
+  .command('run')
+  .description('create a session and follow its events until FINISH; exits 0 only when it succeeded')
+  .requiredOption('-f, --framework <name>', 'agent framework (see the server\'s frameworks.list)')
+  .requiredOption('-p, --prompt <text>', 'the prompt')
+  .option('-t, --timeout <seconds>', 'session deadline in seconds', positiveNumber)
+  .option('-m, --memory <size>', 'memory limit, e.g. 256m or 1g')
+  .option('--cpus <n>', 'CPU limit, e.g. 0.5', positiveNumber)
+  .option('-w, --workspace <id>', 'workspace id (reused across sessions)')
+  .option('--json', 'print each event as one JSON line')
+  .option('-d, --detach', 'print the session id and return')
+  .action(async (o: { framework: string; prompt: string; timeout?: number; memory?: string; cpus?: number; workspace?: string; json?: boolean; detach?: boolean }) => {
+    const c = client();
+    const s = await c.sessions.create.mutate({
+      framework: o.framework,
+      prompt: o.prompt,
+      ...(o.timeout !== undefined ? { timeoutSeconds: o.timeout } : {}),
+      ...(o.memory !== undefined ? { memory: o.memory } : {}),
+      ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
+      ...(o.workspace !== undefined ? { workspaceId: o.workspace } : {}),
+    });
+    if (o.detach) {
+      process.stdout.write(o.json ? `${JSON.stringify({ sessionId: s.id, status: s.status })}\n` : `${s.id}\n`);
+      return;
+    }
+    const finish = await follow(c, s.id, o.json === true);
+    const status = String(finish?.data.status ?? 'failed');
+    if (!o.json) process.stderr.write(`session ${s.id} ${status}\n`);
+    process.exitCode = STATUS_EXIT[status] ?? EXIT.failed;
+  });
+
+program
+  .command('ls')
+  .description('list sessions, newest first')
+  .addOption(new Option('-s, --status <status...>', 'only these states').choices(['queued', 'starting', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled']))
+  .option('-n, --limit <n>', 'how many', positiveInt, 20)
+  .option('--json', 'one JSON object per line')
+  .action(async (o: { status?: Array<'queued'>; limit: number; json?: boolean }) => {
+    const page = await client().sessions.list.query({ limit: Math.min(200, o.limit), ...(o.status ? { status: o.status } : {}) });
+    for (const s of page.items) {
+      if (o.json) process.stdout.write(`${JSON.stringify(s)}\n`);
+      else {
+        const age = `${Math.round((Date.now() - s.createdAt) / 1000)}s ago`;
+        process.stdout.write(`${s.id}  ${s.status.padEnd(9)}  ${s.framework.padEnd(8)}  ${(s.reason ?? '').padEnd(21)}  ${age.padStart(9)}  ${s.promptPreview.replace(/\s+/g, ' ').slice(0, 40)}\n`);
+      }
+    }
+  });
+
+program
+  .command('logs')
+  .description("print a session's events")
+  .argument('<sessionId>')
+  .option('-a, --after <seq>', 'only events after this seq', positiveInt, 0)
+  .option('-f, --follow', 'keep following until FINISH')
+  .option('--json', 'one JSON line per event')
+  .action(async (sessionId: string, o: { after: number; follow?: boolean; json?: boolean }) => {
+    const c = client();
+    if (o.follow) {
+      await follow(c, sessionId, o.json === true, o.after);
+      return;
+    }
+    let after = o.after;
+    for (;;) {
+      const page = await c.sessions.events.query({ sessionId, afterSeq: after, limit: 1000 });
+      for (const ev of page.events) {
+        if (o.json) process.stdout.write(`${JSON.stringify(ev)}\n`);
+        else {
+          const line = formatEvent(ev);
+          if (line !== null) process.stdout.write(`${line}\n`);
+        }
+      }
+      if (page.events.length < 1000) break;
+      after = page.lastSeq;
+    }
+  });
+
+program
+  .command('cancel')
+  .description('cancel a queued or running session')
+  .argument('<sessionId>')
+  .option('--json', 'print the result as JSON')
+  .action(async (sessionId: string, o: { json?: boolean }) => {
+    const r = await client().sessions.cancel.mutate({ sessionId });
+    process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${r.sessionId} ${r.cancelled ? 'cancelling' : 'already ended'} (${r.status})\n`);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const e = err as { message?: string; data?: { code?: string; httpStatus?: number }; cause?: { code?: string; message?: string } };
+  const code = e.data?.code;
+  if (code === 'BAD_REQUEST' || code === 'PAYLOAD_TOO_LARGE' || code === 'NOT_FOUND' || code === 'FORBIDDEN' || code === 'UNAUTHORIZED' || code === 'TOO_MANY_REQUESTS') {
+    process.stderr.write(`mgx: ${e.message}\n`);
+    process.exit(EXIT.usage);
+  }
+  const url = program.opts<{ url: string }>().url;
+  process.stderr.write(`mgx: ${e.message ?? String(err)}${code ? ` (${code})` : ` (is the server running at ${url}? start it with \`npm start\`)`}\n`);
+  process.exit(EXIT.unreachable);
+});
