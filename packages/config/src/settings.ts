@@ -120,7 +120,8 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       user: read('AGENT_CONTAINER_USER', nonEmpty.regex(/^[1-9]\d*:[1-9]\d*$/, 'must be uid:gid of a non-root user, e.g. 10001:10001'), '10001:10001'),
       defaultTimeoutMs: read('AGENT_TASK_TIMEOUT_SECONDS', seconds(1), '1800'),
       maxTimeoutMs: read('AGENT_TASK_TIMEOUT_MAX_SECONDS', seconds(1), '14400'),
-      maxMemoryBytes: read('AGENT_CONTAINER_MEMORY_MAX', memory(16 * 1024 ** 2), env.AGENT_CONTAINER_MEMORY_LIMIT || '2g'),
+      // the maximum a session may ask for; by default the per-container default itself
+      maxMemoryBytes: read('AGENT_CONTAINER_MEMORY_MAX', memory(16 * 1024 ** 2), undefined) ?? memoryBytes,
       stopGraceMs: read('AGENT_STOP_GRACE_SECONDS', seconds(0, 600), '10'),
       finishGraceMs: read('AGENT_FINISH_GRACE_SECONDS', seconds(0, 600), '5'),
       allowEgress: read('MGX_ALLOW_EGRESS', bool, 'false'),

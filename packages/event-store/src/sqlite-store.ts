@@ -198,9 +198,9 @@ export class SqliteStore implements Store, SessionStore, EventStore {
 
   /** Opens (and creates or migrates) the store file. */
   static open(options: SqliteStoreOptions): SqliteStore {
-    mkdirSync(dirname(options.file), { recursive: true });
     let db: Database.Database;
     try {
+      mkdirSync(dirname(options.file), { recursive: true });
       db = new Database(options.file, { timeout: 5000 });
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');

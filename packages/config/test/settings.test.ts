@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, formatMemory, loadSettings, parseMemory } from '../src/index.js';
+
+describe('parseMemory', () => {
+  it.each([
+    ['2g', 2 * 1024 ** 3],
+    ['512m', 512 * 1024 ** 2],
+    ['512M', 512 * 1024 ** 2],
+    ['1.5g', 1.5 * 1024 ** 3],
+    ['64k', 64 * 1024],
+    ['1048576', 1048576],
+    ['256MiB', 256 * 1024 ** 2],
+  ])('reads %s', (text, bytes) => expect(parseMemory(text)).toBe(bytes));
+
+  it.each(['', 'g', '2x', '-1g', 'lots', '1 2g'])('refuses %j', (text) => expect(parseMemory(text)).toBeUndefined());
+
+  it('formats back what it reads', () => {
+    for (const t of ['2g', '512m', '64k']) expect(formatMemory(parseMemory(t)!)).toBe(t);
+  });
+});
+
+describe('loadSettings', () => {
+  it('gives the documented defaults', () => {
+    const s = loadSettings({}, '/srv');
+    expect(s.agent.image).toBe('mgx-agent:latest');
+    expect(s.agent.memoryBytes).toBe(2 * 1024 ** 3);
+    expect(s.agent.cpuQuota).toBe(100000);
+    expect(s.agent.defaultTimeoutMs).toBe(1800_000);
+    expect(s.monitor.pollMs).toBe(2000);
+    expect(s.scheduler.maxConcurrent).toBeGreaterThanOrEqual(1);
+    expect(s.store.kind).toBe('sqlite');
+    expect(s.store.dataDir).toBe('/srv/data');
+    expect(s.server.port).toBe(8080);
+    expect(s.server.host).toBe('127.0.0.1');
+    expect(s.limits.maxEventBytes).toBe(256 * 1024);
+  });
+
+  it('reads the original settings names', () => {
+    const s = loadSettings({
+      AGENT_CONTAINER_IMAGE: 'custom:1',
+      AGENT_CONTAINER_MEMORY_LIMIT: '512m',
+      AGENT_CONTAINER_CPU_QUOTA: '50000',
+      AGENT_TASK_TIMEOUT_SECONDS: '60',
+      AGENT_MONITOR_POLL_SECONDS: '0.5',
+      AGENT_MAX_CONCURRENT_CONTAINERS: '4',
+    });
+    expect(s.agent.image).toBe('custom:1');
+    expect(s.agent.memoryBytes).toBe(512 * 1024 ** 2);
+    expect(s.agent.maxMemoryBytes).toBe(512 * 1024 ** 2);
+    expect(s.agent.cpuQuota).toBe(50000);
+    expect(s.agent.defaultTimeoutMs).toBe(60_000);
+    expect(s.monitor.pollMs).toBe(500);
+    expect(s.scheduler.maxConcurrent).toBe(4);
+  });
+
+  it('names every bad variable and what was wrong, at once', () => {
+    let err: unknown;
+    try {
+      loadSettings({ AGENT_CONTAINER_MEMORY_LIMIT: '2x', AGENT_MAX_CONCURRENT_CONTAINERS: '0', MGX_PORT: 'http', MGX_EVENT_STORE: 'redis' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const e = err as ConfigError;
+    expect(e.code).toBe('CONFIG_INVALID');
+    expect(e.problems.map((p) => p.variable).sort()).toEqual(['AGENT_CONTAINER_MEMORY_LIMIT', 'AGENT_MAX_CONCURRENT_CONTAINERS', 'MGX_EVENT_STORE', 'MGX_PORT']);
+    expect(e.message).toContain('AGENT_CONTAINER_MEMORY_LIMIT: "2x" is not a memory size');
+    expect(e.message).toContain('AGENT_MAX_CONCURRENT_CONTAINERS: must be at least 1');
+  });
+
+  it('requires MONGODB_URI for the mongodb store', () => {
+    expect(() => loadSettings({ MGX_EVENT_STORE: 'mongodb' })).toThrow(/MONGODB_URI: is required/);
+  });
+
+  it('refuses a root container user and a memory maximum below the default', () => {
+    expect(() => loadSettings({ AGENT_CONTAINER_USER: '0:0' })).toThrow(/AGENT_CONTAINER_USER/);
+    expect(() => loadSettings({ AGENT_CONTAINER_MEMORY_LIMIT: '1g', AGENT_CONTAINER_MEMORY_MAX: '512m' })).toThrow(/AGENT_CONTAINER_MEMORY_MAX/);
+  });
+
+  it('refuses a timeout maximum below the default timeout', () => {
+    expect(() => loadSettings({ AGENT_TASK_TIMEOUT_SECONDS: '100', AGENT_TASK_TIMEOUT_MAX_SECONDS: '50' })).toThrow(/AGENT_TASK_TIMEOUT_MAX_SECONDS/);
+  });
+});

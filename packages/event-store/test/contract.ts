@@ -1,0 +1,208 @@
+import { randomBytes } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { SessionEvent } from '@mgx/agent-sdk';
+import type { NewSession, Store } from '../src/index.js';
+
+/**
+ * The contract every store adapter passes, run against each one (SQLite here, MongoDB when
+ * MONGODB_URI is set). `open` gives a fresh, empty store; `close` disposes of it.
+ */
+export function storeContract(name: string, open: () => Promise<Store>): void {
+  describe(`store contract: ${name}`, () => {
+    let store: Store;
+    beforeEach(async () => {
+      store = await open();
+    });
+    afterEach(async () => {
+      await store.close();
+    });
+
+    const session = (over: Partial<NewSession> = {}): NewSession => {
+      const id = `s${randomBytes(6).toString('hex')}`;
+      return {
+        id,
+        tenant: 't1',
+        framework: 'script',
+        prompt: 'hi',
+        workspaceId: id,
+        options: {},
+        limits: { memoryBytes: 256 * 1024 ** 2, cpuQuota: 100000, timeoutMs: 60_000 },
+        network: 'none',
+        ...over,
+      };
+    };
+
+    it('creates a queued session with SESSION_QUEUED as seq 1', async () => {
+      const s = await store.sessions.createSession(session());
+      expect(s.status).toBe('queued');
+      expect(s.lastSeq).toBe(1);
+      const events = await store.events.read(s.id, 0, 10);
+      expect(events.map((e) => [e.seq, e.type])).toEqual([[1, 'SESSION_QUEUED']]);
+    });
+
+    it('refuses a second session with the same id', async () => {
+      const s = session();
+      await store.sessions.createSession(s);
+      await expect(store.sessions.createSession(s)).rejects.toMatchObject({ code: 'STORE_SESSION_EXISTS' });
+    });
+
+    it('appends in order with dense seq, reads after a seq, and honours the limit', async () => {
+      const s = await store.sessions.createSession(session());
+      const r = await store.events.append(s.id, Array.from({ length: 10 }, (_, i) => ({ type: 'LOG' as const, data: { i } })));
+      expect(r.stored.map((e) => e.seq)).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      expect((await store.events.read(s.id, 0, 100)).map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      const after = await store.events.read(s.id, 5, 3);
+      expect(after.map((e) => [e.seq, e.data.i])).toEqual([[6, 4], [7, 5], [8, 6]]);
+      expect(await store.events.read(s.id, 11, 10)).toEqual([]);
+    });
+
+    it('keeps seq dense per session under concurrent appends from many sessions', async () => {
+      const sessions = await Promise.all(Array.from({ length: 8 }, () => store.sessions.createSession(session())));
+      await Promise.all(
+        sessions.flatMap((s) => Array.from({ length: 25 }, (_, i) => store.events.append(s.id, [{ type: 'LOG', data: { i } }, { type: 'LOG', data: { i } }]))),
+      );
+      for (const s of sessions) {
+        const seqs = (await store.events.read(s.id, 0, 1000)).map((e) => e.seq);
+        expect(seqs).toEqual(Array.from({ length: 51 }, (_, i) => i + 1));
+      }
+    });
+
+    it('stores a re-sent runner event once (idempotent by rid)', async () => {
+      const s = await store.sessions.createSession(session());
+      const batch = [1, 2, 3].map((rid) => ({ type: 'LOG' as const, data: { rid }, rid }));
+      expect((await store.events.append(s.id, batch)).stored).toHaveLength(3);
+      const again = await store.events.append(s.id, [...batch, { type: 'LOG', data: { rid: 4 }, rid: 4 }]);
+      expect(again.duplicates).toBe(3);
+      expect(again.stored.map((e) => e.data.rid)).toEqual([4]);
+      expect(await store.events.lastRid(s.id)).toBe(4);
+      expect((await store.events.read(s.id, 0, 100)).length).toBe(5);
+    });
+
+    it('refuses appends to a session that does not exist', async () => {
+      await expect(store.events.append('nope', [{ type: 'LOG', data: {} }])).rejects.toMatchObject({ code: 'STORE_SESSION_NOT_FOUND' });
+    });
+
+    it('finds FINISH, and stores nothing after it', async () => {
+      const s = await store.sessions.createSession(session());
+      expect(await store.events.getFinishEvent(s.id)).toBeNull();
+      await expect(store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' })).rejects.toMatchObject({ code: 'STORE_NOT_DECIDED' });
+      await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' });
+      const finish = await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
+      expect(finish.type).toBe('FINISH');
+      expect((await store.events.getFinishEvent(s.id))?.seq).toBe(finish.seq);
+      // FINISH is stored once, whoever asks again
+      expect((await store.sessions.appendFinish(s.id, { status: 'failed', reason: 'lost' })).seq).toBe(finish.seq);
+      const late = await store.events.append(s.id, [{ type: 'LOG', data: {} }]);
+      expect(late).toMatchObject({ closed: true, stored: [] });
+      expect((await store.sessions.getSession(s.id))?.finishSeq).toBe(finish.seq);
+    });
+
+    it('decides a terminal state exactly once when transitions race', async () => {
+      for (let round = 0; round < 20; round++) {
+        const s = await store.sessions.createSession(session());
+        const results = await Promise.all([
+          store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' }),
+          store.sessions.decide(s.id, { status: 'timed_out', reason: 'timeout' }, { events: [{ type: 'TIMEOUT', data: {} }] }),
+          store.sessions.decide(s.id, { status: 'cancelled', reason: 'cancelled' }, { events: [{ type: 'CANCELLED', data: {} }] }),
+        ]);
+        expect(results.filter((r) => r.won)).toHaveLength(1);
+        const winner = results.find((r) => r.won)!;
+        const final = await store.sessions.getSession(s.id);
+        expect(final?.status).toBe(winner.session.status);
+        // only the winner's events are stored
+        const types = (await store.events.read(s.id, 0, 100)).map((e) => e.type);
+        expect(types.filter((t) => t === 'TIMEOUT' || t === 'CANCELLED').length).toBe(winner.session.status === 'succeeded' ? 0 : 1);
+      }
+    });
+
+    it('decides only from the states it is told to', async () => {
+      const s = await store.sessions.createSession(session());
+      await store.sessions.claimNext('w1');
+      const r = await store.sessions.decide(s.id, { status: 'cancelled', reason: 'cancelled' }, { from: ['queued'] });
+      expect(r.won).toBe(false);
+      expect(r.session.status).toBe('starting');
+    });
+
+    it('claims queued sessions oldest first, each exactly once', async () => {
+      const ids: string[] = [];
+      for (let i = 0; i < 10; i++) ids.push((await store.sessions.createSession(session())).id);
+      const claims = await Promise.all(Array.from({ length: 14 }, (_, i) => store.sessions.claimNext(`w${i % 3}`)));
+      const claimed = claims.filter((c) => c !== null).map((c) => c!.id);
+      expect(claimed).toHaveLength(10);
+      expect(new Set(claimed).size).toBe(10);
+      expect([...claimed].sort()).toEqual([...ids].sort());
+      expect(await store.sessions.claimNext('w9')).toBeNull();
+    });
+
+    it('moves a claimed session through starting and running, and back to the queue', async () => {
+      const s = await store.sessions.createSession(session());
+      const c = await store.sessions.claimNext('w1');
+      expect(c).toMatchObject({ id: s.id, status: 'starting', workerId: 'w1' });
+      expect(await store.sessions.requeue(s.id)).toBe(true);
+      expect((await store.sessions.getSession(s.id))?.status).toBe('queued');
+      await store.sessions.claimNext('w1');
+      await store.sessions.setContainer(s.id, 'c1');
+      expect(await store.sessions.markRunning(s.id, 1000, 61_000)).toBe(true);
+      expect(await store.sessions.markRunning(s.id, 1000, 61_000)).toBe(false);
+      expect(await store.sessions.getSession(s.id)).toMatchObject({ status: 'running', containerId: 'c1', startedAt: 1000, deadlineAt: 61_000 });
+      expect((await store.sessions.findByStatus(['running'], 'w1')).map((x) => x.id)).toEqual([s.id]);
+      expect(await store.sessions.findByStatus(['running'], 'w2')).toEqual([]);
+    });
+
+    it('lists a tenant\'s sessions newest first, with cursor pages and status filters', async () => {
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) ids.push((await store.sessions.createSession(session({ tenant: 'pager' }))).id);
+      await store.sessions.createSession(session({ tenant: 'other' }));
+      const p1 = await store.sessions.listSessions({ tenant: 'pager', limit: 2 });
+      const p2 = await store.sessions.listSessions({ tenant: 'pager', limit: 2, cursor: p1.nextCursor! });
+      const p3 = await store.sessions.listSessions({ tenant: 'pager', limit: 2, cursor: p2.nextCursor! });
+      expect([...p1.items, ...p2.items, ...p3.items].map((s) => s.id)).toEqual([...ids].reverse());
+      expect(p3.nextCursor).toBeNull();
+      await store.sessions.decide(ids[0]!, { status: 'failed', reason: 'lost' });
+      const failed = await store.sessions.listSessions({ tenant: 'pager', limit: 10, status: ['failed'] });
+      expect(failed.items.map((s) => s.id)).toEqual([ids[0]]);
+    });
+
+    it('tails a session from mid-stream with no gap and no duplicate, ending after FINISH', async () => {
+      const s = await store.sessions.createSession(session());
+      await store.events.append(s.id, Array.from({ length: 5 }, (_, i) => ({ type: 'LOG' as const, data: { i } })));
+      const ac = new AbortController();
+      const seen: SessionEvent[] = [];
+      const tailing = (async () => {
+        for await (const ev of store.events.tail(s.id, { afterSeq: 3, signal: ac.signal })) seen.push(ev);
+      })();
+      // appends racing the subscriber's backfill
+      for (let i = 0; i < 20; i++) await store.events.append(s.id, [{ type: 'LOG', data: { live: i } }]);
+      await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' });
+      await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
+      await tailing;
+      expect(seen.map((e) => e.seq)).toEqual(Array.from({ length: 24 }, (_, i) => i + 4));
+      expect(seen.at(-1)?.type).toBe('FINISH');
+    });
+
+    it('stops a tail when its signal aborts', async () => {
+      const s = await store.sessions.createSession(session());
+      const ac = new AbortController();
+      const seen: number[] = [];
+      const tailing = (async () => {
+        for await (const ev of store.events.tail(s.id, { afterSeq: 0, signal: ac.signal })) seen.push(ev.seq);
+      })();
+      await new Promise((r) => setTimeout(r, 50));
+      ac.abort();
+      await tailing;
+      expect(seen).toEqual([1]);
+    });
+
+    it('records cancel requests only for sessions not yet ended, and lists decided sessions lacking FINISH', async () => {
+      const s = await store.sessions.createSession(session());
+      expect((await store.sessions.requestCancel(s.id))?.cancelRequested).toBe(true);
+      // a cancel-requested session is not claimed
+      expect(await store.sessions.claimNext('w1')).toBeNull();
+      await store.sessions.decide(s.id, { status: 'cancelled', reason: 'cancelled' });
+      expect(await store.sessions.requestCancel(s.id)).toBeNull();
+      expect((await store.sessions.findUnfinished()).map((x) => x.id)).toContain(s.id);
+      await store.sessions.appendFinish(s.id, { status: 'cancelled', reason: 'cancelled' });
+      expect((await store.sessions.findUnfinished()).map((x) => x.id)).not.toContain(s.id);
+    });
+  });
+}
