@@ -240,6 +240,14 @@ export class IngestHub {
     const onLine = (line: string) => {
       if (line.length === 0) return;
       ch.received++;
+      const bytes = Buffer.byteLength(line);
+      if (bytes > this.#o.maxEventBytes) {
+        // judged by size before parsing; rid and type read from the line's head when present
+        const head = line.slice(0, 200);
+        const rid = Number(/"rid":(\d{1,15})/.exec(head)?.[1] ?? 0) || undefined;
+        const type = /"type":"([A-Z_]{1,32})"/.exec(head)?.[1] ?? 'event line';
+        return reject(rid, `${type === 'event line' ? 'an event line' : `a ${type} event`} of ${bytes} bytes exceeds the limit of ${this.#o.maxEventBytes} bytes`);
+      }
       let msg: Partial<EventMessage>;
       try {
         msg = JSON.parse(line) as Partial<EventMessage>;
@@ -251,9 +259,6 @@ export class IngestHub {
       if (msg.t !== 'ev' || rid === undefined) return reject(undefined, 'an event lacked t:"ev" or a positive integer rid');
       if (typeof msg.type !== 'string' || !isAgentEventType(msg.type)) {
         return reject(rid, `event type ${JSON.stringify(msg.type)} is not an agent event type`);
-      }
-      if (Buffer.byteLength(line) > this.#o.maxEventBytes) {
-        return reject(rid, `a ${msg.type} event of ${Buffer.byteLength(line)} bytes exceeds the limit of ${this.#o.maxEventBytes} bytes`);
       }
       if (typeof msg.data !== 'object' || msg.data === null || Array.isArray(msg.data)) {
         return reject(rid, `a ${msg.type} event had no data object`);

@@ -1,0 +1,141 @@
+import { mkdtempSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { SqliteStore } from '@mgx/event-store';
+import { IngestClient, IngestHub, type IngestSink } from '../src/index.js';
+
+const task = (sessionId: string) => ({ sessionId, framework: 'script', prompt: 'p', options: {}, secrets: { KEY: 'sekret' } });
+
+async function fixture(maxEventBytes = 4096) {
+  const dir = mkdtempSync(join(tmpdir(), 'mgx-ingest-'));
+  const store = SqliteStore.open({ file: join(dir, 'db.sqlite') });
+  const finishes: Array<{ sessionId: string; rid: number; status: unknown }> = [];
+  const sink: IngestSink = {
+    lastRid: (id) => store.lastRid(id),
+    append: async (id, events) => {
+      await store.append(id, events.map((e) => ({ type: e.type, data: e.data, ts: e.ts, ...(e.rid > 0 ? { rid: e.rid } : {}) })));
+    },
+    finish: async (id, ev) => {
+      finishes.push({ sessionId: id, rid: ev.rid, status: ev.data.status });
+      await store.append(id, [{ type: 'LOG', data: { finishRid: ev.rid }, rid: ev.rid }]);
+    },
+  };
+  const hub = () => new IngestHub({ baseDir: join(dir, 'run'), sink, maxEventBytes, containerUser: `${process.getuid!()}:${process.getgid!()}` });
+  const session = async (id: string) =>
+    store.createSession({ id, tenant: 't', framework: 'script', prompt: 'p', workspaceId: id, options: {}, limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none' });
+  return { dir, store, sink, hub, session, finishes };
+}
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+describe('ingest over a real unix socket', () => {
+  it('delivers the task, stores events in order, acknowledges them, and hands FINISH to the sink', async () => {
+    const f = await fixture();
+    const hub = f.hub();
+    await f.session('s1');
+    const { socketPath } = await hub.open(task('s1'));
+    const client = new IngestClient({ socketPath });
+    cleanups.push(async () => {
+      client.close();
+      await hub.closeAll();
+      await f.store.close();
+    });
+    const hello = await client.connect();
+    expect(hello.task).toMatchObject({ sessionId: 's1', prompt: 'p', secrets: { KEY: 'sekret' } });
+    for (let i = 0; i < 1000; i++) client.emit('LOG', { i });
+    client.emit('FINISH', { status: 'succeeded', reason: 'finished' });
+    await client.flush();
+    expect(client.unacknowledged).toBe(0);
+    const events = await f.store.read('s1', 1, 5000);
+    expect(events.slice(0, 1000).map((e) => e.data.i)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+    expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 1001 }, (_, i) => i + 2));
+    expect(f.finishes).toEqual([{ sessionId: 's1', rid: 1001, status: 'succeeded' }]);
+  });
+
+  it('loses and duplicates nothing when the server restarts while the runner is writing', async () => {
+    const f = await fixture();
+    await f.session('s2');
+    const first = f.hub();
+    const { socketPath } = await first.open(task('s2'));
+    const client = new IngestClient({ socketPath, connectTimeoutMs: 10_000 });
+    await client.connect();
+    for (let i = 0; i < 3000; i++) client.emit('LOG', { i });
+    // the server goes away with events unacknowledged and in flight
+    await new Promise((r) => setTimeout(r, 5));
+    await first.closeAll();
+    for (let i = 3000; i < 5000; i++) client.emit('LOG', { i });
+    const second = f.hub();
+    await second.open(task('s2'));
+    cleanups.push(async () => {
+      client.close();
+      await second.closeAll();
+      await f.store.close();
+    });
+    client.emit('FINISH', { status: 'succeeded', reason: 'finished' });
+    await client.flush();
+    const logs = (await f.store.read('s2', 0, 10_000)).filter((e) => e.type === 'LOG' && e.data.i !== undefined);
+    expect(logs.map((e) => e.data.i)).toEqual(Array.from({ length: 5000 }, (_, i) => i));
+    expect(f.finishes.map((x) => x.rid)).toEqual([5001]);
+  });
+
+  it('refuses an oversize event with an ERROR event that says why, on both sides', async () => {
+    const f = await fixture(2048);
+    const hub = f.hub();
+    await f.session('s3');
+    const { socketPath } = await hub.open(task('s3'));
+    cleanups.push(async () => {
+      await hub.closeAll();
+      await f.store.close();
+    });
+    // a client that keeps to the limit turns the event into an ERROR itself
+    const client = new IngestClient({ socketPath });
+    await client.connect();
+    client.emit('LOG', { text: 'x'.repeat(5000) });
+    client.emit('LOG', { text: 'small' });
+    await client.flush();
+    client.close();
+    // a raw writer that ignores the limit is refused by the server
+    const raw = connect(socketPath);
+    await new Promise((r) => raw.once('data', r));
+    raw.write(`${JSON.stringify({ t: 'ev', rid: 3, type: 'LOG', ts: 1, data: { text: 'y'.repeat(3000) } })}\n`);
+    raw.write(`${JSON.stringify({ t: 'ev', rid: 4, type: 'SESSION_QUEUED', ts: 1, data: {} })}\n`);
+    raw.write('not json\n');
+    raw.write(`${'z'.repeat(10_000)}\n`);
+    await new Promise((r) => setTimeout(r, 200));
+    raw.destroy();
+    await hub.settle('s3', 1000);
+    const events = (await f.store.read('s3', 1, 100)).map((e) => [e.type, String(e.data.code ?? e.data.text), String(e.data.message ?? '')]);
+    expect(events[0]).toEqual(['ERROR', 'EVENT_TOO_LARGE', expect.stringMatching(/LOG event of \d+ bytes exceeds the limit of 2048 bytes/)]);
+    expect(events[1]).toEqual(['LOG', 'small', '']);
+    expect(events[2]).toEqual(['ERROR', 'EVENT_REJECTED', expect.stringMatching(/LOG event of \d+ bytes exceeds the limit of 2048 bytes/)]);
+    expect(events[3]).toEqual(['ERROR', 'EVENT_REJECTED', expect.stringContaining('"SESSION_QUEUED" is not an agent event type')]);
+    expect(events[4]).toEqual(['ERROR', 'EVENT_REJECTED', 'an event line was not valid JSON']);
+    expect(events[5]).toEqual(['ERROR', 'EVENT_REJECTED', 'an event line of 10000 bytes exceeds the limit of 2048 bytes']);
+    expect(events).toHaveLength(6);
+  });
+
+  it('binds a socket to its session: events land in that session whatever they claim', async () => {
+    const f = await fixture();
+    const hub = f.hub();
+    await f.session('a1');
+    await f.session('b1');
+    const a = await hub.open(task('a1'));
+    await hub.open(task('b1'));
+    cleanups.push(async () => {
+      await hub.closeAll();
+      await f.store.close();
+    });
+    const client = new IngestClient({ socketPath: a.socketPath });
+    await client.connect();
+    client.emit('LOG', { sessionId: 'b1', text: 'pretending to be b1' });
+    await client.flush();
+    client.close();
+    expect((await f.store.read('a1', 1, 10)).map((e) => e.data.text)).toEqual(['pretending to be b1']);
+    expect(await f.store.read('b1', 1, 10)).toEqual([]);
+  });
+});

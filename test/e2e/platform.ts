@@ -1,0 +1,56 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import pino from 'pino';
+import { loadSettings } from '@mgx/config';
+import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
+import { startServer, type RunningServer } from '@mgx/server';
+
+export interface Platform {
+  server: RunningServer;
+  client: MgxClient;
+  dataDir: string;
+  env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+/**
+ * A real all-in-one server on port 0 with its own data directory and owner label, so
+ * parallel test files never see (or reconcile away) each other's containers.
+ */
+export async function startPlatform(env: Record<string, string> = {}): Promise<Platform> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'mgx-e2e-'));
+  const fullEnv: Record<string, string> = {
+    MGX_DATA_DIR: dataDir,
+    MGX_PORT: '0',
+    MGX_OWNER: `mgx-test-${randomBytes(4).toString('hex')}`,
+    AGENT_CONTAINER_MEMORY_LIMIT: '256m',
+    AGENT_STOP_GRACE_SECONDS: '2',
+    AGENT_MONITOR_POLL_SECONDS: '1',
+    ...(process.env.CONTAINER_HOST ? { CONTAINER_HOST: process.env.CONTAINER_HOST } : {}),
+    ...env,
+  };
+  const settings = loadSettings(fullEnv, process.cwd());
+  const server = await startServer(settings, { logger: pino({ level: process.env.MGX_TEST_LOG_LEVEL ?? 'warn' }) });
+  const client = createMgxClient({ url: server.url });
+  return {
+    server,
+    client,
+    dataDir,
+    env: fullEnv,
+    async close() {
+      await server.close({ drain: true });
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Every event of a session through the real tRPC subscription, until FINISH. */
+export async function collect(client: MgxClient, sessionId: string, lastEventId?: number): Promise<SessionEvent[]> {
+  const events: SessionEvent[] = [];
+  for await (const ev of followSession(client, sessionId, lastEventId !== undefined ? { lastEventId } : {})) events.push(ev);
+  return events;
+}
+
+export const script = (...steps: unknown[]) => JSON.stringify({ steps });
