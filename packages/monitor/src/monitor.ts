@@ -272,11 +272,14 @@ export class Monitor {
           w.log.warn({ err: (err as Error).message }, 'stopping the container failed');
         }
       }
+      const tExit0 = performance.now();
       const exit = await Promise.race([
         w.exitPromise,
         new Promise<ExitInfo>((r) => setTimeout(() => r(MISSING_EXIT), this.#o.stopGraceMs + 30_000)),
       ]);
+      const tDrain0 = performance.now();
       await ingest.drained(id, this.#o.drainMs);
+      const tLogs0 = performance.now();
 
       const tail: NewEvent[] = [];
       if (exit !== MISSING_EXIT) {
@@ -292,6 +295,10 @@ export class Monitor {
         w.log.warn({ err: (err as Error).message }, 'capturing container logs failed');
       }
       await store.events.append(id, tail);
+      w.log.debug(
+        { sinceDecidedMs: clock.now() - w.decidedAt, exitWaitMs: Math.round(tDrain0 - tExit0), drainMs: Math.round(tLogs0 - tDrain0), logsMs: Math.round(performance.now() - tLogs0) },
+        'teardown phases',
+      );
     } catch (err) {
       w.log.error({ err: (err as Error).message }, 'teardown step failed; finishing the session anyway');
     }

@@ -1,0 +1,108 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { discoverSocket, DockerRuntime, LABELS, demuxLogs, parseSocketUrl, type ContainerSpec } from '../src/index.js';
+
+describe('socket discovery', () => {
+  it('follows CONTAINER_HOST, DOCKER_HOST, rootful, rootless, docker, in that order', () => {
+    const none = () => false;
+    expect(discoverSocket({ containerHost: 'unix:///a.sock', dockerHost: 'unix:///b.sock' }, none)).toMatchObject({ path: '/a.sock', source: 'CONTAINER_HOST' });
+    expect(discoverSocket({ dockerHost: 'tcp://127.0.0.1:2375' }, none)).toMatchObject({ kind: 'tcp', host: '127.0.0.1', port: 2375 });
+    const only = (p: string) => (q: string) => q === p;
+    expect(discoverSocket({ xdgRuntimeDir: '/run/user/1000' }, only('/run/podman/podman.sock')).source).toBe('rootful podman');
+    expect(discoverSocket({ xdgRuntimeDir: '/run/user/1000' }, only('/run/user/1000/podman/podman.sock')).source).toBe('rootless podman');
+    expect(discoverSocket({}, only('/var/run/docker.sock')).source).toBe('docker');
+    expect(() => discoverSocket({}, none)).toThrow(/no container engine socket found.*CONTAINER_HOST/);
+    expect(() => parseSocketUrl('ftp://x', 'DOCKER_HOST')).toThrow(/DOCKER_HOST=ftp:\/\/x/);
+  });
+});
+
+describe('log demultiplexing', () => {
+  it('splits framed stdout and stderr into lines and keeps the tail within the budget', () => {
+    const frame = (stream: number, text: string) => {
+      const body = Buffer.from(text);
+      const head = Buffer.alloc(8);
+      head[0] = stream;
+      head.writeUInt32BE(body.length, 4);
+      return Buffer.concat([head, body]);
+    };
+    const buf = Buffer.concat([frame(1, 'one\ntwo\n'), frame(2, 'oops\n'), frame(1, 'three')]);
+    expect(demuxLogs(buf, 1000)).toEqual([
+      { stream: 'stdout', text: 'one' },
+      { stream: 'stdout', text: 'two' },
+      { stream: 'stderr', text: 'oops' },
+      { stream: 'stdout', text: 'three' },
+    ]);
+    expect(demuxLogs(buf, 10).map((l) => l.text)).toEqual(['oops', 'three']);
+  });
+});
+
+describe('dockerode adapter on the real engine', () => {
+  const runtime = new DockerRuntime({ address: discoverSocket({ containerHost: process.env.CONTAINER_HOST }) });
+  const owner = `mgx-rt-${randomBytes(4).toString('hex')}`;
+  const ids: string[] = [];
+  const spec = (over: Partial<ContainerSpec> = {}): ContainerSpec => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgx-rt-'));
+    return {
+      name: `mgx-rt-${randomBytes(6).toString('hex')}`,
+      image: process.env.AGENT_CONTAINER_IMAGE ?? 'mgx-agent:latest',
+      // the runner waits for a socket that never comes: a container that stays up
+      env: { MGX_INGEST_SOCKET: '/run/mgx/ingest.sock' },
+      labels: { [LABELS.owner]: owner, [LABELS.sessionId]: 'rt-test' },
+      user: '10001:10001',
+      workingDir: '/workspace',
+      mounts: [{ hostPath: dir, containerPath: '/run/mgx', readOnly: true }],
+      memoryBytes: 128 * 1024 ** 2,
+      cpuQuota: 50000,
+      cpuPeriod: 100000,
+      pidsLimit: 64,
+      network: 'none',
+      tmpfsBytes: 16 * 1024 ** 2,
+      ...over,
+    };
+  };
+
+  beforeAll(async () => {
+    await runtime.ping();
+  });
+  afterAll(async () => {
+    for (const id of ids) await runtime.remove(id);
+  });
+
+  it('identifies the engine', async () => {
+    const info = await runtime.info();
+    expect(['podman', 'docker']).toContain(info.engine);
+    expect(info.version).toMatch(/^\d+\./);
+    expect(info.cgroupVersion).toMatch(/^(1|2)$/);
+  });
+
+  it('creates a hardened container, lists it by label, stops it with grace, and removes it', async () => {
+    const id = await runtime.create(spec());
+    ids.push(id);
+    await runtime.start(id);
+    const state = await runtime.inspect(id);
+    expect(state).toMatchObject({ running: true, memoryBytes: 128 * 1024 ** 2 });
+    expect((await runtime.list({ [LABELS.owner]: owner })).map((c) => c.id)).toEqual([id]);
+    const exit = await runtime.stop(id, 2000);
+    expect(exit.exitCode).not.toBe(0);
+    expect((await runtime.inspect(id))?.running).toBe(false);
+    await runtime.remove(id);
+    expect(await runtime.inspect(id)).toBeNull();
+    // removing twice is not an error
+    await runtime.remove(id);
+  });
+
+  it('classifies a missing image with a hint on how to build it', async () => {
+    await expect(runtime.create(spec({ image: 'localhost/mgx-missing:none' }))).rejects.toMatchObject({
+      code: 'RUNTIME_IMAGE_NOT_FOUND',
+      message: expect.stringContaining('nx run runner:build-agent'),
+    });
+    expect(await runtime.imageExists('localhost/mgx-missing:none')).toBe(false);
+  });
+
+  it('refuses to create a container that would run as root', async () => {
+    await expect(runtime.create(spec({ user: '0:0' }))).rejects.toThrow(/as root/);
+  });
+});
