@@ -167,8 +167,9 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       let engine: unknown;
       let ok = ready;
       try {
-        engine = await runtime.info();
+        // ping is never retried: a health check must answer fast when the engine is down
         await runtime.ping();
+        engine = await runtime.info();
       } catch (err) {
         ok = false;
         engine = { error: (err as Error).message };

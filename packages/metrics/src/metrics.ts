@@ -6,7 +6,7 @@ export const LIFECYCLE_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 1
 /** Buckets for fast paths measured in milliseconds (finish detection). */
 export const FAST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
-export const RUNTIME_OPS = ['ping', 'info', 'image_inspect', 'create', 'start', 'wait', 'inspect', 'kill', 'remove', 'logs', 'list'] as const;
+export const RUNTIME_OPS = ['ping', 'info', 'image_inspect', 'create', 'start', 'wait', 'inspect', 'kill', 'remove', 'logs', 'list', 'exec'] as const;
 export const EXIT_REASONS = ['exited', 'oom_killed', 'killed'] as const;
 
 export interface BuildInfo {

@@ -52,6 +52,12 @@ export interface ExitInfo {
   oomKilled: boolean;
 }
 
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
 export interface LogLine {
   stream: 'stdout' | 'stderr';
   text: string;
@@ -84,6 +90,11 @@ export interface ContainerRuntime {
   remove(id: string): Promise<void>;
   /** The last `maxBytes` of stdout and stderr, as lines. */
   logs(id: string, maxBytes: number): Promise<LogLine[]>;
+  /**
+   * Runs a command inside a running container as its own user (diagnostics, tests) and
+   * returns what it printed, bounded to 1 MiB per stream.
+   */
+  exec(id: string, cmd: string[]): Promise<ExecResult>;
   /** Containers whose labels match all of `labels`, running or not. */
   list(labels: Record<string, string>): Promise<ContainerSummary[]>;
 }

@@ -7,6 +7,7 @@ import type {
   ContainerState,
   ContainerSummary,
   EngineInfo,
+  ExecResult,
   ExitInfo,
   LogLine,
 } from './container-runtime.js';
@@ -56,7 +57,12 @@ export class DockerRuntime implements ContainerRuntime {
     return new DockerRuntime({ ...options, address: discoverSocket(input) });
   }
 
-  async #call<T>(op: string, fn: () => Promise<T>, opts: { subject?: string; retry?: boolean } = {}): Promise<T> {
+  /**
+   * One engine call, classified, observed, and retried with backoff when transient.
+   * `retry: 'unsent'` (create, start) retries only when the request cannot have reached the
+   * engine, so a call that may have happened is never repeated.
+   */
+  async #call<T>(op: string, fn: () => Promise<T>, opts: { subject?: string; retry?: boolean | 'unsent' } = {}): Promise<T> {
     const attempts = opts.retry === false ? 1 : this.#retries;
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
@@ -67,7 +73,7 @@ export class DockerRuntime implements ContainerRuntime {
       } catch (cause) {
         const err = classifyEngineError(op, cause, opts.subject);
         this.#onCall?.(op, (performance.now() - started) / 1000, err);
-        if (!err.transient || attempt >= attempts) throw err;
+        if (!err.transient || attempt >= attempts || (opts.retry === 'unsent' && !err.unsent)) throw err;
         const delay = 100 * 4 ** (attempt - 1);
         this.#log.warn({ op, attempt, delayMs: delay, code: err.code, err: err.message }, 'container engine call failed; retrying');
         await sleep(delay);
@@ -110,14 +116,13 @@ export class DockerRuntime implements ContainerRuntime {
 
   async create(spec: ContainerSpec): Promise<string> {
     const options = hardenedCreateOptions(spec);
-    // not retried: a create whose answer was lost may have happened; the caller decides
-    const container = await this.#call('create', () => this.#docker.createContainer(options), { subject: spec.image, retry: false });
+    const container = await this.#call('create', () => this.#docker.createContainer(options), { subject: spec.image, retry: 'unsent' });
     this.#log.debug({ containerId: container.id, name: spec.name }, 'container created');
     return container.id;
   }
 
   async start(id: string): Promise<void> {
-    await this.#call('start', () => this.#docker.getContainer(id).start(), { subject: id, retry: false });
+    await this.#call('start', () => this.#docker.getContainer(id).start(), { subject: id, retry: 'unsent' });
   }
 
   async wait(id: string): Promise<ExitInfo> {
@@ -183,6 +188,27 @@ export class DockerRuntime implements ContainerRuntime {
       this.#docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false }),
     { subject: id })) as unknown as Buffer;
     return demuxLogs(Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw)), maxBytes);
+  }
+
+  async exec(id: string, cmd: string[]): Promise<ExecResult> {
+    const container = this.#docker.getContainer(id);
+    const exec = await this.#call('exec', () => container.exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, Tty: false }), { subject: id, retry: false });
+    const stream = await this.#call('exec', () => exec.start({ hijack: true, stdin: false }), { subject: id, retry: false });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    await new Promise<void>((resolve, reject) => {
+      stream.on('data', (c: Buffer) => {
+        if (size < 2 * 1024 * 1024) chunks.push(c);
+        size += c.length;
+      });
+      stream.on('end', resolve);
+      stream.on('close', resolve);
+      stream.on('error', reject);
+    });
+    const lines = demuxLogs(Buffer.concat(chunks), 2 * 1024 * 1024);
+    const info = await this.#call('exec', () => exec.inspect(), { subject: id });
+    const join = (s: 'stdout' | 'stderr') => lines.filter((l) => l.stream === s).map((l) => l.text).join('\n');
+    return { exitCode: info.ExitCode ?? -1, stdout: join('stdout'), stderr: join('stderr') };
   }
 
   async list(labels: Record<string, string>): Promise<ContainerSummary[]> {

@@ -29,6 +29,12 @@ export class RuntimeError extends Error {
   get transient(): boolean {
     return TRANSIENT.has(this.code);
   }
+
+  /** The request never reached the engine (nothing listening), so even a create can be retried. */
+  get unsent(): boolean {
+    const sys = (this.cause as { code?: string } | undefined)?.code;
+    return sys === 'ECONNREFUSED' || sys === 'ENOENT';
+  }
 }
 
 /** Maps a dockerode/docker-modem failure to a RuntimeError with a code. */

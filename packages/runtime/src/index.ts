@@ -4,6 +4,7 @@ export type {
   ContainerState,
   ContainerSummary,
   EngineInfo,
+  ExecResult,
   ExitInfo,
   LogLine,
   Mount,

@@ -1,3 +1,3 @@
 export { Scheduler } from './scheduler.js';
 export type { SchedulerOptions } from './scheduler.js';
-export { prepareWorkspace } from './workspaces.js';
+export { prepareWorkspace, WorkspaceError } from './workspaces.js';

@@ -1,17 +1,34 @@
-import { chown, mkdir } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ID_PATTERN } from '@mgx/config';
+
+export class WorkspaceError extends Error {
+  override readonly name = 'WorkspaceError';
+  readonly code = 'WORKSPACE_INVALID';
+}
 
 /**
  * Workspaces live under <dataDir>/workspaces/<id>. The path is computed here from a
  * validated id, never taken from a client, and owned by the container's user.
+ *
+ * Symlinks: an agent can create links inside its workspace, but they resolve inside its
+ * container. The host never follows them: nothing here reads or writes below the workspace
+ * root, and the root itself must be a real directory (a link there is refused, so chown or
+ * the bind mount cannot be pointed elsewhere).
  */
 export async function prepareWorkspace(dataDir: string, workspaceId: string, containerUser: string): Promise<string> {
-  if (!ID_PATTERN.test(workspaceId)) throw new Error(`invalid workspace id ${JSON.stringify(workspaceId)}`);
-  const path = join(dataDir, 'workspaces', workspaceId);
-  await mkdir(path, { recursive: true, mode: 0o750 });
+  if (!ID_PATTERN.test(workspaceId)) throw new WorkspaceError(`invalid workspace id ${JSON.stringify(workspaceId)}`);
+  const root = join(dataDir, 'workspaces');
+  await mkdir(root, { recursive: true, mode: 0o711 });
+  const path = join(root, workspaceId);
+  await mkdir(path, { mode: 0o750 }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+  const st = await lstat(path);
+  if (!st.isDirectory() || st.isSymbolicLink()) throw new WorkspaceError(`workspace ${workspaceId} is not a plain directory; refusing to use it`);
   const [uid, gid] = containerUser.split(':').map(Number);
   if (process.getuid?.() === 0) await chown(path, uid!, gid!);
-  else await import('node:fs/promises').then((fs) => fs.chmod(path, 0o777));
+  // a rootless server cannot chown to the container's (mapped) user
+  else await chmod(path, 0o777);
   return path;
 }

@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { Framework, FrameworkContext, FrameworkResult } from '@mgx/agent-sdk';
 
@@ -11,7 +11,9 @@ export type ScriptStep =
   | { events: { count: number; size: number } }
   | { exit: number }
   | { fail: string }
-  | { ignore_sigterm: boolean };
+  | { ignore_sigterm: boolean }
+  | { print: { stream: 'stdout' | 'stderr'; text: string } }
+  | { symlink: { path: string; target: string } };
 
 /** Thrown by the `exit` step: the runner exits with this code at once, without FINISH. */
 export class ScriptExit extends Error {
@@ -71,7 +73,7 @@ function insideWorkspace(workspace: string, path: string): string {
  */
 export const scriptFramework: Framework = {
   name: 'script',
-  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm).',
+  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink).',
   optionsSchema: { type: 'object', properties: {}, additionalProperties: false },
   async run(ctx): Promise<FrameworkResult> {
     const steps = parseSteps(ctx.prompt);
@@ -104,6 +106,14 @@ export const scriptFramework: Framework = {
       } else if ('exit' in step) throw new ScriptExit(Number(step.exit));
       else if ('fail' in step) return { status: 'failed', reason: 'agent_error', message: String(step.fail) };
       else if ('ignore_sigterm' in step) sigterm.ignored = Boolean(step.ignore_sigterm);
+      else if ('print' in step) (step.print.stream === 'stderr' ? process.stderr : process.stdout).write(`${step.print.text}\n`);
+      else if ('symlink' in step) {
+        // the link itself lives in the workspace; where it points is the agent's business
+        const link = insideWorkspace(ctx.workspace, step.symlink.path);
+        await mkdir(dirname(link), { recursive: true });
+        await symlink(step.symlink.target, link);
+        ctx.emit.emit('FILE_CHANGED', { path: step.symlink.path, change: 'symlink', target: step.symlink.target });
+      }
       else throw new Error(`step ${n} is not a known step: ${JSON.stringify(step).slice(0, 200)}`);
     }
     return { status: 'succeeded' };
