@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
+# the metrics tests scrape with a real Prometheus and check rules with promtool
+if ! command -v promtool >/dev/null || [ ! -x /usr/bin/prometheus ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "[mgx test] installing prometheus (for the metrics tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  else
+    echo "[mgx test] prometheus is missing: sudo apt-get install -y prometheus" >&2
+  fi
+fi
 echo "[mgx test] type-checking"
 npx tsc -p tsconfig.json --noEmit
 echo "[mgx test] running tests"

@@ -215,7 +215,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       (closing ??= (async () => {
         ready = false;
         await scheduler?.stop();
-        if (opts.drain) await monitor?.idle();
+        if (opts.drain) await scheduler?.idle();
         monitor?.detachAll();
         await ingest.closeAll();
         http.closeAllConnections();

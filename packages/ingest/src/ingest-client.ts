@@ -7,8 +7,13 @@ import type { HelloMessage, ServerMessage } from './protocol.js';
 
 export interface IngestClientOptions {
   socketPath: string;
-  /** Give up when no server answered for this long (first connect or reconnect). */
+  /** Give up when no server answered the first connect for this long. */
   connectTimeoutMs?: number;
+  /**
+   * Give up when a lost connection was not restored for this long. Default: never; the
+   * platform's deadline bounds the container, and a restarted server adopts it.
+   */
+  reconnectTimeoutMs?: number;
   /** `drain()` waits while more than this many events are unacknowledged. */
   highWater?: number;
   onDebug?: (msg: string) => void;
@@ -47,7 +52,7 @@ export class IngestClient {
   #lostSince: number | undefined;
 
   constructor(options: IngestClientOptions) {
-    this.#o = { connectTimeoutMs: 30_000, highWater: 2000, ...options };
+    this.#o = { connectTimeoutMs: 30_000, reconnectTimeoutMs: Number.POSITIVE_INFINITY, highWater: 2000, ...options };
   }
 
   /** Waits for the socket to appear, connects, and resolves with the server's hello (the task). */
@@ -124,11 +129,9 @@ export class IngestClient {
   async #dial(): Promise<void> {
     if (this.#closed) return;
     const since = this.#lostSince ?? Date.now();
-    if (Date.now() - since > this.#o.connectTimeoutMs) {
-      const err = new IngestError(
-        IngestErrorCode.CONNECT_TIMEOUT,
-        `no ingest server answered on ${this.#o.socketPath} for ${this.#o.connectTimeoutMs} ms`,
-      );
+    const limit = this.#firstHello ? this.#o.connectTimeoutMs : this.#o.reconnectTimeoutMs;
+    if (Date.now() - since > limit) {
+      const err = new IngestError(IngestErrorCode.CONNECT_TIMEOUT, `no ingest server answered on ${this.#o.socketPath} for ${limit} ms`);
       this.#firstHello?.reject(err);
       for (const w of this.#waiters) w.reject(err);
       this.#waiters = [];

@@ -26,7 +26,7 @@ export function createMetrics(build: BuildInfo, options: { defaultMetrics?: bool
   const m = {
     registry,
     containerCreate: new Histogram({ name: 'mgx_container_create_duration_seconds', help: 'Time to create an agent container.', buckets: LIFECYCLE_BUCKETS, registers: r }),
-    containerStart: new Histogram({ name: 'mgx_container_start_duration_seconds', help: 'Time from start request to the START event of the agent.', buckets: LIFECYCLE_BUCKETS, registers: r }),
+    containerStart: new Histogram({ name: 'mgx_container_start_duration_seconds', help: 'Time the engine took to start an agent container (the start call).', buckets: LIFECYCLE_BUCKETS, registers: r }),
     containerRun: new Histogram({ name: 'mgx_container_run_duration_seconds', help: 'Time a container ran, start to exit.', buckets: LIFECYCLE_BUCKETS, registers: r }),
     containerTeardown: new Histogram({ name: 'mgx_container_teardown_duration_seconds', help: 'Time from the terminal decision to the container removed.', buckets: LIFECYCLE_BUCKETS, registers: r }),
     containerExits: new Counter({ name: 'mgx_container_exits_total', help: 'Agent containers that exited, by how they ended.', labelNames: ['reason'] as const, registers: r }),

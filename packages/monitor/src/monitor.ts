@@ -1,4 +1,4 @@
-import type { FinishData } from '@mgx/agent-sdk';
+import { isTerminal, type FinishData } from '@mgx/agent-sdk';
 import { silentLogger, type Logger } from '@mgx/config';
 import type { NewEvent, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub } from '@mgx/ingest';
@@ -115,7 +115,12 @@ export class Monitor {
       }, Math.max(0, deadlineAt - clock.now())),
     );
     this.#schedulePoll(w);
-    if (session.cancelRequested) this.cancel(session.id);
+    if (isTerminal(session.status)) {
+      // decided before this process took over: adopt the stored outcome and tear down
+      void this.#decide(w, { status: 'failed', reason: 'lost' }, 'external');
+    } else if (session.cancelRequested) {
+      this.cancel(session.id);
+    }
     return tornDown;
   }
 
@@ -238,7 +243,7 @@ export class Monitor {
     try {
       const row = await this.#o.store.sessions.getSession(w.session.id);
       if (row && row.cancelRequested && !w.decided) this.cancel(w.session.id);
-      if (row && ['succeeded', 'failed', 'timed_out', 'cancelled'].includes(row.status) && !w.decided) {
+      if (row && isTerminal(row.status) && !w.decided) {
         // decided elsewhere: #decide loses the compare-and-set and adopts the stored outcome
         await this.#decide(w, { status: 'failed', reason: 'lost' }, 'external');
         return;
@@ -303,6 +308,13 @@ export class Monitor {
       w.log.error({ err: (err as Error).message }, 'teardown step failed; finishing the session anyway');
     }
 
+    // counted before FINISH is visible, so a client that saw FINISH sees the counts too
+    const exitReason = outcome.reason === 'oom_killed' ? 'oom_killed' : w.killedByUs ? 'killed' : 'exited';
+    metrics.containerExits.inc({ reason: exitReason });
+    if (outcome.reason === 'oom_killed') metrics.oomKills.inc();
+    if (outcome.status === 'timed_out') metrics.sessionTimeouts.inc();
+    metrics.sessions.inc({ status: outcome.status });
+    metrics.sessionReasons.inc({ reason: outcome.reason });
     try {
       await ingest.close(id);
       await store.sessions.appendFinish(id, finishDataOf(outcome), w.finishRid);
@@ -315,12 +327,6 @@ export class Monitor {
       w.log.error({ err: (err as Error).message }, 'removing the container failed; recovery will remove it');
     }
 
-    const exitReason = outcome.reason === 'oom_killed' ? 'oom_killed' : w.killedByUs ? 'killed' : 'exited';
-    metrics.containerExits.inc({ reason: exitReason });
-    if (outcome.reason === 'oom_killed') metrics.oomKills.inc();
-    if (outcome.status === 'timed_out') metrics.sessionTimeouts.inc();
-    metrics.sessions.inc({ status: outcome.status });
-    metrics.sessionReasons.inc({ reason: outcome.reason });
     metrics.containerTeardown.observe(Math.max(0, clock.now() - w.decidedAt) / 1000);
     w.log.info({ status: outcome.status, reason: outcome.reason, exitCode: w.exit?.exitCode }, 'session finished');
     this.#watches.delete(id);

@@ -1,5 +1,6 @@
 import type { Logger, Settings } from '@mgx/config';
 import { silentLogger } from '@mgx/config';
+import { isTerminal } from '@mgx/agent-sdk';
 import type { SessionRecord, Store } from '@mgx/event-store';
 import { CONTAINER_SOCKET_DIR, SOCKET_NAME, type IngestHub } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
@@ -33,6 +34,8 @@ export class Scheduler {
   #again = false;
   #timer: NodeJS.Timeout | undefined;
   readonly #inflight = new Set<Promise<void>>();
+  /** Launches between claim and monitor.watch; shutdown waits for these only. */
+  readonly #starting = new Set<Promise<void>>();
 
   constructor(options: SchedulerOptions) {
     this.#o = { logger: silentLogger, ...options };
@@ -53,10 +56,18 @@ export class Scheduler {
     this.notify();
   }
 
-  /** Stops claiming. Sessions already running keep running (the next start adopts them). */
+  /**
+   * Stops claiming and waits for launches in progress to reach their container. Sessions
+   * already running keep running; the next start adopts them.
+   */
   async stop(): Promise<void> {
     this.#running = false;
     clearInterval(this.#timer);
+    await Promise.allSettled([...this.#starting]);
+  }
+
+  /** Resolves when every session this worker holds has ended (tests, drain on shutdown). */
+  async idle(): Promise<void> {
     await Promise.allSettled([...this.#inflight]);
   }
 
@@ -105,6 +116,10 @@ export class Scheduler {
     const { store, runtime, ingest, monitor, metrics, settings } = this.#o;
     const log = this.#o.logger.child({ sessionId: session.id });
     let containerId: string | undefined;
+    let started!: () => void;
+    const starting = new Promise<void>((r) => (started = r));
+    this.#starting.add(starting);
+    void starting.then(() => this.#starting.delete(starting));
     try {
       const workspace = await prepareWorkspace(settings.store.dataDir, session.workspaceId, settings.agent.user);
       const { dir } = await ingest.open({
@@ -158,8 +173,11 @@ export class Scheduler {
         await store.events.append(session.id, [{ type: 'CONTAINER_STARTED', data: { containerId, image: spec.image } }]);
       }
       const running = (await store.sessions.getSession(session.id)) ?? session;
-      await monitor.watch(running, containerId, startedAt);
+      const watched = monitor.watch(running, containerId, startedAt);
+      started();
+      await watched;
     } catch (err) {
+      started();
       const message = err instanceof RuntimeError ? err.message : `could not start the session: ${(err as Error).message}`;
       log.error({ containerId, err: (err as Error).message, code: (err as { code?: string }).code }, 'session failed to start');
       if (err instanceof RuntimeError) metrics.runtimeErrors.inc({ op: err.op });
@@ -170,39 +188,60 @@ export class Scheduler {
   }
 
   /**
-   * Brings the store and the engine back in line after a restart, before claiming: every
-   * container this owner left behind is ended and removed, every session it held is ended
-   * (or re-queued when its container was never created), and a decided session whose
-   * FINISH was not yet stored gets it. Nothing is left running or half-finished.
+   * Brings the store and the engine back in line after a restart, before claiming. Sessions
+   * this owner was running are adopted: their socket is opened again in the same directory
+   * (the runner reconnects and re-sends what was not acknowledged) and the monitor watches
+   * them with the time left to their deadline, or tears down one that was already decided.
+   * A claim that never got a container goes back to the queue. Every other container with
+   * this owner's label is removed, and a decided session whose FINISH was not stored gets it.
    */
-  async reconcile(): Promise<{ requeued: number; ended: number; removed: number; finished: number }> {
+  async reconcile(): Promise<{ adopted: number; requeued: number; lost: number; removed: number; finished: number }> {
     const { store, runtime, ingest, settings } = this.#o;
     const log = this.#o.logger.child({ phase: 'reconcile' });
-    const counts = { requeued: 0, ended: 0, removed: 0, finished: 0 };
-    const held = await store.sessions.findByStatus(['starting', 'running'], this.workerId);
-    for (const s of held) {
-      if (s.status === 'starting' && s.containerId === null) {
+    const counts = { adopted: 0, requeued: 0, lost: 0, removed: 0, finished: 0 };
+    const adopted = new Set<string>();
+    const containers = await runtime.list({ [LABELS.owner]: settings.owner });
+    const bySession = new Map(containers.map((c) => [c.labels[LABELS.sessionId] ?? '', c]));
+
+    for (const s of await store.sessions.findByStatus(['starting', 'running'], this.workerId)) {
+      const c = s.containerId ? containers.find((x) => x.id === s.containerId) ?? bySession.get(s.id) : bySession.get(s.id);
+      if (s.status === 'starting' && (!c || c.state !== 'running')) {
+        // never got going: back to the queue, in its old place
+        if (c) await runtime.remove(c.id);
         if (await store.sessions.requeue(s.id)) counts.requeued++;
+        if (c) bySession.delete(s.id);
         continue;
       }
-      const outcome = { status: 'failed', reason: 'lost', message: 'the worker running this session restarted' } as const;
-      const res = await store.sessions.decide(s.id, outcome);
-      if (res.won) counts.ended++;
+      if (!c) {
+        const res = await store.sessions.decide(s.id, { status: 'failed', reason: 'lost', message: 'the container of this session disappeared while the worker was down' });
+        if (res.won) counts.lost++;
+        continue;
+      }
+      if (s.status === 'starting') await store.sessions.markRunning(s.id, Date.now(), Date.now() + s.limits.timeoutMs);
+      adopted.add(s.id);
+      counts.adopted++;
+      await this.#adopt((await store.sessions.getSession(s.id)) ?? s, c.id);
     }
-    for (const c of await runtime.list({ [LABELS.owner]: settings.owner })) {
-      const sessionId = c.labels[LABELS.sessionId];
-      if (sessionId) {
-        const s = await store.sessions.getSession(sessionId);
-        if (s && !['succeeded', 'failed', 'timed_out', 'cancelled'].includes(s.status)) {
-          await store.sessions.decide(s.id, { status: 'failed', reason: 'lost', message: 'the worker running this session restarted' });
-        }
+
+    for (const c of containers) {
+      const sessionId = c.labels[LABELS.sessionId] ?? '';
+      if (adopted.has(sessionId)) continue;
+      const s = sessionId ? await store.sessions.getSession(sessionId) : null;
+      if (s && s.finishSeq === null && isTerminal(s.status)) {
+        // decided before the restart, not torn down yet: finish the teardown
+        adopted.add(s.id);
+        counts.adopted++;
+        await this.#adopt(s, c.id);
+        continue;
       }
       await runtime.stop(c.id, settings.agent.stopGraceMs).catch(() => undefined);
       await runtime.remove(c.id);
       counts.removed++;
       log.info({ containerId: c.id, sessionId }, 'removed a container left by a previous run');
     }
+
     for (const s of await store.sessions.findUnfinished()) {
+      if (adopted.has(s.id)) continue;
       await store.sessions.appendFinish(s.id, finishDataOf({
         status: s.status as 'failed',
         reason: s.reason ?? 'lost',
@@ -212,8 +251,35 @@ export class Scheduler {
       await ingest.removeDir(s.id);
       counts.finished++;
     }
-    if (counts.requeued + counts.ended + counts.removed + counts.finished > 0) log.info(counts, 'reconciled after restart');
+    if (Object.values(counts).some((n) => n > 0)) log.info(counts, 'reconciled after restart');
     return counts;
+  }
+
+  /** Watches a session found running after a restart; it holds a slot like any other. */
+  async #adopt(session: SessionRecord, containerId: string): Promise<void> {
+    const log = this.#o.logger.child({ sessionId: session.id, containerId });
+    if (!isTerminal(session.status)) {
+      await this.#o.ingest.open({
+        sessionId: session.id,
+        framework: session.framework,
+        prompt: session.prompt,
+        options: session.options,
+        secrets: this.#o.secrets?.(session.id) ?? {},
+      });
+    }
+    log.info({ status: session.status, deadlineAt: session.deadlineAt }, 'adopting a session after restart');
+    this.#inUse++;
+    this.#o.metrics.concurrencyInUse.set(this.#inUse);
+    const p = this.#o.monitor
+      .watch(session, containerId, session.startedAt ?? Date.now())
+      .catch((err: unknown) => log.error({ err: (err as Error).message }, 'adopted session failed'))
+      .finally(() => {
+        this.#inUse--;
+        this.#o.metrics.concurrencyInUse.set(this.#inUse);
+        this.#inflight.delete(p);
+        this.notify();
+      });
+    this.#inflight.add(p);
   }
 
   async #failStart(session: SessionRecord, containerId: string | undefined, message: string): Promise<void> {

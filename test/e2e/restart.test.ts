@@ -1,0 +1,100 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createMgxClient, followSession } from '@mgx/client';
+import { discoverSocket, DockerRuntime, LABELS } from '@mgx/runtime';
+import { collect, script } from './platform.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const runtime = new DockerRuntime({ address: discoverSocket({ containerHost: process.env.CONTAINER_HOST }) });
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+
+/** The real server as its own process, so it can be killed like in production. */
+class ServerProcess {
+  child: ChildProcess | undefined;
+  constructor(readonly env: Record<string, string>) {}
+  get url() {
+    return `http://127.0.0.1:${this.env.MGX_PORT}`;
+  }
+  async start(): Promise<void> {
+    this.child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'apps/server/src/main.ts')], {
+      cwd: ROOT,
+      env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (this.child.exitCode !== null) throw new Error(`server exited with ${this.child.exitCode}`);
+      const ok = await fetch(`${this.url}/healthz`).then((r) => r.ok, () => false);
+      if (ok) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('server did not become ready in 30 s');
+  }
+  async stop(signal: 'SIGKILL' | 'SIGTERM'): Promise<number | null> {
+    const child = this.child!;
+    if (child.exitCode !== null) return child.exitCode;
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill(signal);
+    return exited;
+  }
+}
+
+const servers: ServerProcess[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.stop('SIGTERM').catch(() => null);
+});
+
+async function scenario(signal: 'SIGKILL' | 'SIGTERM') {
+  const dataDir = mkdtempSync(join(tmpdir(), 'mgx-restart-'));
+  const owner = `mgx-restart-${randomBytes(4).toString('hex')}`;
+  const server = new ServerProcess({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: owner, MGX_LOG_LEVEL: 'warn', AGENT_MONITOR_POLL_SECONDS: '1', AGENT_CONTAINER_MEMORY_LIMIT: '256m' });
+  servers.push(server);
+  await server.start();
+  const client = createMgxClient({ url: server.url });
+  const s = await client.sessions.create.mutate({
+    framework: 'script',
+    prompt: script({ say: 'before' }, { events: { count: 300, size: 64 } }, { sleep: 2500 }, { events: { count: 300, size: 64 } }, { say: 'after' }),
+    timeoutSeconds: 120,
+  });
+  // kill it while the agent is running
+  for await (const ev of followSession(client, s.id)) if (ev.type === 'START') break;
+  const code = await server.stop(signal);
+  if (signal === 'SIGTERM') expect(code).toBe(0);
+  // the agent keeps running without a server
+  expect((await runtime.list({ [LABELS.sessionId]: s.id }))[0]?.state).toBe('running');
+  await new Promise((r) => setTimeout(r, 500));
+  await server.start();
+
+  const events = await collect(createMgxClient({ url: server.url }), s.id);
+  expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
+  expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+  const logs = events.filter((e) => e.type === 'LOG' && typeof e.data.i === 'number');
+  expect(logs).toHaveLength(600);
+  expect(events.filter((e) => e.type === 'MESSAGE' && e.data.done).map((e) => e.data.text)).toEqual(['before', 'after']);
+  expect(events.filter((e) => e.type === 'START')).toHaveLength(1);
+  await server.stop('SIGTERM');
+  expect(await runtime.list({ [LABELS.owner]: owner })).toEqual([]);
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+describe('server restarts mid-session', () => {
+  it('kill -9, then restart: the session finishes, its events are dense and complete, no container is left', async () => {
+    await scenario('SIGKILL');
+  });
+
+  it('graceful SIGTERM leaves the running session to the next start, which adopts it', async () => {
+    await scenario('SIGTERM');
+  });
+});
