@@ -54,8 +54,9 @@ const MISSING_EXIT: ExitInfo = { exitCode: -1, oomKilled: false };
  * process, a container removed behind our back.
  *
  * After the decision it tears down in a fixed order: stop (SIGTERM, then SIGKILL), wait for
- * the exit, store the runner's last events, CONTAINER_EXITED and the container's logs, then
- * FINISH, then remove the container. FINISH is therefore always the last event.
+ * the exit, store the runner's last events, CONTAINER_EXITED and the container's logs,
+ * remove the container, then FINISH. FINISH is therefore always the last event, and once it
+ * is visible the session's container is gone.
  */
 export class Monitor {
   readonly #o: Required<Omit<MonitorOptions, 'logger' | 'clock'>> & { logger: Logger; clock: Clock };
@@ -315,16 +316,17 @@ export class Monitor {
     if (outcome.status === 'timed_out') metrics.sessionTimeouts.inc();
     metrics.sessions.inc({ status: outcome.status });
     metrics.sessionReasons.inc({ reason: outcome.reason });
+    // removed before FINISH: a client that sees FINISH finds nothing left running
+    try {
+      await runtime.remove(w.containerId);
+    } catch (err) {
+      w.log.error({ err: (err as Error).message }, 'removing the container failed; recovery will remove it');
+    }
     try {
       await ingest.close(id);
       await store.sessions.appendFinish(id, finishDataOf(outcome), w.finishRid);
     } catch (err) {
       w.log.error({ err: (err as Error).message }, 'storing FINISH failed; recovery will complete it');
-    }
-    try {
-      await runtime.remove(w.containerId);
-    } catch (err) {
-      w.log.error({ err: (err as Error).message }, 'removing the container failed; recovery will remove it');
     }
 
     metrics.containerTeardown.observe(Math.max(0, clock.now() - w.decidedAt) / 1000);

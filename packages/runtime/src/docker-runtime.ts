@@ -178,8 +178,14 @@ export class DockerRuntime implements ContainerRuntime {
       await this.#call('remove', () => this.#docker.getContainer(id).remove({ force: true, v: true }), { subject: id });
     } catch (err) {
       if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) return;
-      throw err;
+      if (!(err instanceof RuntimeError && /already in progress/i.test(err.message))) throw err;
     }
+    // Docker can answer while the container is still "removing": gone means gone
+    for (let i = 0; i < 100; i++) {
+      if ((await this.inspect(id)) === null) return;
+      await sleep(50);
+    }
+    throw new RuntimeError(RuntimeErrorCode.ENGINE_REJECTED, `container ${id} was still there 5 s after its removal`, 'remove');
   }
 
   async logs(id: string, maxBytes: number): Promise<LogLine[]> {
