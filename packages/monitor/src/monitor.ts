@@ -259,6 +259,13 @@ export class Monitor {
     }
   }
 
+  /** `p`, or `fallback` after `ms` on the monitor's clock; the timer never outlives the race. */
+  #within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+    const { clock } = this.#o;
+    let timer: unknown;
+    return Promise.race([p, new Promise<T>((r) => (timer = clock.setTimeout(() => r(fallback), ms)))]).finally(() => clock.clearTimeout(timer));
+  }
+
   async #teardown(w: Watch): Promise<void> {
     const { runtime, store, ingest, metrics, clock } = this.#o;
     const id = w.session.id;
@@ -268,7 +275,7 @@ export class Monitor {
     try {
       if (w.exit === undefined && w.decidedBy === 'finish') {
         // the runner exits by itself right after its FINISH is acknowledged
-        await Promise.race([w.exitPromise, new Promise((r) => setTimeout(r, this.#o.finishGraceMs))]);
+        await this.#within(w.exitPromise, this.#o.finishGraceMs, MISSING_EXIT);
       }
       if (w.exit === undefined) {
         w.killedByUs = true;
@@ -279,10 +286,7 @@ export class Monitor {
         }
       }
       const tExit0 = performance.now();
-      const exit = await Promise.race([
-        w.exitPromise,
-        new Promise<ExitInfo>((r) => setTimeout(() => r(MISSING_EXIT), this.#o.stopGraceMs + 30_000)),
-      ]);
+      const exit = await this.#within(w.exitPromise, this.#o.stopGraceMs + 30_000, MISSING_EXIT);
       const tDrain0 = performance.now();
       await ingest.drained(id, this.#o.drainMs);
       const tLogs0 = performance.now();
