@@ -69,4 +69,17 @@ describe('mgx CLI against a real server', () => {
     expect(down.code).toBe(5);
     expect(down.stderr).toMatch(/is the server running/);
   });
+
+  it('doctor checks the engine, runc, cgroups, the image, the store and the server', async () => {
+    const r = await mgx('doctor', '--json');
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout) as { ok: boolean; checks: Array<{ name: string; ok: boolean; detail: string }> };
+    expect(report.ok).toBe(true);
+    const names = report.checks.map((c) => c.name);
+    expect(names).toEqual(expect.arrayContaining(['engine binary', 'runc', 'cgroups', 'server', 'engine', 'agent image', 'store']));
+    expect(report.checks.find((c) => c.name === 'engine')?.detail).toMatch(/^(podman|docker) \d/);
+    const down = await mgx('--url', 'http://127.0.0.1:9', 'doctor');
+    expect(down.code).toBe(1);
+    expect(down.stdout).toMatch(/✖ server/);
+  });
 });

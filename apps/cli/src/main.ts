@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import yoctoSpinner from 'yocto-spinner';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
+import { doctor } from './doctor.js';
 import { formatEvent } from './format.js';
 
 /**
@@ -162,6 +163,23 @@ program
   .action(async (sessionId: string, o: { json?: boolean }) => {
     const r = await client().sessions.cancel.mutate({ sessionId });
     process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${r.sessionId} ${r.cancelled ? 'cancelling' : 'already ended'} (${r.status})\n`);
+  });
+
+program
+  .command('doctor')
+  .description('check the engine, runc and cgroups, the agent image, the store and the server')
+  .option('--json', 'print the checks as JSON')
+  .action(async (o: { json?: boolean }) => {
+    const url = program.opts<{ url: string }>().url;
+    const checks = await doctor(client(), url);
+    if (o.json) process.stdout.write(`${JSON.stringify({ ok: checks.every((c) => c.ok), checks })}\n`);
+    else {
+      for (const c of checks) {
+        process.stdout.write(`${c.ok ? '✔' : '✖'} ${c.name.padEnd(19)} ${c.detail}\n`);
+        if (!c.ok && c.hint) process.stdout.write(`  ${''.padEnd(19)} → ${c.hint}\n`);
+      }
+    }
+    process.exitCode = checks.every((c) => c.ok) ? EXIT.ok : EXIT.failed;
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
