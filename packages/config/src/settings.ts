@@ -32,7 +32,14 @@ export interface Settings {
   monitor: { pollMs: number };
   scheduler: { maxConcurrent: number; maxQueued: number };
   limits: { maxEventBytes: number; maxPromptBytes: number; logCaptureBytes: number };
-  store: { kind: EventStoreKind; mongodbUri: string | undefined; mongodbDb: string; dataDir: string };
+  store: {
+    kind: EventStoreKind;
+    mongodbUri: string | undefined;
+    mongodbDb: string;
+    dataDir: string;
+    /** Days a terminal session and its events are kept after it ended; 0 keeps them forever. */
+    retentionDays: number;
+  };
   runtime: { containerHost: string | undefined; dockerHost: string | undefined; xdgRuntimeDir: string | undefined };
   server: { host: string; port: number; role: ServerRole; apiTokens: string | undefined; apiTokensFile: string | undefined };
   /** Names this platform instance in container labels, so it finds its own containers after a restart. */
@@ -141,6 +148,7 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       mongodbUri: read('MONGODB_URI', nonEmpty.regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://'), undefined),
       mongodbDb: read('MGX_MONGODB_DB', nonEmpty.regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be a plain database name'), 'mgx'),
       dataDir: resolve(cwd, read('MGX_DATA_DIR', nonEmpty, './data') ?? './data'),
+      retentionDays: read('MGX_EVENT_RETENTION_DAYS', int(0, 36_500), '30'),
     },
     runtime: {
       containerHost: read('CONTAINER_HOST', socketUrl, undefined),

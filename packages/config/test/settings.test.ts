@@ -30,6 +30,7 @@ describe('loadSettings', () => {
     expect(s.scheduler.maxConcurrent).toBeGreaterThanOrEqual(1);
     expect(s.store.kind).toBe('sqlite');
     expect(s.store.dataDir).toBe('/srv/data');
+    expect(s.store.retentionDays).toBe(30);
     expect(s.server.port).toBe(8080);
     expect(s.server.host).toBe('127.0.0.1');
     expect(s.limits.maxEventBytes).toBe(256 * 1024);
@@ -66,6 +67,14 @@ describe('loadSettings', () => {
     expect(e.problems.map((p) => p.variable).sort()).toEqual(['AGENT_CONTAINER_MEMORY_LIMIT', 'AGENT_MAX_CONCURRENT_CONTAINERS', 'MGX_EVENT_STORE', 'MGX_PORT']);
     expect(e.message).toContain('AGENT_CONTAINER_MEMORY_LIMIT: "2x" is not a memory size');
     expect(e.message).toContain('AGENT_MAX_CONCURRENT_CONTAINERS: must be at least 1');
+  });
+
+  it('reads the event retention in whole days, 0 keeping events forever', () => {
+    expect(loadSettings({ MGX_EVENT_RETENTION_DAYS: '7' }).store.retentionDays).toBe(7);
+    expect(loadSettings({ MGX_EVENT_RETENTION_DAYS: '0' }).store.retentionDays).toBe(0);
+    for (const bad of ['-1', '1.5', 'week', '36501']) {
+      expect(() => loadSettings({ MGX_EVENT_RETENTION_DAYS: bad })).toThrow(/MGX_EVENT_RETENTION_DAYS: must be/);
+    }
   });
 
   it('requires MONGODB_URI for the mongodb store', () => {

@@ -17,4 +17,6 @@ export type {
 export { StoreError, StoreErrorCode } from './errors.js';
 export { SqliteStore } from './sqlite-store.js';
 export type { SqliteStoreOptions } from './sqlite-store.js';
+export { MongoStore } from './mongodb-store.js';
+export type { MongoStoreOptions } from './mongodb-store.js';
 export { openStore } from './open-store.js';

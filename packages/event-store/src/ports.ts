@@ -153,5 +153,12 @@ export interface Store {
   readonly events: EventStore;
   /** A short description for health output (file path, database name). */
   describe(): string;
+  /**
+   * Removes terminal sessions that ended before `now` (default: the current time) minus the
+   * store's retention, with their events, and returns how many sessions it removed; 0 when the
+   * retention is 0 (keep forever). Adapters also run it on their own (a timer, TTL indexes);
+   * calling it removes at once what they would remove.
+   */
+  purgeExpired(now?: number): Promise<number>;
   close(): Promise<void>;
 }

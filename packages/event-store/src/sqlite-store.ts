@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_status_pos ON sessions (status, pos);
 CREATE INDEX IF NOT EXISTS sessions_tenant_pos ON sessions (tenant, pos);
 CREATE INDEX IF NOT EXISTS sessions_unfinished ON sessions (pos) WHERE finish_seq IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_ended ON sessions (ended_at) WHERE ended_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
   session_id TEXT NOT NULL,
   seq INTEGER NOT NULL,
@@ -135,7 +136,17 @@ export interface SqliteStoreOptions {
   file: string;
   /** How often a tail re-reads when no in-process append woke it (writers in other processes). */
   tailPollMs?: number;
+  /**
+   * Terminal sessions and their events are removed this many days after they ended, by
+   * purgeExpired on an hourly timer. Default 0: keep forever.
+   */
+  retentionDays?: number;
 }
+
+const DAY_MS = 24 * 3600 * 1000;
+const PURGE_INTERVAL_MS = 3600 * 1000;
+const PURGE_FIRST_RUN_MS = 60 * 1000;
+const PURGE_BATCH = 500;
 
 const TERMINAL_SQL = `(${TERMINAL_STATUSES.map((s) => `'${s}'`).join(',')})`;
 
@@ -149,11 +160,14 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   readonly #db: Database.Database;
   readonly #bus = new EventEmitter();
   readonly #tailPollMs: number;
+  readonly #retentionMs: number;
   readonly #stmts;
+  #timers: NodeJS.Timeout[] = [];
 
-  private constructor(readonly file: string, db: Database.Database, tailPollMs: number) {
+  private constructor(readonly file: string, db: Database.Database, tailPollMs: number, retentionMs: number) {
     this.#db = db;
     this.#tailPollMs = tailPollMs;
+    this.#retentionMs = retentionMs;
     this.#bus.setMaxListeners(0);
     this.#stmts = {
       getSession: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
@@ -193,11 +207,20 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       ),
       setFinish: db.prepare('UPDATE sessions SET finish_seq = ? WHERE id = ?'),
       countStatus: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM sessions WHERE status = ?'),
+      expired: db.prepare<[number, number], { id: string }>(
+        `SELECT id FROM sessions WHERE ended_at < ? AND status IN ${TERMINAL_SQL} LIMIT ?`,
+      ),
+      deleteEvents: db.prepare('DELETE FROM events WHERE session_id = ?'),
+      deleteSession: db.prepare('DELETE FROM sessions WHERE id = ?'),
     };
   }
 
   /** Opens (and creates or migrates) the store file. */
   static open(options: SqliteStoreOptions): SqliteStore {
+    const retentionDays = options.retentionDays ?? 0;
+    if (!Number.isInteger(retentionDays) || retentionDays < 0) {
+      throw new StoreError(StoreErrorCode.UNAVAILABLE, `SQLite store ${options.file}: retentionDays must be a whole number >= 0`);
+    }
     let db: Database.Database;
     try {
       mkdirSync(dirname(options.file), { recursive: true });
@@ -213,7 +236,20 @@ export class SqliteStore implements Store, SessionStore, EventStore {
         { cause },
       );
     }
-    return new SqliteStore(options.file, db, options.tailPollMs ?? 250);
+    const store = new SqliteStore(options.file, db, options.tailPollMs ?? 250, retentionDays * DAY_MS);
+    store.#startPurgeTimer();
+    return store;
+  }
+
+  #startPurgeTimer(): void {
+    if (this.#retentionMs <= 0) return;
+    // soon after start (a server restarted often still purges), then hourly; never keeps the process alive
+    const run = () => void this.purgeExpired().catch(() => undefined); // the next run retries
+    const first = setTimeout(run, PURGE_FIRST_RUN_MS);
+    const every = setInterval(run, PURGE_INTERVAL_MS);
+    first.unref();
+    every.unref();
+    this.#timers.push(first, every);
   }
 
   get sessions(): SessionStore {
@@ -229,6 +265,8 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   }
 
   async close(): Promise<void> {
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers = [];
     this.#bus.emit('close');
     this.#db.close();
   }
@@ -371,6 +409,28 @@ export class SqliteStore implements Store, SessionStore, EventStore {
     });
     if (result.fresh) this.#bus.emit(id);
     return result.event;
+  }
+
+  /**
+   * Deletes terminal sessions that ended before `now` minus the retention, with their events,
+   * in batches of short transactions so writers are not held up by a large purge.
+   */
+  async purgeExpired(now: number = Date.now()): Promise<number> {
+    if (this.#retentionMs <= 0) return 0;
+    const cutoff = now - this.#retentionMs;
+    let removed = 0;
+    for (;;) {
+      const n = this.#tx(() => {
+        const ids = this.#stmts.expired.all(cutoff, PURGE_BATCH);
+        for (const { id } of ids) {
+          this.#stmts.deleteEvents.run(id);
+          this.#stmts.deleteSession.run(id);
+        }
+        return ids.length;
+      });
+      removed += n;
+      if (n < PURGE_BATCH) return removed;
+    }
   }
 
   // ---- reads -------------------------------------------------------------------------

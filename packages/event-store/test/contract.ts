@@ -3,18 +3,29 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SessionEvent } from '@mgx/agent-sdk';
 import type { NewSession, Store } from '../src/index.js';
 
+export interface ContractStoreOptions {
+  /** The retention the store is opened with (the suite uses 30 days, and 0 for keep-forever). */
+  retentionDays: number;
+}
+
 /**
  * The contract every store adapter passes, run against each one (SQLite here, MongoDB when
- * MONGODB_URI is set). `open` gives a fresh, empty store; `close` disposes of it.
+ * MONGODB_URI is set). `open` gives a fresh, empty store; its `close` disposes of it.
  */
-export function storeContract(name: string, open: () => Promise<Store>): void {
+export function storeContract(name: string, open: (options: ContractStoreOptions) => Promise<Store>): void {
   describe(`store contract: ${name}`, () => {
     let store: Store;
+    const opened: Store[] = [];
+    const openStore = async (options: ContractStoreOptions): Promise<Store> => {
+      const s = await open(options);
+      opened.push(s);
+      return s;
+    };
     beforeEach(async () => {
-      store = await open();
+      store = await openStore({ retentionDays: 30 });
     });
     afterEach(async () => {
-      await store.close();
+      for (const s of opened.splice(0)) await s.close();
     });
 
     const session = (over: Partial<NewSession> = {}): NewSession => {
@@ -203,6 +214,51 @@ export function storeContract(name: string, open: () => Promise<Store>): void {
       expect((await store.sessions.findUnfinished()).map((x) => x.id)).toContain(s.id);
       await store.sessions.appendFinish(s.id, { status: 'cancelled', reason: 'cancelled' });
       expect((await store.sessions.findUnfinished()).map((x) => x.id)).not.toContain(s.id);
+    });
+
+    it('purges sessions that ended longer ago than the retention, with their events, and keeps the rest', async () => {
+      const day = 24 * 3600 * 1000;
+      const t0 = Date.now();
+      const running = await store.sessions.createSession(session());
+      expect((await store.sessions.claimNext('w1'))?.id).toBe(running.id);
+      await store.sessions.markRunning(running.id, t0, t0 + 60_000);
+      const queued = await store.sessions.createSession(session());
+      const ended = async (at: number) => {
+        const s = await store.sessions.createSession(session());
+        await store.events.append(s.id, [{ type: 'LOG', data: { line: 'x' }, rid: 1 }]);
+        await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' }, { at });
+        await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
+        return s;
+      };
+      const old = await ended(t0 - day);
+      const recent = await ended(t0);
+      // Seen from 30 days minus an hour ahead, `old` ended 30 days and 23 hours ago, `recent` 29
+      // days and 23 hours ago. Looking ahead rather than deciding in the far past keeps every
+      // expiry time in the future, so a server-side expiry (MongoDB TTL) cannot race the count.
+      const later = t0 + 30 * day - 3600 * 1000;
+      expect(await store.purgeExpired(later)).toBe(1);
+      expect(await store.sessions.getSession(old.id)).toBeNull();
+      expect(await store.events.read(old.id, 0, 100)).toEqual([]);
+      expect(await store.events.getFinishEvent(old.id)).toBeNull();
+      expect(await store.events.lastRid(old.id)).toBe(0);
+      for (const kept of [recent, running, queued]) {
+        expect((await store.sessions.getSession(kept.id))?.id).toBe(kept.id);
+        expect((await store.events.read(kept.id, 0, 100)).length).toBeGreaterThan(0);
+      }
+      expect((await store.events.read(recent.id, 0, 100)).map((e) => e.type)).toEqual(['SESSION_QUEUED', 'LOG', 'FINISH']);
+      // nothing is left to purge, and running or queued sessions never are, however old
+      expect(await store.purgeExpired(later)).toBe(0);
+      expect(await store.purgeExpired(t0 + 1000 * day)).toBe(1);
+      expect((await store.sessions.findByStatus(['queued', 'running'])).map((s) => s.id).sort()).toEqual([queued.id, running.id].sort());
+    });
+
+    it('keeps everything when the retention is 0', async () => {
+      const keep = await openStore({ retentionDays: 0 });
+      const s = await keep.sessions.createSession(session());
+      await keep.sessions.decide(s.id, { status: 'failed', reason: 'lost' }, { at: Date.now() - 1000 * 24 * 3600 * 1000 });
+      await keep.sessions.appendFinish(s.id, { status: 'failed', reason: 'lost' });
+      expect(await keep.purgeExpired(Date.now() + 1000 * 24 * 3600 * 1000)).toBe(0);
+      expect((await keep.events.read(s.id, 0, 10)).map((e) => e.type)).toEqual(['SESSION_QUEUED', 'FINISH']);
     });
   });
 }

@@ -1,0 +1,140 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MongoClient } from 'mongodb';
+import { MongoStore, openStore, StoreError, type Store } from '../src/index.js';
+import { storeContract } from './contract.js';
+
+/**
+ * The store contract against a real MongoDB, when MONGODB_URI names one (a replica set runs
+ * every code path: transactions and change streams, then the ordered steps and polling a
+ * standalone server gets). Each store gets its own database, dropped when it closes.
+ * See test/README.md for starting a local replica set.
+ */
+const uri = process.env.MONGODB_URI;
+if (!uri) {
+  console.log('SKIPPED mongodb store contract: MONGODB_URI is not set (no MongoDB server on this machine; see test/README.md)');
+}
+
+(uri ? describe : describe.skip)('mongodb store (MONGODB_URI)', () => {
+  // only used when the suite runs, so `uri` is set
+  const serverUri = uri ?? '';
+  let admin: MongoClient;
+  beforeAll(async () => {
+    admin = await new MongoClient(serverUri).connect();
+  });
+  afterAll(async () => {
+    await admin?.close();
+  });
+
+  type Paths = { useTransactions?: boolean; useChangeStreams?: boolean };
+
+  /** A store on `dbName` whose close() also drops that database. */
+  const disposable = async (dbName: string, retentionDays: number, paths: Paths): Promise<Store> => {
+    const store = await MongoStore.open({ uri: serverUri, dbName, retentionDays, tailPollMs: 100, ...paths });
+    return {
+      kind: store.kind,
+      sessions: store.sessions,
+      events: store.events,
+      describe: () => store.describe(),
+      purgeExpired: (now?: number) => store.purgeExpired(now),
+      close: async () => {
+        try {
+          await store.close();
+        } finally {
+          await admin.db(dbName).dropDatabase();
+        }
+      },
+    };
+  };
+  const freshName = () => `mgx_test_${randomBytes(6).toString('hex')}`;
+  const fresh = (paths: Paths) => (options: { retentionDays: number }) => disposable(freshName(), options.retentionDays, paths);
+
+  storeContract('mongodb', fresh({}));
+  // the path a standalone server takes, checked on the same server
+  storeContract('mongodb, ordered steps and polling', fresh({ useTransactions: false, useChangeStreams: false }));
+
+  it('tails writes made through another connection (change stream, else polling)', async () => {
+    const dbName = freshName();
+    const a = await disposable(dbName, 0, {});
+    // a second connection, as another process would have, with its own in-process wake-ups
+    const b = await MongoStore.open({ uri: serverUri, dbName, retentionDays: 0 });
+    try {
+      const s = await b.createSession({
+        id: `x${randomBytes(6).toString('hex')}`, tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: {},
+        limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
+      });
+      const ac = new AbortController();
+      const seen: number[] = [];
+      const tailing = (async () => {
+        for await (const ev of a.events.tail(s.id, { afterSeq: 0, signal: ac.signal })) seen.push(ev.seq);
+      })();
+      for (let i = 0; i < 10; i++) await b.append(s.id, [{ type: 'LOG', data: { i } }]);
+      await b.decide(s.id, { status: 'succeeded', reason: 'finished' });
+      await b.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
+      await tailing;
+      expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    } finally {
+      await b.close();
+      await a.close(); // drops the database
+    }
+  });
+
+  it('keeps agent JSON exactly, whatever its keys', async () => {
+    const store = await disposable(freshName(), 0, {});
+    try {
+      const id = `j${randomBytes(6).toString('hex')}`;
+      await store.sessions.createSession({
+        id, tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: { $schema: 'x', 'a.b': 1 },
+        limits: { memoryBytes: 3 * 1024 ** 3, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
+      });
+      const data = { $ref: '#/x', 'dotted.key': [1, { nested: null }], deep: JSON.parse('['.repeat(150) + ']'.repeat(150)) as unknown };
+      await store.events.append(id, [{ type: 'TOOL_CALL', data }]);
+      expect((await store.events.read(id, 1, 1))[0]?.data).toEqual(data);
+      expect((await store.sessions.getSession(id))?.options).toEqual({ $schema: 'x', 'a.b': 1 });
+      expect((await store.sessions.getSession(id))?.limits.memoryBytes).toBe(3 * 1024 ** 3);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+// These need no server: they check how the adapter fails when there is none.
+describe('mongodb store without a server', () => {
+  it('fails to open with STORE_UNAVAILABLE, naming the host and never the password', async () => {
+    const err: unknown = await MongoStore.open({
+      uri: 'mongodb://mgxuser:s3cret-Pa55@127.0.0.1:1/?serverSelectionTimeoutMS=500',
+      dbName: 'mgx',
+      retentionDays: 30,
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(StoreError);
+    const e = err as StoreError;
+    expect(e.code).toBe('STORE_UNAVAILABLE');
+    expect(e.message).toContain('mongodb://127.0.0.1:1');
+    expect(e.message).toContain('database mgx');
+    expect(e.message).not.toContain('s3cret-Pa55');
+    expect(e.message).not.toContain('mgxuser');
+  });
+
+  it('refuses a malformed URI the same way, without echoing its credentials', async () => {
+    await expect(MongoStore.open({ uri: 'mongodb://mgxuser:s3cret-Pa55@', dbName: 'mgx', retentionDays: 30 })).rejects.toSatisfy(
+      (e: unknown) => e instanceof StoreError && e.code === 'STORE_UNAVAILABLE' && !e.message.includes('s3cret-Pa55'),
+    );
+  });
+
+  it('is what openStore opens for MGX_EVENT_STORE=mongodb', async () => {
+    await expect(
+      openStore({
+        store: {
+          kind: 'mongodb',
+          mongodbUri: 'mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500',
+          mongodbDb: 'mgx',
+          dataDir: '/nonexistent',
+          retentionDays: 30,
+        },
+      }),
+    ).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', message: expect.stringContaining('MongoDB store at mongodb://127.0.0.1:1') });
+  });
+});

@@ -1,0 +1,193 @@
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { loadSettings } from '@mgx/config';
+import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
+import { startServer } from '@mgx/server';
+import { collect, script, startPlatform, type Platform } from './platform.js';
+
+const ACME = 'acme-token-0123456789abcdef';
+const GLOBEX = 'globex-token-0123456789abcdef';
+
+let p: Platform;
+let acme: MgxClient;
+let globex: MgxClient;
+beforeAll(async () => {
+  p = await startPlatform({ MGX_API_TOKENS: `acme:${ACME},globex:${GLOBEX}`, MGX_MAX_PROMPT_BYTES: '4096', AGENT_CONTAINER_MEMORY_MAX: '512m', AGENT_TASK_TIMEOUT_MAX_SECONDS: '120', AGENT_TASK_TIMEOUT_SECONDS: '60', AGENT_CONTAINER_CPU_QUOTA: '100000' });
+  acme = createMgxClient({ url: p.server.url, token: ACME });
+  globex = createMgxClient({ url: p.server.url, token: GLOBEX });
+});
+afterAll(async () => {
+  await p?.close();
+});
+
+const code = (promise: Promise<unknown>) => promise.then(() => 'OK', (err: { data?: { code?: string } }) => err.data?.code ?? String(err));
+
+describe('authentication and tenants', () => {
+  it('refuses calls without a token or with a wrong one', async () => {
+    const anonymous = createMgxClient({ url: p.server.url });
+    const wrong = createMgxClient({ url: p.server.url, token: 'not-a-valid-token-at-all' });
+    expect(await code(anonymous.sessions.list.query({}))).toBe('UNAUTHORIZED');
+    expect(await code(wrong.sessions.list.query({}))).toBe('UNAUTHORIZED');
+    expect(await code(wrong.sessions.create.mutate({ framework: 'script', prompt: 'x' }))).toBe('UNAUTHORIZED');
+    // health needs no token
+    expect((await anonymous.system.health.query()).ok).toBe(true);
+  });
+
+  it("makes another tenant's session NOT_FOUND for get, events, stream and cancel, and keeps lists apart", async () => {
+    const s = await acme.sessions.create.mutate({ framework: 'script', prompt: 'acme only' });
+    expect(await code(globex.sessions.get.query({ sessionId: s.id }))).toBe('NOT_FOUND');
+    expect(await code(globex.sessions.events.query({ sessionId: s.id }))).toBe('NOT_FOUND');
+    expect(await code(globex.sessions.cancel.mutate({ sessionId: s.id }))).toBe('NOT_FOUND');
+    expect(await code(collect(globex, s.id))).toBe('NOT_FOUND');
+    expect((await globex.sessions.list.query({})).items.map((x) => x.id)).not.toContain(s.id);
+    expect((await acme.sessions.list.query({})).items.map((x) => x.id)).toContain(s.id);
+    expect((await collect(acme, s.id)).at(-1)?.data).toMatchObject({ status: 'succeeded' });
+    expect((await acme.sessions.get.query({ sessionId: s.id })).status).toBe('succeeded');
+  });
+
+  it('reads tokens from a file too, and refuses to listen beyond loopback without tokens', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgx-tokens-'));
+    const file = join(dir, 'tokens');
+    writeFileSync(file, `# tenants\ninitech:initech-token-0123456789\n`);
+    const settings = loadSettings({ MGX_PORT: '0', MGX_DATA_DIR: dir, MGX_OWNER: 'mgx-tokens-test', MGX_API_TOKENS_FILE: file });
+    const server = await startServer(settings, { logger: pino({ level: 'silent' }) });
+    try {
+      const ok = createMgxClient({ url: server.url, token: 'initech-token-0123456789' });
+      expect((await ok.sessions.list.query({})).items).toEqual([]);
+      expect(await code(createMgxClient({ url: server.url, token: ACME }).sessions.list.query({}))).toBe('UNAUTHORIZED');
+    } finally {
+      await server.close();
+    }
+    const open = loadSettings({ MGX_PORT: '0', MGX_HOST: '0.0.0.0', MGX_DATA_DIR: dir });
+    await expect(startServer(open, { logger: pino({ level: 'silent' }) })).rejects.toThrow(/refusing to listen on 0.0.0.0 without API tokens/);
+    const weak = loadSettings({ MGX_PORT: '0', MGX_DATA_DIR: dir, MGX_API_TOKENS: 'acme:short' });
+    await expect(startServer(weak, { logger: pino({ level: 'silent' }) })).rejects.toThrow(/at least 16 characters/);
+  });
+});
+
+describe('input limits', () => {
+  it('refuses each bad request with a clear message and the right code', async () => {
+    const cases: Array<[string, Parameters<MgxClient['sessions']['create']['mutate']>[0], string, RegExp]> = [
+      ['unknown framework', { framework: 'nope', prompt: 'x' }, 'BAD_REQUEST', /unknown framework "nope"/],
+      ['prompt too large', { framework: 'script', prompt: 'x'.repeat(5000) }, 'PAYLOAD_TOO_LARGE', /prompt is 5000 bytes; the limit is 4096/],
+      ['bad workspace id', { framework: 'script', prompt: 'x', workspaceId: '../../etc' }, 'BAD_REQUEST', /workspaceId must be/],
+      ['memory over the maximum', { framework: 'script', prompt: 'x', memory: '1g' }, 'BAD_REQUEST', /exceeds the server maximum of 512m/],
+      ['memory not a size', { framework: 'script', prompt: 'x', memory: 'lots' }, 'BAD_REQUEST', /is not a size/],
+      ['timeout over the maximum', { framework: 'script', prompt: 'x', timeoutSeconds: 3600 }, 'BAD_REQUEST', /exceeds the server maximum of 120/],
+      ['cpus over the maximum', { framework: 'script', prompt: 'x', cpus: 4 }, 'BAD_REQUEST', /exceeds the server maximum of 1/],
+      ['egress not allowed', { framework: 'script', prompt: 'x', network: 'egress' }, 'FORBIDDEN', /egress is not allowed/],
+    ];
+    for (const [name, input, want, message] of cases) {
+      const err = (await acme.sessions.create.mutate(input).then(() => null, (e: unknown) => e)) as { data?: { code?: string }; message: string } | null;
+      expect(err, name).not.toBeNull();
+      expect(err!.data?.code, name).toBe(want);
+      expect(err!.message, name).toMatch(message);
+    }
+  });
+
+  it('answers an oversized body with 413 before parsing it', async () => {
+    const res = await fetch(`${p.server.url}/trpc/sessions.create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ACME}` },
+      body: JSON.stringify({ framework: 'script', prompt: 'x'.repeat(200_000) }),
+    });
+    expect(res.status).toBe(413);
+  });
+
+  it.each(['../x', 'a/b', '', 'x'.repeat(65), 'a b'])('refuses the session id %j everywhere', async (bad) => {
+    expect(await code(acme.sessions.get.query({ sessionId: bad }))).toBe('BAD_REQUEST');
+    expect(await code(acme.sessions.events.query({ sessionId: bad }))).toBe('BAD_REQUEST');
+    expect(await code(acme.sessions.cancel.mutate({ sessionId: bad }))).toBe('BAD_REQUEST');
+  });
+
+  it('refuses a malformed list cursor', async () => {
+    expect(await code(acme.sessions.list.query({ cursor: 'zzz' }))).toBe('BAD_REQUEST');
+  });
+});
+
+describe('reading', () => {
+  it('frameworks.list reports the frameworks with their options schema; system.info the engine, image, store and limits', async () => {
+    const frameworks = await acme.frameworks.list.query();
+    expect(frameworks.map((f) => f.name)).toContain('script');
+    expect(frameworks[0]).toHaveProperty('optionsSchema');
+    const info = await acme.system.info.query();
+    expect(info.engine).toMatchObject({ engine: expect.stringMatching(/podman|docker/) });
+    expect(info.image).toMatchObject({ name: 'mgx-agent:latest', present: true });
+    expect(info.store).toMatch(/^sqlite:/);
+    expect(info.limits).toMatchObject({ maxMemoryBytes: 512 * 1024 ** 2, maxTimeoutSeconds: 120, maxPromptBytes: 4096 });
+    expect(info.version).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it('sessions.events pages through stored events by seq', async () => {
+    const s = await acme.sessions.create.mutate({ framework: 'script', prompt: script({ events: { count: 50, size: 10 } }) });
+    const all = await collect(acme, s.id);
+    const first = await acme.sessions.events.query({ sessionId: s.id, afterSeq: 0, limit: 20 });
+    const second = await acme.sessions.events.query({ sessionId: s.id, afterSeq: first.lastSeq, limit: 1000 });
+    expect([...first.events, ...second.events]).toEqual(all);
+    expect(first.events).toHaveLength(20);
+  });
+});
+
+/** A loopback TCP proxy whose connections the test can cut, like a flaky network. */
+async function cuttableProxy(target: URL): Promise<{ url: string; cut: () => number; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    sockets.add(client);
+    sockets.add(upstream);
+    client.pipe(upstream).pipe(client);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cut: () => {
+      const n = sockets.size;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+      return n;
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+describe('streaming through a dropped connection', () => {
+  it('resumes from the last event id after the connection is cut mid-stream: no gap, no duplicate', async () => {
+    const proxy = await cuttableProxy(new URL(p.server.url));
+    try {
+      const viaProxy = createMgxClient({ url: proxy.url, token: ACME });
+      const s = await acme.sessions.create.mutate({
+        framework: 'script',
+        prompt: script({ events: { count: 100, size: 20 } }, { sleep: 1200 }, { events: { count: 100, size: 20 } }, { sleep: 1200 }, { events: { count: 100, size: 20 } }),
+      });
+      const seen: SessionEvent[] = [];
+      let cuts = 0;
+      for await (const ev of followSession(viaProxy, s.id)) {
+        seen.push(ev);
+        // cut the network twice while the agent is still producing
+        if (ev.type === 'LOG' && (ev.data.i === 99 || (ev.data.i === 50 && cuts === 1))) {
+          if (proxy.cut() > 0) cuts++;
+        }
+      }
+      expect(cuts).toBe(2);
+      const stored = await collect(acme, s.id);
+      expect(seen.map((e) => e.seq)).toEqual(stored.map((e) => e.seq));
+      expect(seen).toEqual(stored);
+      expect(seen.at(-1)?.type).toBe('FINISH');
+    } finally {
+      await proxy.close();
+    }
+  });
+});
