@@ -52,6 +52,7 @@ export async function runSession(o: RunnerOptions): Promise<number> {
         prompt: task.prompt,
         workspace: o.workspace,
         options: task.options,
+        env: task.env ?? {},
         secrets: task.secrets,
         emit: emitter,
         signal: ac.signal,

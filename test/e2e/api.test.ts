@@ -89,6 +89,29 @@ describe('input limits', () => {
     }
   });
 
+  it('delivers allowed env to the agent and refuses loader, runtime and malformed variables', async () => {
+    const s = await acme.sessions.create.mutate({ framework: 'script', prompt: script({ getenv: 'GREETING' }), env: { GREETING: 'hello world', APP_MODE: 'test' } });
+    expect(s.env).toEqual({ GREETING: 'hello world', APP_MODE: 'test' });
+    const events = await collect(acme, s.id);
+    expect(events.find((e) => e.type === 'MESSAGE' && e.data.done)?.data.text).toBe('GREETING=hello world');
+    const refused: Array<[Record<string, string>, RegExp]> = [
+      [{ PATH: '/tmp' }, /env name PATH is not allowed/],
+      [{ LD_PRELOAD: '/tmp/x.so' }, /env name LD_PRELOAD is not allowed/],
+      [{ LD_LIBRARY_PATH: '/tmp' }, /LD_LIBRARY_PATH is not allowed/],
+      [{ NODE_OPTIONS: '--require /tmp/x.js' }, /NODE_OPTIONS is not allowed/],
+      [{ MGX_INGEST_SOCKET: '/tmp/x' }, /MGX_INGEST_SOCKET is not allowed/],
+      [{ 'A=B': 'x' }, /must be upper-case letters/],
+      [{ lower: 'x' }, /must be upper-case letters/],
+      [{ OK: 'a\u0000b' }, /contains a NUL or newline/],
+      [{ OK: 'line\ninjected=1' }, /contains a NUL or newline/],
+    ];
+    for (const [env, message] of refused) {
+      const err = (await acme.sessions.create.mutate({ framework: 'script', prompt: 'x', env }).then(() => null, (e: unknown) => e)) as { data?: { code?: string }; message: string } | null;
+      expect(err?.data?.code, JSON.stringify(env)).toBe('BAD_REQUEST');
+      expect(err?.message, JSON.stringify(env)).toMatch(message);
+    }
+  });
+
   it('answers an oversized body with 413 before parsing it', async () => {
     const res = await fetch(`${p.server.url}/trpc/sessions.create`, {
       method: 'POST',

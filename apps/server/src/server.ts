@@ -84,6 +84,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   const ingest = new IngestHub({
     baseDir: join(settings.store.dataDir, 'run', 'sessions'),
     maxEventBytes: settings.limits.maxEventBytes,
+    maxEventsPerSecond: settings.limits.maxEventsPerSecond,
     containerUser: settings.agent.user,
     logger: logger.child({ component: 'ingest' }),
     sink: {

@@ -22,6 +22,8 @@ export interface FrameworkContext {
   workspace: string;
   /** The session's framework options, validated against the framework's schema by the platform. */
   options: Record<string, unknown>;
+  /** The session's environment for the agent's own processes (commands it runs). */
+  env: Record<string, string>;
   /** Per-session secrets (API keys). Never put them in events. */
   secrets: Record<string, string>;
   emit: Emitter;

@@ -4,6 +4,7 @@ import { isTerminal, SESSION_STATUSES, type SessionEvent } from '@mgx/agent-sdk'
 import { formatMemory, ID_PATTERN, parseMemory } from '@mgx/config';
 import { StoreError, StoreErrorCode, type SessionRecord } from '@mgx/event-store';
 import type { ApiContext } from './context.js';
+import { envProblem } from './env-policy.js';
 import { newSessionId } from './ids.js';
 
 const t = initTRPC.context<ApiContext>().create({
@@ -31,6 +32,7 @@ export interface SessionView {
   framework: string;
   workspaceId: string;
   network: 'none' | 'egress';
+  env: Record<string, string>;
   limits: { memoryBytes: number; cpuQuota: number; timeoutSeconds: number };
   createdAt: number;
   startedAt: number | null;
@@ -52,6 +54,7 @@ export function toView(s: SessionRecord, withPrompt: boolean): SessionView {
     framework: s.framework,
     workspaceId: s.workspaceId,
     network: s.network,
+    env: s.env,
     limits: { memoryBytes: s.limits.memoryBytes, cpuQuota: s.limits.cpuQuota, timeoutSeconds: s.limits.timeoutMs / 1000 },
     createdAt: s.createdAt,
     startedAt: s.startedAt,
@@ -82,6 +85,7 @@ const createInput = z.object({
   memory: z.union([z.string(), z.number().int().positive()]).optional(),
   cpus: z.number().positive().max(64).optional(),
   options: z.record(z.string(), z.unknown()).optional(),
+  env: z.record(z.string(), z.string()).optional(),
   network: z.enum(['none', 'egress']).optional(),
 });
 
@@ -120,6 +124,9 @@ export const appRouter = t.router({
         if (cpuQuota > settings.agent.cpuQuota) bad(`cpus ${input.cpus} exceeds the server maximum of ${settings.agent.cpuQuota / settings.agent.cpuPeriod}`);
         if (cpuQuota < 1000) bad('cpus must be at least 0.01');
       }
+      const env = input.env ?? {};
+      const envIssue = envProblem(env);
+      if (envIssue) bad(envIssue);
       const network = input.network ?? 'none';
       if (network === 'egress' && !settings.agent.allowEgress) bad('network egress is not allowed on this server (MGX_ALLOW_EGRESS)', 'FORBIDDEN');
       if ((await store.sessions.countByStatus('queued')) >= settings.scheduler.maxQueued) {
@@ -134,6 +141,7 @@ export const appRouter = t.router({
         prompt: input.prompt,
         workspaceId: input.workspaceId ?? id,
         options: input.options ?? {},
+        env,
         limits: { memoryBytes, cpuQuota, timeoutMs },
         network,
       });

@@ -31,7 +31,7 @@ export interface Settings {
   };
   monitor: { pollMs: number };
   scheduler: { maxConcurrent: number; maxQueued: number };
-  limits: { maxEventBytes: number; maxPromptBytes: number; logCaptureBytes: number };
+  limits: { maxEventBytes: number; maxEventsPerSecond: number; maxPromptBytes: number; logCaptureBytes: number };
   store: {
     kind: EventStoreKind;
     mongodbUri: string | undefined;
@@ -140,6 +140,7 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
     },
     limits: {
       maxEventBytes: read('MGX_MAX_EVENT_BYTES', int(1024, 64 * 1024 ** 2), String(256 * 1024)),
+      maxEventsPerSecond: read('MGX_MAX_EVENTS_PER_SECOND', int(0, 10_000_000), '5000'),
       maxPromptBytes: read('MGX_MAX_PROMPT_BYTES', int(1, 64 * 1024 ** 2), String(1024 ** 2)),
       logCaptureBytes: read('MGX_LOG_CAPTURE_BYTES', int(0, 64 * 1024 ** 2), String(64 * 1024)),
     },

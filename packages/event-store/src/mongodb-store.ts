@@ -73,6 +73,8 @@ interface SessionDoc {
   workspaceId: string;
   prompt: string;
   options: string;
+  /** JSON text, like options; absent on documents written before it existed. */
+  env?: string;
   limits: SessionLimits;
   network: 'none' | 'egress';
   createdAt: number;
@@ -131,6 +133,7 @@ const toSession = (d: SessionDoc): SessionRecord => ({
   workspaceId: d.workspaceId,
   prompt: d.prompt,
   options: JSON.parse(d.options) as Record<string, unknown>,
+  env: JSON.parse(d.env ?? '{}') as Record<string, string>,
   limits: { memoryBytes: d.limits.memoryBytes, cpuQuota: d.limits.cpuQuota, timeoutMs: d.limits.timeoutMs },
   network: d.network,
   createdAt: d.createdAt,
@@ -469,6 +472,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
         workspaceId: s.workspaceId,
         prompt: s.prompt,
         options: JSON.stringify(s.options),
+        env: JSON.stringify(s.env),
         limits: { memoryBytes: s.limits.memoryBytes, cpuQuota: s.limits.cpuQuota, timeoutMs: s.limits.timeoutMs },
         network: s.network,
         createdAt: now,

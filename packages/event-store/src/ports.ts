@@ -19,6 +19,8 @@ export interface NewSession {
   prompt: string;
   workspaceId: string;
   options: Record<string, unknown>;
+  /** Environment for the agent, already checked against the allow-list; not secret. */
+  env: Record<string, string>;
   limits: SessionLimits;
   network: 'none' | 'egress';
 }

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS sessions (
   workspace_id TEXT NOT NULL,
   prompt TEXT NOT NULL,
   options TEXT NOT NULL,
+  env TEXT NOT NULL DEFAULT '{}',
   limits TEXT NOT NULL,
   network TEXT NOT NULL,
   created_at INTEGER NOT NULL,
@@ -74,6 +75,7 @@ interface SessionRow {
   workspace_id: string;
   prompt: string;
   options: string;
+  env: string;
   limits: string;
   network: 'none' | 'egress';
   created_at: number;
@@ -107,6 +109,7 @@ const toSession = (r: SessionRow): SessionRecord => ({
   workspaceId: r.workspace_id,
   prompt: r.prompt,
   options: JSON.parse(r.options) as Record<string, unknown>,
+  env: JSON.parse(r.env) as Record<string, string>,
   limits: JSON.parse(r.limits) as SessionRecord['limits'],
   network: r.network,
   createdAt: r.created_at,
@@ -148,6 +151,12 @@ const PURGE_INTERVAL_MS = 3600 * 1000;
 const PURGE_FIRST_RUN_MS = 60 * 1000;
 const PURGE_BATCH = 500;
 
+/** Columns added after the first schema, for store files created before them. */
+function migrate(db: Database.Database): void {
+  const columns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(sessions)').all().map((c) => c.name));
+  if (!columns.has('env')) db.exec("ALTER TABLE sessions ADD COLUMN env TEXT NOT NULL DEFAULT '{}'");
+}
+
 const TERMINAL_SQL = `(${TERMINAL_STATUSES.map((s) => `'${s}'`).join(',')})`;
 
 /**
@@ -172,8 +181,8 @@ export class SqliteStore implements Store, SessionStore, EventStore {
     this.#stmts = {
       getSession: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
       insertSession: db.prepare(
-        `INSERT INTO sessions (id, tenant, status, framework, workspace_id, prompt, options, limits, network, created_at)
-         VALUES (@id, @tenant, 'queued', @framework, @workspaceId, @prompt, @options, @limits, @network, @createdAt)`,
+        `INSERT INTO sessions (id, tenant, status, framework, workspace_id, prompt, options, env, limits, network, created_at)
+         VALUES (@id, @tenant, 'queued', @framework, @workspaceId, @prompt, @options, @env, @limits, @network, @createdAt)`,
       ),
       seqState: db.prepare<[string], { last_seq: number; last_rid: number; finish_seq: number | null; status: SessionStatus }>(
         'SELECT last_seq, last_rid, finish_seq, status FROM sessions WHERE id = ?',
@@ -229,6 +238,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
       db.exec(SCHEMA);
+      migrate(db);
     } catch (cause) {
       throw new StoreError(
         StoreErrorCode.UNAVAILABLE,
@@ -328,6 +338,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
         workspaceId: s.workspaceId,
         prompt: s.prompt,
         options: JSON.stringify(s.options),
+        env: JSON.stringify(s.env),
         limits: JSON.stringify(s.limits),
         network: s.network,
         createdAt: now,

@@ -37,6 +37,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         prompt: 'hi',
         workspaceId: id,
         options: {},
+        env: {},
         limits: { memoryBytes: 256 * 1024 ** 2, cpuQuota: 100000, timeoutMs: 60_000 },
         network: 'none',
         ...over,

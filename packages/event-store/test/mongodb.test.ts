@@ -61,6 +61,7 @@ if (!uri) {
     try {
       const s = await b.createSession({
         id: `x${randomBytes(6).toString('hex')}`, tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: {},
+        env: {},
         limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
       });
       const ac = new AbortController();
@@ -84,7 +85,7 @@ if (!uri) {
     try {
       const id = `j${randomBytes(6).toString('hex')}`;
       await store.sessions.createSession({
-        id, tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: { $schema: 'x', 'a.b': 1 },
+        id, tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: { $schema: 'x', 'a.b': 1 }, env: {},
         limits: { memoryBytes: 3 * 1024 ** 3, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
       });
       const data = { $ref: '#/x', 'dotted.key': [1, { nested: null }], deep: JSON.parse('['.repeat(150) + ']'.repeat(150)) as unknown };

@@ -16,6 +16,7 @@ describe('sqlite store', () => {
     const b = SqliteStore.open({ file, tailPollMs: 20 });
     const s = await a.createSession({
       id: 'shared1', tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: {},
+        env: {},
       limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
     });
     const ac = new AbortController();
@@ -52,6 +53,7 @@ describe('sqlite store', () => {
       try {
         const s = await store.createSession({
           id: 'expiring1', tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: {},
+        env: {},
           limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
         });
         await store.decide(s.id, { status: 'succeeded', reason: 'finished' });
@@ -76,6 +78,7 @@ describe('sqlite store', () => {
       for (let i = 0; i < 1203; i++) {
         const s = await store.createSession({
           id: `old${i}`, tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: {},
+        env: {},
           limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
         });
         await store.decide(s.id, { status: 'failed', reason: 'lost' }, { at: ended });

@@ -36,6 +36,11 @@ export interface IngestHubOptions {
   logger?: Logger;
   /** Pause reading a connection with more than this many events waiting to be stored. */
   highWater?: number;
+  /**
+   * Sustained events per second per session (0: unlimited), with bursts up to twice that.
+   * Over it the socket is paused: the runner buffers and its agent is slowed, nothing is lost.
+   */
+  maxEventsPerSecond?: number;
 }
 
 interface Channel {
@@ -48,6 +53,10 @@ interface Channel {
   pending: number;
   idleWaiters: Array<() => void>;
   received: number;
+  /** Token bucket of the rate limit, shared by the session's connections. */
+  tokens: number;
+  refilledAt: number;
+  throttled: boolean;
 }
 
 /**
@@ -60,7 +69,7 @@ export class IngestHub {
   readonly #channels = new Map<string, Channel>();
 
   constructor(options: IngestHubOptions) {
-    this.#o = { highWater: 5000, logger: silentLogger, ...options };
+    this.#o = { highWater: 5000, maxEventsPerSecond: 0, logger: silentLogger, ...options };
   }
 
   /** Host directory to bind-mount at CONTAINER_SOCKET_DIR for this session. */
@@ -86,7 +95,7 @@ export class IngestHub {
     await mkdir(dir, { recursive: true, mode: 0o755 });
     await rm(socketPath, { force: true });
     const server = createServer({ allowHalfOpen: false });
-    const channel: Channel = { task, dir, server, socket: undefined, chain: Promise.resolve(), pending: 0, idleWaiters: [], received: 0 };
+    const channel: Channel = { task, dir, server, socket: undefined, chain: Promise.resolve(), pending: 0, idleWaiters: [], received: 0, tokens: 2 * this.#o.maxEventsPerSecond, refilledAt: Date.now(), throttled: false };
     server.on('connection', (socket) => this.#accept(channel, socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -196,6 +205,44 @@ export class IngestHub {
       socket.destroy();
     });
 
+    // a connection is paused while the store is behind or the session is over its rate
+    const pausedBy = new Set<'store' | 'rate'>();
+    const pause = (why: 'store' | 'rate') => {
+      pausedBy.add(why);
+      socket.pause();
+    };
+    const unpause = (why: 'store' | 'rate') => {
+      pausedBy.delete(why);
+      if (pausedBy.size === 0 && !socket.destroyed) socket.resume();
+    };
+    const rate = this.#o.maxEventsPerSecond;
+    let rateTimer: NodeJS.Timeout | undefined;
+    const refill = () => {
+      const now = Date.now();
+      ch.tokens = Math.min(2 * rate, ch.tokens + ((now - ch.refilledAt) / 1000) * rate);
+      ch.refilledAt = now;
+    };
+    // one timer per connection: resume only once the bucket is really back above zero
+    const recheck = () => {
+      rateTimer = undefined;
+      refill();
+      if (ch.tokens < 0) rateTimer = setTimeout(recheck, Math.ceil((-ch.tokens / rate) * 1000));
+      else unpause('rate');
+    };
+    const spend = (n: number) => {
+      if (rate <= 0 || n === 0) return;
+      refill();
+      ch.tokens -= n;
+      if (ch.tokens >= 0) return;
+      if (!ch.throttled) {
+        ch.throttled = true;
+        batch.push({ rid: 0, type: 'LOG', ts: Date.now(), data: { stream: 'agent', level: 'warn', source: 'platform', text: `the agent emits more than ${rate} events/s; ingest is slowing it down (nothing is dropped)` } });
+      }
+      pause('rate');
+      rateTimer ??= setTimeout(recheck, Math.ceil((-ch.tokens / rate) * 1000));
+    };
+    socket.on('close', () => clearTimeout(rateTimer));
+
     let buffered = '';
     let skipping = false;
     let batch: IngestedEvent[] = [];
@@ -208,7 +255,7 @@ export class IngestHub {
       batch = [];
       if (events.length === 0) return;
       ch.pending += events.length;
-      if (ch.pending > this.#o.highWater) socket.pause();
+      if (ch.pending > this.#o.highWater) pause('store');
       ch.chain = ch.chain
         .then(() => this.#store(ch, events, log))
         .then(
@@ -223,7 +270,7 @@ export class IngestHub {
         )
         .finally(() => {
           ch.pending -= events.length;
-          if (ch.pending <= this.#o.highWater / 2 && socket.isPaused()) socket.resume();
+          if (ch.pending <= this.#o.highWater / 2) unpause('store');
         });
     };
 
@@ -268,27 +315,31 @@ export class IngestHub {
     };
 
     socket.on('data', (chunk: Buffer) => {
-      let text = buffered + chunk.toString('utf8');
+      const text = buffered + chunk.toString('utf8');
+      const before = ch.received;
+      let start = 0;
       let nl: number;
-      while ((nl = text.indexOf('\n')) >= 0) {
-        const line = text.slice(0, nl);
-        text = text.slice(nl + 1);
+      // scan by index: slicing the rest after every line would copy it once per line
+      while ((nl = text.indexOf('\n', start)) >= 0) {
+        const line = text.slice(start, nl);
+        start = nl + 1;
         if (skipping) {
           skipping = false;
           continue;
         }
         onLine(line);
       }
-      if (text.length > maxLine) {
+      buffered = start === 0 ? text : text.slice(start);
+      if (buffered.length > maxLine) {
         // an unbounded line: refuse it now and drop the rest of it as it arrives
         if (!skipping) {
           ch.received++;
           reject(undefined, `an event line exceeded ${this.#o.maxEventBytes} bytes and was refused`);
         }
         skipping = true;
-        text = '';
+        buffered = '';
       }
-      buffered = text;
+      spend(ch.received - before);
       if (!scheduled && batch.length > 0) {
         scheduled = true;
         setImmediate(flush);

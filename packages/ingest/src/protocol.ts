@@ -21,6 +21,8 @@ export interface SessionTask {
   framework: string;
   prompt: string;
   options: Record<string, unknown>;
+  /** Environment for the agent's own processes (allow-listed by the API). */
+  env: Record<string, string>;
   secrets: Record<string, string>;
 }
 

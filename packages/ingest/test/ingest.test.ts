@@ -6,9 +6,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '@mgx/event-store';
 import { IngestClient, IngestHub, type IngestSink } from '../src/index.js';
 
-const task = (sessionId: string) => ({ sessionId, framework: 'script', prompt: 'p', options: {}, secrets: { KEY: 'sekret' } });
+const task = (sessionId: string) => ({ sessionId, framework: 'script', prompt: 'p', options: {}, env: {}, secrets: { KEY: 'sekret' } });
 
-async function fixture(maxEventBytes = 4096) {
+async function fixture(maxEventBytes = 4096, maxEventsPerSecond = 0) {
   const dir = mkdtempSync(join(tmpdir(), 'mgx-ingest-'));
   const store = SqliteStore.open({ file: join(dir, 'db.sqlite') });
   const finishes: Array<{ sessionId: string; rid: number; status: unknown }> = [];
@@ -22,9 +22,9 @@ async function fixture(maxEventBytes = 4096) {
       await store.append(id, [{ type: 'LOG', data: { finishRid: ev.rid }, rid: ev.rid }]);
     },
   };
-  const hub = () => new IngestHub({ baseDir: join(dir, 'run'), sink, maxEventBytes, containerUser: `${process.getuid!()}:${process.getgid!()}` });
+  const hub = () => new IngestHub({ baseDir: join(dir, 'run'), sink, maxEventBytes, maxEventsPerSecond, containerUser: `${process.getuid!()}:${process.getgid!()}` });
   const session = async (id: string) =>
-    store.createSession({ id, tenant: 't', framework: 'script', prompt: 'p', workspaceId: id, options: {}, limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none' });
+    store.createSession({ id, tenant: 't', framework: 'script', prompt: 'p', workspaceId: id, options: {}, env: {}, limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none' });
   return { dir, store, sink, hub, session, finishes };
 }
 
@@ -137,5 +137,33 @@ describe('ingest over a real unix socket', () => {
     client.close();
     expect((await f.store.read('a1', 1, 10)).map((e) => e.data.text)).toEqual(['pretending to be b1']);
     expect(await f.store.read('b1', 1, 10)).toEqual([]);
+  });
+
+  it('slows a flooding agent to the rate limit without losing an event', async () => {
+    const f = await fixture(4096, 2000);
+    const hub = f.hub();
+    await f.session('flood');
+    const { socketPath } = await hub.open(task('flood'));
+    const client = new IngestClient({ socketPath, highWater: 500 });
+    cleanups.push(async () => {
+      client.close();
+      await hub.closeAll();
+      await f.store.close();
+    });
+    await client.connect();
+    const started = Date.now();
+    for (let i = 0; i < 7000; i++) {
+      client.emit('LOG', { i });
+      if (i % 100 === 99) await client.drain();
+    }
+    await client.flush();
+    const elapsed = Date.now() - started;
+    const events = await f.store.read('flood', 1, 10_000);
+    expect(events.filter((e) => typeof e.data.i === 'number').map((e) => e.data.i)).toEqual(Array.from({ length: 7000 }, (_, i) => i));
+    const warnings = events.filter((e) => e.data.source === 'platform' && String(e.data.text).includes('events/s'));
+    expect(warnings).toHaveLength(1);
+    // 7000 events at 2000/s after a burst of 4000: 1.5 s, less the debt of the last chunk
+    // read (the bucket is charged after reading, so the final chunk is acked before it is paid)
+    expect(elapsed).toBeGreaterThanOrEqual(1000);
   });
 });

@@ -2,7 +2,7 @@ import type { Logger, Settings } from '@mgx/config';
 import { silentLogger } from '@mgx/config';
 import { isTerminal } from '@mgx/agent-sdk';
 import type { SessionRecord, Store } from '@mgx/event-store';
-import { CONTAINER_SOCKET_DIR, SOCKET_NAME, type IngestHub } from '@mgx/ingest';
+import { CONTAINER_SOCKET_DIR, SOCKET_NAME, type IngestHub, type SessionTask } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
 import { finishDataOf, type Monitor } from '@mgx/monitor';
 import { LABELS, RuntimeError, type ContainerRuntime, type ContainerSpec } from '@mgx/runtime';
@@ -122,13 +122,7 @@ export class Scheduler {
     void starting.then(() => this.#starting.delete(starting));
     try {
       const workspace = await prepareWorkspace(settings.store.dataDir, session.workspaceId, settings.agent.user);
-      const { dir } = await ingest.open({
-        sessionId: session.id,
-        framework: session.framework,
-        prompt: session.prompt,
-        options: session.options,
-        secrets: this.#o.secrets?.(session.id) ?? {},
-      });
+      const { dir } = await ingest.open(this.#taskOf(session));
       const spec: ContainerSpec = {
         name: `mgx-${session.id}`,
         image: settings.agent.image,
@@ -255,17 +249,23 @@ export class Scheduler {
     return counts;
   }
 
+  /** What the runner receives over its socket: never through env or labels. */
+  #taskOf(session: SessionRecord): SessionTask {
+    return {
+      sessionId: session.id,
+      framework: session.framework,
+      prompt: session.prompt,
+      options: session.options,
+      env: session.env,
+      secrets: this.#o.secrets?.(session.id) ?? {},
+    };
+  }
+
   /** Watches a session found running after a restart; it holds a slot like any other. */
   async #adopt(session: SessionRecord, containerId: string): Promise<void> {
     const log = this.#o.logger.child({ sessionId: session.id, containerId });
     if (!isTerminal(session.status)) {
-      await this.#o.ingest.open({
-        sessionId: session.id,
-        framework: session.framework,
-        prompt: session.prompt,
-        options: session.options,
-        secrets: this.#o.secrets?.(session.id) ?? {},
-      });
+      await this.#o.ingest.open(this.#taskOf(session));
     }
     log.info({ status: session.status, deadlineAt: session.deadlineAt }, 'adopting a session after restart');
     this.#inUse++;
