@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '@mgx/runtime';
-import { collect, startPlatform, type Platform } from './platform.js';
+import { createMgxClient } from '@mgx/client';
+import { collect, script, startPlatform, type Platform } from './platform.js';
 
 const LIMIT = 4;
 const SESSIONS = 100;
@@ -54,5 +55,43 @@ describe('concurrency limit', () => {
     } finally {
       await q.close();
     }
+  });
+
+  it('holds a per-tenant limit: a busy tenant queues behind itself, not in front of others', async () => {
+    const tokens = { a: 'tenant-a-token-0123456789', b: 'tenant-b-token-0123456789' };
+    const q = await startPlatform({ AGENT_MAX_CONCURRENT_CONTAINERS: '4', MGX_MAX_CONCURRENT_PER_TENANT: '1', MGX_API_TOKENS: `ta:${tokens.a},tb:${tokens.b}` });
+    try {
+      const a = createMgxClient({ url: q.server.url, token: tokens.a });
+      const b = createMgxClient({ url: q.server.url, token: tokens.b });
+      const slow = script({ sleep: 1500 });
+      const aIds = [];
+      for (let i = 0; i < 3; i++) aIds.push((await a.sessions.create.mutate({ framework: 'script', prompt: slow })).id);
+      const bId = (await b.sessions.create.mutate({ framework: 'script', prompt: slow })).id;
+      let done = false;
+      let mostA = 0;
+      const sampler = (async () => {
+        while (!done) {
+          const running = (await q.server.runtime.list({ [LABELS.tenant]: 'ta', [LABELS.owner]: q.env.MGX_OWNER! })).filter((c) => c.state === 'running').length;
+          mostA = Math.max(mostA, running);
+          await new Promise((r) => setTimeout(r, 25));
+        }
+      })();
+      await Promise.all([...aIds.map((id) => collect(a, id)), collect(b, bId)]);
+      done = true;
+      await sampler;
+      expect(mostA).toBe(1);
+      const started = async (c: typeof a, id: string) => (await c.sessions.get.query({ sessionId: id })).startedAt!;
+      // tenant b did not wait for tenant a's queue
+      expect(await started(b, bId)).toBeLessThan(await started(a, aIds[1]!));
+    } finally {
+      await q.close();
+    }
+  });
+
+  it('ends a session whose agent goes quiet for longer than its idle timeout', async () => {
+    const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'then silence' }, { sleep: 60_000 }), timeoutSeconds: 60, idleTimeoutSeconds: 1 });
+    const events = await collect(p.client, s.id);
+    expect(events.find((e) => e.type === 'TIMEOUT')?.data).toMatchObject({ idle: true, idleTimeoutMs: 1000 });
+    expect(events.at(-1)?.data).toMatchObject({ status: 'timed_out', reason: 'timeout', message: expect.stringContaining('emitted nothing for 1 s') });
   });
 });

@@ -95,6 +95,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
           events.map((e) => ({ type: e.type, data: e.data, ts: e.ts, ...(e.rid > 0 ? { rid: e.rid } : {}) })),
         );
         metrics.ingestEvents.inc(res.stored.length);
+        monitor?.activity(sessionId);
         const rejected = res.stored.filter((e) => e.type === 'ERROR' && e.data.code === 'EVENT_REJECTED').length;
         if (rejected > 0) metrics.ingestRejected.inc(rejected);
       },

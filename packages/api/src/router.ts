@@ -33,7 +33,7 @@ export interface SessionView {
   workspaceId: string;
   network: 'none' | 'egress';
   env: Record<string, string>;
-  limits: { memoryBytes: number; cpuQuota: number; timeoutSeconds: number };
+  limits: { memoryBytes: number; cpuQuota: number; timeoutSeconds: number; idleTimeoutSeconds: number | null };
   createdAt: number;
   startedAt: number | null;
   endedAt: number | null;
@@ -55,7 +55,12 @@ export function toView(s: SessionRecord, withPrompt: boolean): SessionView {
     workspaceId: s.workspaceId,
     network: s.network,
     env: s.env,
-    limits: { memoryBytes: s.limits.memoryBytes, cpuQuota: s.limits.cpuQuota, timeoutSeconds: s.limits.timeoutMs / 1000 },
+    limits: {
+      memoryBytes: s.limits.memoryBytes,
+      cpuQuota: s.limits.cpuQuota,
+      timeoutSeconds: s.limits.timeoutMs / 1000,
+      idleTimeoutSeconds: s.limits.idleTimeoutMs !== undefined ? s.limits.idleTimeoutMs / 1000 : null,
+    },
     createdAt: s.createdAt,
     startedAt: s.startedAt,
     endedAt: s.endedAt,
@@ -82,6 +87,7 @@ const createInput = z.object({
   prompt: z.string(),
   workspaceId: z.string().regex(ID_PATTERN, 'workspaceId must be 1-64 letters, digits, _ or -').optional(),
   timeoutSeconds: z.number().positive().optional(),
+  idleTimeoutSeconds: z.number().positive().optional(),
   memory: z.union([z.string(), z.number().int().positive()]).optional(),
   cpus: z.number().positive().max(64).optional(),
   options: z.record(z.string(), z.unknown()).optional(),
@@ -118,6 +124,11 @@ export const appRouter = t.router({
         timeoutMs = Math.round(input.timeoutSeconds * 1000);
         if (timeoutMs > settings.agent.maxTimeoutMs) bad(`timeoutSeconds ${input.timeoutSeconds} exceeds the server maximum of ${settings.agent.maxTimeoutMs / 1000}`);
       }
+      let idleTimeoutMs: number | undefined;
+      if (input.idleTimeoutSeconds !== undefined) {
+        idleTimeoutMs = Math.round(input.idleTimeoutSeconds * 1000);
+        if (idleTimeoutMs > timeoutMs) bad(`idleTimeoutSeconds ${input.idleTimeoutSeconds} exceeds the session's timeout of ${timeoutMs / 1000}`);
+      }
       let cpuQuota = settings.agent.cpuQuota;
       if (input.cpus !== undefined) {
         cpuQuota = Math.round(input.cpus * settings.agent.cpuPeriod);
@@ -142,7 +153,7 @@ export const appRouter = t.router({
         workspaceId: input.workspaceId ?? id,
         options: input.options ?? {},
         env,
-        limits: { memoryBytes, cpuQuota, timeoutMs },
+        limits: { memoryBytes, cpuQuota, timeoutMs, ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}) },
         network,
       });
       ctx.deps.logger.info({ sessionId: id, tenant: ctx.tenant, framework: input.framework }, 'session queued');

@@ -30,7 +30,7 @@ export interface Settings {
     allowEgress: boolean;
   };
   monitor: { pollMs: number };
-  scheduler: { maxConcurrent: number; maxQueued: number };
+  scheduler: { maxConcurrent: number; maxConcurrentPerTenant: number; maxQueued: number };
   limits: { maxEventBytes: number; maxEventsPerSecond: number; maxPromptBytes: number; logCaptureBytes: number };
   store: {
     kind: EventStoreKind;
@@ -137,6 +137,8 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
     scheduler: {
       maxConcurrent: read('AGENT_MAX_CONCURRENT_CONTAINERS', int(1, 10_000), String(availableParallelism())),
       maxQueued: read('MGX_MAX_QUEUED_SESSIONS', int(1, 10_000_000), '10000'),
+      // 0: no per-tenant limit, only AGENT_MAX_CONCURRENT_CONTAINERS
+      maxConcurrentPerTenant: read('MGX_MAX_CONCURRENT_PER_TENANT', int(0, 10_000), '0'),
     },
     limits: {
       maxEventBytes: read('MGX_MAX_EVENT_BYTES', int(1024, 64 * 1024 ** 2), String(256 * 1024)),

@@ -10,6 +10,7 @@ export type {
   Outcome,
   DecideResult,
   DecideOptions,
+  ClaimOptions,
   ListQuery,
   SessionPage,
   TailOptions,

@@ -18,6 +18,7 @@ import { isTerminal, SESSION_STATUSES, TERMINAL_STATUSES } from '@mgx/agent-sdk'
 import { StoreError, StoreErrorCode } from './errors.js';
 import type {
   AppendResult,
+  ClaimOptions,
   DecideOptions,
   DecideResult,
   EventStore,
@@ -134,7 +135,12 @@ const toSession = (d: SessionDoc): SessionRecord => ({
   prompt: d.prompt,
   options: JSON.parse(d.options) as Record<string, unknown>,
   env: JSON.parse(d.env ?? '{}') as Record<string, string>,
-  limits: { memoryBytes: d.limits.memoryBytes, cpuQuota: d.limits.cpuQuota, timeoutMs: d.limits.timeoutMs },
+  limits: {
+    memoryBytes: d.limits.memoryBytes,
+    cpuQuota: d.limits.cpuQuota,
+    timeoutMs: d.limits.timeoutMs,
+    ...(d.limits.idleTimeoutMs !== undefined ? { idleTimeoutMs: d.limits.idleTimeoutMs } : {}),
+  },
   network: d.network,
   createdAt: d.createdAt,
   startedAt: d.startedAt,
@@ -473,7 +479,12 @@ export class MongoStore implements Store, SessionStore, EventStore {
         prompt: s.prompt,
         options: JSON.stringify(s.options),
         env: JSON.stringify(s.env),
-        limits: { memoryBytes: s.limits.memoryBytes, cpuQuota: s.limits.cpuQuota, timeoutMs: s.limits.timeoutMs },
+        limits: {
+          memoryBytes: s.limits.memoryBytes,
+          cpuQuota: s.limits.cpuQuota,
+          timeoutMs: s.limits.timeoutMs,
+          ...(s.limits.idleTimeoutMs !== undefined ? { idleTimeoutMs: s.limits.idleTimeoutMs } : {}),
+        },
         network: s.network,
         createdAt: now,
         startedAt: null,
@@ -524,10 +535,11 @@ export class MongoStore implements Store, SessionStore, EventStore {
     return result;
   }
 
-  async claimNext(workerId: string): Promise<SessionRecord | null> {
+  async claimNext(workerId: string, options: ClaimOptions = {}): Promise<SessionRecord | null> {
+    const exclude = options.excludeTenants ?? [];
     return this.#guard('claimNext', async () => {
       const doc = await this.#sessions.findOneAndUpdate(
-        { status: 'queued', cancelRequested: false },
+        { status: 'queued', cancelRequested: false, ...(exclude.length > 0 ? { tenant: { $nin: exclude } } : {}) },
         { $set: { status: 'starting', workerId } },
         { sort: { pos: 1 }, returnDocument: 'after' },
       );

@@ -10,6 +10,8 @@ export interface SessionLimits {
   memoryBytes: number;
   cpuQuota: number;
   timeoutMs: number;
+  /** End the session when the agent emits nothing for this long (optional). */
+  idleTimeoutMs?: number;
 }
 
 export interface NewSession {
@@ -67,6 +69,11 @@ export interface Outcome {
   exitCode?: number;
 }
 
+export interface ClaimOptions {
+  /** Skip the sessions of these tenants (they are at their concurrency limit). */
+  excludeTenants?: string[];
+}
+
 export interface DecideOptions {
   /** Events stored with the decision, only if it wins (TIMEOUT, CANCELLED, CONTAINER_EXITED). */
   events?: NewEvent[];
@@ -109,7 +116,7 @@ export interface SessionStore {
    * Atomically moves the oldest queued session to `starting` for `workerId` and returns it,
    * or null when none is queued. Two workers never claim the same session.
    */
-  claimNext(workerId: string): Promise<SessionRecord | null>;
+  claimNext(workerId: string, options?: ClaimOptions): Promise<SessionRecord | null>;
   /** starting → starting with its container id recorded (before start, so recovery can find it). */
   setContainer(id: string, containerId: string): Promise<void>;
   /** starting → running, with the deadline. False when the session is no longer starting. */

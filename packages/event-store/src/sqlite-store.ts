@@ -7,6 +7,7 @@ import { isTerminal, TERMINAL_STATUSES } from '@mgx/agent-sdk';
 import { StoreError, StoreErrorCode } from './errors.js';
 import type {
   AppendResult,
+  ClaimOptions,
   DecideOptions,
   DecideResult,
   EventStore,
@@ -357,8 +358,19 @@ export class SqliteStore implements Store, SessionStore, EventStore {
     return result;
   }
 
-  async claimNext(workerId: string): Promise<SessionRecord | null> {
-    const row = this.#tx(() => this.#stmts.claim.get(workerId));
+  async claimNext(workerId: string, options: ClaimOptions = {}): Promise<SessionRecord | null> {
+    const exclude = options.excludeTenants ?? [];
+    const row = this.#tx(() => {
+      if (exclude.length === 0) return this.#stmts.claim.get(workerId);
+      return this.#db
+        .prepare<unknown[], SessionRow>(
+          `UPDATE sessions SET status = 'starting', worker_id = ?
+           WHERE pos = (SELECT pos FROM sessions WHERE status = 'queued' AND cancel_requested = 0
+                        AND tenant NOT IN (${exclude.map(() => '?').join(',')}) ORDER BY pos LIMIT 1)
+           RETURNING *`,
+        )
+        .get(workerId, ...exclude);
+    });
     return row ? toSession(row) : null;
   }
 

@@ -146,6 +146,21 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       expect(await store.sessions.claimNext('w9')).toBeNull();
     });
 
+    it('claims past the tenants it is told to skip, oldest first otherwise', async () => {
+      const a1 = await store.sessions.createSession(session({ tenant: 'busy' }));
+      const a2 = await store.sessions.createSession(session({ tenant: 'busy' }));
+      const b1 = await store.sessions.createSession(session({ tenant: 'idle' }));
+      expect((await store.sessions.claimNext('w1', { excludeTenants: ['busy'] }))?.id).toBe(b1.id);
+      expect(await store.sessions.claimNext('w1', { excludeTenants: ['busy'] })).toBeNull();
+      expect((await store.sessions.claimNext('w1', { excludeTenants: [] }))?.id).toBe(a1.id);
+      expect((await store.sessions.claimNext('w1'))?.id).toBe(a2.id);
+    });
+
+    it('keeps a session\'s env and limits as given', async () => {
+      const s = await store.sessions.createSession(session({ env: { A: '1', B: 'two words' }, limits: { memoryBytes: 1, cpuQuota: 2, timeoutMs: 3, idleTimeoutMs: 4 } }));
+      expect(await store.sessions.getSession(s.id)).toMatchObject({ env: { A: '1', B: 'two words' }, limits: { memoryBytes: 1, cpuQuota: 2, timeoutMs: 3, idleTimeoutMs: 4 } });
+    });
+
     it('moves a claimed session through starting and running, and back to the queue', async () => {
       const s = await store.sessions.createSession(session());
       const c = await store.sessions.claimNext('w1');

@@ -36,6 +36,8 @@ interface Watch {
   decidedAt: number;
   finishRid: number | undefined;
   killedByUs: boolean;
+  /** Last time the agent was heard from (idle timeout). */
+  lastActivity: number;
   exit: ExitInfo | undefined;
   exitPromise: Promise<ExitInfo>;
   timers: unknown[];
@@ -94,6 +96,7 @@ export class Monitor {
       decidedAt: 0,
       finishRid: undefined,
       killedByUs: false,
+      lastActivity: this.#o.clock.now(),
       exit: undefined,
       exitPromise: Promise.resolve(MISSING_EXIT),
       timers: [],
@@ -115,6 +118,7 @@ export class Monitor {
         ]);
       }, Math.max(0, deadlineAt - clock.now())),
     );
+    if (session.limits.idleTimeoutMs) this.#scheduleIdle(w, session.limits.idleTimeoutMs);
     this.#schedulePoll(w);
     if (isTerminal(session.status)) {
       // decided before this process took over: adopt the stored outcome and tear down
@@ -146,6 +150,27 @@ export class Monitor {
     w.finishRid = rid;
     await this.#decide(w, outcome, 'finish');
     this.#o.metrics.finishDetect.observe((performance.now() - started) / 1000);
+  }
+
+  /** The agent was heard from (events arrived): pushes the idle deadline back. */
+  activity(sessionId: string): void {
+    const w = this.#watches.get(sessionId);
+    if (w) w.lastActivity = this.#o.clock.now();
+  }
+
+  /** One timer per session, re-armed for the time left rather than reset on every event. */
+  #scheduleIdle(w: Watch, idleMs: number): void {
+    const { clock } = this.#o;
+    const due = Math.max(0, w.lastActivity + idleMs - clock.now());
+    w.timers.push(
+      clock.setTimeout(() => {
+        if (w.decided) return;
+        if (clock.now() - w.lastActivity < idleMs) return this.#scheduleIdle(w, idleMs);
+        void this.#decide(w, { status: 'timed_out', reason: 'timeout', message: `the agent emitted nothing for ${Math.round(idleMs / 1000)} s` }, 'deadline', [
+          { type: 'TIMEOUT', data: { idle: true, idleTimeoutMs: idleMs } },
+        ]);
+      }, due),
+    );
   }
 
   /** Cancels a session watched here; false when it is not. */

@@ -29,6 +29,8 @@ export class Scheduler {
   readonly workerId: string;
   readonly #o: SchedulerOptions & { logger: Logger };
   #inUse = 0;
+  /** Slots held per tenant, for MGX_MAX_CONCURRENT_PER_TENANT. */
+  readonly #byTenant = new Map<string, number>();
   #running = false;
   #pumping = false;
   #again = false;
@@ -92,14 +94,13 @@ export class Scheduler {
     const max = this.#o.settings.scheduler.maxConcurrent;
     try {
       while (this.#running && this.#inUse < max) {
-        const session = await this.#o.store.sessions.claimNext(this.workerId);
+        const session = await this.#o.store.sessions.claimNext(this.workerId, { excludeTenants: this.#fullTenants() });
         if (!session) break;
-        this.#inUse++;
+        this.#hold(session.tenant);
         this.#o.metrics.concurrencyInUse.set(this.#inUse);
         this.#o.metrics.queueWait.observe(Math.max(0, Date.now() - session.createdAt) / 1000);
         const p = this.#launch(session).finally(() => {
-          this.#inUse--;
-          this.#o.metrics.concurrencyInUse.set(this.#inUse);
+          this.#release(session.tenant);
           this.#inflight.delete(p);
           this.notify();
         });
@@ -249,6 +250,27 @@ export class Scheduler {
     return counts;
   }
 
+  #hold(tenant: string): void {
+    this.#inUse++;
+    this.#byTenant.set(tenant, (this.#byTenant.get(tenant) ?? 0) + 1);
+    this.#o.metrics.concurrencyInUse.set(this.#inUse);
+  }
+
+  #release(tenant: string): void {
+    this.#inUse--;
+    const n = (this.#byTenant.get(tenant) ?? 1) - 1;
+    if (n > 0) this.#byTenant.set(tenant, n);
+    else this.#byTenant.delete(tenant);
+    this.#o.metrics.concurrencyInUse.set(this.#inUse);
+  }
+
+  /** Tenants at their own limit: their queued sessions wait, others' go ahead of them. */
+  #fullTenants(): string[] {
+    const limit = this.#o.settings.scheduler.maxConcurrentPerTenant;
+    if (limit <= 0) return [];
+    return [...this.#byTenant].filter(([, n]) => n >= limit).map(([t]) => t);
+  }
+
   /** What the runner receives over its socket: never through env or labels. */
   #taskOf(session: SessionRecord): SessionTask {
     return {
@@ -268,14 +290,12 @@ export class Scheduler {
       await this.#o.ingest.open(this.#taskOf(session));
     }
     log.info({ status: session.status, deadlineAt: session.deadlineAt }, 'adopting a session after restart');
-    this.#inUse++;
-    this.#o.metrics.concurrencyInUse.set(this.#inUse);
+    this.#hold(session.tenant);
     const p = this.#o.monitor
       .watch(session, containerId, session.startedAt ?? Date.now())
       .catch((err: unknown) => log.error({ err: (err as Error).message }, 'adopted session failed'))
       .finally(() => {
-        this.#inUse--;
-        this.#o.metrics.concurrencyInUse.set(this.#inUse);
+        this.#release(session.tenant);
         this.#inflight.delete(p);
         this.notify();
       });
