@@ -1,6 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -8,48 +6,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createMgxClient, followSession } from '@mgx/client';
 import { discoverSocket, DockerRuntime, LABELS } from '@mgx/runtime';
 import { collect, script } from './platform.js';
+import { freePort, ServerProcess } from '../support/server-process.js';
 
-const ROOT = join(import.meta.dirname, '..', '..');
 const runtime = new DockerRuntime({ address: discoverSocket({ containerHost: process.env.CONTAINER_HOST }) });
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-
-/** The real server as its own process, so it can be killed like in production. */
-class ServerProcess {
-  child: ChildProcess | undefined;
-  constructor(readonly env: Record<string, string>) {}
-  get url() {
-    return `http://127.0.0.1:${this.env.MGX_PORT}`;
-  }
-  async start(): Promise<void> {
-    this.child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'apps/server/src/main.ts')], {
-      cwd: ROOT,
-      env: { ...process.env, ...this.env },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      if (this.child.exitCode !== null) throw new Error(`server exited with ${this.child.exitCode}`);
-      const ok = await fetch(`${this.url}/healthz`).then((r) => r.ok, () => false);
-      if (ok) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error('server did not become ready in 30 s');
-  }
-  async stop(signal: 'SIGKILL' | 'SIGTERM'): Promise<number | null> {
-    const child = this.child!;
-    if (child.exitCode !== null) return child.exitCode;
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    child.kill(signal);
-    return exited;
-  }
-}
 
 const servers: ServerProcess[] = [];
 afterEach(async () => {

@@ -101,7 +101,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       },
       finish: async (sessionId, ev) => {
         metrics.ingestEvents.inc();
-        if (monitor) await monitor.agentFinished(sessionId, ev.rid, ev.data);
+        if (monitor) await monitor.agentFinished(sessionId, ev.rid, ev.data, ev.ts);
       },
     },
   });

@@ -58,6 +58,8 @@ export interface FinishData {
   reason: TerminalReason;
   message?: string;
   exitCode?: number;
+  /** When the agent sent its FINISH (ms since the epoch), if the agent's FINISH decided. */
+  reportedAt?: number;
 }
 
 /** The payload of a MESSAGE: a streamed chunk (`delta`) or the final text (`done`). */

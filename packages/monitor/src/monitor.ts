@@ -35,6 +35,7 @@ interface Watch {
   decidedBy: Trigger | undefined;
   decidedAt: number;
   finishRid: number | undefined;
+  finishReportedAt: number | undefined;
   killedByUs: boolean;
   /** Last time the agent was heard from (idle timeout). */
   lastActivity: number;
@@ -95,6 +96,7 @@ export class Monitor {
       decidedBy: undefined,
       decidedAt: 0,
       finishRid: undefined,
+      finishReportedAt: undefined,
       killedByUs: false,
       lastActivity: this.#o.clock.now(),
       exit: undefined,
@@ -130,7 +132,7 @@ export class Monitor {
   }
 
   /** The agent's FINISH, from ingest. Resolves once the outcome is durable. */
-  async agentFinished(sessionId: string, rid: number, data: FinishData & Record<string, unknown>): Promise<void> {
+  async agentFinished(sessionId: string, rid: number, data: FinishData & Record<string, unknown>, reportedAt?: number): Promise<void> {
     const started = performance.now();
     const outcome = outcomeFromAgentFinish(data);
     const w = this.#watches.get(sessionId);
@@ -148,6 +150,7 @@ export class Monitor {
       return;
     }
     w.finishRid = rid;
+    w.finishReportedAt = reportedAt;
     await this.#decide(w, outcome, 'finish');
     this.#o.metrics.finishDetect.observe((performance.now() - started) / 1000);
   }
@@ -353,7 +356,8 @@ export class Monitor {
     }
     try {
       await ingest.close(id);
-      await store.sessions.appendFinish(id, finishDataOf(outcome), w.finishRid);
+      const reported = w.decidedBy === 'finish' && w.finishReportedAt !== undefined ? { reportedAt: w.finishReportedAt } : {};
+      await store.sessions.appendFinish(id, { ...finishDataOf(outcome), ...reported }, w.finishRid);
     } catch (err) {
       w.log.error({ err: (err as Error).message }, 'storing FINISH failed; recovery will complete it');
     }

@@ -1,0 +1,304 @@
+// `npm run bench`: the platform measured for real, side by side with raw Podman in the same
+// run, so every ratio compares like with like. --quick for a short run, --json to end with
+// one JSON object. Writes test/bench/RESULTS.md.
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpus, totalmem, release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { randomBytes } from 'node:crypto';
+import Docker from 'dockerode';
+import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
+import { discoverSocket, hardenedCreateOptions, LABELS } from '@mgx/runtime';
+import { freePort, ServerProcess } from '../support/server-process.js';
+
+const { values: args } = parseArgs({ options: { quick: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } } });
+const quick = args.quick === true;
+const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+const script = (...steps: unknown[]) => JSON.stringify({ steps });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function pct(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
+
+async function collect(client: MgxClient, id: string): Promise<SessionEvent[]> {
+  const out: SessionEvent[] = [];
+  for await (const ev of followSession(client, id)) out.push(ev);
+  return out;
+}
+
+const address = discoverSocket({ containerHost: process.env.CONTAINER_HOST, dockerHost: process.env.DOCKER_HOST });
+const docker = address.kind === 'unix' ? new Docker({ socketPath: address.path }) : new Docker({ host: address.host, port: address.port });
+const IMAGE = process.env.AGENT_CONTAINER_IMAGE ?? 'mgx-agent:latest';
+
+/** Raw engine: create + start a container with the same image and hardening, until node prints. */
+async function rawStart(runs: number): Promise<number[]> {
+  const times: number[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'mgx-bench-raw-'));
+  for (let i = 0; i < runs; i++) {
+    const options = hardenedCreateOptions({
+      name: `mgx-bench-raw-${randomBytes(5).toString('hex')}`,
+      image: IMAGE,
+      env: {},
+      labels: { 'mgx.bench': 'raw' },
+      user: '10001:10001',
+      workingDir: '/workspace',
+      mounts: [{ hostPath: dir, containerPath: '/workspace', readOnly: false }],
+      memoryBytes: 256 * 1024 ** 2,
+      cpuQuota: 100000,
+      cpuPeriod: 100000,
+      pidsLimit: 512,
+      network: 'none',
+      tmpfsBytes: 64 * 1024 ** 2,
+    });
+    const t0 = Date.now();
+    const c = await docker.createContainer({ ...options, Entrypoint: ['/sbin/tini', '-g', '--', '/usr/local/bin/node', '-e', 'console.log(Date.now())'] });
+    await c.start();
+    await c.wait();
+    const out = (await c.logs({ stdout: true })).toString('latin1').replace(/[^\d]/g, '');
+    times.push(Number(out) - t0);
+    await c.remove({ force: true });
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return times;
+}
+
+/** The server as its own process, as in production; the bench is only its client. */
+async function platform(env: Record<string, string>): Promise<{ server: ServerProcess; client: MgxClient; owner: string; close: () => Promise<void> }> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'mgx-bench-'));
+  const owner = `mgx-bench-${randomBytes(4).toString('hex')}`;
+  const server = new ServerProcess({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: owner, MGX_LOG_LEVEL: 'error', AGENT_CONTAINER_MEMORY_LIMIT: '256m', ...env });
+  await server.start();
+  return {
+    server,
+    owner,
+    client: createMgxClient({ url: server.url }),
+    close: async () => {
+      await server.stop('SIGTERM');
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Waits for a session to end without streaming it (so the measurement is not the stream). */
+async function settle(client: MgxClient, id: string): Promise<void> {
+  for (;;) {
+    const s = await client.sessions.get.query({ sessionId: id });
+    if (['succeeded', 'failed', 'timed_out', 'cancelled'].includes(s.status) && s.lastSeq > 0) {
+      const last = await client.sessions.events.query({ sessionId: id, afterSeq: s.lastSeq - 1, limit: 1 });
+      if (last.events[0]?.type === 'FINISH') return;
+    }
+    await sleep(100);
+  }
+}
+
+async function storedEvents(client: MgxClient, id: string): Promise<SessionEvent[]> {
+  const out: SessionEvent[] = [];
+  let after = 0;
+  for (;;) {
+    const page = await client.sessions.events.query({ sessionId: id, afterSeq: after, limit: 1000 });
+    out.push(...(page.events as SessionEvent[]));
+    if (page.events.length < 1000) return out;
+    after = page.lastSeq;
+  }
+}
+
+const results: Record<string, number | string> = {};
+const started = Date.now();
+
+// 1. start overhead and FINISH detection, sequential sessions
+{
+  const runs = quick ? 8 : 25;
+  log(`raw engine: ${runs} × create + start + node prints`);
+  await rawStart(2); // warm the image cache
+  const raw = await rawStart(runs);
+  const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: '4' });
+  log(`platform: ${runs} × sessions.create → START`);
+  const toStart: number[] = [];
+  const detect: number[] = [];
+  for (let i = 0; i < runs + 2; i++) {
+    const t0 = Date.now();
+    const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: 'hello' });
+    const events = await collect(p.client, s.id);
+    const start = events.find((e) => e.type === 'START');
+    const finish = events.at(-1)!;
+    const session = await p.client.sessions.get.query({ sessionId: s.id });
+    if (i < 2) continue; // warm-up
+    if (start) toStart.push(start.ts - t0);
+    if (typeof finish.data.reportedAt === 'number' && session.endedAt) detect.push(session.endedAt - finish.data.reportedAt);
+  }
+  await p.close();
+  results.raw_start_ms_p50 = pct(raw, 50);
+  results.create_to_start_ms_p50 = pct(toStart, 50);
+  results.start_overhead_ratio = round(pct(toStart, 50) / pct(raw, 50), 2);
+  results.finish_detect_ms_p50 = pct(detect, 50);
+  results.finish_detect_ms_p99 = pct(detect, 99);
+}
+
+// 2. ingest throughput: 10 sessions at once, as fast as they can, into SQLite
+{
+  const sessions = 10;
+  const each = quick ? 5000 : 20000;
+  log(`ingest: ${sessions} sessions × ${each} events`);
+  const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: String(sessions), MGX_MAX_EVENTS_PER_SECOND: '0' });
+  const ids = await Promise.all(
+    Array.from({ length: sessions }, () => p.client.sessions.create.mutate({ framework: 'script', prompt: script({ events: { count: each, size: 100 } }) }).then((s) => s.id)),
+  );
+  await Promise.all(ids.map((id) => settle(p.client, id)));
+  const all = await Promise.all(ids.map((id) => storedEvents(p.client, id)));
+  let first = Number.POSITIVE_INFINITY;
+  let last = 0;
+  let stored = 0;
+  for (const events of all) {
+    const logs = events.filter((e) => e.type === 'LOG' && typeof e.data.i === 'number');
+    stored += new Set(logs.map((e) => e.data.i as number)).size;
+    if (logs.length > 0) {
+      first = Math.min(first, logs[0]!.ts);
+      last = Math.max(last, logs.at(-1)!.ts);
+    }
+  }
+  await p.close();
+  results.ingest_events = sessions * each;
+  results.ingest_events_per_s = Math.round((stored / Math.max(1, last - first)) * 1000);
+  results.events_lost = sessions * each - stored;
+}
+
+// 3. SSE fan-out: N subscribers on one session
+{
+  const subscribers = quick ? 10 : 25;
+  log(`fan-out: ${subscribers} subscribers on one session`);
+  const p = await platform({ MGX_MAX_EVENTS_PER_SECOND: '0' });
+  const steps = [];
+  for (let i = 0; i < (quick ? 10 : 20); i++) steps.push({ events: { count: 100, size: 100 } }, { sleep: 100 });
+  const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 1000 }, ...steps) });
+  const delays: number[] = [];
+  await Promise.all(
+    Array.from({ length: subscribers }, async () => {
+      const client = createMgxClient({ url: p.server.url });
+      for await (const ev of followSession(client, s.id)) if (ev.type === 'LOG' && typeof ev.data.i === 'number') delays.push(Date.now() - ev.ts);
+    }),
+  );
+  await p.close();
+  results.sse_subscribers = subscribers;
+  results.sse_fanout_p50_ms = pct(delays, 50);
+  results.sse_fanout_p99_ms = pct(delays, 99);
+}
+
+// 4. concurrency held, counted by the engine
+{
+  const limit = 4;
+  const n = quick ? 16 : 40;
+  log(`concurrency: ${n} sessions, limit ${limit}, sampled from the engine`);
+  const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: String(limit) });
+  const owner = p.owner;
+  const ids = await Promise.all(Array.from({ length: n }, () => p.client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 300 }) }).then((s) => s.id)));
+  let done = false;
+  let most = 0;
+  let exceeded = 0;
+  let samples = 0;
+  const sampler = (async () => {
+    while (!done) {
+      const running = (await docker.listContainers({ filters: { label: [`${LABELS.owner}=${owner}`], status: ['running'] } })).length;
+      most = Math.max(most, running);
+      if (running > limit) exceeded++;
+      samples++;
+      await sleep(20);
+    }
+  })();
+  await Promise.all(ids.map((id) => collect(p.client, id)));
+  done = true;
+  await sampler;
+  await p.close();
+  results.concurrency_limit = limit;
+  results.concurrency_max_seen = most;
+  results.concurrency_samples = samples;
+  results.concurrency_exceeded = exceeded;
+}
+
+// 5. server memory with 50 sessions running at once (the server as its own process)
+{
+  const n = 50;
+  log(`memory: server RSS with ${n} concurrent sessions`);
+  const dataDir = mkdtempSync(join(tmpdir(), 'mgx-bench-rss-'));
+  const owner = `mgx-bench-rss-${randomBytes(4).toString('hex')}`;
+  const server = new ServerProcess({
+    MGX_PORT: String(await freePort()),
+    MGX_DATA_DIR: dataDir,
+    MGX_OWNER: owner,
+    MGX_LOG_LEVEL: 'error',
+    AGENT_MAX_CONCURRENT_CONTAINERS: String(n),
+    AGENT_CONTAINER_MEMORY_LIMIT: '128m',
+  });
+  await server.start();
+  const client = createMgxClient({ url: server.url });
+  const ids = await Promise.all(
+    Array.from({ length: n }, () => client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'up' }, { events: { count: 200, size: 100 } }, { sleep: 20_000 }) }).then((s) => s.id)),
+  );
+  const followers = ids.map((id) => collect(client, id));
+  let rssMb = 0;
+  let peak = 0;
+  const deadline = Date.now() + 60_000;
+  const rssNow = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  while (Date.now() < deadline) {
+    const running = (await docker.listContainers({ filters: { label: [`${LABELS.owner}=${owner}`], status: ['running'] } })).length;
+    peak = Math.max(peak, running);
+    if (running >= peak) rssMb = Math.max(rssMb, rssNow());
+    if (running >= n) {
+      // all of them up and streaming: sample a little longer
+      for (let i = 0; i < 5; i++, await sleep(200)) rssMb = Math.max(rssMb, rssNow());
+      break;
+    }
+    await sleep(200);
+  }
+  for (const id of ids) await client.sessions.cancel.mutate({ sessionId: id });
+  await Promise.all(followers);
+  await server.stop('SIGTERM');
+  rmSync(dataDir, { recursive: true, force: true });
+  results.rss_sessions = peak;
+  results.server_rss_mb = round(rssMb, 0);
+}
+
+results.duration_s = Math.round((Date.now() - started) / 1000);
+results.mode = quick ? 'quick' : 'full';
+
+// report
+const targets: Array<[string, string, (v: number) => boolean]> = [
+  ['start_overhead_ratio', '≤ 1.25', (v) => v <= 1.25],
+  ['finish_detect_ms_p99', '≤ 50', (v) => v <= 50],
+  ['ingest_events_per_s', '≥ 20000', (v) => v >= 20000],
+  ['events_lost', '0', (v) => v === 0],
+  ['concurrency_exceeded', '0', (v) => v === 0],
+  ['server_rss_mb', '≤ 200', (v) => v <= 200],
+];
+const engine = (await docker.version()) as unknown as { Version: string; Components?: Array<{ Name: string; Version: string }> };
+const engineName = engine.Components?.find((c) => /podman/i.test(c.Name)) ? `podman ${engine.Version}` : `docker ${engine.Version}`;
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 1024 ** 3)} GiB, Linux ${release()}, ${engineName}, Node ${process.version}`;
+const rows = Object.entries(results).map(([k, v]) => {
+  const t = targets.find(([name]) => name === k);
+  const verdict = t && typeof v === 'number' ? (t[2](v) ? `met (${t[1]})` : `missed (${t[1]})`) : '';
+  return `| ${k} | ${v} | ${verdict} |`;
+});
+const md = `# Benchmark results
+
+Generated by \`npm run bench${quick ? ' -- --quick' : ''}\` on ${new Date().toISOString()}.
+
+Machine: ${machine}.
+
+Raw engine and platform are measured in the same run with the same image and hardening.
+\`start_overhead_ratio\` = sessions.create → START p50 ÷ raw create + start → first output p50.
+\`finish_detect_ms\` = the agent sending FINISH → the session terminal in the store (socket, batching, compare-and-set).
+\`ingest_events_per_s\` = events stored per second from 10 agents writing at once into SQLite.
+\`sse_fanout_*_ms\` = event created in the container → received by each subscriber.
+\`server_rss_mb\` = resident memory of the server process (run through tsx) with ${results.rss_sessions} sessions running.
+
+| figure | value | target |
+| --- | --- | --- |
+${rows.join('\n')}
+`;
+writeFileSync(join(import.meta.dirname, 'RESULTS.md'), md);
+process.stderr.write(`\n${md}\n`);
+if (args.json) process.stdout.write(`${JSON.stringify(results)}\n`);
+process.exit(0);
