@@ -12,6 +12,7 @@ import { Monitor } from '@mgx/monitor';
 import { frameworkCatalog } from '@mgx/runner/catalog';
 import { DockerRuntime, discoverSocket, RuntimeError, type ContainerRuntime } from '@mgx/runtime';
 import { Scheduler } from '@mgx/scheduler';
+import { MemorySecrets } from './secrets.js';
 
 export const VERSION = '0.1.0';
 
@@ -81,6 +82,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
 
   let monitor: Monitor | undefined;
   let scheduler: Scheduler | undefined;
+  const secrets = worker ? new MemorySecrets() : undefined;
   const ingest = new IngestHub({
     baseDir: join(settings.store.dataDir, 'run', 'sessions'),
     maxEventBytes: settings.limits.maxEventBytes,
@@ -90,9 +92,10 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     sink: {
       lastRid: (sessionId) => store.events.lastRid(sessionId),
       append: async (sessionId, events) => {
+        const redact = secrets?.redactor(sessionId);
         const res = await store.events.append(
           sessionId,
-          events.map((e) => ({ type: e.type, data: e.data, ts: e.ts, ...(e.rid > 0 ? { rid: e.rid } : {}) })),
+          events.map((e) => ({ type: e.type, data: redact ? redact(e.data) : e.data, ts: e.ts, ...(e.rid > 0 ? { rid: e.rid } : {}) })),
         );
         metrics.ingestEvents.inc(res.stored.length);
         monitor?.activity(sessionId);
@@ -118,7 +121,17 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       pollMs: settings.monitor.pollMs,
       logCaptureBytes: settings.limits.logCaptureBytes,
     });
-    scheduler = new Scheduler({ store, runtime, ingest, monitor, metrics, settings, logger: logger.child({ component: 'scheduler' }) });
+    scheduler = new Scheduler({
+      store,
+      runtime,
+      ingest,
+      monitor,
+      metrics,
+      settings,
+      logger: logger.child({ component: 'scheduler' }),
+      secrets: (id) => secrets?.get(id) ?? {},
+      ended: (id) => secrets?.forget(id),
+    });
     try {
       await scheduler.reconcile();
     } catch (err) {
@@ -136,6 +149,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     logger: logger.child({ component: 'api' }),
     frameworks: options.frameworks ?? frameworkCatalog(),
     version: VERSION,
+    secrets,
     ready: () => ready,
     worker: {
       queued: () => scheduler?.notify(),

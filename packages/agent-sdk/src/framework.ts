@@ -45,6 +45,8 @@ export interface Framework {
   description: string;
   /** JSON Schema of `options`, reported by `frameworks.list`. */
   optionsSchema: Record<string, unknown>;
+  /** True when it cannot work without network egress (it calls a remote API). */
+  requiresEgress?: boolean;
   run(ctx: FrameworkContext): Promise<FrameworkResult>;
 }
 

@@ -7,6 +7,18 @@ export interface FrameworkInfo {
   name: string;
   description: string;
   optionsSchema: Record<string, unknown>;
+  /** Sessions of this framework must ask for (and be allowed) network egress. */
+  requiresEgress: boolean;
+}
+
+/**
+ * Per-session secrets, held in the memory of the process that runs the session and never
+ * written to the store, events, logs or labels. They reach the runner over its socket.
+ */
+export interface SecretKeeper {
+  put(sessionId: string, secrets: Record<string, string>): void;
+  get(sessionId: string): Record<string, string>;
+  forget(sessionId: string): void;
 }
 
 /** How the API reaches the worker: in-process in the all-in-one server, a no-op when split. */
@@ -26,6 +38,8 @@ export interface ApiDeps {
   logger: Logger;
   frameworks: FrameworkInfo[];
   worker: WorkerBridge;
+  /** Where secrets go; absent when this process does not run sessions (API-only role). */
+  secrets: SecretKeeper | undefined;
   version: string;
   /** Readiness: false while starting or shutting down. */
   ready: () => boolean;

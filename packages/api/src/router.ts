@@ -92,6 +92,7 @@ const createInput = z.object({
   cpus: z.number().positive().max(64).optional(),
   options: z.record(z.string(), z.unknown()).optional(),
   env: z.record(z.string(), z.string()).optional(),
+  secrets: z.record(z.string(), z.string()).optional(),
   network: z.enum(['none', 'egress']).optional(),
 });
 
@@ -104,9 +105,8 @@ export const appRouter = t.router({
         metrics.rejections.inc({ cause: 'invalid_input' });
         throw new TRPCError({ code, message });
       };
-      if (!frameworks.some((f) => f.name === input.framework)) {
-        bad(`unknown framework "${input.framework}"; available: ${frameworks.map((f) => f.name).join(', ')}`);
-      }
+      const framework = frameworks.find((f) => f.name === input.framework);
+      if (!framework) bad(`unknown framework "${input.framework}"; available: ${frameworks.map((f) => f.name).join(', ')}`);
       const promptBytes = Buffer.byteLength(input.prompt);
       if (promptBytes > settings.limits.maxPromptBytes) {
         bad(`prompt is ${promptBytes} bytes; the limit is ${settings.limits.maxPromptBytes} (MGX_MAX_PROMPT_BYTES)`, 'PAYLOAD_TOO_LARGE');
@@ -138,13 +138,20 @@ export const appRouter = t.router({
       const env = input.env ?? {};
       const envIssue = envProblem(env);
       if (envIssue) bad(envIssue);
+      const secrets = input.secrets ?? {};
+      const secretIssue = envProblem(secrets);
+      if (secretIssue) bad(secretIssue.replace(/^env/, 'secret'));
+      if (Object.keys(secrets).length > 0 && !ctx.deps.secrets) bad('this server only accepts sessions; secrets need the process that runs them (MGX_ROLE=all)');
       const network = input.network ?? 'none';
+      if (framework!.requiresEgress && network !== 'egress') bad(`framework "${input.framework}" needs network egress: create the session with network: "egress"`);
       if (network === 'egress' && !settings.agent.allowEgress) bad('network egress is not allowed on this server (MGX_ALLOW_EGRESS)', 'FORBIDDEN');
       if ((await store.sessions.countByStatus('queued')) >= settings.scheduler.maxQueued) {
         metrics.rejections.inc({ cause: 'queue_full' });
         throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: `the queue is full (${settings.scheduler.maxQueued} sessions, MGX_MAX_QUEUED_SESSIONS); retry later` });
       }
       const id = newSessionId();
+      // kept before the session exists, so no worker can claim it without them
+      if (Object.keys(secrets).length > 0) ctx.deps.secrets!.put(id, secrets);
       const session = await store.sessions.createSession({
         id,
         tenant: ctx.tenant,
@@ -156,7 +163,7 @@ export const appRouter = t.router({
         limits: { memoryBytes, cpuQuota, timeoutMs, ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}) },
         network,
       });
-      ctx.deps.logger.info({ sessionId: id, tenant: ctx.tenant, framework: input.framework }, 'session queued');
+      ctx.deps.logger.info({ sessionId: id, tenant: ctx.tenant, framework: input.framework, secrets: Object.keys(secrets).length }, 'session queued');
       worker.queued();
       return toView(session, false);
     }),

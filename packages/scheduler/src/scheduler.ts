@@ -16,8 +16,10 @@ export interface SchedulerOptions {
   metrics: Metrics;
   settings: Settings;
   logger?: Logger;
-  /** Secrets of queued sessions, held in memory only until their container starts. */
+  /** Secrets of a session, from memory (they are never stored). */
   secrets?: (sessionId: string) => Record<string, string>;
+  /** Called once a session this worker held has ended and been torn down. */
+  ended?: (sessionId: string) => void;
 }
 
 /**
@@ -100,6 +102,7 @@ export class Scheduler {
         this.#o.metrics.concurrencyInUse.set(this.#inUse);
         this.#o.metrics.queueWait.observe(Math.max(0, Date.now() - session.createdAt) / 1000);
         const p = this.#launch(session).finally(() => {
+          this.#o.ended?.(session.id);
           this.#release(session.tenant);
           this.#inflight.delete(p);
           this.notify();
@@ -295,6 +298,7 @@ export class Scheduler {
       .watch(session, containerId, session.startedAt ?? Date.now())
       .catch((err: unknown) => log.error({ err: (err as Error).message }, 'adopted session failed'))
       .finally(() => {
+        this.#o.ended?.(session.id);
         this.#release(session.tenant);
         this.#inflight.delete(p);
         this.notify();

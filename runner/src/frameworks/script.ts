@@ -14,7 +14,8 @@ export type ScriptStep =
   | { ignore_sigterm: boolean }
   | { print: { stream: 'stdout' | 'stderr'; text: string } }
   | { symlink: { path: string; target: string } }
-  | { getenv: string };
+  | { getenv: string }
+  | { getsecret: string };
 
 /** Thrown by the `exit` step: the runner exits with this code at once, without FINISH. */
 export class ScriptExit extends Error {
@@ -74,7 +75,7 @@ function insideWorkspace(workspace: string, path: string): string {
  */
 export const scriptFramework: Framework = {
   name: 'script',
-  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv).',
+  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret).',
   optionsSchema: { type: 'object', properties: {}, additionalProperties: false },
   async run(ctx): Promise<FrameworkResult> {
     const steps = parseSteps(ctx.prompt);
@@ -108,6 +109,8 @@ export const scriptFramework: Framework = {
       else if ('fail' in step) return { status: 'failed', reason: 'agent_error', message: String(step.fail) };
       else if ('ignore_sigterm' in step) sigterm.ignored = Boolean(step.ignore_sigterm);
       else if ('print' in step) (step.print.stream === 'stderr' ? process.stderr : process.stdout).write(`${step.print.text}\n`);
+      // says a secret back, as a careless agent might: the platform redacts it from the stored event
+      else if ('getsecret' in step) await say(ctx, `m${n}`, `${step.getsecret}=${ctx.secrets[step.getsecret] ?? ''}`);
       else if ('getenv' in step) await say(ctx, `m${n}`, `${step.getenv}=${ctx.env[step.getenv] ?? ''}`);
       else if ('symlink' in step) {
         // the link itself lives in the workspace; where it points is the agent's business
