@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
-import { appRouter, TokenAuth, type ApiDeps, type FrameworkInfo } from '@mgx/api';
+import { createAppRouter, TokenAuth, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type Store } from '@mgx/event-store';
 import { IngestHub } from '@mgx/ingest';
@@ -158,7 +158,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   };
 
   const trpc = createHTTPHandler({
-    router: appRouter,
+    router: createAppRouter({ ssePingMs: settings.server.ssePingMs }),
     basePath: '/trpc/',
     maxBodySize: settings.limits.maxPromptBytes + 64 * 1024,
     createContext: ({ req, info }) => {

@@ -1,5 +1,5 @@
-export { appRouter, toView } from './router.js';
-export type { AppRouter, SessionView } from './router.js';
+export { createAppRouter, toView } from './router.js';
+export type { AppRouter, SessionView, RouterOptions } from './router.js';
 export type { ApiDeps, ApiContext, FrameworkInfo, WorkerBridge, SecretKeeper } from './context.js';
 export { TokenAuth, DEFAULT_TENANT } from './auth.js';
 export { newSessionId } from './ids.js';

@@ -7,22 +7,6 @@ import type { ApiContext } from './context.js';
 import { envProblem } from './env-policy.js';
 import { newSessionId } from './ids.js';
 
-const t = initTRPC.context<ApiContext>().create({
-  sse: {
-    // keep-alive so proxies and clients can tell a quiet stream from a dead one
-    ping: { enabled: true, intervalMs: 10_000 },
-    client: { reconnectAfterInactivityMs: 25_000 },
-  },
-});
-
-const authed = t.procedure.use(({ ctx, next }) => {
-  if (ctx.tenant === null) {
-    ctx.deps.metrics.rejections.inc({ cause: 'unauthorized' });
-    throw new TRPCError({ code: 'UNAUTHORIZED', message: 'missing or unknown bearer token' });
-  }
-  return next({ ctx: { ...ctx, tenant: ctx.tenant } });
-});
-
 const sessionId = z.string().regex(ID_PATTERN, 'sessionId must be 1-64 letters, digits, _ or -');
 
 /** What clients see of a session. The prompt only in `get`; secrets never. */
@@ -96,211 +80,237 @@ const createInput = z.object({
   network: z.enum(['none', 'egress']).optional(),
 });
 
-export const appRouter = t.router({
-  sessions: t.router({
-    /** Queues a session; the worker starts it when a slot is free. */
-    create: authed.input(createInput).mutation(async ({ ctx, input }) => {
-      const { settings, store, metrics, frameworks, worker } = ctx.deps;
-      const bad = (message: string, code: TRPCError['code'] = 'BAD_REQUEST'): never => {
-        metrics.rejections.inc({ cause: 'invalid_input' });
-        throw new TRPCError({ code, message });
-      };
-      const framework = frameworks.find((f) => f.name === input.framework);
-      if (!framework) bad(`unknown framework "${input.framework}"; available: ${frameworks.map((f) => f.name).join(', ')}`);
-      const promptBytes = Buffer.byteLength(input.prompt);
-      if (promptBytes > settings.limits.maxPromptBytes) {
-        bad(`prompt is ${promptBytes} bytes; the limit is ${settings.limits.maxPromptBytes} (MGX_MAX_PROMPT_BYTES)`, 'PAYLOAD_TOO_LARGE');
-      }
-      let memoryBytes = settings.agent.memoryBytes;
-      if (input.memory !== undefined) {
-        const parsed = typeof input.memory === 'number' ? input.memory : parseMemory(input.memory);
-        if (parsed === undefined) bad(`memory "${String(input.memory)}" is not a size (write e.g. 256m or 1g)`);
-        memoryBytes = parsed!;
-        if (memoryBytes < 16 * 1024 ** 2) bad('memory must be at least 16m');
-        if (memoryBytes > settings.agent.maxMemoryBytes) bad(`memory ${formatMemory(memoryBytes)} exceeds the server maximum of ${formatMemory(settings.agent.maxMemoryBytes)}`);
-      }
-      let timeoutMs = settings.agent.defaultTimeoutMs;
-      if (input.timeoutSeconds !== undefined) {
-        timeoutMs = Math.round(input.timeoutSeconds * 1000);
-        if (timeoutMs > settings.agent.maxTimeoutMs) bad(`timeoutSeconds ${input.timeoutSeconds} exceeds the server maximum of ${settings.agent.maxTimeoutMs / 1000}`);
-      }
-      let idleTimeoutMs: number | undefined;
-      if (input.idleTimeoutSeconds !== undefined) {
-        idleTimeoutMs = Math.round(input.idleTimeoutSeconds * 1000);
-        if (idleTimeoutMs > timeoutMs) bad(`idleTimeoutSeconds ${input.idleTimeoutSeconds} exceeds the session's timeout of ${timeoutMs / 1000}`);
-      }
-      let cpuQuota = settings.agent.cpuQuota;
-      if (input.cpus !== undefined) {
-        cpuQuota = Math.round(input.cpus * settings.agent.cpuPeriod);
-        if (cpuQuota > settings.agent.cpuQuota) bad(`cpus ${input.cpus} exceeds the server maximum of ${settings.agent.cpuQuota / settings.agent.cpuPeriod}`);
-        if (cpuQuota < 1000) bad('cpus must be at least 0.01');
-      }
-      const env = input.env ?? {};
-      const envIssue = envProblem(env);
-      if (envIssue) bad(envIssue);
-      const secrets = input.secrets ?? {};
-      const secretIssue = envProblem(secrets);
-      if (secretIssue) bad(secretIssue.replace(/^env/, 'secret'));
-      if (Object.keys(secrets).length > 0 && !ctx.deps.secrets) bad('this server only accepts sessions; secrets need the process that runs them (MGX_ROLE=all)');
-      const network = input.network ?? 'none';
-      if (framework!.requiresEgress && network !== 'egress') bad(`framework "${input.framework}" needs network egress: create the session with network: "egress"`);
-      if (network === 'egress' && !settings.agent.allowEgress) bad('network egress is not allowed on this server (MGX_ALLOW_EGRESS)', 'FORBIDDEN');
-      if ((await store.sessions.countByStatus('queued')) >= settings.scheduler.maxQueued) {
-        metrics.rejections.inc({ cause: 'queue_full' });
-        throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: `the queue is full (${settings.scheduler.maxQueued} sessions, MGX_MAX_QUEUED_SESSIONS); retry later` });
-      }
-      const id = newSessionId();
-      // kept before the session exists, so no worker can claim it without them
-      if (Object.keys(secrets).length > 0) ctx.deps.secrets!.put(id, secrets);
-      const session = await store.sessions.createSession({
-        id,
-        tenant: ctx.tenant,
-        framework: input.framework,
-        prompt: input.prompt,
-        workspaceId: input.workspaceId ?? id,
-        options: input.options ?? {},
-        env,
-        limits: { memoryBytes, cpuQuota, timeoutMs, ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}) },
-        network,
-      });
-      ctx.deps.logger.info({ sessionId: id, tenant: ctx.tenant, framework: input.framework, secrets: Object.keys(secrets).length }, 'session queued');
-      worker.queued();
-      return toView(session, false);
-    }),
-
-    get: authed.input(z.object({ sessionId })).query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true)),
-
-    list: authed
-      .input(
-        z.object({
-          status: z.array(z.enum(SESSION_STATUSES)).optional(),
-          limit: z.number().int().min(1).max(200).default(50),
-          cursor: z.string().max(32).optional(),
-        }).default({ limit: 50 }),
-      )
-      .query(async ({ ctx, input }) => {
-        try {
-          const page = await ctx.deps.store.sessions.listSessions({
-            tenant: ctx.tenant,
-            limit: input.limit,
-            ...(input.status ? { status: input.status } : {}),
-            ...(input.cursor !== undefined ? { cursor: input.cursor } : {}),
-          });
-          return { items: page.items.map((s) => toView(s, false)), nextCursor: page.nextCursor };
-        } catch (err) {
-          if (err instanceof StoreError && err.code === StoreErrorCode.INVALID_CURSOR) throw new TRPCError({ code: 'BAD_REQUEST', message: err.message });
-          throw err;
-        }
-      }),
-
-    /** Cancels a queued session (it never starts) or a running one (stopped, FINISH cancelled). */
-    cancel: authed.input(z.object({ sessionId })).mutation(async ({ ctx, input }) => {
-      const { store, worker } = ctx.deps;
-      const s = await ownSession(ctx, input.sessionId);
-      if (isTerminal(s.status)) return { sessionId: s.id, status: s.status, cancelled: false };
-      await store.sessions.requestCancel(s.id);
-      const queued = await store.sessions.decide(
-        s.id,
-        { status: 'cancelled', reason: 'cancelled', message: 'the session was cancelled before it started' },
-        { from: ['queued'], events: [{ type: 'CANCELLED', data: { while: 'queued' } }] },
-      );
-      if (queued.won) {
-        await store.sessions.appendFinish(s.id, { status: 'cancelled', reason: 'cancelled', message: 'the session was cancelled before it started' });
-        ctx.deps.metrics.sessions.inc({ status: 'cancelled' });
-        ctx.deps.metrics.sessionReasons.inc({ reason: 'cancelled' });
-        return { sessionId: s.id, status: 'cancelled' as const, cancelled: true };
-      }
-      // starting or running: the worker holding it stops it (here at once, elsewhere on its next poll)
-      worker.cancelRunning(s.id);
-      return { sessionId: s.id, status: queued.session.status, cancelled: true };
-    }),
-
-    /** Stored events after `afterSeq`, oldest first. */
-    events: authed
-      .input(z.object({ sessionId, afterSeq: z.number().int().min(0).default(0), limit: z.number().int().min(1).max(1000).default(500) }))
-      .query(async ({ ctx, input }) => {
-        await ownSession(ctx, input.sessionId);
-        const events = await ctx.deps.store.events.read(input.sessionId, input.afterSeq, input.limit);
-        return { events, lastSeq: events.length > 0 ? events[events.length - 1]!.seq : input.afterSeq };
-      }),
-
-    /**
-     * Backlog then live events over SSE; each event's id is its seq, so a client resumes
-     * with `lastEventId` (or the Last-Event-ID header) and gets no gap and no duplicate.
-     * Ends after FINISH.
-     */
-    stream: authed
-      .input(z.object({ sessionId, lastEventId: z.string().regex(/^\d{1,15}$/, 'lastEventId must be a seq number').nullish() }))
-      .subscription(async function* ({ ctx, input, signal }) {
-        await ownSession(ctx, input.sessionId);
-        const { metrics, store } = ctx.deps;
-        const ac = new AbortController();
-        const abort = () => ac.abort();
-        signal?.addEventListener('abort', abort, { once: true });
-        metrics.sseSubscribers.inc();
-        try {
-          for await (const ev of store.events.tail(input.sessionId, { afterSeq: Number(input.lastEventId ?? 0), signal: ac.signal })) {
-            yield tracked(String(ev.seq), ev as SessionEvent);
-          }
-        } finally {
-          signal?.removeEventListener('abort', abort);
-          ac.abort();
-          metrics.sseSubscribers.dec();
-        }
-      }),
-  }),
-
-  frameworks: t.router({
-    list: authed.query(({ ctx }) => ctx.deps.frameworks),
-  }),
-
-  system: t.router({
-    /** Liveness and readiness; no token needed. */
-    health: t.procedure.query(async ({ ctx }) => {
-      const checks: Record<string, { ok: boolean; detail?: string }> = {};
-      try {
-        await ctx.deps.runtime.ping();
-        checks.engine = { ok: true, detail: ctx.deps.runtime.socket };
-      } catch (err) {
-        checks.engine = { ok: false, detail: (err as Error).message };
-      }
-      checks.store = { ok: true, detail: ctx.deps.store.describe() };
-      const ok = ctx.deps.ready() && Object.values(checks).every((c) => c.ok);
-      return { ok, ready: ctx.deps.ready(), checks };
-    }),
-
-    info: authed.query(async ({ ctx }) => {
-      const { settings, runtime, store, version } = ctx.deps;
-      let engine: unknown = null;
-      let imagePresent: boolean | null = null;
-      try {
-        engine = await runtime.info();
-        imagePresent = await runtime.imageExists(settings.agent.image);
-      } catch (err) {
-        engine = { error: (err as Error).message };
-      }
-      return {
-        version,
-        role: settings.server.role,
-        engine,
-        image: { name: settings.agent.image, present: imagePresent },
-        store: store.describe(),
-        limits: {
-          maxConcurrent: settings.scheduler.maxConcurrent,
-          maxQueued: settings.scheduler.maxQueued,
-          defaultTimeoutSeconds: settings.agent.defaultTimeoutMs / 1000,
-          maxTimeoutSeconds: settings.agent.maxTimeoutMs / 1000,
-          memoryBytes: settings.agent.memoryBytes,
-          maxMemoryBytes: settings.agent.maxMemoryBytes,
-          cpuQuota: settings.agent.cpuQuota,
-          maxPromptBytes: settings.limits.maxPromptBytes,
-          maxEventBytes: settings.limits.maxEventBytes,
-          allowEgress: settings.agent.allowEgress,
-        },
-      };
-    }),
-  }),
-});
-
 /** The router's type, for typed clients (`@mgx/client`). */
-export type AppRouter = typeof appRouter;
+export type AppRouter = ReturnType<typeof createAppRouter>;
+
+export interface RouterOptions {
+  /** SSE keep-alive interval; clients reconnect after 2.5 intervals of silence. */
+  ssePingMs: number;
+}
+
+/** The API. Built once per server, so its options (keep-alive) come from the settings. */
+export function createAppRouter(options: RouterOptions) {
+  const t = initTRPC.context<ApiContext>().create({
+    sse: {
+      // keep-alive so proxies and clients can tell a quiet stream from a dead one
+      ping: { enabled: true, intervalMs: options.ssePingMs },
+      client: { reconnectAfterInactivityMs: Math.max(5000, options.ssePingMs * 2.5) },
+    },
+  });
+
+  const authed = t.procedure.use(({ ctx, next }) => {
+    if (ctx.tenant === null) {
+      ctx.deps.metrics.rejections.inc({ cause: 'unauthorized' });
+      throw new TRPCError({ code: 'UNAUTHORIZED', message: 'missing or unknown bearer token' });
+    }
+    return next({ ctx: { ...ctx, tenant: ctx.tenant } });
+  });
+
+
+  return t.router({
+    sessions: t.router({
+      /** Queues a session; the worker starts it when a slot is free. */
+      create: authed.input(createInput).mutation(async ({ ctx, input }) => {
+        const { settings, store, metrics, frameworks, worker } = ctx.deps;
+        const bad = (message: string, code: TRPCError['code'] = 'BAD_REQUEST'): never => {
+          metrics.rejections.inc({ cause: 'invalid_input' });
+          throw new TRPCError({ code, message });
+        };
+        const framework = frameworks.find((f) => f.name === input.framework);
+        if (!framework) bad(`unknown framework "${input.framework}"; available: ${frameworks.map((f) => f.name).join(', ')}`);
+        const promptBytes = Buffer.byteLength(input.prompt);
+        if (promptBytes > settings.limits.maxPromptBytes) {
+          bad(`prompt is ${promptBytes} bytes; the limit is ${settings.limits.maxPromptBytes} (MGX_MAX_PROMPT_BYTES)`, 'PAYLOAD_TOO_LARGE');
+        }
+        let memoryBytes = settings.agent.memoryBytes;
+        if (input.memory !== undefined) {
+          const parsed = typeof input.memory === 'number' ? input.memory : parseMemory(input.memory);
+          if (parsed === undefined) bad(`memory "${String(input.memory)}" is not a size (write e.g. 256m or 1g)`);
+          memoryBytes = parsed!;
+          if (memoryBytes < 16 * 1024 ** 2) bad('memory must be at least 16m');
+          if (memoryBytes > settings.agent.maxMemoryBytes) bad(`memory ${formatMemory(memoryBytes)} exceeds the server maximum of ${formatMemory(settings.agent.maxMemoryBytes)}`);
+        }
+        let timeoutMs = settings.agent.defaultTimeoutMs;
+        if (input.timeoutSeconds !== undefined) {
+          timeoutMs = Math.round(input.timeoutSeconds * 1000);
+          if (timeoutMs > settings.agent.maxTimeoutMs) bad(`timeoutSeconds ${input.timeoutSeconds} exceeds the server maximum of ${settings.agent.maxTimeoutMs / 1000}`);
+        }
+        let idleTimeoutMs: number | undefined;
+        if (input.idleTimeoutSeconds !== undefined) {
+          idleTimeoutMs = Math.round(input.idleTimeoutSeconds * 1000);
+          if (idleTimeoutMs > timeoutMs) bad(`idleTimeoutSeconds ${input.idleTimeoutSeconds} exceeds the session's timeout of ${timeoutMs / 1000}`);
+        }
+        let cpuQuota = settings.agent.cpuQuota;
+        if (input.cpus !== undefined) {
+          cpuQuota = Math.round(input.cpus * settings.agent.cpuPeriod);
+          if (cpuQuota > settings.agent.cpuQuota) bad(`cpus ${input.cpus} exceeds the server maximum of ${settings.agent.cpuQuota / settings.agent.cpuPeriod}`);
+          if (cpuQuota < 1000) bad('cpus must be at least 0.01');
+        }
+        const env = input.env ?? {};
+        const envIssue = envProblem(env);
+        if (envIssue) bad(envIssue);
+        const secrets = input.secrets ?? {};
+        const secretIssue = envProblem(secrets);
+        if (secretIssue) bad(secretIssue.replace(/^env/, 'secret'));
+        if (Object.keys(secrets).length > 0 && !ctx.deps.secrets) bad('this server only accepts sessions; secrets need the process that runs them (MGX_ROLE=all)');
+        const network = input.network ?? 'none';
+        if (framework!.requiresEgress && network !== 'egress') bad(`framework "${input.framework}" needs network egress: create the session with network: "egress"`);
+        if (network === 'egress' && !settings.agent.allowEgress) bad('network egress is not allowed on this server (MGX_ALLOW_EGRESS)', 'FORBIDDEN');
+        if ((await store.sessions.countByStatus('queued')) >= settings.scheduler.maxQueued) {
+          metrics.rejections.inc({ cause: 'queue_full' });
+          throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: `the queue is full (${settings.scheduler.maxQueued} sessions, MGX_MAX_QUEUED_SESSIONS); retry later` });
+        }
+        const id = newSessionId();
+        // kept before the session exists, so no worker can claim it without them
+        if (Object.keys(secrets).length > 0) ctx.deps.secrets!.put(id, secrets);
+        const session = await store.sessions.createSession({
+          id,
+          tenant: ctx.tenant,
+          framework: input.framework,
+          prompt: input.prompt,
+          workspaceId: input.workspaceId ?? id,
+          options: input.options ?? {},
+          env,
+          limits: { memoryBytes, cpuQuota, timeoutMs, ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}) },
+          network,
+        });
+        ctx.deps.logger.info({ sessionId: id, tenant: ctx.tenant, framework: input.framework, secrets: Object.keys(secrets).length }, 'session queued');
+        worker.queued();
+        return toView(session, false);
+      }),
+
+      get: authed.input(z.object({ sessionId })).query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true)),
+
+      list: authed
+        .input(
+          z.object({
+            status: z.array(z.enum(SESSION_STATUSES)).optional(),
+            limit: z.number().int().min(1).max(200).default(50),
+            cursor: z.string().max(32).optional(),
+          }).default({ limit: 50 }),
+        )
+        .query(async ({ ctx, input }) => {
+          try {
+            const page = await ctx.deps.store.sessions.listSessions({
+              tenant: ctx.tenant,
+              limit: input.limit,
+              ...(input.status ? { status: input.status } : {}),
+              ...(input.cursor !== undefined ? { cursor: input.cursor } : {}),
+            });
+            return { items: page.items.map((s) => toView(s, false)), nextCursor: page.nextCursor };
+          } catch (err) {
+            if (err instanceof StoreError && err.code === StoreErrorCode.INVALID_CURSOR) throw new TRPCError({ code: 'BAD_REQUEST', message: err.message });
+            throw err;
+          }
+        }),
+
+      /** Cancels a queued session (it never starts) or a running one (stopped, FINISH cancelled). */
+      cancel: authed.input(z.object({ sessionId })).mutation(async ({ ctx, input }) => {
+        const { store, worker } = ctx.deps;
+        const s = await ownSession(ctx, input.sessionId);
+        if (isTerminal(s.status)) return { sessionId: s.id, status: s.status, cancelled: false };
+        await store.sessions.requestCancel(s.id);
+        const queued = await store.sessions.decide(
+          s.id,
+          { status: 'cancelled', reason: 'cancelled', message: 'the session was cancelled before it started' },
+          { from: ['queued'], events: [{ type: 'CANCELLED', data: { while: 'queued' } }] },
+        );
+        if (queued.won) {
+          await store.sessions.appendFinish(s.id, { status: 'cancelled', reason: 'cancelled', message: 'the session was cancelled before it started' });
+          ctx.deps.metrics.sessions.inc({ status: 'cancelled' });
+          ctx.deps.metrics.sessionReasons.inc({ reason: 'cancelled' });
+          return { sessionId: s.id, status: 'cancelled' as const, cancelled: true };
+        }
+        // starting or running: the worker holding it stops it (here at once, elsewhere on its next poll)
+        worker.cancelRunning(s.id);
+        return { sessionId: s.id, status: queued.session.status, cancelled: true };
+      }),
+
+      /** Stored events after `afterSeq`, oldest first. */
+      events: authed
+        .input(z.object({ sessionId, afterSeq: z.number().int().min(0).default(0), limit: z.number().int().min(1).max(1000).default(500) }))
+        .query(async ({ ctx, input }) => {
+          await ownSession(ctx, input.sessionId);
+          const events = await ctx.deps.store.events.read(input.sessionId, input.afterSeq, input.limit);
+          return { events, lastSeq: events.length > 0 ? events[events.length - 1]!.seq : input.afterSeq };
+        }),
+
+      /**
+       * Backlog then live events over SSE; each event's id is its seq, so a client resumes
+       * with `lastEventId` (or the Last-Event-ID header) and gets no gap and no duplicate.
+       * Ends after FINISH.
+       */
+      stream: authed
+        .input(z.object({ sessionId, lastEventId: z.string().regex(/^\d{1,15}$/, 'lastEventId must be a seq number').nullish() }))
+        .subscription(async function* ({ ctx, input, signal }) {
+          await ownSession(ctx, input.sessionId);
+          const { metrics, store } = ctx.deps;
+          const ac = new AbortController();
+          const abort = () => ac.abort();
+          signal?.addEventListener('abort', abort, { once: true });
+          metrics.sseSubscribers.inc();
+          try {
+            for await (const ev of store.events.tail(input.sessionId, { afterSeq: Number(input.lastEventId ?? 0), signal: ac.signal })) {
+              yield tracked(String(ev.seq), ev as SessionEvent);
+            }
+          } finally {
+            signal?.removeEventListener('abort', abort);
+            ac.abort();
+            metrics.sseSubscribers.dec();
+          }
+        }),
+    }),
+
+    frameworks: t.router({
+      list: authed.query(({ ctx }) => ctx.deps.frameworks),
+    }),
+
+    system: t.router({
+      /** Liveness and readiness; no token needed. */
+      health: t.procedure.query(async ({ ctx }) => {
+        const checks: Record<string, { ok: boolean; detail?: string }> = {};
+        try {
+          await ctx.deps.runtime.ping();
+          checks.engine = { ok: true, detail: ctx.deps.runtime.socket };
+        } catch (err) {
+          checks.engine = { ok: false, detail: (err as Error).message };
+        }
+        checks.store = { ok: true, detail: ctx.deps.store.describe() };
+        const ok = ctx.deps.ready() && Object.values(checks).every((c) => c.ok);
+        return { ok, ready: ctx.deps.ready(), checks };
+      }),
+
+      info: authed.query(async ({ ctx }) => {
+        const { settings, runtime, store, version } = ctx.deps;
+        let engine: unknown = null;
+        let imagePresent: boolean | null = null;
+        try {
+          engine = await runtime.info();
+          imagePresent = await runtime.imageExists(settings.agent.image);
+        } catch (err) {
+          engine = { error: (err as Error).message };
+        }
+        return {
+          version,
+          role: settings.server.role,
+          engine,
+          image: { name: settings.agent.image, present: imagePresent },
+          store: store.describe(),
+          limits: {
+            maxConcurrent: settings.scheduler.maxConcurrent,
+            maxQueued: settings.scheduler.maxQueued,
+            defaultTimeoutSeconds: settings.agent.defaultTimeoutMs / 1000,
+            maxTimeoutSeconds: settings.agent.maxTimeoutMs / 1000,
+            memoryBytes: settings.agent.memoryBytes,
+            maxMemoryBytes: settings.agent.maxMemoryBytes,
+            cpuQuota: settings.agent.cpuQuota,
+            maxPromptBytes: settings.limits.maxPromptBytes,
+            maxEventBytes: settings.limits.maxEventBytes,
+            allowEgress: settings.agent.allowEgress,
+          },
+        };
+      }),
+    }),
+  });
+}
+

@@ -41,7 +41,7 @@ export interface Settings {
     retentionDays: number;
   };
   runtime: { containerHost: string | undefined; dockerHost: string | undefined; xdgRuntimeDir: string | undefined };
-  server: { host: string; port: number; role: ServerRole; apiTokens: string | undefined; apiTokensFile: string | undefined };
+  server: { host: string; port: number; role: ServerRole; apiTokens: string | undefined; apiTokensFile: string | undefined; ssePingMs: number };
   /** Names this platform instance in container labels, so it finds its own containers after a restart. */
   owner: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -164,6 +164,7 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       role: read('MGX_ROLE', z.enum(['all', 'api', 'worker'], 'must be all, api or worker'), 'all'),
       apiTokens: read('MGX_API_TOKENS', nonEmpty, undefined),
       apiTokensFile: read('MGX_API_TOKENS_FILE', nonEmpty, undefined),
+      ssePingMs: read('MGX_SSE_PING_SECONDS', seconds(0.1, 300), '10'),
     },
     owner: read('MGX_OWNER', nonEmpty.regex(ID_PATTERN, 'must be 1-64 letters, digits, _ or -'), defaultOwner()),
     logLevel: read('MGX_LOG_LEVEL', z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'must be a pino level (info, debug, ...)'), 'info'),

@@ -1,0 +1,86 @@
+import { get, type IncomingMessage } from 'node:http';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMgxClient, type MgxClient } from '@mgx/client';
+import { collect, script } from './platform.js';
+import { freePort, ServerProcess } from '../support/server-process.js';
+
+let server: ServerProcess;
+let client: MgxClient;
+let dataDir: string;
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'mgx-delivery-'));
+  server = new ServerProcess({
+    MGX_PORT: String(await freePort()),
+    MGX_DATA_DIR: dataDir,
+    MGX_OWNER: `mgx-delivery-${randomBytes(4).toString('hex')}`,
+    MGX_LOG_LEVEL: 'warn',
+    MGX_SSE_PING_SECONDS: '0.5',
+    MGX_MAX_EVENTS_PER_SECOND: '0',
+    AGENT_CONTAINER_MEMORY_LIMIT: '512m',
+  });
+  await server.start();
+  client = createMgxClient({ url: server.url });
+});
+afterAll(async () => {
+  await server?.stop('SIGTERM');
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+const streamUrl = (sessionId: string) => `${server.url}/trpc/sessions.stream?input=${encodeURIComponent(JSON.stringify({ sessionId }))}`;
+const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+
+describe('delivery to subscribers', () => {
+  it('sends keep-alive pings on a quiet stream', async () => {
+    const s = await client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 2500 }) });
+    const text = await new Promise<string>((resolve, reject) => {
+      let body = '';
+      get(streamUrl(s.id), (res) => {
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+    expect(text).toMatch(/event: ping/);
+    expect(text.match(/event: ping/g)!.length).toBeGreaterThanOrEqual(2);
+    expect(text).toMatch(/"type":"FINISH"/);
+  });
+
+  it('keeps server memory bounded with stalled subscribers, and the others get everything', async () => {
+    const COUNT = 25_000;
+    const STALLED = 5;
+    /** Peak server RSS growth while one reader follows a 25 MB session and `stalledReaders` never read. */
+    async function run(stalledReaders: number): Promise<number> {
+      const s = await client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 1500 }, { events: { count: COUNT, size: 1000 } }), memory: '512m' });
+      const stalled: IncomingMessage[] = [];
+      await Promise.all(
+        Array.from({ length: stalledReaders }, () =>
+          new Promise<void>((resolve, reject) => {
+            get(streamUrl(s.id), (res) => {
+              res.pause();
+              stalled.push(res);
+              resolve();
+            }).on('error', reject);
+          }),
+        ),
+      );
+      const before = rssMb();
+      let peak = before;
+      const sampler = setInterval(() => (peak = Math.max(peak, rssMb())), 100);
+      const events = await collect(client, s.id);
+      clearInterval(sampler);
+      peak = Math.max(peak, rssMb());
+      for (const res of stalled) res.destroy();
+      expect(events.filter((e) => e.type === 'LOG' && typeof e.data.i === 'number')).toHaveLength(COUNT);
+      expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded' });
+      return peak - before;
+    }
+    const control = await run(0);
+    const withStalled = await run(STALLED);
+    // unbounded buffering would hold 25 MB per stalled reader (125 MB); allow GC noise only
+    expect(withStalled - control).toBeLessThan(40);
+  }, 240_000);
+});
