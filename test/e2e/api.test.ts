@@ -80,6 +80,8 @@ describe('input limits', () => {
       ['timeout over the maximum', { framework: 'script', prompt: 'x', timeoutSeconds: 3600 }, 'BAD_REQUEST', /exceeds the server maximum of 120/],
       ['cpus over the maximum', { framework: 'script', prompt: 'x', cpus: 4 }, 'BAD_REQUEST', /exceeds the server maximum of 1/],
       ['egress not allowed', { framework: 'script', prompt: 'x', network: 'egress' }, 'FORBIDDEN', /egress is not allowed/],
+      ['image override', { framework: 'script', prompt: 'x', image: 'alpine' } as never, 'BAD_REQUEST', /[Uu]nrecognized key.*image/],
+      ['privileged override', { framework: 'script', prompt: 'x', privileged: true, user: '0:0' } as never, 'BAD_REQUEST', /[Uu]nrecognized key/],
     ];
     for (const [name, input, want, message] of cases) {
       const err = (await acme.sessions.create.mutate(input).then(() => null, (e: unknown) => e)) as { data?: { code?: string }; message: string } | null;

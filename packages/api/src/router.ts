@@ -66,7 +66,8 @@ async function ownSession(ctx: ApiContext & { tenant: string }, id: string): Pro
   return s;
 }
 
-const createInput = z.object({
+// strict: an unknown key (image, user, binds, …) is refused, never silently ignored
+const createInput = z.strictObject({
   framework: z.string().min(1).max(64),
   prompt: z.string(),
   workspaceId: z.string().regex(ID_PATTERN, 'workspaceId must be 1-64 letters, digits, _ or -').optional(),
@@ -179,11 +180,11 @@ export function createAppRouter(options: RouterOptions) {
         return toView(session, false);
       }),
 
-      get: authed.input(z.object({ sessionId })).query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true)),
+      get: authed.input(z.strictObject({ sessionId })).query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true)),
 
       list: authed
         .input(
-          z.object({
+          z.strictObject({
             status: z.array(z.enum(SESSION_STATUSES)).optional(),
             limit: z.number().int().min(1).max(200).default(50),
             cursor: z.string().max(32).optional(),
@@ -205,7 +206,7 @@ export function createAppRouter(options: RouterOptions) {
         }),
 
       /** Cancels a queued session (it never starts) or a running one (stopped, FINISH cancelled). */
-      cancel: authed.input(z.object({ sessionId })).mutation(async ({ ctx, input }) => {
+      cancel: authed.input(z.strictObject({ sessionId })).mutation(async ({ ctx, input }) => {
         const { store, worker } = ctx.deps;
         const s = await ownSession(ctx, input.sessionId);
         if (isTerminal(s.status)) return { sessionId: s.id, status: s.status, cancelled: false };
@@ -228,7 +229,7 @@ export function createAppRouter(options: RouterOptions) {
 
       /** Stored events after `afterSeq`, oldest first. */
       events: authed
-        .input(z.object({ sessionId, afterSeq: z.number().int().min(0).default(0), limit: z.number().int().min(1).max(1000).default(500) }))
+        .input(z.strictObject({ sessionId, afterSeq: z.number().int().min(0).default(0), limit: z.number().int().min(1).max(1000).default(500) }))
         .query(async ({ ctx, input }) => {
           await ownSession(ctx, input.sessionId);
           const events = await ctx.deps.store.events.read(input.sessionId, input.afterSeq, input.limit);
