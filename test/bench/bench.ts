@@ -144,8 +144,10 @@ const started = Date.now();
   const each = quick ? 5000 : 20000;
   log(`ingest: ${sessions} sessions × ${each} events`);
   const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: String(sessions), MGX_MAX_EVENTS_PER_SECOND: '0' });
+  // every agent starts writing at the same moment, once all containers are up
+  const at = Date.now() + 4000;
   const ids = await Promise.all(
-    Array.from({ length: sessions }, () => p.client.sessions.create.mutate({ framework: 'script', prompt: script({ events: { count: each, size: 100 } }) }).then((s) => s.id)),
+    Array.from({ length: sessions }, () => p.client.sessions.create.mutate({ framework: 'script', prompt: script({ wait_until: at }, { events: { count: each, size: 100 } }) }).then((s) => s.id)),
   );
   await Promise.all(ids.map((id) => settle(p.client, id)));
   const all = await Promise.all(ids.map((id) => storedEvents(p.client, id)));

@@ -15,7 +15,8 @@ export type ScriptStep =
   | { print: { stream: 'stdout' | 'stderr'; text: string } }
   | { symlink: { path: string; target: string } }
   | { getenv: string }
-  | { getsecret: string };
+  | { getsecret: string }
+  | { wait_until: number };
 
 /** Thrown by the `exit` step: the runner exits with this code at once, without FINISH. */
 export class ScriptExit extends Error {
@@ -75,7 +76,7 @@ function insideWorkspace(workspace: string, path: string): string {
  */
 export const scriptFramework: Framework = {
   name: 'script',
-  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret).',
+  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret, wait_until).',
   optionsSchema: { type: 'object', properties: {}, additionalProperties: false },
   async run(ctx): Promise<FrameworkResult> {
     const steps = parseSteps(ctx.prompt);
@@ -89,6 +90,8 @@ export const scriptFramework: Framework = {
       n++;
       if ('say' in step) await say(ctx, `m${n}`, String(step.say));
       else if ('sleep' in step) await abortable(Number(step.sleep), ctx.signal);
+      // a wall-clock rendezvous, so benchmark sessions start their work together
+      else if ('wait_until' in step) await abortable(Math.max(0, Number(step.wait_until) - Date.now()), ctx.signal);
       else if ('write' in step) {
         const target = insideWorkspace(ctx.workspace, step.write.path);
         await mkdir(dirname(target), { recursive: true });
