@@ -231,19 +231,53 @@ export class Monitor {
     void this.#teardown(w);
   }
 
-  async #waitExit(w: Watch): Promise<ExitInfo> {
-    for (;;) {
-      try {
-        return await this.#o.runtime.wait(w.containerId);
-      } catch (err) {
-        if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) return MISSING_EXIT;
-        w.log.warn({ err: (err as Error).message }, 'waiting for the container failed; retrying');
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
+  /**
+   * Resolves once the container has exited. The engine's wait is the live path; an inspect
+   * every poll interval backs it up, because a wait whose connection dies with an engine
+   * restart can hang instead of failing.
+   */
+  #waitExit(w: Watch): Promise<ExitInfo> {
+    const { runtime, clock } = this.#o;
+    return new Promise<ExitInfo>((resolve) => {
+      let done = false;
+      const finish = (exit: ExitInfo) => {
+        if (done) return;
+        done = true;
+        resolve(exit);
+      };
+      const pause = (ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
+      void (async () => {
+        while (!done) {
+          try {
+            finish(await runtime.wait(w.containerId));
+          } catch (err) {
+            if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) finish(MISSING_EXIT);
+            else {
+              w.log.warn({ err: (err as Error).message }, 'waiting for the container failed; retrying');
+              await pause(500);
+            }
+          }
+        }
+      })();
+      void (async () => {
+        while (!done) {
+          await pause(this.#o.pollMs);
+          if (done) return;
+          try {
+            const state = await runtime.inspect(w.containerId);
+            if (state === null) finish(MISSING_EXIT);
+            else if (!state.running && state.exitCode !== null) finish({ exitCode: state.exitCode, oomKilled: state.oomKilled });
+          } catch {
+            // the engine is away; the next round asks again
+          }
+        }
+      })();
+    });
   }
 
   async #onExit(w: Watch, exit: ExitInfo): Promise<void> {
+    // both the exit wait and the fallback poll report an exit; count it once
+    if (w.exit !== undefined) return;
     w.exit = exit;
     this.#o.metrics.containersRunning.dec();
     this.#o.metrics.containerRun.observe(Math.max(0, this.#o.clock.now() - w.startedAt) / 1000);
