@@ -104,7 +104,9 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       },
       finish: async (sessionId, ev) => {
         metrics.ingestEvents.inc();
-        if (monitor) await monitor.agentFinished(sessionId, ev.rid, ev.data, ev.ts);
+        const redact = secrets?.redactor(sessionId);
+        const data = (redact ? redact(ev.data) : ev.data) as typeof ev.data;
+        if (monitor) await monitor.agentFinished(sessionId, ev.rid, data, ev.ts);
       },
     },
   });
