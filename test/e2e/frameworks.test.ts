@@ -79,6 +79,22 @@ describe('the exec framework end to end, in real containers', () => {
     expect(logs(events, 'stdout')).toEqual(['hi', '["GREETING","HOME","PATH"]']);
   });
 
+  it('hands the secrets named in secretEnv to the command, and keeps them out of stored events', async () => {
+    const key = 'sk-exec-0123456789abcdef';
+    const s = await p.client.sessions.create.mutate({
+      framework: 'exec',
+      prompt: 'use the key',
+      secrets: { AGENT_API_KEY: key },
+      options: { secretEnv: ['AGENT_API_KEY'], command: [NODE, '-e', "const k = process.env.AGENT_API_KEY; console.log(k.length, k.slice(0, 3)); console.log('careless', k)"] },
+    });
+    const events = await collect(p.client, s.id);
+    expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded' });
+    expect(logs(events, 'stdout')).toEqual([`${key.length} sk-`, 'careless [REDACTED]']);
+    expect(JSON.stringify(events)).not.toContain(key);
+    const missing = await p.client.sessions.create.mutate({ framework: 'exec', prompt: 'x', options: { secretEnv: ['NOPE'], command: [NODE, '-e', '0'] } });
+    expect((await collect(p.client, missing.id)).at(-1)?.data).toMatchObject({ status: 'failed', message: expect.stringContaining('no secret NOPE') });
+  });
+
   it('fails clearly when the command is not in the image', async () => {
     const s = await p.client.sessions.create.mutate({ framework: 'exec', prompt: 'x', options: { command: ['bash', '-c', 'echo hi'] } });
     const events = await collect(p.client, s.id);

@@ -250,9 +250,11 @@ export interface ExecOptions {
   command: string[];
   timeoutSeconds?: number;
   stdin?: string;
+  /** Names of session secrets to hand to the command as environment variables. */
+  secretEnv?: string[];
 }
 
-const EXEC_KEYS = ['command', 'timeoutSeconds', 'stdin'];
+const EXEC_KEYS = ['command', 'timeoutSeconds', 'stdin', 'secretEnv'];
 
 /** Checks the options against the schema by hand (the runner bundle carries no validator). */
 export function parseExecOptions(o: Record<string, unknown>): ExecOptions {
@@ -273,6 +275,13 @@ export function parseExecOptions(o: Record<string, unknown>): ExecOptions {
   if (stdin !== undefined) {
     if (typeof stdin !== 'string') throw new Error('exec: options.stdin must be a string');
     out.stdin = stdin;
+  }
+  const { secretEnv } = o;
+  if (secretEnv !== undefined) {
+    if (!Array.isArray(secretEnv) || !secretEnv.every((n) => typeof n === 'string' && /^[A-Z_][A-Z0-9_]{0,63}$/.test(n))) {
+      throw new Error('exec: options.secretEnv must be an array of secret names (upper-case letters, digits, _)');
+    }
+    out.secretEnv = secretEnv as string[];
   }
   return out;
 }
@@ -300,18 +309,23 @@ export const execFramework: Framework = {
       command: { type: 'array', items: { type: 'string' }, minItems: 1, description: 'argv; the program is looked up in /usr/local/bin:/usr/bin:/bin' },
       timeoutSeconds: { type: 'number', exclusiveMinimum: 0, description: 'stop the command after this long (SIGTERM, SIGKILL 5 s later)' },
       stdin: { type: 'string', description: 'written to the command\'s stdin; without it stdin is empty' },
+      secretEnv: { type: 'array', items: { type: 'string' }, description: 'session secrets passed to the command as environment variables (e.g. an agent CLI\'s API key); never stored' },
     },
     required: ['command'],
     additionalProperties: false,
   },
   async run(ctx: FrameworkContext): Promise<FrameworkResult> {
     const opts = parseExecOptions(ctx.options);
+    const missing = (opts.secretEnv ?? []).filter((name) => ctx.secrets[name] === undefined);
+    if (missing.length > 0) return { status: 'failed', reason: 'agent_error', message: `exec: the session has no secret ${missing.join(', ')} (options.secretEnv)` };
+    // secrets last: a session env cannot shadow them, and they never appear in stored env
+    const secretVars = Object.fromEntries((opts.secretEnv ?? []).map((name) => [name, ctx.secrets[name]!]));
     let outcome: CommandOutcome;
     try {
       outcome = await runCommand({
         command: opts.command,
         cwd: ctx.workspace,
-        env: commandEnv(ctx.env),
+        env: { ...commandEnv(ctx.env), ...secretVars },
         ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
         ...(opts.timeoutSeconds !== undefined ? { timeoutMs: opts.timeoutSeconds * 1000 } : {}),
         signal: ctx.signal,
