@@ -163,7 +163,11 @@ export class IngestHub {
    */
   async close(sessionId: string, options: { keepDir?: boolean } = {}): Promise<void> {
     const ch = this.#channels.get(sessionId);
-    if (!ch) return;
+    if (!ch) {
+      // opened by an earlier process (a session adopted after a restart): still ours to clear
+      if (!options.keepDir) await rm(this.dirFor(sessionId), { recursive: true, force: true });
+      return;
+    }
     this.#channels.delete(sessionId);
     ch.socket?.destroy();
     await new Promise<void>((resolve) => ch.server.close(() => resolve()));
