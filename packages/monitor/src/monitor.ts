@@ -342,7 +342,8 @@ export class Monitor {
       if (w.exit === undefined) {
         w.killedByUs = true;
         try {
-          await runtime.stop(w.containerId, this.#o.stopGraceMs);
+          // bounded: whatever the engine does, teardown goes on to FINISH
+          await this.#within(runtime.stop(w.containerId, this.#o.stopGraceMs), this.#o.stopGraceMs + 15_000, undefined);
         } catch (err) {
           w.log.warn({ err: (err as Error).message }, 'stopping the container failed');
         }

@@ -161,8 +161,42 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  /**
+   * The container's exit: the engine's wait, backed by an inspect every 500 ms, because a
+   * wait whose connection dies with an engine restart can hang instead of failing.
+   */
+  #exited(id: string): Promise<ExitInfo> {
+    return new Promise<ExitInfo>((resolve, reject) => {
+      let done = false;
+      const finish = (e: ExitInfo) => {
+        if (!done) {
+          done = true;
+          resolve(e);
+        }
+      };
+      this.wait(id).then(finish, (err: unknown) => {
+        if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) finish({ exitCode: -1, oomKilled: false });
+        // otherwise the inspect loop below decides
+      });
+      void (async () => {
+        const deadline = Date.now() + 10 * 60_000;
+        while (!done && Date.now() < deadline) {
+          await sleep(500);
+          try {
+            const s = await this.inspect(id);
+            if (s === null) finish({ exitCode: -1, oomKilled: false });
+            else if (!s.running && s.exitCode !== null) finish({ exitCode: s.exitCode, oomKilled: s.oomKilled });
+          } catch {
+            // the engine is away; ask again
+          }
+        }
+        if (!done) reject(new RuntimeError(RuntimeErrorCode.ENGINE_TIMEOUT, `container ${id} did not exit within 10 minutes of being stopped`, 'wait'));
+      })();
+    });
+  }
+
   async stop(id: string, graceMs: number): Promise<ExitInfo> {
-    const exited = this.wait(id);
+    const exited = this.#exited(id);
     exited.catch(() => {});
     await this.kill(id, 'SIGTERM');
     const winner = await Promise.race([exited.then(() => 'exited' as const), sleep(graceMs).then(() => 'grace' as const)]);
