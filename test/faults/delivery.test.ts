@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createMgxClient } from '@mgx/client';
 import { SqliteStore } from '@mgx/event-store';
-import { IngestClient, IngestHub, type IngestSink } from '@mgx/ingest';
+import { IngestClient, IngestHub, type IngestSink, toStoredEvent } from '@mgx/ingest';
 import { script } from '../e2e/platform.js';
 import { freePort, ServerProcess } from '../support/server-process.js';
 import { measured, writeReport } from '../support/reliability.js';
@@ -26,7 +26,7 @@ async function ingestFixture() {
   const sink: IngestSink = {
     lastRid: (id) => store.lastRid(id),
     append: async (id, events) => {
-      await store.append(id, events.map((e) => ({ type: e.type, data: e.data, ts: e.ts, ...(e.rid > 0 ? { rid: e.rid } : {}) })));
+      await store.append(id, events.map(toStoredEvent));
     },
     finish: async (id, ev) => {
       await store.append(id, [{ type: 'LOG', data: { finish: ev.data.status }, rid: ev.rid }]);

@@ -6,7 +6,7 @@ import pino from 'pino';
 import { createAppRouter, TokenAuth, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type Store } from '@mgx/event-store';
-import { IngestHub } from '@mgx/ingest';
+import { IngestHub, toStoredEvent } from '@mgx/ingest';
 import { createMetrics, type Metrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
 import { frameworkCatalog } from '@mgx/runner/catalog';
@@ -95,7 +95,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         const redact = secrets?.redactor(sessionId);
         const res = await store.events.append(
           sessionId,
-          events.map((e) => ({ type: e.type, data: redact ? redact(e.data) : e.data, ts: e.ts, ...(e.rid > 0 ? { rid: e.rid } : {}) })),
+          events.map((e) => toStoredEvent(redact ? { ...e, data: redact(e.data) } : e)),
         );
         metrics.ingestEvents.inc(res.stored.length);
         monitor?.activity(sessionId);

@@ -1,4 +1,4 @@
-export { IngestHub } from './ingest-hub.js';
+export { IngestHub, toStoredEvent } from './ingest-hub.js';
 export type { IngestHubOptions, IngestSink, IngestedEvent } from './ingest-hub.js';
 export { IngestClient } from './ingest-client.js';
 export type { IngestClientOptions } from './ingest-client.js';

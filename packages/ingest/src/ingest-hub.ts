@@ -15,6 +15,14 @@ export interface IngestedEvent {
 }
 
 /**
+ * An ingested event as the store takes it. rid 0 marks an event the platform wrote in the
+ * runner's place (a refusal, a throttle warning): it has no runner id to dedupe on.
+ */
+export function toStoredEvent(e: IngestedEvent): { type: IngestedEvent['type']; data: Record<string, unknown>; ts: number; rid?: number } {
+  return { type: e.type, data: e.data, ts: e.ts, ...(e.rid > 0 ? { rid: e.rid } : {}) };
+}
+
+/**
  * Where ingested events go. The hub only calls it; the composition decides what it does
  * (append to the store; FINISH to the monitor).
  */

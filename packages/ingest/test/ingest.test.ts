@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '@mgx/event-store';
-import { IngestClient, IngestHub, type IngestSink } from '../src/index.js';
+import { IngestClient, IngestHub, type IngestSink, toStoredEvent } from '../src/index.js';
 
 const task = (sessionId: string) => ({ sessionId, framework: 'script', prompt: 'p', options: {}, env: {}, secrets: { KEY: 'sekret' } });
 
@@ -15,7 +15,7 @@ async function fixture(maxEventBytes = 4096, maxEventsPerSecond = 0) {
   const sink: IngestSink = {
     lastRid: (id) => store.lastRid(id),
     append: async (id, events) => {
-      await store.append(id, events.map((e) => ({ type: e.type, data: e.data, ts: e.ts, ...(e.rid > 0 ? { rid: e.rid } : {}) })));
+      await store.append(id, events.map(toStoredEvent));
     },
     finish: async (id, ev) => {
       finishes.push({ sessionId: id, rid: ev.rid, status: ev.data.status });

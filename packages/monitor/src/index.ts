@@ -2,4 +2,4 @@ export { Monitor } from './monitor.js';
 export type { MonitorOptions, Trigger } from './monitor.js';
 export { systemClock } from './clock.js';
 export type { Clock } from './clock.js';
-export { outcomeFromAgentFinish, outcomeFromExit, finishDataOf, SIGKILL_EXIT } from './outcomes.js';
+export { outcomeFromAgentFinish, outcomeFromExit, outcomeOfRecord, finishDataOf, SIGKILL_EXIT } from './outcomes.js';

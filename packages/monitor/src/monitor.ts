@@ -5,7 +5,7 @@ import type { IngestHub } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
 import { RuntimeError, RuntimeErrorCode, type ContainerRuntime, type ExitInfo } from '@mgx/runtime';
 import { systemClock, type Clock } from './clock.js';
-import { finishDataOf, outcomeFromAgentFinish, outcomeFromExit } from './outcomes.js';
+import { finishDataOf, outcomeFromAgentFinish, outcomeFromExit, outcomeOfRecord } from './outcomes.js';
 
 export type Trigger = 'finish' | 'exit' | 'deadline' | 'cancel' | 'lost' | 'external';
 
@@ -217,14 +217,7 @@ export class Monitor {
       return;
     }
     const s = res.session;
-    w.outcome = res.won
-      ? outcome
-      : {
-          status: s.status as Outcome['status'],
-          reason: s.reason ?? 'lost',
-          ...(s.message !== null ? { message: s.message } : {}),
-          ...(s.exitCode !== null ? { exitCode: s.exitCode } : {}),
-        };
+    w.outcome = res.won ? outcome : outcomeOfRecord(s, 'lost');
     w.decidedBy = res.won ? trigger : 'external';
     w.decidedAt = this.#o.clock.now();
     w.log.info({ trigger: w.decidedBy, status: w.outcome.status, reason: w.outcome.reason }, 'session decided');

@@ -1,5 +1,5 @@
-import type { FinishData } from '@mgx/agent-sdk';
-import type { Outcome } from '@mgx/event-store';
+import type { FinishData, TerminalReason } from '@mgx/agent-sdk';
+import type { Outcome, SessionRecord } from '@mgx/event-store';
 
 /** Exit code of a process killed by SIGKILL (128 + 9), which is also what an OOM kill gives. */
 export const SIGKILL_EXIT = 137;
@@ -39,5 +39,15 @@ export function finishDataOf(o: Outcome): FinishData {
     reason: o.reason,
     ...(o.message !== undefined ? { message: o.message } : {}),
     ...(o.exitCode !== undefined ? { exitCode: o.exitCode } : {}),
+  };
+}
+
+/** The outcome a decided session's row records, for whoever finishes it after the decider. */
+export function outcomeOfRecord(s: Pick<SessionRecord, 'status' | 'reason' | 'message' | 'exitCode'>, fallback: TerminalReason): Outcome {
+  return {
+    status: s.status as Outcome['status'],
+    reason: s.reason ?? fallback,
+    ...(s.message !== null ? { message: s.message } : {}),
+    ...(s.exitCode !== null ? { exitCode: s.exitCode } : {}),
   };
 }

@@ -4,7 +4,7 @@ import { isTerminal } from '@mgx/agent-sdk';
 import type { SessionRecord, Store } from '@mgx/event-store';
 import { CONTAINER_SOCKET_DIR, SOCKET_NAME, type IngestHub, type SessionTask } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
-import { finishDataOf, type Monitor } from '@mgx/monitor';
+import { finishDataOf, outcomeOfRecord, type Monitor } from '@mgx/monitor';
 import { LABELS, RuntimeError, type ContainerRuntime, type ContainerSpec } from '@mgx/runtime';
 import { prepareWorkspace } from './workspaces.js';
 
@@ -240,12 +240,7 @@ export class Scheduler {
 
     for (const s of await store.sessions.findUnfinished()) {
       if (adopted.has(s.id)) continue;
-      await store.sessions.appendFinish(s.id, finishDataOf({
-        status: s.status as 'failed',
-        reason: s.reason ?? 'lost',
-        ...(s.message !== null ? { message: s.message } : {}),
-        ...(s.exitCode !== null ? { exitCode: s.exitCode } : {}),
-      }));
+      await store.sessions.appendFinish(s.id, finishDataOf(outcomeOfRecord(s, 'lost')));
       await ingest.removeDir(s.id);
       counts.finished++;
     }
@@ -315,7 +310,7 @@ export class Scheduler {
     const s = res.session;
     await store.sessions.appendFinish(
       session.id,
-      res.won ? finishDataOf(outcome) : finishDataOf({ status: s.status as 'failed', reason: s.reason ?? 'runtime_error', ...(s.message ? { message: s.message } : {}) }),
+      finishDataOf(res.won ? outcome : outcomeOfRecord(s, 'runtime_error')),
     );
     if (res.won) {
       metrics.sessions.inc({ status: 'failed' });
