@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,28 +18,6 @@ afterAll(async () => {
   for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => undefined);
   writeReport();
 });
-
-/**
- * ServerProcess, except that start() also gives up when the child dies by a signal
- * (ServerProcess only watches exitCode, which stays null for SIGKILL, so it would poll 30 s).
- */
-class CrashableServer extends ServerProcess {
-  override async start(): Promise<void> {
-    const child = spawn(process.execPath, [...this.nodeArgs, '--import', 'tsx', join(ROOT, 'apps/server/src/main.ts')], {
-      cwd: ROOT,
-      env: { ...process.env, ...this.env },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
-    this.child = child;
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`server died (${child.signalCode ?? child.exitCode}) while starting`);
-      if (await fetch(`${this.url}/healthz`).then((r) => r.ok, () => false)) return;
-      await sleep(100);
-    }
-    throw new Error('server did not become ready in 30 s');
-  }
-}
 
 /** mulberry32: small, seedable, good enough to pick kill points reproducibly. */
 function prng(seed: number): () => number {
@@ -70,7 +48,7 @@ describe('the server killed with SIGKILL at random points', () => {
 
       const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fault-crash-'));
       const owner = `mgx-fault-crash-${randomBytes(4).toString('hex')}`;
-      const server = new CrashableServer({
+      const server = new ServerProcess({
         MGX_PORT: String(await freePort()),
         MGX_DATA_DIR: dataDir,
         MGX_OWNER: owner,
