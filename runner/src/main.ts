@@ -9,6 +9,8 @@ runSession({
   socketPath: process.env.MGX_INGEST_SOCKET ?? '/run/mgx/ingest.sock',
   workspace: process.env.MGX_WORKSPACE ?? '/workspace',
   registry: builtinFrameworks(),
+  // a warm-pool container is started before its session exists and waits for it
+  connectTimeoutMs: process.env.MGX_POOLED === '1' ? Number.POSITIVE_INFINITY : 60_000,
   debug,
 }).then(
   (code) => process.exit(code),

@@ -8,6 +8,7 @@ export interface RunnerOptions {
   socketPath: string;
   workspace: string;
   registry: FrameworkRegistry;
+  /** How long to wait for the session's socket; a warm-pool container waits indefinitely. */
   connectTimeoutMs?: number;
   /** Where the runner's own diagnostics go (the container's stderr). */
   debug?: (msg: string) => void;
@@ -31,7 +32,14 @@ export async function runSession(o: RunnerOptions): Promise<number> {
   process.on('SIGTERM', onTerm);
   process.on('SIGINT', onTerm);
 
-  const { task } = await client.connect();
+  // stopped before any session arrived (a warm-pool container being removed): nothing to say
+  const aborted = new Promise<null>((resolve) => ac.signal.addEventListener('abort', () => resolve(null), { once: true }));
+  const hello = await Promise.race([client.connect(), aborted]);
+  if (!hello) {
+    client.close();
+    return 143;
+  }
+  const { task } = hello;
   const emitter: Emitter = {
     emit: (type, data) => void client.emit(type, data),
     messageDelta: (messageId, delta) => void client.emit('MESSAGE', { messageId, role: 'assistant', delta }),

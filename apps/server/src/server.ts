@@ -11,7 +11,7 @@ import { createMetrics, type Metrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
 import { frameworkCatalog } from '@mgx/runner/catalog';
 import { DockerRuntime, discoverSocket, RuntimeError, type ContainerRuntime } from '@mgx/runtime';
-import { Scheduler } from '@mgx/scheduler';
+import { Scheduler, WarmPool } from '@mgx/scheduler';
 import { MemorySecrets } from './secrets.js';
 
 export const VERSION = '0.1.0';
@@ -32,6 +32,8 @@ export interface RunningServer {
   metrics: Metrics;
   scheduler: Scheduler | undefined;
   monitor: Monitor | undefined;
+  /** The warm pool, when MGX_WARM_POOL_SIZE > 0 and this process runs sessions. */
+  pool: WarmPool | undefined;
   logger: Logger;
   /**
    * Stops taking requests and claiming sessions. Running sessions are left to the next
@@ -82,6 +84,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
 
   let monitor: Monitor | undefined;
   let scheduler: Scheduler | undefined;
+  let pool: WarmPool | undefined;
   const secrets = worker ? new MemorySecrets() : undefined;
   const ingest = new IngestHub({
     baseDir: join(settings.store.dataDir, 'run', 'sessions'),
@@ -123,7 +126,9 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       pollMs: settings.monitor.pollMs,
       logCaptureBytes: settings.limits.logCaptureBytes,
     });
+    if (settings.pool.size > 0) pool = new WarmPool({ runtime, settings, metrics, logger: logger.child({ component: 'pool' }) });
     scheduler = new Scheduler({
+      pool,
       store,
       runtime,
       ingest,
@@ -214,6 +219,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   const port = typeof address === 'object' && address ? address.port : settings.server.port;
   const host = settings.server.host.includes(':') ? `[${settings.server.host}]` : settings.server.host;
   const url = `http://${host}:${port}`;
+  // after reconcile: it removed the containers an earlier pool left
+  await pool?.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'warm pool did not start; sessions start cold'));
   scheduler?.start();
   ready = true;
   logger.info({ url, role: settings.server.role, store: store.describe(), engine: runtime.socket, owner: settings.owner }, 'mgx server ready');
@@ -228,11 +235,13 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     metrics,
     scheduler,
     monitor,
+    pool,
     logger,
     close: (opts = {}) =>
       (closing ??= (async () => {
         ready = false;
         await scheduler?.stop();
+        await pool?.close();
         if (opts.drain) await scheduler?.idle();
         monitor?.detachAll();
         await ingest.closeAll();

@@ -309,6 +309,8 @@ export function createAppRouter(options: RouterOptions) {
             maxEventBytes: settings.limits.maxEventBytes,
             allowEgress: settings.agent.allowEgress,
           },
+          // sessions with exactly these limits and a new workspace start on a ready container
+          warmPool: settings.pool.size > 0 ? { size: settings.pool.size, specs: settings.pool.specs } : null,
         };
       }),
     }),

@@ -1,5 +1,5 @@
-export { loadSettings, ID_PATTERN } from './settings.js';
-export type { Settings, EventStoreKind, ServerRole } from './settings.js';
+export { loadSettings, ID_PATTERN, poolSpecKey } from './settings.js';
+export type { Settings, EventStoreKind, ServerRole, PoolSpec } from './settings.js';
 export { ConfigError, ConfigErrorCode } from './errors.js';
 export type { SettingProblem } from './errors.js';
 export { parseMemory, formatMemory } from './units.js';

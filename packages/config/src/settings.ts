@@ -2,12 +2,19 @@ import { hostname, availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, type SettingProblem } from './errors.js';
-import { parseMemory } from './units.js';
+import { formatMemory, parseMemory } from './units.js';
 
 /** Strict pattern for ids the platform turns into names and paths (no dots, no slashes). */
 export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 
 export type EventStoreKind = 'sqlite' | 'mongodb';
+
+/** The limits a warm pool's containers are created with; a session with the same limits can take one. */
+export interface PoolSpec {
+  memoryBytes: number;
+  cpuQuota: number;
+  network: 'none' | 'egress';
+}
 export type ServerRole = 'all' | 'api' | 'worker';
 
 /** Every setting of the platform, validated and typed. Durations are milliseconds. */
@@ -30,6 +37,8 @@ export interface Settings {
     allowEgress: boolean;
   };
   monitor: { pollMs: number };
+  /** Warm pool: `size` started, idle containers kept per spec; the server's defaults first. */
+  pool: { size: number; specs: PoolSpec[] };
   scheduler: { maxConcurrent: number; maxConcurrentPerTenant: number; maxQueued: number };
   limits: { maxEventBytes: number; maxEventsPerSecond: number; maxPromptBytes: number; logCaptureBytes: number };
   store: {
@@ -134,6 +143,7 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       allowEgress: read('MGX_ALLOW_EGRESS', bool, 'false'),
     },
     monitor: { pollMs: read('AGENT_MONITOR_POLL_SECONDS', seconds(0.05, 3600), '2') },
+    pool: { size: read('MGX_WARM_POOL_SIZE', int(0, 64), '0'), specs: [] },
     scheduler: {
       maxConcurrent: read('AGENT_MAX_CONCURRENT_CONTAINERS', int(1, 10_000), String(availableParallelism())),
       maxQueued: read('MGX_MAX_QUEUED_SESSIONS', int(1, 10_000_000), '10000'),
@@ -170,6 +180,11 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
     logLevel: read('MGX_LOG_LEVEL', z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'must be a pino level (info, debug, ...)'), 'info'),
   };
 
+  if (problems.length === 0) {
+    const defaults: PoolSpec = { memoryBytes: settings.agent.memoryBytes, cpuQuota: settings.agent.cpuQuota, network: 'none' };
+    const extra = parsePoolSpecs(env.MGX_WARM_POOL_SPECS ?? '', defaults, settings.agent, problems);
+    settings.pool.specs = [defaults, ...extra.filter((x) => poolSpecKey(x) !== poolSpecKey(defaults))];
+  }
   if (settings.store.kind === 'mongodb' && !settings.store.mongodbUri) {
     problems.push({ variable: 'MONGODB_URI', message: 'is required when MGX_EVENT_STORE=mongodb' });
   }
@@ -183,4 +198,45 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return settings;
+}
+
+/** A stable name for a pool spec, used as its metric label and container label. */
+export function poolSpecKey(spec: PoolSpec): string {
+  const mib = Math.round(spec.memoryBytes / 1024 ** 2);
+  return `${mib}m-${spec.cpuQuota / 1000}mcpu-${spec.network}`;
+}
+
+/**
+ * MGX_WARM_POOL_SPECS: more limits to keep warm containers for, besides the defaults.
+ * Entries are separated by `;`, fields by `,`: `memory=512m,cpus=0.5;network=egress`.
+ * Fields left out take the server's defaults.
+ */
+function parsePoolSpecs(text: string, defaults: PoolSpec, agent: Settings['agent'], problems: SettingProblem[]): PoolSpec[] {
+  const variable = 'MGX_WARM_POOL_SPECS';
+  const specs: PoolSpec[] = [];
+  for (const entry of text.split(';').map((e) => e.trim()).filter(Boolean)) {
+    const spec = { ...defaults };
+    for (const field of entry.split(',').map((f) => f.trim())) {
+      const [key, value = ''] = field.split('=').map((x) => x.trim());
+      if (key === 'memory') {
+        const bytes = parseMemory(value);
+        if (bytes === undefined || bytes < 16 * 1024 ** 2 || bytes > agent.maxMemoryBytes) {
+          problems.push({ variable, message: `"${entry}": memory must be a size from 16m to AGENT_CONTAINER_MEMORY_MAX (${formatMemory(agent.maxMemoryBytes)})` });
+        } else spec.memoryBytes = bytes;
+      } else if (key === 'cpus') {
+        const quota = Math.round(Number(value) * agent.cpuPeriod);
+        if (!/^\d+(\.\d+)?$/.test(value) || quota < 1000 || quota > agent.cpuQuota) {
+          problems.push({ variable, message: `"${entry}": cpus must be a number from 0.01 to ${agent.cpuQuota / agent.cpuPeriod}` });
+        } else spec.cpuQuota = quota;
+      } else if (key === 'network') {
+        if (value !== 'none' && value !== 'egress') problems.push({ variable, message: `"${entry}": network must be none or egress` });
+        else if (value === 'egress' && !agent.allowEgress) problems.push({ variable, message: `"${entry}": network=egress needs MGX_ALLOW_EGRESS=true` });
+        else spec.network = value;
+      } else {
+        problems.push({ variable, message: `"${entry}": unknown field "${key}" (use memory=, cpus= and network=)` });
+      }
+    }
+    specs.push(spec);
+  }
+  return specs;
 }

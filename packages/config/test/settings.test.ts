@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, formatMemory, loadSettings, parseMemory } from '../src/index.js';
+import { poolSpecKey, ConfigError, formatMemory, loadSettings, parseMemory } from '../src/index.js';
 
 describe('parseMemory', () => {
   it.each([
@@ -88,5 +88,35 @@ describe('loadSettings', () => {
 
   it('refuses a timeout maximum below the default timeout', () => {
     expect(() => loadSettings({ AGENT_TASK_TIMEOUT_SECONDS: '100', AGENT_TASK_TIMEOUT_MAX_SECONDS: '50' })).toThrow(/AGENT_TASK_TIMEOUT_MAX_SECONDS/);
+  });
+
+  it('keeps no warm pool by default, and one per listed spec besides the defaults', () => {
+    const off = loadSettings({});
+    expect(off.pool.size).toBe(0);
+    const s = loadSettings({
+      MGX_WARM_POOL_SIZE: '3',
+      AGENT_CONTAINER_MEMORY_LIMIT: '1g',
+      AGENT_CONTAINER_MEMORY_MAX: '4g',
+      AGENT_CONTAINER_CPU_QUOTA: '200000',
+      MGX_ALLOW_EGRESS: 'true',
+      MGX_WARM_POOL_SPECS: 'memory=512m, cpus=0.5 ; network=egress;memory=1g',
+    });
+    expect(s.pool.size).toBe(3);
+    // the last entry equals the defaults: one pool, not two
+    expect(s.pool.specs).toEqual([
+      { memoryBytes: 1024 ** 3, cpuQuota: 200000, network: 'none' },
+      { memoryBytes: 512 * 1024 ** 2, cpuQuota: 50000, network: 'none' },
+      { memoryBytes: 1024 ** 3, cpuQuota: 200000, network: 'egress' },
+    ]);
+    expect(s.pool.specs.map(poolSpecKey)).toEqual(['1024m-200mcpu-none', '512m-50mcpu-none', '1024m-200mcpu-egress']);
+  });
+
+  it('names the bad entry and field of MGX_WARM_POOL_SPECS', () => {
+    expect(() => loadSettings({ MGX_WARM_POOL_SIZE: '65' })).toThrow(/MGX_WARM_POOL_SIZE: must be at most 64/);
+    expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'memory=lots' })).toThrow(/MGX_WARM_POOL_SPECS: "memory=lots": memory must be a size/);
+    expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'memory=8g' })).toThrow(/memory must be a size from 16m to AGENT_CONTAINER_MEMORY_MAX \(2g\)/);
+    expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'cpus=9' })).toThrow(/"cpus=9": cpus must be a number from 0.01 to 1/);
+    expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'network=egress' })).toThrow(/network=egress needs MGX_ALLOW_EGRESS=true/);
+    expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'image=evil:latest' })).toThrow(/unknown field "image"/);
   });
 });

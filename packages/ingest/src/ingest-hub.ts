@@ -1,4 +1,5 @@
-import { chmod, chown, mkdir, rm } from 'node:fs/promises';
+import { chmodSync, chownSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { isAgentEventType, type FinishData } from '@mgx/agent-sdk';
@@ -100,33 +101,40 @@ export class IngestHub {
     if (this.#channels.has(sessionId)) throw new IngestError(IngestErrorCode.ALREADY_OPEN, `ingest for ${sessionId} is already open`);
     const dir = this.dirFor(sessionId);
     const socketPath = join(dir, SOCKET_NAME);
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    await rm(socketPath, { force: true });
+    // synchronous metadata calls: this is on every session's start path, and each await on
+    // the libuv pool lets unrelated work (other requests) run first
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    rmSync(socketPath, { force: true });
     const server = createServer({ allowHalfOpen: false });
     const channel: Channel = { task, dir, server, socket: undefined, chain: Promise.resolve(), pending: 0, idleWaiters: [], received: 0, tokens: 2 * this.#o.maxEventsPerSecond, refilledAt: Date.now(), throttled: false };
     server.on('connection', (socket) => this.#accept(channel, socket));
+    // bound under another name and renamed once only the runner may connect: a runner
+    // already waiting for the socket (a warm-pool container) never finds it half-made
+    const bindPath = join(dir, `.${SOCKET_NAME}.new`);
+    rmSync(bindPath, { force: true });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(socketPath, () => {
+      server.listen(bindPath, () => {
         server.off('error', reject);
         resolve();
       });
     });
-    await this.#grant(socketPath);
+    this.#grant(bindPath);
+    renameSync(bindPath, socketPath);
     this.#channels.set(sessionId, channel);
     this.#o.logger.debug({ sessionId, socketPath }, 'ingest socket open');
     return { dir, socketPath };
   }
 
   /** Only the container's user may connect; a rootless server cannot chown, so it opens the mode instead. */
-  async #grant(socketPath: string): Promise<void> {
+  #grant(socketPath: string): void {
     const [uid, gid] = this.#o.containerUser.split(':').map(Number);
     try {
       if (process.getuid?.() !== 0) throw new Error('not root');
-      await chown(socketPath, uid!, gid!);
-      await chmod(socketPath, 0o600);
+      chownSync(socketPath, uid!, gid!);
+      chmodSync(socketPath, 0o600);
     } catch {
-      await chmod(socketPath, 0o666);
+      chmodSync(socketPath, 0o666);
     }
   }
 
@@ -181,6 +189,8 @@ export class IngestHub {
     await new Promise<void>((resolve) => ch.server.close(() => resolve()));
     await ch.chain.catch(() => {});
     if (!options.keepDir) await rm(ch.dir, { recursive: true, force: true });
+    // the runner waits for a new socket instead of dialling a dead one
+    else await rm(join(ch.dir, SOCKET_NAME), { force: true });
   }
 
   /** Closes every channel, keeping directories for the sessions' next owner (shutdown). */

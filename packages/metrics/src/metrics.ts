@@ -6,7 +6,9 @@ export const LIFECYCLE_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 1
 /** Buckets for fast paths measured in milliseconds (finish detection). */
 export const FAST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
-export const RUNTIME_OPS = ['ping', 'info', 'image_inspect', 'create', 'start', 'wait', 'inspect', 'kill', 'remove', 'logs', 'list', 'exec'] as const;
+export const RUNTIME_OPS = ['ping', 'info', 'image_inspect', 'create', 'start', 'wait', 'inspect', 'kill', 'remove', 'logs', 'list', 'exec', 'rename'] as const;
+/** empty: none ready; no_pool: no pool for the session's limits; workspace_exists: a pooled container can only take a new workspace. */
+export const POOL_MISS_REASONS = ['empty', 'no_pool', 'workspace_exists'] as const;
 export const EXIT_REASONS = ['exited', 'oom_killed', 'killed'] as const;
 
 export interface BuildInfo {
@@ -45,6 +47,10 @@ export function createMetrics(build: BuildInfo, options: { defaultMetrics?: bool
     containersRunning: new Gauge({ name: 'mgx_containers_running', help: 'Agent containers of this worker that are running.', registers: r }),
     finishDetect: new Histogram({ name: 'mgx_finish_detect_seconds', help: 'Time from the FINISH event received to the session terminal.', buckets: FAST_BUCKETS, registers: r }),
     sseSubscribers: new Gauge({ name: 'mgx_sse_subscribers', help: 'Open event-stream subscriptions.', registers: r }),
+    poolReady: new Gauge({ name: 'mgx_warm_pool_ready', help: 'Started, idle containers in the warm pool, by spec.', labelNames: ['spec'] as const, registers: r }),
+    poolTarget: new Gauge({ name: 'mgx_warm_pool_target', help: 'Containers the warm pool keeps ready per spec (MGX_WARM_POOL_SIZE).', registers: r }),
+    poolHits: new Counter({ name: 'mgx_warm_pool_hits_total', help: 'Sessions that started on a warm-pool container.', registers: r }),
+    poolMisses: new Counter({ name: 'mgx_warm_pool_misses_total', help: 'Sessions that needed a new container, by why the pool could not serve them.', labelNames: ['reason'] as const, registers: r }),
     buildInfo: new Gauge({ name: 'mgx_build_info', help: 'Version of this mgx build.', labelNames: ['version', 'node'] as const, registers: r }),
   };
 
@@ -53,6 +59,7 @@ export function createMetrics(build: BuildInfo, options: { defaultMetrics?: bool
   for (const reason of TERMINAL_REASONS) m.sessionReasons.inc({ reason }, 0);
   for (const reason of EXIT_REASONS) m.containerExits.inc({ reason }, 0);
   for (const op of RUNTIME_OPS) m.runtimeErrors.inc({ op }, 0);
+  for (const reason of POOL_MISS_REASONS) m.poolMisses.inc({ reason }, 0);
   for (const cause of ['queue_full', 'invalid_input', 'unauthorized']) m.rejections.inc({ cause }, 0);
   return m;
 }

@@ -79,6 +79,8 @@ export interface ContainerRuntime {
   imageExists(image: string): Promise<boolean>;
   create(spec: ContainerSpec): Promise<string>;
   start(id: string): Promise<void>;
+  /** Renames a container (running or not); labels cannot change after create, names can. */
+  rename(id: string, name: string): Promise<void>;
   /** Resolves when the container has exited. */
   wait(id: string): Promise<ExitInfo>;
   inspect(id: string): Promise<ContainerState | null>;
@@ -104,4 +106,6 @@ export const LABELS = {
   sessionId: 'mgx.session-id',
   tenant: 'mgx.tenant',
   owner: 'mgx.owner',
+  /** Set on warm-pool containers, to their spec's key. They carry no session label: a claimed one is found through the store. */
+  pool: 'mgx.pool',
 } as const;

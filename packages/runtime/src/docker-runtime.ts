@@ -125,6 +125,10 @@ export class DockerRuntime implements ContainerRuntime {
     await this.#call('start', () => this.#docker.getContainer(id).start(), { subject: id, retry: 'unsent' });
   }
 
+  async rename(id: string, name: string): Promise<void> {
+    await this.#call('rename', () => this.#docker.getContainer(id).rename({ name }), { subject: id });
+  }
+
   async wait(id: string): Promise<ExitInfo> {
     const result = (await this.#call('wait', () => this.#docker.getContainer(id).wait(), { subject: id })) as { StatusCode: number };
     const state = await this.inspect(id);

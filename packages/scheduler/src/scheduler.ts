@@ -2,11 +2,13 @@ import type { Logger, Settings } from '@mgx/config';
 import { silentLogger } from '@mgx/config';
 import { isTerminal } from '@mgx/agent-sdk';
 import type { SessionRecord, Store } from '@mgx/event-store';
-import { CONTAINER_SOCKET_DIR, SOCKET_NAME, type IngestHub, type SessionTask } from '@mgx/ingest';
+import type { IngestHub, SessionTask } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
 import { finishDataOf, outcomeOfRecord, type Monitor } from '@mgx/monitor';
-import { LABELS, RuntimeError, type ContainerRuntime, type ContainerSpec } from '@mgx/runtime';
-import { prepareWorkspace } from './workspaces.js';
+import { LABELS, RuntimeError, type ContainerRuntime } from '@mgx/runtime';
+import { agentContainerSpec } from './container-spec.js';
+import type { WarmPool } from './warm-pool.js';
+import { prepareWorkspace, workspacePath } from './workspaces.js';
 
 export interface SchedulerOptions {
   store: Store;
@@ -20,6 +22,8 @@ export interface SchedulerOptions {
   secrets?: (sessionId: string) => Record<string, string>;
   /** Called once a session this worker held has ended and been torn down. */
   ended?: (sessionId: string) => void;
+  /** Started containers to hand to sessions instead of creating one (MGX_WARM_POOL_SIZE). */
+  pool?: WarmPool | undefined;
 }
 
 /**
@@ -125,50 +129,52 @@ export class Scheduler {
     this.#starting.add(starting);
     void starting.then(() => this.#starting.delete(starting));
     try {
-      const workspace = await prepareWorkspace(settings.store.dataDir, session.workspaceId, settings.agent.user);
+      const limits = { memoryBytes: session.limits.memoryBytes, cpuQuota: session.limits.cpuQuota, network: session.network };
+      const taken = this.#o.pool
+        ? await this.#o.pool.take(limits, { workspace: workspacePath(settings.store.dataDir, session.workspaceId), socketDir: ingest.dirFor(session.id) })
+        : undefined;
+      const warmId = taken && 'containerId' in taken ? taken.containerId : undefined;
+      // known before anything else can fail, so a failed start removes it
+      containerId = warmId;
+      // a pooled container's workspace was made and handed to the agent's user by the pool
+      const workspace = warmId ? workspacePath(settings.store.dataDir, session.workspaceId) : await prepareWorkspace(settings.store.dataDir, session.workspaceId, settings.agent.user);
       const { dir } = await ingest.open(this.#taskOf(session));
-      const spec: ContainerSpec = {
-        name: `mgx-${session.id}`,
-        image: settings.agent.image,
-        env: {
-          MGX_INGEST_SOCKET: `${CONTAINER_SOCKET_DIR}/${SOCKET_NAME}`,
-          MGX_WORKSPACE: '/workspace',
-          HOME: '/tmp',
-        },
-        labels: {
-          [LABELS.managed]: 'true',
-          [LABELS.sessionId]: session.id,
-          [LABELS.tenant]: session.tenant,
-          [LABELS.owner]: settings.owner,
-        },
-        user: settings.agent.user,
-        workingDir: '/workspace',
-        mounts: [
-          { hostPath: workspace, containerPath: '/workspace', readOnly: false },
-          { hostPath: dir, containerPath: CONTAINER_SOCKET_DIR, readOnly: true },
-        ],
-        memoryBytes: session.limits.memoryBytes,
-        cpuQuota: session.limits.cpuQuota,
-        cpuPeriod: settings.agent.cpuPeriod,
-        pidsLimit: settings.agent.pidsLimit,
-        network: session.network,
-        tmpfsBytes: 64 * 1024 * 1024,
-      };
-      const t0 = performance.now();
-      containerId = await runtime.create(spec);
-      metrics.containerCreate.observe((performance.now() - t0) / 1000);
-      log.info({ containerId }, 'container created');
-      await store.sessions.setContainer(session.id, containerId);
-      const t1 = performance.now();
-      await runtime.start(containerId);
-      metrics.containerStart.observe((performance.now() - t1) / 1000);
+      if (warmId !== undefined) {
+        // started and waiting: the socket just opened in its directory is its session
+        containerId = warmId;
+        log.info({ containerId }, 'session took a warm pool container');
+        await store.sessions.setContainer(session.id, containerId);
+        // labels are fixed at create; the name tells operators whose container it is now
+        void runtime.rename(containerId, `mgx-${session.id}`).catch((err: unknown) => log.warn({ containerId, err: (err as Error).message }, 'could not rename a warm pool container'));
+      } else {
+        const spec = agentContainerSpec(settings, {
+          name: `mgx-${session.id}`,
+          labels: {
+            [LABELS.managed]: 'true',
+            [LABELS.sessionId]: session.id,
+            [LABELS.tenant]: session.tenant,
+            [LABELS.owner]: settings.owner,
+          },
+          workspace,
+          socketDir: dir,
+          limits,
+        });
+        const t0 = performance.now();
+        containerId = await runtime.create(spec);
+        metrics.containerCreate.observe((performance.now() - t0) / 1000);
+        log.info({ containerId }, 'container created');
+        await store.sessions.setContainer(session.id, containerId);
+        const t1 = performance.now();
+        await runtime.start(containerId);
+        metrics.containerStart.observe((performance.now() - t1) / 1000);
+      }
       const startedAt = Date.now();
       const deadlineAt = startedAt + session.limits.timeoutMs;
       if (!(await store.sessions.markRunning(session.id, startedAt, deadlineAt))) {
         // decided while starting (a cancel): the monitor tears it down with the stored outcome
         log.info({ containerId }, 'session was decided while starting');
       } else {
-        await store.events.append(session.id, [{ type: 'CONTAINER_STARTED', data: { containerId, image: spec.image } }]);
+        await store.events.append(session.id, [{ type: 'CONTAINER_STARTED', data: { containerId, image: settings.agent.image, warm: warmId !== undefined } }]);
       }
       const running = (await store.sessions.getSession(session.id)) ?? session;
       const watched = monitor.watch(running, containerId, startedAt);
@@ -198,11 +204,14 @@ export class Scheduler {
     const log = this.#o.logger.child({ phase: 'reconcile' });
     const counts = { adopted: 0, requeued: 0, lost: 0, removed: 0, finished: 0 };
     const adopted = new Set<string>();
+    /** Containers already accounted for, whatever their labels say. */
+    const handled = new Set<string>();
     const containers = await runtime.list({ [LABELS.owner]: settings.owner });
     const bySession = new Map(containers.map((c) => [c.labels[LABELS.sessionId] ?? '', c]));
 
     for (const s of await store.sessions.findByStatus(['starting', 'running'], this.workerId)) {
       const c = s.containerId ? containers.find((x) => x.id === s.containerId) ?? bySession.get(s.id) : bySession.get(s.id);
+      if (c) handled.add(c.id);
       if (s.status === 'starting' && (!c || c.state !== 'running')) {
         // never got going: back to the queue, in its old place
         if (c) await runtime.remove(c.id);
@@ -221,9 +230,18 @@ export class Scheduler {
       await this.#adopt((await store.sessions.getSession(s.id)) ?? s, c.id);
     }
 
+    // a warm-pool container carries no session label: the store knows which session took it
+    const byContainer = new Map((await store.sessions.findUnfinished()).filter((s) => s.containerId).map((s) => [s.containerId!, s]));
     for (const c of containers) {
-      const sessionId = c.labels[LABELS.sessionId] ?? '';
+      if (handled.has(c.id)) continue;
+      const sessionId = c.labels[LABELS.sessionId] ?? byContainer.get(c.id)?.id ?? '';
       if (adopted.has(sessionId)) continue;
+      if (!sessionId && c.labels[LABELS.pool]) {
+        // idle in the pool of the previous process: nothing of any session is in it
+        await runtime.remove(c.id);
+        counts.removed++;
+        continue;
+      }
       const s = sessionId ? await store.sessions.getSession(sessionId) : null;
       if (s && s.finishSeq === null && isTerminal(s.status)) {
         // decided before the restart, not torn down yet: finish the teardown

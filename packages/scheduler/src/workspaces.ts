@@ -7,9 +7,14 @@ export class WorkspaceError extends Error {
   readonly code = 'WORKSPACE_INVALID';
 }
 
+/** The host path of a workspace, computed from a validated id, never taken from a client. */
+export function workspacePath(dataDir: string, workspaceId: string): string {
+  if (!ID_PATTERN.test(workspaceId)) throw new WorkspaceError(`invalid workspace id ${JSON.stringify(workspaceId)}`);
+  return join(dataDir, 'workspaces', workspaceId);
+}
+
 /**
- * Workspaces live under <dataDir>/workspaces/<id>. The path is computed here from a
- * validated id, never taken from a client, and owned by the container's user.
+ * Workspaces live under <dataDir>/workspaces/<id>, owned by the container's user.
  *
  * Symlinks: an agent can create links inside its workspace, but they resolve inside its
  * container. The host never follows them: nothing here reads or writes below the workspace
@@ -17,18 +22,21 @@ export class WorkspaceError extends Error {
  * the bind mount cannot be pointed elsewhere).
  */
 export async function prepareWorkspace(dataDir: string, workspaceId: string, containerUser: string): Promise<string> {
-  if (!ID_PATTERN.test(workspaceId)) throw new WorkspaceError(`invalid workspace id ${JSON.stringify(workspaceId)}`);
-  const root = join(dataDir, 'workspaces');
-  await mkdir(root, { recursive: true, mode: 0o711 });
-  const path = join(root, workspaceId);
+  const path = workspacePath(dataDir, workspaceId);
+  await mkdir(join(dataDir, 'workspaces'), { recursive: true, mode: 0o711 });
+  await agentOwnedDir(path, containerUser, `workspace ${workspaceId}`);
+  return path;
+}
+
+/** Creates `path` if needed (its parent must exist) and hands it to the container's user. */
+export async function agentOwnedDir(path: string, containerUser: string, what: string): Promise<void> {
   await mkdir(path, { mode: 0o750 }).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'EEXIST') throw err;
   });
   const st = await lstat(path);
-  if (!st.isDirectory() || st.isSymbolicLink()) throw new WorkspaceError(`workspace ${workspaceId} is not a plain directory; refusing to use it`);
+  if (!st.isDirectory() || st.isSymbolicLink()) throw new WorkspaceError(`${what} is not a plain directory; refusing to use it`);
   const [uid, gid] = containerUser.split(':').map(Number);
   if (process.getuid?.() === 0) await chown(path, uid!, gid!);
   // a rootless server cannot chown to the container's (mapped) user
   else await chmod(path, 0o777);
-  return path;
 }

@@ -1,4 +1,4 @@
-import { mkdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { Framework, FrameworkContext, FrameworkResult } from '@mgx/agent-sdk';
 
@@ -16,6 +16,7 @@ export type ScriptStep =
   | { symlink: { path: string; target: string } }
   | { getenv: string }
   | { getsecret: string }
+  | { read: string }
   | { wait_until: number };
 
 /** Thrown by the `exit` step: the runner exits with this code at once, without FINISH. */
@@ -76,7 +77,7 @@ function insideWorkspace(workspace: string, path: string): string {
  */
 export const scriptFramework: Framework = {
   name: 'script',
-  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret, wait_until).',
+  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret, read, wait_until).',
   optionsSchema: { type: 'object', properties: {}, additionalProperties: false },
   async run(ctx): Promise<FrameworkResult> {
     const steps = parseSteps(ctx.prompt);
@@ -115,6 +116,11 @@ export const scriptFramework: Framework = {
       // says a secret back, as a careless agent might: the platform redacts it from the stored event
       else if ('getsecret' in step) await say(ctx, `m${n}`, `${step.getsecret}=${ctx.secrets[step.getsecret] ?? ''}`);
       else if ('getenv' in step) await say(ctx, `m${n}`, `${step.getenv}=${ctx.env[step.getenv] ?? ''}`);
+      // says a workspace file back (or that it is missing), to show what a session can see
+      else if ('read' in step) {
+        const text = await readFile(insideWorkspace(ctx.workspace, step.read), 'utf8').catch(() => '(missing)');
+        await say(ctx, `m${n}`, `${step.read}=${text}`);
+      }
       else if ('symlink' in step) {
         // the link itself lives in the workspace; where it points is the agent's business
         const link = insideWorkspace(ctx.workspace, step.symlink.path);
