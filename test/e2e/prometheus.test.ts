@@ -100,14 +100,14 @@ describe('Prometheus config, alert rules and their unit tests (promtool)', () =>
       copyFileSync(join(INFRA, 'prometheus', 'prometheus.yml'), join(dir, 'prometheus.yml'));
       copyFileSync(ALERTS, join(dir, 'alerts.yml'));
       const out = mustRun(PROMTOOL, ['check', 'config', join(dir, 'prometheus.yml')]);
-      expect(out).toMatch(/SUCCESS: 6 rules found/);
+      expect(out).toMatch(/SUCCESS: 7 rules found/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
   it('promtool check rules accepts alerts.yml', () => {
-    expect(mustRun(PROMTOOL, ['check', 'rules', 'infra/prometheus/alerts.yml'])).toMatch(/SUCCESS: 6 rules found/);
+    expect(mustRun(PROMTOOL, ['check', 'rules', 'infra/prometheus/alerts.yml'])).toMatch(/SUCCESS: 7 rules found/);
   });
 
   it('promtool test rules passes: every alert fires on its input and stays quiet on the rest', () => {
@@ -247,7 +247,7 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
       return all.length > 0 && all.every((x) => x.health === 'ok') ? all : undefined;
     });
     expect(rules.map((r) => r.name).sort()).toEqual(
-      ['MgxConcurrencySaturated', 'MgxContainerOOMKilled', 'MgxContainerStartSlow', 'MgxRuntimeErrors', 'MgxSessionTimeoutRateHigh', 'MgxTargetDown'],
+      ['MgxConcurrencySaturated', 'MgxContainerOOMKilled', 'MgxContainerStartSlow', 'MgxRuntimeErrors', 'MgxSessionTimeoutRateHigh', 'MgxTargetDown', 'MgxWarmPoolEmpty'],
     );
 
     // every dashboard query parses and runs (Grafana's variables replaced with what they expand to)
