@@ -13,7 +13,8 @@ import { freePort, ServerProcess } from '../support/server-process.js';
 
 const { values: args } = parseArgs({ options: { quick: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } } });
 const quick = args.quick === true;
-const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+const benchStart = Date.now();
+const log = (msg: string) => process.stderr.write(`[bench] +${((Date.now() - benchStart) / 1000).toFixed(1)}s ${msg}\n`);
 const script = (...steps: unknown[]) => JSON.stringify({ steps });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -140,7 +141,7 @@ const started = Date.now();
 
 // 1b. the same sessions on a warm pool: started containers waiting for their session
 {
-  const runs = quick ? 8 : 25;
+  const runs = quick ? 6 : 25;
   const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: '4', MGX_WARM_POOL_SIZE: '2' });
   const metric = async (name: string): Promise<number> => {
     const text = await fetch(`${p.server.url}/metrics`).then((r) => r.text());
@@ -153,17 +154,17 @@ const started = Date.now();
       if (Date.now() > deadline) throw new Error('the warm pool did not fill within 30 s');
       await sleep(50);
     }
-    await sleep(300);
+    await sleep(200);
   };
   log(`warm pool (2 ready): ${runs} × sessions.create → START`);
   const toStart: number[] = [];
-  for (let i = 0; i < runs + 2; i++) {
+  for (let i = 0; i < runs + 1; i++) {
     await poolFull();
     const t0 = Date.now();
     const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: 'hello' });
     const events = await collect(p.client, s.id);
     const start = events.find((e) => e.type === 'START');
-    if (i < 2) continue; // warm-up
+    if (i < 1) continue; // warm-up
     if (start) toStart.push(start.ts - t0);
   }
   results.pool_hits = await metric('mgx_warm_pool_hits_total');
@@ -227,7 +228,7 @@ const started = Date.now();
 // 4. concurrency held, counted by the engine
 {
   const limit = 4;
-  const n = quick ? 16 : 40;
+  const n = quick ? 12 : 40;
   log(`concurrency: ${n} sessions, limit ${limit}, sampled from the engine`);
   const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: String(limit) });
   const owner = p.owner;
@@ -272,7 +273,7 @@ const started = Date.now();
   await server.start();
   const client = createMgxClient({ url: server.url });
   const ids = await Promise.all(
-    Array.from({ length: n }, () => client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'up' }, { events: { count: 200, size: 100 } }, { sleep: 20_000 }) }).then((s) => s.id)),
+    Array.from({ length: n }, () => client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'up' }, { events: { count: 200, size: 100 } }, { sleep: 90_000 }) }).then((s) => s.id)),
   );
   const followers = ids.map((id) => collect(client, id));
   let rssMb = 0;

@@ -147,6 +147,37 @@ describe('reading', () => {
     expect(info.version).toMatch(/^\d+\.\d+\.\d+/);
   });
 
+  it('streams one event per SSE message on sessions.stream, stored batches on sessions.streamBatches, both resumable by seq', async () => {
+    const s = await acme.sessions.create.mutate({ framework: 'script', prompt: script({ events: { count: 1200, size: 1000 } }) });
+    const all = await collect(acme, s.id);
+    /** The raw SSE messages that carry data (not the connected, ping or return events). */
+    const sse = async (proc: 'stream' | 'streamBatches', lastEventId?: string) => {
+      const input = encodeURIComponent(JSON.stringify({ sessionId: s.id, ...(lastEventId ? { lastEventId } : {}) }));
+      const text = await fetch(`${p.server.url}/trpc/sessions.${proc}?input=${input}`, { headers: { authorization: `Bearer ${ACME}` } }).then((r) => r.text());
+      return text
+        .split('\n\n')
+        .map((block) => Object.fromEntries(block.split('\n').filter((l) => l.includes(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()])))
+        .filter((m) => m.id && m.data && !m.event)
+        .map((m) => ({ id: m.id as string, data: JSON.parse(m.data as string) as unknown }));
+    };
+    const single = await sse('stream');
+    expect(single.map((m) => m.data)).toEqual(all);
+    expect(single.map((m) => m.id)).toEqual(all.map((e) => String(e.seq)));
+
+    const batched = (await sse('streamBatches')) as Array<{ id: string; data: SessionEvent[] }>;
+    expect(batched.flatMap((m) => m.data)).toEqual(all);
+    // a burst of 1200 events of 1 KB travels in a handful of messages of at most ~256 KiB
+    expect(batched.length).toBeGreaterThan(3);
+    expect(batched.length).toBeLessThan(20);
+    for (const m of batched) {
+      expect(m.id).toBe(String(m.data.at(-1)!.seq));
+      expect(JSON.stringify(m.data).length).toBeLessThan(256 * 1024 + 64 * 1024);
+    }
+    const from = all[700]!.seq;
+    const rest = (await sse('streamBatches', String(from))) as Array<{ data: SessionEvent[] }>;
+    expect(rest.flatMap((m) => m.data).map((e) => e.seq)).toEqual(all.slice(701).map((e) => e.seq));
+  });
+
   it('sessions.events pages through stored events by seq', async () => {
     const s = await acme.sessions.create.mutate({ framework: 'script', prompt: script({ events: { count: 50, size: 10 } }) });
     const all = await collect(acme, s.id);

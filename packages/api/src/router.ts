@@ -81,6 +81,48 @@ const createInput = z.strictObject({
   network: z.enum(['none', 'egress']).optional(),
 });
 
+const streamInput = z.object({ sessionId, lastEventId: z.string().regex(/^\d{1,15}$/, 'lastEventId must be a seq number').nullish() });
+
+/**
+ * Backlog then live events of the caller's session, in stored batches; ends after FINISH.
+ * Each event's seq is its SSE id, so a client resumes with `lastEventId` (or the
+ * Last-Event-ID header) and gets no gap and no duplicate.
+ */
+async function* followStored(ctx: ApiContext & { tenant: string }, input: z.infer<typeof streamInput>, signal: AbortSignal | undefined): AsyncGenerator<SessionEvent[]> {
+  await ownSession(ctx, input.sessionId);
+  const { metrics, store } = ctx.deps;
+  const ac = new AbortController();
+  const abort = () => ac.abort();
+  signal?.addEventListener('abort', abort, { once: true });
+  metrics.sseSubscribers.inc();
+  try {
+    yield* store.events.tailBatches(input.sessionId, { afterSeq: Number(input.lastEventId ?? 0), signal: ac.signal }) as AsyncIterable<SessionEvent[]>;
+  } finally {
+    signal?.removeEventListener('abort', abort);
+    ac.abort();
+    metrics.sseSubscribers.dec();
+  }
+}
+
+/** Splits events into runs of at most 500 whose data adds up to about `maxBytes`. */
+function chunkBySize(events: SessionEvent[], maxBytes: number): SessionEvent[][] {
+  const chunks: SessionEvent[][] = [];
+  let current: SessionEvent[] = [];
+  let bytes = 0;
+  for (const ev of events) {
+    const size = JSON.stringify(ev.data).length + 100;
+    if (current.length > 0 && (bytes + size > maxBytes || current.length >= 500)) {
+      chunks.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(ev);
+    bytes += size;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
+}
+
 /** The router's type, for typed clients (`@mgx/client`). */
 export type AppRouter = ReturnType<typeof createAppRouter>;
 
@@ -241,25 +283,24 @@ export function createAppRouter(options: RouterOptions) {
        * with `lastEventId` (or the Last-Event-ID header) and gets no gap and no duplicate.
        * Ends after FINISH.
        */
-      stream: authed
-        .input(z.object({ sessionId, lastEventId: z.string().regex(/^\d{1,15}$/, 'lastEventId must be a seq number').nullish() }))
-        .subscription(async function* ({ ctx, input, signal }) {
-          await ownSession(ctx, input.sessionId);
-          const { metrics, store } = ctx.deps;
-          const ac = new AbortController();
-          const abort = () => ac.abort();
-          signal?.addEventListener('abort', abort, { once: true });
-          metrics.sseSubscribers.inc();
-          try {
-            for await (const ev of store.events.tail(input.sessionId, { afterSeq: Number(input.lastEventId ?? 0), signal: ac.signal })) {
-              yield tracked(String(ev.seq), ev as SessionEvent);
-            }
-          } finally {
-            signal?.removeEventListener('abort', abort);
-            ac.abort();
-            metrics.sseSubscribers.dec();
-          }
-        }),
+      stream: authed.input(streamInput).subscription(async function* ({ ctx, input, signal }) {
+        for await (const events of followStored(ctx, input, signal)) {
+          for (const ev of events) yield tracked(String(ev.seq), ev);
+        }
+      }),
+
+      /**
+       * The same stream with several events per SSE message, as they were stored: the id of
+       * a message is the seq of its last event, so resuming works the same way. Each message
+       * costs the server about as much as one event does on `stream`, so followers of busy
+       * sessions (and `followSession`) use this. A message holds at most 500 events or about
+       * 256 KiB of event data, unless one event is bigger on its own.
+       */
+      streamBatches: authed.input(streamInput).subscription(async function* ({ ctx, input, signal }) {
+        for await (const events of followStored(ctx, input, signal)) {
+          for (const chunk of chunkBySize(events, 256 * 1024)) yield tracked(String(chunk.at(-1)!.seq), chunk);
+        }
+      }),
     }),
 
     frameworks: t.router({

@@ -14,7 +14,7 @@ export type MgxClient = TRPCClient<AppRouter>;
 
 /**
  * The typed client for front ends and scripts: queries and mutations over batched HTTP,
- * `sessions.stream` over SSE (with the `eventsource` polyfill, which Node 20 needs and which
+ * subscriptions over SSE (with the `eventsource` polyfill, which Node 20 needs and which
  * can send the Authorization header). The stream resumes from the last event id on its own.
  */
 export function createMgxClient(options: MgxClientOptions): MgxClient {
@@ -60,11 +60,12 @@ export function followSession(client: MgxClient, sessionId: string, options: Fol
         wake?.();
         wake = undefined;
       };
-      const sub = client.sessions.stream.subscribe(
+      // batched: a busy session costs one SSE message per stored batch, not per event
+      const sub = client.sessions.streamBatches.subscribe(
         { sessionId, ...(options.lastEventId !== undefined ? { lastEventId: String(options.lastEventId) } : {}) },
         {
           onData: (msg) => {
-            queue.push(msg.data as SessionEvent);
+            queue.push(...(msg.data as SessionEvent[]));
             notify();
           },
           onError: (err) => {

@@ -33,7 +33,7 @@ import type {
   Store,
   TailOptions,
 } from './ports.js';
-import { tailEvents } from './tail.js';
+import { tailBatches, tailEvents, type TailSource } from './tail.js';
 
 export interface MongoStoreOptions {
   /** mongodb:// or mongodb+srv:// connection string; it may carry credentials and driver options. */
@@ -829,8 +829,8 @@ export class MongoStore implements Store, SessionStore, EventStore {
     });
   }
 
-  tail(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {
-    return tailEvents({
+  #tailSource(sessionId: string, options: TailOptions): TailSource {
+    return {
       read: (after, limit) => this.read(sessionId, after, limit),
       subscribe: (wake) => {
         this.#bus.on(sessionId, wake);
@@ -847,7 +847,15 @@ export class MongoStore implements Store, SessionStore, EventStore {
       },
       pollMs: this.#tailPollMs,
       ...options,
-    });
+    };
+  }
+
+  tail(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {
+    return tailEvents(this.#tailSource(sessionId, options));
+  }
+
+  tailBatches(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent[]> {
+    return tailBatches(this.#tailSource(sessionId, options));
   }
 
   /**

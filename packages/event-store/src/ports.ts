@@ -153,6 +153,8 @@ export interface EventStore {
    * and no duplicate; ends after FINISH or when the signal aborts.
    */
   tail(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent>;
+  /** The same tail in the batches the store read (never empty), for senders that pay per message. */
+  tailBatches(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent[]>;
 }
 
 /** One opened store: both ports over the same connection. */

@@ -21,7 +21,7 @@ import type {
   Store,
   TailOptions,
 } from './ports.js';
-import { tailEvents } from './tail.js';
+import { tailBatches, tailEvents, type TailSource } from './tail.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS sessions (
@@ -520,8 +520,8 @@ export class SqliteStore implements Store, SessionStore, EventStore {
     return this.#stmts.seqState.get(sessionId)?.last_rid ?? 0;
   }
 
-  tail(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {
-    return tailEvents({
+  #tailSource(sessionId: string, options: TailOptions): TailSource {
+    return {
       read: (after, limit) => this.read(sessionId, after, limit),
       subscribe: (wake) => {
         this.#bus.on(sessionId, wake);
@@ -533,6 +533,14 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       },
       pollMs: this.#tailPollMs,
       ...options,
-    });
+    };
+  }
+
+  tail(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {
+    return tailEvents(this.#tailSource(sessionId, options));
+  }
+
+  tailBatches(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent[]> {
+    return tailBatches(this.#tailSource(sessionId, options));
   }
 }

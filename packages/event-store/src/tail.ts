@@ -12,11 +12,12 @@ export interface TailSource {
 }
 
 /**
- * Backlog then live tail, shared by the adapters. It listens before it reads, and reads
- * by seq after the last event it yielded, so an append between the two is neither missed
- * nor delivered twice. Ends after FINISH or on abort.
+ * Backlog then live tail, shared by the adapters, in the batches the store returned: one
+ * array per read, so a burst of events travels on as one unit. It listens before it reads,
+ * and reads by seq after the last event it yielded, so an append between the two is neither
+ * missed nor delivered twice. Ends after FINISH (the last batch ends with it) or on abort.
  */
-export async function* tailEvents(src: TailSource): AsyncGenerator<SessionEvent> {
+export async function* tailBatches(src: TailSource): AsyncGenerator<SessionEvent[]> {
   const batch = src.batch ?? 500;
   let cursor = src.afterSeq;
   let dirty = true;
@@ -31,10 +32,12 @@ export async function* tailEvents(src: TailSource): AsyncGenerator<SessionEvent>
     while (!src.signal.aborted) {
       dirty = false;
       const events = await src.read(cursor, batch);
-      for (const ev of events) {
-        cursor = ev.seq;
-        yield ev;
-        if (ev.type === 'FINISH') return;
+      if (events.length > 0) {
+        const end = events.findIndex((ev) => ev.type === 'FINISH');
+        const out = end >= 0 ? events.slice(0, end + 1) : events;
+        cursor = out.at(-1)!.seq;
+        yield out;
+        if (end >= 0) return;
       }
       if (events.length === batch || dirty) continue;
       await new Promise<void>((resolve) => {
@@ -50,4 +53,9 @@ export async function* tailEvents(src: TailSource): AsyncGenerator<SessionEvent>
     unsubscribe();
     src.signal.removeEventListener('abort', wake);
   }
+}
+
+/** The same tail, one event at a time. */
+export async function* tailEvents(src: TailSource): AsyncGenerator<SessionEvent> {
+  for await (const events of tailBatches(src)) yield* events;
 }

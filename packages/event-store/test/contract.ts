@@ -207,6 +207,26 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       expect(seen.at(-1)?.type).toBe('FINISH');
     });
 
+    it('tails in the batches it stored: a burst arrives as one batch, and the last ends with FINISH', async () => {
+      const s = await store.sessions.createSession(session());
+      await store.events.append(s.id, Array.from({ length: 40 }, (_, i) => ({ type: 'LOG' as const, data: { i } })));
+      const ac = new AbortController();
+      const batches: SessionEvent[][] = [];
+      const tailing = (async () => {
+        for await (const b of store.events.tailBatches(s.id, { afterSeq: 0, signal: ac.signal })) batches.push(b);
+      })();
+      while (batches.length === 0) await new Promise((r) => setTimeout(r, 5));
+      await store.events.append(s.id, Array.from({ length: 10 }, (_, i) => ({ type: 'LOG' as const, data: { live: i } })));
+      await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' });
+      await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
+      await tailing;
+      // the whole backlog (the session's own first event and the 40) is one read
+      expect(batches[0]!.map((e) => e.seq)).toEqual(Array.from({ length: 41 }, (_, i) => i + 1));
+      expect(batches.every((b) => b.length > 0)).toBe(true);
+      expect(batches.flat().map((e) => e.seq)).toEqual(Array.from({ length: 52 }, (_, i) => i + 1));
+      expect(batches.at(-1)!.at(-1)!.type).toBe('FINISH');
+    });
+
     it('stops a tail when its signal aborts', async () => {
       const s = await store.sessions.createSession(session());
       const ac = new AbortController();
