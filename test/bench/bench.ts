@@ -331,7 +331,7 @@ Raw engine and platform are measured in the same run with the same image and har
 \`pool_create_to_start_ms\` = sessions.create → START with MGX_WARM_POOL_SIZE=2, the pool topped up between sessions.
 \`finish_detect_ms\` = the agent sending FINISH → the session terminal in the store (socket, batching, compare-and-set).
 \`ingest_events_per_s\` = events stored per second from 10 agents writing at once into SQLite.
-\`sse_fanout_*_ms\` = event created in the container → received by each subscriber.
+\`sse_fanout_*_ms\` = event created in the container → received by each subscriber (\`followSession\`, which uses \`sessions.streamBatches\`).
 \`server_rss_mb\` = resident memory of the server process (run through tsx) with ${results.rss_sessions} sessions running.
 
 | figure | value | target |
