@@ -48,7 +48,8 @@ export async function runSession(o: RunnerOptions): Promise<number> {
     drain: () => client.drain(),
   };
 
-  client.emit('START', { framework: task.framework, runnerVersion: RUNNER_VERSION, node: process.version, pid: process.pid });
+  // uptimeMs: how long the runner's process had been up, so a slow start can be told apart (engine or runner)
+  client.emit('START', { framework: task.framework, runnerVersion: RUNNER_VERSION, node: process.version, pid: process.pid, uptimeMs: Math.round(process.uptime() * 1000) });
   const framework = o.registry.get(task.framework);
   let result: FrameworkResult;
   if (!framework) {
