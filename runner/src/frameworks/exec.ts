@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { AgentEventType, Framework, FrameworkContext, FrameworkResult } from '@mgx/agent-sdk';
 
 /** PATH of every command an agent runs; the image keeps its tools in these. */
@@ -106,12 +106,14 @@ function startError(file: string, path: string, err: NodeJS.ErrnoException): Com
  * once it exited and its output was read; rejects with CommandStartError when it cannot start.
  * Whatever is left of its process group when it exits is killed: nobody would reap it.
  */
-export function runCommand(spec: CommandSpec): Promise<CommandOutcome> {
+export async function runCommand(spec: CommandSpec): Promise<CommandOutcome> {
   const [file, ...args] = spec.command;
-  if (file === undefined || file === '') return Promise.reject(new CommandStartError('the command is empty'));
+  if (file === undefined || file === '') throw new CommandStartError('the command is empty');
   const grace = spec.killGraceMs ?? KILL_GRACE_MS;
   const path = spec.env.PATH ?? '';
-  if (spec.signal.aborted) return Promise.resolve({ code: null, signal: null, timedOut: false, stopped: true });
+  if (spec.signal.aborted) return { code: null, signal: null, timedOut: false, stopped: true };
+  // loaded on first use: most sessions run no command, and it costs ~10 ms of every boot
+  const { spawn } = await import('node:child_process');
   return new Promise<CommandOutcome>((resolve, reject) => {
     let child: ChildProcess;
     try {
