@@ -1,4 +1,4 @@
-import { chmod, chown, lstat, mkdir } from 'node:fs/promises';
+import { chmodSync, chownSync, lstatSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ID_PATTERN } from '@mgx/config';
 
@@ -23,20 +23,26 @@ export function workspacePath(dataDir: string, workspaceId: string): string {
  */
 export async function prepareWorkspace(dataDir: string, workspaceId: string, containerUser: string): Promise<string> {
   const path = workspacePath(dataDir, workspaceId);
-  await mkdir(join(dataDir, 'workspaces'), { recursive: true, mode: 0o711 });
+  mkdirSync(join(dataDir, 'workspaces'), { recursive: true, mode: 0o711 });
   await agentOwnedDir(path, containerUser, `workspace ${workspaceId}`);
   return path;
 }
 
-/** Creates `path` if needed (its parent must exist) and hands it to the container's user. */
+/**
+ * Creates `path` if needed (its parent must exist) and hands it to the container's user.
+ * Synchronous: three metadata calls on every session's start path, where each await on the
+ * libuv pool lets unrelated work (other requests) run first.
+ */
 export async function agentOwnedDir(path: string, containerUser: string, what: string): Promise<void> {
-  await mkdir(path, { mode: 0o750 }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EEXIST') throw err;
-  });
-  const st = await lstat(path);
+  try {
+    mkdirSync(path, { mode: 0o750 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = lstatSync(path);
   if (!st.isDirectory() || st.isSymbolicLink()) throw new WorkspaceError(`${what} is not a plain directory; refusing to use it`);
   const [uid, gid] = containerUser.split(':').map(Number);
-  if (process.getuid?.() === 0) await chown(path, uid!, gid!);
+  if (process.getuid?.() === 0) chownSync(path, uid!, gid!);
   // a rootless server cannot chown to the container's (mapped) user
-  else await chmod(path, 0o777);
+  else chmodSync(path, 0o777);
 }
