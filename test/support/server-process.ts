@@ -43,6 +43,11 @@ export class ServerProcess {
       env: { ...process.env, ...this.env },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
+    // a test or bench that dies must not leave its server running (and its pool, its sessions)
+    const child = this.child;
+    const orphan = () => child.kill('SIGTERM');
+    process.once('exit', orphan);
+    child.once('exit', () => process.off('exit', orphan));
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
       if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`server exited with ${this.child.exitCode ?? this.child.signalCode}`);
