@@ -33,7 +33,7 @@ import type {
   Store,
   TailOptions,
 } from './ports.js';
-import { tailBatches, tailEvents, type TailSource } from './tail.js';
+import { busSubscription, tailBatches, tailEvents, type TailSource } from './tail.js';
 
 export interface MongoStoreOptions {
   /** mongodb:// or mongodb+srv:// connection string; it may carry credentials and driver options. */
@@ -833,17 +833,12 @@ export class MongoStore implements Store, SessionStore, EventStore {
     return {
       read: (after, limit) => this.read(sessionId, after, limit),
       subscribe: (wake) => {
-        this.#bus.on(sessionId, wake);
-        this.#bus.on('close', wake);
         try {
           this.#ensureChangeStream();
         } catch {
           // no live wake-ups from other processes: the tail polls
         }
-        return () => {
-          this.#bus.off(sessionId, wake);
-          this.#bus.off('close', wake);
-        };
+        return busSubscription(this.#bus, sessionId)(wake);
       },
       pollMs: this.#tailPollMs,
       ...options,

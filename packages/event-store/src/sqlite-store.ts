@@ -21,7 +21,7 @@ import type {
   Store,
   TailOptions,
 } from './ports.js';
-import { tailBatches, tailEvents, type TailSource } from './tail.js';
+import { busSubscription, tailBatches, tailEvents, type TailSource } from './tail.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS sessions (
@@ -523,14 +523,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   #tailSource(sessionId: string, options: TailOptions): TailSource {
     return {
       read: (after, limit) => this.read(sessionId, after, limit),
-      subscribe: (wake) => {
-        this.#bus.on(sessionId, wake);
-        this.#bus.on('close', wake);
-        return () => {
-          this.#bus.off(sessionId, wake);
-          this.#bus.off('close', wake);
-        };
-      },
+      subscribe: busSubscription(this.#bus, sessionId),
       pollMs: this.#tailPollMs,
       ...options,
     };

@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type { SessionEvent } from '@mgx/agent-sdk';
 
 export interface TailSource {
@@ -9,6 +10,21 @@ export interface TailSource {
   afterSeq: number;
   signal: AbortSignal;
   batch?: number;
+}
+
+/**
+ * A tail's subscription to an adapter's in-process bus: woken by appends to the session
+ * (the adapter emits the session id) and by the store closing (`close`).
+ */
+export function busSubscription(bus: EventEmitter, sessionId: string): TailSource['subscribe'] {
+  return (wake) => {
+    bus.on(sessionId, wake);
+    bus.on('close', wake);
+    return () => {
+      bus.off(sessionId, wake);
+      bus.off('close', wake);
+    };
+  };
 }
 
 /**

@@ -130,14 +130,13 @@ export class Scheduler {
     void starting.then(() => this.#starting.delete(starting));
     try {
       const limits = { memoryBytes: session.limits.memoryBytes, cpuQuota: session.limits.cpuQuota, network: session.network };
-      const taken = this.#o.pool
-        ? await this.#o.pool.take(limits, { workspace: workspacePath(settings.store.dataDir, session.workspaceId), socketDir: ingest.dirFor(session.id) })
-        : undefined;
+      const workspace = workspacePath(settings.store.dataDir, session.workspaceId);
+      const taken = this.#o.pool ? await this.#o.pool.take(limits, { workspace, socketDir: ingest.dirFor(session.id) }) : undefined;
       const warmId = taken && 'containerId' in taken ? taken.containerId : undefined;
       // known before anything else can fail, so a failed start removes it
       containerId = warmId;
       // a pooled container's workspace was made and handed to the agent's user by the pool
-      const workspace = warmId ? workspacePath(settings.store.dataDir, session.workspaceId) : await prepareWorkspace(settings.store.dataDir, session.workspaceId, settings.agent.user);
+      if (warmId === undefined) await prepareWorkspace(settings.store.dataDir, session.workspaceId, settings.agent.user);
       const { dir } = await ingest.open(this.#taskOf(session));
       if (warmId !== undefined) {
         // started and waiting: the socket just opened in its directory is its session

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, renameSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { poolSpecKey, silentLogger, type Logger, type PoolSpec, type Settings } from '@mgx/config';
 import type { Metrics } from '@mgx/metrics';
@@ -111,15 +111,17 @@ export class WarmPool {
       return miss('empty');
     }
     this.#gauge(key);
+    let movedWorkspace = false;
     try {
       mkdirSync(dirname(to.workspace), { recursive: true, mode: 0o711 });
       renameSync(slot.workspace, to.workspace);
+      movedWorkspace = true;
       mkdirSync(dirname(to.socketDir), { recursive: true, mode: 0o755 });
       renameSync(slot.socketDir, to.socketDir);
     } catch (err) {
       this.#o.logger.error({ containerId: slot.containerId, err: (err as Error).message }, 'could not hand over a pooled container; discarding it');
-      await rename(to.workspace, slot.workspace).catch(() => undefined);
-      await rm(to.socketDir, { recursive: true, force: true });
+      // undo only what was done here: a workspace that failed to move may be someone else's
+      if (movedWorkspace) renameSync(to.workspace, slot.workspace);
       void this.#discard(slot);
       this.#topUp(key);
       return miss('empty');
