@@ -23,7 +23,13 @@ const prompt = JSON.stringify({
     { say: 'I wrote index.html into my workspace and I am done.' },
   ],
 });
-const session = await client.sessions.create.mutate({ framework: 'script', prompt, workspaceId: 'demo', memory: '256m', timeoutSeconds: 60 });
+const session = await client.sessions.create.mutate({
+  framework: 'script',
+  prompt,
+  workspaceId: 'demo',
+  memory: '256m',
+  timeoutSeconds: 60,
+});
 console.log(`session ${session.id} queued; following its events:\n`);
 
 const created = Date.now();

@@ -49,11 +49,24 @@ export async function runSession(o: RunnerOptions): Promise<number> {
   };
 
   // uptimeMs: how long the runner's process had been up, so a slow start can be told apart (engine or runner)
-  client.emit('START', { framework: task.framework, runnerVersion: RUNNER_VERSION, node: process.version, pid: process.pid, uptimeMs: Math.round(process.uptime() * 1000) });
+  client.emit('START', {
+    framework: task.framework,
+    runnerVersion: RUNNER_VERSION,
+    node: process.version,
+    pid: process.pid,
+    uptimeMs: Math.round(process.uptime() * 1000),
+  });
   const framework = o.registry.get(task.framework);
   let result: FrameworkResult;
   if (!framework) {
-    result = { status: 'failed', reason: 'agent_error', message: `this image has no framework "${task.framework}"; it has ${o.registry.list().map((f) => f.name).join(', ')}` };
+    result = {
+      status: 'failed',
+      reason: 'agent_error',
+      message: `this image has no framework "${task.framework}"; it has ${o.registry
+        .list()
+        .map((f) => f.name)
+        .join(', ')}`,
+    };
   } else {
     try {
       result = await framework.run({

@@ -11,7 +11,6 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-
 const runSessionOnHost = (framework: string, input: RunInput = {}) =>
   runSessionOnHost_(framework, input, { prompt: '', network: 'none' }, (undo) => cleanups.push(undo));
 
@@ -50,8 +49,13 @@ describe('exec framework, runner on the host with a real ingest socket and SQLit
       'last line without newline',
     ]);
     // stdout and stderr are read independently, so only each stream's own order is fixed
-    expect(logs(events, 'stderr')).toEqual(['oops on stderr', '{"type":"MESSAGE","data":{"messageId":"e","role":"assistant","text":"on stderr"}}']);
-    expect(events.filter((e) => e.type === 'MESSAGE').map((e) => e.data)).toEqual([{ messageId: 'x1', role: 'assistant', text: 'native message', done: true }]);
+    expect(logs(events, 'stderr')).toEqual([
+      'oops on stderr',
+      '{"type":"MESSAGE","data":{"messageId":"e","role":"assistant","text":"on stderr"}}',
+    ]);
+    expect(events.filter((e) => e.type === 'MESSAGE').map((e) => e.data)).toEqual([
+      { messageId: 'x1', role: 'assistant', text: 'native message', done: true },
+    ]);
     expect(events.filter((e) => e.type === 'FILE_CHANGED').map((e) => e.data)).toEqual([{ path: 'a.txt', bytes: 3, change: 'written' }]);
   });
 
@@ -75,7 +79,10 @@ describe('exec framework, runner on the host with a real ingest socket and SQLit
     const { code, events } = await runSessionOnHost('exec', { options: { command: [node, '-e', 'console.log("bye"); process.exit(3)'] } });
     expect(code).toBe(1);
     expect(logs(events)).toEqual(['bye']);
-    expect(finishOf(events)).toMatchObject({ type: 'FINISH', data: { status: 'failed', reason: 'agent_error', message: 'command exited with code 3' } });
+    expect(finishOf(events)).toMatchObject({
+      type: 'FINISH',
+      data: { status: 'failed', reason: 'agent_error', message: 'command exited with code 3' },
+    });
   });
 
   it('fails clearly, naming the command, when it cannot be started', async () => {
@@ -89,14 +96,20 @@ describe('exec framework, runner on the host with a real ingest socket and SQLit
 
   it('refuses bad options with a message that names the option', async () => {
     const missing = await runSessionOnHost('exec', { options: {} });
-    expect(finishOf(missing.events).data).toMatchObject({ status: 'failed', message: expect.stringContaining('options.command must be a non-empty array of strings') });
+    expect(finishOf(missing.events).data).toMatchObject({
+      status: 'failed',
+      message: expect.stringContaining('options.command must be a non-empty array of strings'),
+    });
     const extra = await runSessionOnHost('exec', { options: { command: ['true'], shell: true } });
     expect(finishOf(extra.events).data).toMatchObject({ status: 'failed', message: expect.stringContaining('unknown option "shell"') });
   });
 
   it('feeds options.stdin to the command and stops it at options.timeoutSeconds', async () => {
     const echo = await runSessionOnHost('exec', {
-      options: { command: [node, '-e', 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(s.toUpperCase()))'], stdin: 'shout\n' },
+      options: {
+        command: [node, '-e', 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(s.toUpperCase()))'],
+        stdin: 'shout\n',
+      },
     });
     expect(logs(echo.events, 'stdout')).toEqual(['SHOUT', '']);
     const slow = await runSessionOnHost('exec', { options: { command: [node, '-e', 'setTimeout(() => {}, 60000)'], timeoutSeconds: 0.5 } });
@@ -105,7 +118,13 @@ describe('exec framework, runner on the host with a real ingest socket and SQLit
 
   it('cuts a huge line at 64 KiB with a marker, and keeps every line of a chatty command in order', async () => {
     const { events } = await runSessionOnHost('exec', {
-      options: { command: [node, '-e', 'process.stdout.write("y".repeat(200000) + "\\nafter\\n"); for (let i = 0; i < 20000; i++) console.error("line " + i)'] },
+      options: {
+        command: [
+          node,
+          '-e',
+          'process.stdout.write("y".repeat(200000) + "\\nafter\\n"); for (let i = 0; i < 20000; i++) console.error("line " + i)',
+        ],
+      },
     });
     expect(finishOf(events).data).toMatchObject({ status: 'succeeded' });
     const [big, after] = logs(events, 'stdout') as [string, string];
@@ -148,7 +167,7 @@ describe('exec framework: stopping the command when the session is stopped', () 
     signal,
   });
 
-  it('forwards SIGTERM to the command\'s whole process group and resolves once it exited', async () => {
+  it("forwards SIGTERM to the command's whole process group and resolves once it exited", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mgx-exec-term-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const grandchild = `process.on("SIGTERM", () => { require("fs").writeFileSync("grandchild.term", "1"); process.exit(0) }); console.log("grandchild ready"); setInterval(() => {}, 1000)`;

@@ -41,15 +41,38 @@ export async function runSessionOnHost(
       await store.append(id, [{ type: 'FINISH', data: ev.data, ts: ev.ts, rid: ev.rid }]);
     },
   };
-  const hub = new IngestHub({ baseDir: join(dir, 'run'), sink, maxEventBytes: 256 * 1024, containerUser: `${process.getuid!()}:${process.getgid!()}` });
+  const hub = new IngestHub({
+    baseDir: join(dir, 'run'),
+    sink,
+    maxEventBytes: 256 * 1024,
+    containerUser: `${process.getuid!()}:${process.getgid!()}`,
+  });
   const sessionId = `s-${Math.random().toString(36).slice(2, 10)}`;
-  const task = { sessionId, framework, prompt: input.prompt ?? defaults.prompt, options: input.options ?? {}, env: input.env ?? {}, secrets: input.secrets ?? {} };
-  await store.createSession({ id: sessionId, framework, prompt: task.prompt, options: task.options, env: task.env, tenant: 't', workspaceId: sessionId, limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: defaults.network });
+  const task = {
+    sessionId,
+    framework,
+    prompt: input.prompt ?? defaults.prompt,
+    options: input.options ?? {},
+    env: input.env ?? {},
+    secrets: input.secrets ?? {},
+  };
+  await store.createSession({
+    id: sessionId,
+    framework,
+    prompt: task.prompt,
+    options: task.options,
+    env: task.env,
+    tenant: 't',
+    workspaceId: sessionId,
+    limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
+    network: defaults.network,
+  });
   const { socketPath } = await hub.open(task);
   // runSession installs SIGTERM/SIGINT handlers for the container; remove them after each run
   const before = { SIGTERM: process.listeners('SIGTERM'), SIGINT: process.listeners('SIGINT') };
   cleanup(async () => {
-    for (const sig of ['SIGTERM', 'SIGINT'] as const) for (const l of process.listeners(sig)) if (!before[sig].includes(l)) process.off(sig, l);
+    for (const sig of ['SIGTERM', 'SIGINT'] as const)
+      for (const l of process.listeners(sig)) if (!before[sig].includes(l)) process.off(sig, l);
     await hub.closeAll();
     await store.close();
     rmSync(dir, { recursive: true, force: true });

@@ -28,7 +28,13 @@ interface Scripted {
 interface Recorded {
   url: string;
   headers: IncomingHttpHeaders;
-  body: { model: string; stream: boolean; temperature?: number; messages: Array<Record<string, unknown>>; tools: Array<{ function: { name: string } }> };
+  body: {
+    model: string;
+    stream: boolean;
+    temperature?: number;
+    messages: Array<Record<string, unknown>>;
+    tools: Array<{ function: { name: string } }>;
+  };
 }
 
 async function scriptedServer(script: Scripted[]) {
@@ -87,7 +93,6 @@ const stop = (reason: string) => chunk({}, reason);
 // ---------------------------------------------------------------------------------------
 // One real session on the host: real IngestHub over a unix socket, SQLite store, runSession in-process
 
-
 const runSessionOnHost = (framework: string, input: RunInput = {}) =>
   runSessionOnHost_(framework, input, { prompt: 'do the task', network: 'egress' }, (undo) => cleanups.push(undo));
 
@@ -97,7 +102,9 @@ const agentTypes = (events: SessionEvent[]) => events.map((e) => e.type).filter(
 
 describe('openai framework against a scripted OpenAI-compatible endpoint', () => {
   it('streams the answer as MESSAGE deltas and a final message, and succeeds', async () => {
-    const api = await scriptedServer([sse([chunk({ role: 'assistant', content: '' }), text('Hello'), text(', wor'), text('ld!'), stop('stop')], { split: 7 })]);
+    const api = await scriptedServer([
+      sse([chunk({ role: 'assistant', content: '' }), text('Hello'), text(', wor'), text('ld!'), stop('stop')], { split: 7 }),
+    ]);
     const { code, events } = await runSessionOnHost('openai', {
       prompt: 'say hello',
       options: { baseUrl: `${api.baseUrl}/`, model: 'test-model', systemPrompt: 'be brief', temperature: 0.2 },
@@ -147,11 +154,17 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
     expect(readFileSync(join(workspace, 'notes', 'a.txt'), 'utf8')).toBe('hello tools');
     expect(agentTypes(events)).toEqual([
       'START',
-      'TOOL_CALL', 'FILE_CHANGED', 'TOOL_RESULT',
-      'TOOL_CALL', 'TOOL_RESULT',
-      'MESSAGE', 'MESSAGE',
-      'TOOL_CALL', 'TOOL_RESULT',
-      'MESSAGE', 'MESSAGE',
+      'TOOL_CALL',
+      'FILE_CHANGED',
+      'TOOL_RESULT',
+      'TOOL_CALL',
+      'TOOL_RESULT',
+      'MESSAGE',
+      'MESSAGE',
+      'TOOL_CALL',
+      'TOOL_RESULT',
+      'MESSAGE',
+      'MESSAGE',
       'FINISH',
     ]);
     expect(ofType(events, 'TOOL_CALL')).toEqual([
@@ -165,7 +178,11 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
       { id: 'call_l', name: 'list_files', ok: true, output: 'notes/\nnotes/a.txt' },
       { id: 'call_r', name: 'read_file', ok: true, output: 'hello tools' },
     ]);
-    expect(ofType(events, 'MESSAGE').filter((m) => m.done).map((m) => [m.messageId, m.text])).toEqual([
+    expect(
+      ofType(events, 'MESSAGE')
+        .filter((m) => m.done)
+        .map((m) => [m.messageId, m.text]),
+    ).toEqual([
       ['m2', 'Let me check. '],
       ['m3', 'Done: the file says hello tools.'],
     ]);
@@ -214,7 +231,13 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
     expect(finishOf(events).data).toMatchObject({ status: 'succeeded' });
     const results = ofType(events, 'TOOL_RESULT');
     expect(results.map((r) => [r.id, r.ok])).toEqual([
-      ['c1', false], ['c2', false], ['c3', false], ['c4', false], ['c5', false], ['c6', false], ['c7', false],
+      ['c1', false],
+      ['c2', false],
+      ['c3', false],
+      ['c4', false],
+      ['c5', false],
+      ['c6', false],
+      ['c7', false],
     ]);
     expect(results.map((r) => r.output)).toEqual([
       'path "../../etc/passwd" is outside the workspace',
@@ -236,7 +259,9 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
   it('runs commands without a shell, and answers unknown tools and bad arguments with failed results', async () => {
     const api = await scriptedServer([
       sse([
-        callWhole(0, 'r1', 'run_command', { command: [process.execPath, '-e', 'console.log("out"); console.error("err"); process.exit(2)'] }),
+        callWhole(0, 'r1', 'run_command', {
+          command: [process.execPath, '-e', 'console.log("out"); console.error("err"); process.exit(2)'],
+        }),
         callWhole(1, 'r2', 'run_command', { command: ['no-such-command-mgx'] }),
         callWhole(2, 'r3', 'run_command', { command: 'echo hi; rm -rf /' }),
         callWhole(3, 'r4', 'delete_everything', {}),
@@ -262,13 +287,20 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
   });
 
   it('ends failed with the HTTP status and a body excerpt when the endpoint answers an error', async () => {
-    const api = await scriptedServer([{ status: 500, headers: { 'content-type': 'application/json' }, pieces: ['{"error":{"message":"upstream exploded: the model is overloaded"}}'] }]);
+    const api = await scriptedServer([
+      {
+        status: 500,
+        headers: { 'content-type': 'application/json' },
+        pieces: ['{"error":{"message":"upstream exploded: the model is overloaded"}}'],
+      },
+    ]);
     const { code, events } = await runSessionOnHost('openai', { options: { baseUrl: api.baseUrl, model: 'm' } });
     expect(code).toBe(1);
     expect(finishOf(events).data).toMatchObject({
       status: 'failed',
       reason: 'agent_error',
-      message: 'the model endpoint answered HTTP 500 Internal Server Error: {"error":{"message":"upstream exploded: the model is overloaded"}}',
+      message:
+        'the model endpoint answered HTTP 500 Internal Server Error: {"error":{"message":"upstream exploded: the model is overloaded"}}',
     });
   });
 
@@ -282,10 +314,16 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
     });
     const noChoices = await scriptedServer([sse([{ id: 'x', object: 'chat.completion.chunk' }])]);
     const b = await runSessionOnHost('openai', { options: { baseUrl: noChoices.baseUrl, model: 'm' } });
-    expect(finishOf(b.events).data).toMatchObject({ status: 'failed', message: 'malformed response from the model endpoint: a chunk has no "choices" array' });
+    expect(finishOf(b.events).data).toMatchObject({
+      status: 'failed',
+      message: 'malformed response from the model endpoint: a chunk has no "choices" array',
+    });
     const empty = await scriptedServer([{ pieces: [] }]);
     const c = await runSessionOnHost('openai', { options: { baseUrl: empty.baseUrl, model: 'm' } });
-    expect(finishOf(c.events).data).toMatchObject({ status: 'failed', message: 'malformed response from the model endpoint: the stream ended without any data' });
+    expect(finishOf(c.events).data).toMatchObject({
+      status: 'failed',
+      message: 'malformed response from the model endpoint: the stream ended without any data',
+    });
   });
 
   it('ends failed with a clear message when the endpoint cannot be reached, or the options are bad', async () => {
@@ -303,7 +341,10 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
     const bad = await runSessionOnHost('openai', { options: { baseUrl: 'ftp://x', model: 'm' } });
     expect(finishOf(bad.events).data).toMatchObject({ status: 'failed', message: 'openai: options.baseUrl must be an http or https URL' });
     const noModel = await runSessionOnHost('openai', { options: { baseUrl: 'http://127.0.0.1:1' } });
-    expect(finishOf(noModel.events).data).toMatchObject({ status: 'failed', message: 'openai: options.model is required (a non-empty string)' });
+    expect(finishOf(noModel.events).data).toMatchObject({
+      status: 'failed',
+      message: 'openai: options.model is required (a non-empty string)',
+    });
   });
 
   it('stops at the step limit with a failed FINISH that says so', async () => {
@@ -330,7 +371,11 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
         callWhole(1, 'r', 'read_file', { path: 'key.txt' }),
         stop('tool_calls'),
       ]),
-      { status: 401, headers: { 'content-type': 'application/json' }, pieces: [`{"error":{"message":"Incorrect API key provided: ${KEY}. You can find your API key at https://example.invalid."}}`] },
+      {
+        status: 401,
+        headers: { 'content-type': 'application/json' },
+        pieces: [`{"error":{"message":"Incorrect API key provided: ${KEY}. You can find your API key at https://example.invalid."}}`],
+      },
     ]);
     const { events, workspace } = await runSessionOnHost('openai', {
       options: { baseUrl: api.baseUrl, model: 'm' },
@@ -341,28 +386,52 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
     const stored = JSON.stringify(events);
     expect(stored).not.toContain(KEY);
     expect(stored).not.toContain('SECRET-0123');
-    const deltas = ofType(events, 'MESSAGE').filter((m) => m.delta !== undefined).map((m) => m.delta).join('');
+    const deltas = ofType(events, 'MESSAGE')
+      .filter((m) => m.delta !== undefined)
+      .map((m) => m.delta)
+      .join('');
     expect(deltas).toBe('your key is [REDACTED], and again [REDACTED].');
     expect(ofType(events, 'MESSAGE').find((m) => m.done)?.text).toBe('your key is [REDACTED], and again [REDACTED].');
-    expect(ofType(events, 'TOOL_CALL')[0]).toEqual({ id: 'w', name: 'write_file', arguments: { path: 'key-copy.txt', content: 'key=[REDACTED]' } });
+    expect(ofType(events, 'TOOL_CALL')[0]).toEqual({
+      id: 'w',
+      name: 'write_file',
+      arguments: { path: 'key-copy.txt', content: 'key=[REDACTED]' },
+    });
     expect(ofType(events, 'TOOL_RESULT')[1]).toMatchObject({ ok: true, output: 'the key is [REDACTED]\n' });
     // the workspace itself is the agent's: the file holds what the model asked for
     expect(readFileSync(join(workspace, 'key-copy.txt'), 'utf8')).toBe(`key=${KEY}`);
     expect(finishOf(events).data).toMatchObject({
       status: 'failed',
       reason: 'agent_error',
-      message: expect.stringContaining('HTTP 401 Unauthorized (check the secret OPENAI_API_KEY): {"error":{"message":"Incorrect API key provided: [REDACTED]. You can'),
+      message: expect.stringContaining(
+        'HTTP 401 Unauthorized (check the secret OPENAI_API_KEY): {"error":{"message":"Incorrect API key provided: [REDACTED]. You can',
+      ),
     });
   });
 
   it('aborts the request when the session is stopped', async () => {
     const api = await scriptedServer([{ ...sse([text('thinking…')], { done: false }), hang: true }]);
     const deltas: string[] = [];
-    const emit: Emitter = { emit: () => {}, messageDelta: (_id, d) => void deltas.push(d), messageDone: () => {}, log: () => {}, drain: async () => {} };
+    const emit: Emitter = {
+      emit: () => {},
+      messageDelta: (_id, d) => void deltas.push(d),
+      messageDone: () => {},
+      log: () => {},
+      drain: async () => {},
+    };
     const ac = new AbortController();
     const dir = mkdtempSync(join(tmpdir(), 'mgx-openai-abort-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const running = openaiFramework.run({ sessionId: 's', prompt: 'p', workspace: dir, options: { baseUrl: api.baseUrl, model: 'm' }, env: {}, secrets: {}, emit, signal: ac.signal });
+    const running = openaiFramework.run({
+      sessionId: 's',
+      prompt: 'p',
+      workspace: dir,
+      options: { baseUrl: api.baseUrl, model: 'm' },
+      env: {},
+      secrets: {},
+      emit,
+      signal: ac.signal,
+    });
     const until = Date.now() + 10_000;
     while (deltas.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
     expect(deltas).toEqual(['thinking…']);

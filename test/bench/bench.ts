@@ -56,7 +56,10 @@ async function rawStart(runs: number): Promise<number[]> {
       tmpfsBytes: 64 * 1024 ** 2,
     });
     const t0 = Date.now();
-    const c = await docker.createContainer({ ...options, Entrypoint: ['/sbin/tini', '-g', '--', '/usr/local/bin/node', '-e', 'console.log(Date.now())'] });
+    const c = await docker.createContainer({
+      ...options,
+      Entrypoint: ['/sbin/tini', '-g', '--', '/usr/local/bin/node', '-e', 'console.log(Date.now())'],
+    });
     await c.start();
     await c.wait();
     const out = (await c.logs({ stdout: true })).toString('latin1').replace(/[^\d]/g, '');
@@ -68,10 +71,19 @@ async function rawStart(runs: number): Promise<number[]> {
 }
 
 /** The server as its own process, as in production; the bench is only its client. */
-async function platform(env: Record<string, string>): Promise<{ server: ServerProcess; client: MgxClient; owner: string; close: () => Promise<void> }> {
+async function platform(
+  env: Record<string, string>,
+): Promise<{ server: ServerProcess; client: MgxClient; owner: string; close: () => Promise<void> }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'mgx-bench-'));
   const owner = `mgx-bench-${randomBytes(4).toString('hex')}`;
-  const server = new ServerProcess({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: owner, MGX_LOG_LEVEL: 'error', AGENT_CONTAINER_MEMORY_LIMIT: '256m', ...env });
+  const server = new ServerProcess({
+    MGX_PORT: String(await freePort()),
+    MGX_DATA_DIR: dataDir,
+    MGX_OWNER: owner,
+    MGX_LOG_LEVEL: 'error',
+    AGENT_CONTAINER_MEMORY_LIMIT: '256m',
+    ...env,
+  });
   await server.start();
   return {
     server,
@@ -145,7 +157,10 @@ const started = Date.now();
   const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: '4', MGX_WARM_POOL_SIZE: '2' });
   const metric = async (name: string): Promise<number> => {
     const text = await fetch(`${p.server.url}/metrics`).then((r) => r.text());
-    return text.split('\n').filter((l) => l.startsWith(name)).reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith(name))
+      .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
   };
   /** Steady state: the pool topped up again (and its runners booted) before the next session. */
   const poolFull = async () => {
@@ -183,7 +198,11 @@ const started = Date.now();
   // every agent starts writing at the same moment, once all containers are up
   const at = Date.now() + 4000;
   const ids = await Promise.all(
-    Array.from({ length: sessions }, () => p.client.sessions.create.mutate({ framework: 'script', prompt: script({ wait_until: at }, { events: { count: each, size: 100 } }) }).then((s) => s.id)),
+    Array.from({ length: sessions }, () =>
+      p.client.sessions.create
+        .mutate({ framework: 'script', prompt: script({ wait_until: at }, { events: { count: each, size: 100 } }) })
+        .then((s) => s.id),
+    ),
   );
   await Promise.all(ids.map((id) => settle(p.client, id)));
   const all = await Promise.all(ids.map((id) => storedEvents(p.client, id)));
@@ -216,7 +235,8 @@ const started = Date.now();
   await Promise.all(
     Array.from({ length: subscribers }, async () => {
       const client = createMgxClient({ url: p.server.url });
-      for await (const ev of followSession(client, s.id)) if (ev.type === 'LOG' && typeof ev.data.i === 'number') delays.push(Date.now() - ev.ts);
+      for await (const ev of followSession(client, s.id))
+        if (ev.type === 'LOG' && typeof ev.data.i === 'number') delays.push(Date.now() - ev.ts);
     }),
   );
   await p.close();
@@ -232,7 +252,11 @@ const started = Date.now();
   log(`concurrency: ${n} sessions, limit ${limit}, sampled from the engine`);
   const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: String(limit) });
   const owner = p.owner;
-  const ids = await Promise.all(Array.from({ length: n }, () => p.client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 300 }) }).then((s) => s.id)));
+  const ids = await Promise.all(
+    Array.from({ length: n }, () =>
+      p.client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 300 }) }).then((s) => s.id),
+    ),
+  );
   let done = false;
   let most = 0;
   let exceeded = 0;
@@ -273,7 +297,11 @@ const started = Date.now();
   await server.start();
   const client = createMgxClient({ url: server.url });
   const ids = await Promise.all(
-    Array.from({ length: n }, () => client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'up' }, { events: { count: 200, size: 100 } }, { sleep: 90_000 }) }).then((s) => s.id)),
+    Array.from({ length: n }, () =>
+      client.sessions.create
+        .mutate({ framework: 'script', prompt: script({ say: 'up' }, { events: { count: 200, size: 100 } }, { sleep: 90_000 }) })
+        .then((s) => s.id),
+    ),
   );
   const followers = ids.map((id) => collect(client, id));
   let rssMb = 0;

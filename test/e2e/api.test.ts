@@ -16,7 +16,14 @@ let p: Platform;
 let acme: MgxClient;
 let globex: MgxClient;
 beforeAll(async () => {
-  p = await startPlatform({ MGX_API_TOKENS: `acme:${ACME},globex:${GLOBEX}`, MGX_MAX_PROMPT_BYTES: '4096', AGENT_CONTAINER_MEMORY_MAX: '512m', AGENT_TASK_TIMEOUT_MAX_SECONDS: '120', AGENT_TASK_TIMEOUT_SECONDS: '60', AGENT_CONTAINER_CPU_QUOTA: '100000' });
+  p = await startPlatform({
+    MGX_API_TOKENS: `acme:${ACME},globex:${GLOBEX}`,
+    MGX_MAX_PROMPT_BYTES: '4096',
+    AGENT_CONTAINER_MEMORY_MAX: '512m',
+    AGENT_TASK_TIMEOUT_MAX_SECONDS: '120',
+    AGENT_TASK_TIMEOUT_SECONDS: '60',
+    AGENT_CONTAINER_CPU_QUOTA: '100000',
+  });
   acme = createMgxClient({ url: p.server.url, token: ACME });
   globex = createMgxClient({ url: p.server.url, token: GLOBEX });
 });
@@ -24,7 +31,11 @@ afterAll(async () => {
   await p?.close();
 });
 
-const code = (promise: Promise<unknown>) => promise.then(() => 'OK', (err: { data?: { code?: string } }) => err.data?.code ?? String(err));
+const code = (promise: Promise<unknown>) =>
+  promise.then(
+    () => 'OK',
+    (err: { data?: { code?: string } }) => err.data?.code ?? String(err),
+  );
 
 describe('authentication and tenants', () => {
   it('refuses calls without a token or with a wrong one', async () => {
@@ -63,7 +74,9 @@ describe('authentication and tenants', () => {
       await server.close();
     }
     const open = loadSettings({ MGX_PORT: '0', MGX_HOST: '0.0.0.0', MGX_DATA_DIR: dir });
-    await expect(startServer(open, { logger: pino({ level: 'silent' }) })).rejects.toThrow(/refusing to listen on 0.0.0.0 without API tokens/);
+    await expect(startServer(open, { logger: pino({ level: 'silent' }) })).rejects.toThrow(
+      /refusing to listen on 0.0.0.0 without API tokens/,
+    );
     const weak = loadSettings({ MGX_PORT: '0', MGX_DATA_DIR: dir, MGX_API_TOKENS: 'acme:short' });
     await expect(startServer(weak, { logger: pino({ level: 'silent' }) })).rejects.toThrow(/at least 16 characters/);
   });
@@ -73,18 +86,36 @@ describe('input limits', () => {
   it('refuses each bad request with a clear message and the right code', async () => {
     const cases: Array<[string, Parameters<MgxClient['sessions']['create']['mutate']>[0], string, RegExp]> = [
       ['unknown framework', { framework: 'nope', prompt: 'x' }, 'BAD_REQUEST', /unknown framework "nope"/],
-      ['prompt too large', { framework: 'script', prompt: 'x'.repeat(5000) }, 'PAYLOAD_TOO_LARGE', /prompt is 5000 bytes; the limit is 4096/],
+      [
+        'prompt too large',
+        { framework: 'script', prompt: 'x'.repeat(5000) },
+        'PAYLOAD_TOO_LARGE',
+        /prompt is 5000 bytes; the limit is 4096/,
+      ],
       ['bad workspace id', { framework: 'script', prompt: 'x', workspaceId: '../../etc' }, 'BAD_REQUEST', /workspaceId must be/],
       ['memory over the maximum', { framework: 'script', prompt: 'x', memory: '1g' }, 'BAD_REQUEST', /exceeds the server maximum of 512m/],
       ['memory not a size', { framework: 'script', prompt: 'x', memory: 'lots' }, 'BAD_REQUEST', /is not a size/],
-      ['timeout over the maximum', { framework: 'script', prompt: 'x', timeoutSeconds: 3600 }, 'BAD_REQUEST', /exceeds the server maximum of 120/],
+      [
+        'timeout over the maximum',
+        { framework: 'script', prompt: 'x', timeoutSeconds: 3600 },
+        'BAD_REQUEST',
+        /exceeds the server maximum of 120/,
+      ],
       ['cpus over the maximum', { framework: 'script', prompt: 'x', cpus: 4 }, 'BAD_REQUEST', /exceeds the server maximum of 1/],
       ['egress not allowed', { framework: 'script', prompt: 'x', network: 'egress' }, 'FORBIDDEN', /egress is not allowed/],
       ['image override', { framework: 'script', prompt: 'x', image: 'alpine' } as never, 'BAD_REQUEST', /[Uu]nrecognized key.*image/],
-      ['privileged override', { framework: 'script', prompt: 'x', privileged: true, user: '0:0' } as never, 'BAD_REQUEST', /[Uu]nrecognized key/],
+      [
+        'privileged override',
+        { framework: 'script', prompt: 'x', privileged: true, user: '0:0' } as never,
+        'BAD_REQUEST',
+        /[Uu]nrecognized key/,
+      ],
     ];
     for (const [name, input, want, message] of cases) {
-      const err = (await acme.sessions.create.mutate(input).then(() => null, (e: unknown) => e)) as { data?: { code?: string }; message: string } | null;
+      const err = (await acme.sessions.create.mutate(input).then(
+        () => null,
+        (e: unknown) => e,
+      )) as { data?: { code?: string }; message: string } | null;
       expect(err, name).not.toBeNull();
       expect(err!.data?.code, name).toBe(want);
       expect(err!.message, name).toMatch(message);
@@ -92,7 +123,11 @@ describe('input limits', () => {
   });
 
   it('delivers allowed env to the agent and refuses loader, runtime and malformed variables', async () => {
-    const s = await acme.sessions.create.mutate({ framework: 'script', prompt: script({ getenv: 'GREETING' }), env: { GREETING: 'hello world', APP_MODE: 'test' } });
+    const s = await acme.sessions.create.mutate({
+      framework: 'script',
+      prompt: script({ getenv: 'GREETING' }),
+      env: { GREETING: 'hello world', APP_MODE: 'test' },
+    });
     expect(s.env).toEqual({ GREETING: 'hello world', APP_MODE: 'test' });
     const events = await collect(acme, s.id);
     expect(events.find((e) => e.type === 'MESSAGE' && e.data.done)?.data.text).toBe('GREETING=hello world');
@@ -108,7 +143,10 @@ describe('input limits', () => {
       [{ OK: 'line\ninjected=1' }, /contains a NUL or newline/],
     ];
     for (const [env, message] of refused) {
-      const err = (await acme.sessions.create.mutate({ framework: 'script', prompt: 'x', env }).then(() => null, (e: unknown) => e)) as { data?: { code?: string }; message: string } | null;
+      const err = (await acme.sessions.create.mutate({ framework: 'script', prompt: 'x', env }).then(
+        () => null,
+        (e: unknown) => e,
+      )) as { data?: { code?: string }; message: string } | null;
       expect(err?.data?.code, JSON.stringify(env)).toBe('BAD_REQUEST');
       expect(err?.message, JSON.stringify(env)).toMatch(message);
     }
@@ -153,10 +191,19 @@ describe('reading', () => {
     /** The raw SSE messages that carry data (not the connected, ping or return events). */
     const sse = async (proc: 'stream' | 'streamBatches', lastEventId?: string) => {
       const input = encodeURIComponent(JSON.stringify({ sessionId: s.id, ...(lastEventId ? { lastEventId } : {}) }));
-      const text = await fetch(`${p.server.url}/trpc/sessions.${proc}?input=${input}`, { headers: { authorization: `Bearer ${ACME}` } }).then((r) => r.text());
+      const text = await fetch(`${p.server.url}/trpc/sessions.${proc}?input=${input}`, {
+        headers: { authorization: `Bearer ${ACME}` },
+      }).then((r) => r.text());
       return text
         .split('\n\n')
-        .map((block) => Object.fromEntries(block.split('\n').filter((l) => l.includes(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()])))
+        .map((block) =>
+          Object.fromEntries(
+            block
+              .split('\n')
+              .filter((l) => l.includes(':'))
+              .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]),
+          ),
+        )
         .filter((m) => m.id && m.data && !m.event)
         .map((m) => ({ id: m.id as string, data: JSON.parse(m.data as string) as unknown }));
     };
@@ -226,7 +273,13 @@ describe('streaming through a dropped connection', () => {
       const viaProxy = createMgxClient({ url: proxy.url, token: ACME });
       const s = await acme.sessions.create.mutate({
         framework: 'script',
-        prompt: script({ events: { count: 100, size: 20 } }, { sleep: 1200 }, { events: { count: 100, size: 20 } }, { sleep: 1200 }, { events: { count: 100, size: 20 } }),
+        prompt: script(
+          { events: { count: 100, size: 20 } },
+          { sleep: 1200 },
+          { events: { count: 100, size: 20 } },
+          { sleep: 1200 },
+          { events: { count: 100, size: 20 } },
+        ),
       });
       const seen: SessionEvent[] = [];
       let cuts = 0;

@@ -29,7 +29,10 @@ describe('mgx CLI against a real server', () => {
   it('run --json prints every event as a JSON line, FINISH last, and exits 0 on success', async () => {
     const r = await mgx('run', '--framework', 'script', '--prompt', 'hi from the cli', '--json');
     expect(r.code).toBe(0);
-    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { sessionId: string; seq: number; type: string; data: Record<string, unknown> });
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { sessionId: string; seq: number; type: string; data: Record<string, unknown> });
     expect(lines.map((l) => l.seq)).toEqual(lines.map((_, i) => i + 1));
     expect(lines.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
     expect(new Set(lines.map((l) => l.sessionId)).size).toBe(1);
@@ -50,18 +53,32 @@ describe('mgx CLI against a real server', () => {
     const id = d.stdout.trim();
     expect(id).toMatch(/^[a-z0-9]+$/);
     const ls = await mgx('ls', '--json');
-    expect(ls.stdout.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { id: string }).id)).toContain(id);
+    expect(
+      ls.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => (JSON.parse(l) as { id: string }).id),
+    ).toContain(id);
     const c = await mgx('cancel', id);
     expect(c.code).toBe(0);
     const follow = await mgx('logs', id, '--follow', '--json');
     expect(follow.code).toBe(0);
-    expect(follow.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { type: string }).type).at(-1)).toBe('FINISH');
+    expect(
+      follow.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { type: string }).type)
+        .at(-1),
+    ).toBe('FINISH');
     const after = await mgx('logs', id, '--after', '1', '--json');
-    const seqs = after.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq);
+    const seqs = after.stdout
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { seq: number }).seq);
     expect(seqs[0]).toBe(2);
   });
 
-  it('exits 2 with the server\'s reason for bad input, and 5 when no server answers', async () => {
+  it("exits 2 with the server's reason for bad input, and 5 when no server answers", async () => {
     const bad = await mgx('run', '-f', 'nope', '-p', 'x');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/unknown framework "nope"/);

@@ -16,7 +16,11 @@ afterAll(async () => {
 
 describe('concurrency limit', () => {
   it(`runs ${SESSIONS} sessions submitted at once with never more than ${LIMIT} containers, counted by the engine`, async () => {
-    const ids = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => p.client.sessions.create.mutate({ framework: 'script', prompt: `session ${i}` }).then((s) => s.id)));
+    const ids = await Promise.all(
+      Array.from({ length: SESSIONS }, (_, i) =>
+        p.client.sessions.create.mutate({ framework: 'script', prompt: `session ${i}` }).then((s) => s.id),
+      ),
+    );
     let done = false;
     let samples = 0;
     let most = 0;
@@ -43,7 +47,8 @@ describe('concurrency limit', () => {
     try {
       const first = await q.client.sessions.create.mutate({ framework: 'script', prompt: JSON.stringify({ steps: [{ sleep: 30_000 }] }) });
       // wait until the first one holds the only slot, then fill the one queue place
-      for (let i = 0; i < 100 && (await q.client.sessions.get.query({ sessionId: first.id })).status === 'queued'; i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 100 && (await q.client.sessions.get.query({ sessionId: first.id })).status === 'queued'; i++)
+        await new Promise((r) => setTimeout(r, 50));
       const second = await q.client.sessions.create.mutate({ framework: 'script', prompt: 'waits' });
       await expect(q.client.sessions.create.mutate({ framework: 'script', prompt: 'refused' })).rejects.toMatchObject({
         data: { code: 'TOO_MANY_REQUESTS' },
@@ -59,7 +64,11 @@ describe('concurrency limit', () => {
 
   it('holds a per-tenant limit: a busy tenant queues behind itself, not in front of others', async () => {
     const tokens = { a: 'tenant-a-token-0123456789', b: 'tenant-b-token-0123456789' };
-    const q = await startPlatform({ AGENT_MAX_CONCURRENT_CONTAINERS: '4', MGX_MAX_CONCURRENT_PER_TENANT: '1', MGX_API_TOKENS: `ta:${tokens.a},tb:${tokens.b}` });
+    const q = await startPlatform({
+      AGENT_MAX_CONCURRENT_CONTAINERS: '4',
+      MGX_MAX_CONCURRENT_PER_TENANT: '1',
+      MGX_API_TOKENS: `ta:${tokens.a},tb:${tokens.b}`,
+    });
     try {
       const a = createMgxClient({ url: q.server.url, token: tokens.a });
       const b = createMgxClient({ url: q.server.url, token: tokens.b });
@@ -71,7 +80,9 @@ describe('concurrency limit', () => {
       let mostA = 0;
       const sampler = (async () => {
         while (!done) {
-          const running = (await q.server.runtime.list({ [LABELS.tenant]: 'ta', [LABELS.owner]: q.env.MGX_OWNER! })).filter((c) => c.state === 'running').length;
+          const running = (await q.server.runtime.list({ [LABELS.tenant]: 'ta', [LABELS.owner]: q.env.MGX_OWNER! })).filter(
+            (c) => c.state === 'running',
+          ).length;
           mostA = Math.max(mostA, running);
           await new Promise((r) => setTimeout(r, 25));
         }
@@ -89,9 +100,18 @@ describe('concurrency limit', () => {
   });
 
   it('ends a session whose agent goes quiet for longer than its idle timeout', async () => {
-    const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'then silence' }, { sleep: 60_000 }), timeoutSeconds: 60, idleTimeoutSeconds: 1 });
+    const s = await p.client.sessions.create.mutate({
+      framework: 'script',
+      prompt: script({ say: 'then silence' }, { sleep: 60_000 }),
+      timeoutSeconds: 60,
+      idleTimeoutSeconds: 1,
+    });
     const events = await collect(p.client, s.id);
     expect(events.find((e) => e.type === 'TIMEOUT')?.data).toMatchObject({ idle: true, idleTimeoutMs: 1000 });
-    expect(events.at(-1)?.data).toMatchObject({ status: 'timed_out', reason: 'timeout', message: expect.stringContaining('emitted nothing for 1 s') });
+    expect(events.at(-1)?.data).toMatchObject({
+      status: 'timed_out',
+      reason: 'timeout',
+      message: expect.stringContaining('emitted nothing for 1 s'),
+    });
   });
 });

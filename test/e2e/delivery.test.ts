@@ -13,15 +13,19 @@ let client: MgxClient;
 let dataDir: string;
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'mgx-delivery-'));
-  server = new ServerProcess({
-    MGX_PORT: String(await freePort()),
-    MGX_DATA_DIR: dataDir,
-    MGX_OWNER: `mgx-delivery-${randomBytes(4).toString('hex')}`,
-    MGX_LOG_LEVEL: 'warn',
-    MGX_SSE_PING_SECONDS: '0.5',
-    MGX_MAX_EVENTS_PER_SECOND: '0',
-    AGENT_CONTAINER_MEMORY_LIMIT: '512m',
-  }, [], { memoryProbe: true });
+  server = new ServerProcess(
+    {
+      MGX_PORT: String(await freePort()),
+      MGX_DATA_DIR: dataDir,
+      MGX_OWNER: `mgx-delivery-${randomBytes(4).toString('hex')}`,
+      MGX_LOG_LEVEL: 'warn',
+      MGX_SSE_PING_SECONDS: '0.5',
+      MGX_MAX_EVENTS_PER_SECOND: '0',
+      AGENT_CONTAINER_MEMORY_LIMIT: '512m',
+    },
+    [],
+    { memoryProbe: true },
+  );
   await server.start();
   client = createMgxClient({ url: server.url });
 });
@@ -56,17 +60,23 @@ describe('delivery to subscribers', () => {
      * session while `stalledReaders`, still connected, never read: what is buffered for them.
      */
     async function run(stalledReaders: number): Promise<number> {
-      const s = await client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 1500 }, { events: { count: COUNT, size: 1000 } }), memory: '512m' });
+      const s = await client.sessions.create.mutate({
+        framework: 'script',
+        prompt: script({ sleep: 1500 }, { events: { count: COUNT, size: 1000 } }),
+        memory: '512m',
+      });
       const stalled: IncomingMessage[] = [];
       await Promise.all(
-        Array.from({ length: stalledReaders }, () =>
-          new Promise<void>((resolve, reject) => {
-            get(streamUrl(s.id), (res) => {
-              res.pause();
-              stalled.push(res);
-              resolve();
-            }).on('error', reject);
-          }),
+        Array.from(
+          { length: stalledReaders },
+          () =>
+            new Promise<void>((resolve, reject) => {
+              get(streamUrl(s.id), (res) => {
+                res.pause();
+                stalled.push(res);
+                resolve();
+              }).on('error', reject);
+            }),
         ),
       );
       const events = await collect(client, s.id);

@@ -17,7 +17,11 @@ const leftovers = () => p.server.runtime.list({ [LABELS.owner]: p.env.MGX_OWNER!
 
 describe('how a container ended', () => {
   it('an agent past its memory limit ends failed, oom_killed', async () => {
-    const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'allocating' }, { alloc_mb: 600 }, { say: 'unreachable' }), memory: '64m' });
+    const s = await p.client.sessions.create.mutate({
+      framework: 'script',
+      prompt: script({ say: 'allocating' }, { alloc_mb: 600 }, { say: 'unreachable' }),
+      memory: '64m',
+    });
     const events = await collect(p.client, s.id);
     expect(events.at(-1)?.data).toMatchObject({ status: 'failed', reason: 'oom_killed', exitCode: 137 });
     expect(events.find((e) => e.type === 'CONTAINER_EXITED')?.data).toMatchObject({ exitCode: 137, oomKilled: true, killedBy: null });
@@ -26,12 +30,20 @@ describe('how a container ended', () => {
   });
 
   it('an agent that ignores SIGTERM is killed at its deadline after the grace period', async () => {
-    const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ ignore_sigterm: true }, { sleep: 60_000 }), timeoutSeconds: 1 });
+    const s = await p.client.sessions.create.mutate({
+      framework: 'script',
+      prompt: script({ ignore_sigterm: true }, { sleep: 60_000 }),
+      timeoutSeconds: 1,
+    });
     const started = Date.now();
     const events = await collect(p.client, s.id);
     expect(events.at(-1)?.data).toMatchObject({ status: 'timed_out', reason: 'timeout' });
     // SIGKILL after the 1 s grace: exit 137, by us, so not counted as OOM
-    expect(events.find((e) => e.type === 'CONTAINER_EXITED')?.data).toMatchObject({ exitCode: 137, killedBy: 'deadline', oomKilled: false });
+    expect(events.find((e) => e.type === 'CONTAINER_EXITED')?.data).toMatchObject({
+      exitCode: 137,
+      killedBy: 'deadline',
+      oomKilled: false,
+    });
     expect(Date.now() - started).toBeLessThan(30_000);
     expect(await leftovers()).toEqual([]);
   });
@@ -49,12 +61,17 @@ describe('how a container ended', () => {
     });
     const events = await collect(p.client, s.id);
     const logs = events.filter((e) => e.type === 'LOG' && e.data.source === 'container').map((e) => [e.data.stream, e.data.text]);
-    expect(logs).toEqual(expect.arrayContaining([['stdout', 'to stdout'], ['stderr', 'to stderr']]));
+    expect(logs).toEqual(
+      expect.arrayContaining([
+        ['stdout', 'to stdout'],
+        ['stderr', 'to stderr'],
+      ]),
+    );
     expect(events.at(-1)?.type).toBe('FINISH');
     expect(events.at(-1)?.data).toMatchObject({ reason: 'exited_without_finish', exitCode: 2 });
   });
 
-  it("symlinks an agent makes in its workspace resolve inside its container, never on the host", async () => {
+  it('symlinks an agent makes in its workspace resolve inside its container, never on the host', async () => {
     const marker = `mgx-escape-${randomBytes(6).toString('hex')}`;
     const first = await p.client.sessions.create.mutate({
       framework: 'script',
@@ -84,7 +101,11 @@ describe('engine failures', () => {
       const s = await down.client.sessions.create.mutate({ framework: 'script', prompt: 'x' });
       const events = await collect(down.client, s.id);
       expect(events.map((e) => e.type)).toEqual(['SESSION_QUEUED', 'FINISH']);
-      expect(events.at(-1)?.data).toMatchObject({ status: 'failed', reason: 'runtime_error', message: expect.stringContaining('container engine unavailable') });
+      expect(events.at(-1)?.data).toMatchObject({
+        status: 'failed',
+        reason: 'runtime_error',
+        message: expect.stringContaining('container engine unavailable'),
+      });
     } finally {
       await down.close();
     }

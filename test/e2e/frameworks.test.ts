@@ -19,7 +19,8 @@ afterAll(async () => {
   await p?.close();
 });
 
-const logs = (events: SessionEvent[], stream: string) => events.filter((e) => e.type === 'LOG' && e.data.stream === stream).map((e) => e.data.text);
+const logs = (events: SessionEvent[], stream: string) =>
+  events.filter((e) => e.type === 'LOG' && e.data.stream === stream).map((e) => e.data.text);
 const containersOf = (sessionId: string) => p.server.runtime.list({ [LABELS.sessionId]: sessionId });
 
 describe('the exec framework end to end, in real containers', () => {
@@ -48,7 +49,9 @@ describe('the exec framework end to end, in real containers', () => {
     // the FINISH line is only a LOG: the command cannot end the session by printing
     expect(logs(events, 'stdout')).toEqual(['hi', '{"type":"FINISH","data":{"status":"succeeded","reason":"finished"}}', '/workspace']);
     expect(logs(events, 'stderr')).toEqual(['oops']);
-    expect(events.filter((e) => e.type === 'MESSAGE').map((e) => e.data)).toEqual([{ messageId: 'n1', role: 'assistant', text: 'native hello', done: true }]);
+    expect(events.filter((e) => e.type === 'MESSAGE').map((e) => e.data)).toEqual([
+      { messageId: 'n1', role: 'assistant', text: 'native hello', done: true },
+    ]);
     expect(readFileSync(join(p.dataDir, 'workspaces', 'ws-e2e-exec', 'made-by-exec.txt'), 'utf8')).toBe('from the container');
     expect(events.find((e) => e.type === 'CONTAINER_EXITED')?.data).toMatchObject({ exitCode: 0 });
     expect(await containersOf(s.id)).toEqual([]);
@@ -85,14 +88,24 @@ describe('the exec framework end to end, in real containers', () => {
       framework: 'exec',
       prompt: 'use the key',
       secrets: { AGENT_API_KEY: key },
-      options: { secretEnv: ['AGENT_API_KEY'], command: [NODE, '-e', "const k = process.env.AGENT_API_KEY; console.log(k.length, k.slice(0, 3)); console.log('careless', k)"] },
+      options: {
+        secretEnv: ['AGENT_API_KEY'],
+        command: [NODE, '-e', "const k = process.env.AGENT_API_KEY; console.log(k.length, k.slice(0, 3)); console.log('careless', k)"],
+      },
     });
     const events = await collect(p.client, s.id);
     expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded' });
     expect(logs(events, 'stdout')).toEqual([`${key.length} sk-`, 'careless [REDACTED]']);
     expect(JSON.stringify(events)).not.toContain(key);
-    const missing = await p.client.sessions.create.mutate({ framework: 'exec', prompt: 'x', options: { secretEnv: ['NOPE'], command: [NODE, '-e', '0'] } });
-    expect((await collect(p.client, missing.id)).at(-1)?.data).toMatchObject({ status: 'failed', message: expect.stringContaining('no secret NOPE') });
+    const missing = await p.client.sessions.create.mutate({
+      framework: 'exec',
+      prompt: 'x',
+      options: { secretEnv: ['NOPE'], command: [NODE, '-e', '0'] },
+    });
+    expect((await collect(p.client, missing.id)).at(-1)?.data).toMatchObject({
+      status: 'failed',
+      message: expect.stringContaining('no secret NOPE'),
+    });
   });
 
   it('fails clearly when the command is not in the image', async () => {
@@ -105,8 +118,9 @@ describe('the exec framework end to end, in real containers', () => {
     });
   });
 
-  it('forwards the platform\'s SIGTERM to the command on cancel', async () => {
-    const script = "process.on('SIGTERM', () => { console.log('command got SIGTERM'); process.exit(0) }); console.log('working'); setInterval(() => {}, 1000)";
+  it("forwards the platform's SIGTERM to the command on cancel", async () => {
+    const script =
+      "process.on('SIGTERM', () => { console.log('command got SIGTERM'); process.exit(0) }); console.log('working'); setInterval(() => {}, 1000)";
     const s = await p.client.sessions.create.mutate({ framework: 'exec', prompt: 'x', options: { command: [NODE, '-e', script] } });
     const events: SessionEvent[] = [];
     for await (const ev of followSession(p.client, s.id)) {
@@ -126,11 +140,23 @@ describe('frameworks.list', () => {
     expect([...byName.keys()].sort()).toEqual(['exec', 'openai', 'script']);
     expect(byName.get('exec')).toMatchObject({
       requiresEgress: false,
-      optionsSchema: { type: 'object', required: ['command'], properties: { command: { type: 'array', items: { type: 'string' } }, timeoutSeconds: { type: 'number' }, stdin: { type: 'string' } } },
+      optionsSchema: {
+        type: 'object',
+        required: ['command'],
+        properties: {
+          command: { type: 'array', items: { type: 'string' } },
+          timeoutSeconds: { type: 'number' },
+          stdin: { type: 'string' },
+        },
+      },
     });
     expect(byName.get('openai')).toMatchObject({
       requiresEgress: true,
-      optionsSchema: { type: 'object', required: ['baseUrl', 'model'], properties: { baseUrl: { type: 'string' }, model: { type: 'string' }, maxSteps: {}, systemPrompt: {}, temperature: {} } },
+      optionsSchema: {
+        type: 'object',
+        required: ['baseUrl', 'model'],
+        properties: { baseUrl: { type: 'string' }, model: { type: 'string' }, maxSteps: {}, systemPrompt: {}, temperature: {} },
+      },
     });
     expect(byName.get('script')?.optionsSchema).toMatchObject({ type: 'object' });
   });

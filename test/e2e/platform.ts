@@ -31,7 +31,9 @@ export async function startPlatform(env: Record<string, string> = {}): Promise<P
     ...(process.env.CONTAINER_HOST ? { CONTAINER_HOST: process.env.CONTAINER_HOST } : {}),
     // the end-to-end suite runs on MongoDB too when pointed at one
     ...(process.env.MGX_EVENT_STORE ? { MGX_EVENT_STORE: process.env.MGX_EVENT_STORE } : {}),
-    ...(process.env.MONGODB_URI ? { MONGODB_URI: process.env.MONGODB_URI, MGX_MONGODB_DB: `mgx_e2e_${randomBytes(4).toString('hex')}` } : {}),
+    ...(process.env.MONGODB_URI
+      ? { MONGODB_URI: process.env.MONGODB_URI, MGX_MONGODB_DB: `mgx_e2e_${randomBytes(4).toString('hex')}` }
+      : {}),
     ...env,
   };
   const settings = loadSettings(fullEnv, process.cwd());

@@ -19,8 +19,9 @@ async function pooled(owner: string, n: number, taken: string[] = []): Promise<s
   const deadline = Date.now() + 30_000;
   for (;;) {
     // a claimed container keeps its pool label; it is renamed after its session
-    const idle = (await runtime.list({ [LABELS.owner]: owner }).catch(() => []))
-      .filter((c) => c.state === 'running' && c.labels[LABELS.pool] && c.name.replace(/^\//, '').startsWith('mgx-pool-') && !taken.includes(c.id));
+    const idle = (await runtime.list({ [LABELS.owner]: owner }).catch(() => [])).filter(
+      (c) => c.state === 'running' && c.labels[LABELS.pool] && c.name.replace(/^\//, '').startsWith('mgx-pool-') && !taken.includes(c.id),
+    );
     if (idle.length === n) return idle.map((c) => c.id).sort();
     if (Date.now() > deadline) throw new Error(`expected ${n} idle pool containers of ${owner}, found ${idle.length}`);
     await sleep(100);
@@ -33,7 +34,8 @@ async function metric(p: Platform, line: string): Promise<number> {
   return found ? Number(found.split(' ').at(-1)) : Number.NaN;
 }
 
-const startedOn = (events: SessionEvent[]) => events.find((e) => e.type === 'CONTAINER_STARTED')?.data as { containerId: string; warm: boolean };
+const startedOn = (events: SessionEvent[]) =>
+  events.find((e) => e.type === 'CONTAINER_STARTED')?.data as { containerId: string; warm: boolean };
 
 describe('warm pool', () => {
   let p: Platform;
@@ -63,18 +65,31 @@ describe('warm pool', () => {
       expect(Object.keys(c.Config.Labels)).not.toContain(LABELS.sessionId);
       expect(Object.keys(c.Config.Labels)).not.toContain(LABELS.tenant);
       expect(c.Config.Labels[LABELS.pool]).toMatch(/^(256|128)m-100mcpu-none$/);
-      expect(c.Config.Env.filter((e) => e.startsWith('MGX_')).sort()).toEqual(['MGX_INGEST_SOCKET=/run/mgx/ingest.sock', 'MGX_POOLED=1', 'MGX_WORKSPACE=/workspace']);
+      expect(c.Config.Env.filter((e) => e.startsWith('MGX_')).sort()).toEqual([
+        'MGX_INGEST_SOCKET=/run/mgx/ingest.sock',
+        'MGX_POOLED=1',
+        'MGX_WORKSPACE=/workspace',
+      ]);
       expect(c.Config.User).toBe('10001:10001');
       // Podman lists the capabilities it dropped one by one; what counts is what is left
-      const status = await runtime.exec(id, ['node', '-e', 'process.stdout.write(require("fs").readFileSync("/proc/self/status", "utf8"))']);
+      const status = await runtime.exec(id, [
+        'node',
+        '-e',
+        'process.stdout.write(require("fs").readFileSync("/proc/self/status", "utf8"))',
+      ]);
       expect(status.stdout).toMatch(/^CapEff:\s+0+$/m);
       expect(status.stdout).toMatch(/^NoNewPrivs:\s+1$/m);
       expect(c.HostConfig.ReadonlyRootfs).toBe(true);
       expect(c.HostConfig.NetworkMode).toBe('none');
       expect([128 * 1024 ** 2, 256 * 1024 ** 2]).toContain(c.HostConfig.Memory);
       // its workspace and socket directories are empty, seen from the host and from inside
-      for (const m of c.Mounts.filter((x) => ['/workspace', '/run/mgx'].includes(x.Destination))) expect(readdirSync(m.Source!)).toEqual([]);
-      const inside = await runtime.exec(id, ['node', '-e', 'console.log(JSON.stringify([require("fs").readdirSync("/workspace"), require("fs").readdirSync("/run/mgx")]))']);
+      for (const m of c.Mounts.filter((x) => ['/workspace', '/run/mgx'].includes(x.Destination)))
+        expect(readdirSync(m.Source!)).toEqual([]);
+      const inside = await runtime.exec(id, [
+        'node',
+        '-e',
+        'console.log(JSON.stringify([require("fs").readdirSync("/workspace"), require("fs").readdirSync("/run/mgx")]))',
+      ]);
       expect(JSON.parse(inside.stdout)).toEqual([[], []]);
     }
     expect(await metric(p, 'mgx_warm_pool_target')).toBe(1);
@@ -84,14 +99,18 @@ describe('warm pool', () => {
 
   it('starts a session on a ready container, renames it for the session, and tops the pool up', async () => {
     const before = await poolReady();
-    const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ write: { path: 'out.txt', content: 'warm' } }, { sleep: 1500 }, { say: 'done' }) });
+    const s = await p.client.sessions.create.mutate({
+      framework: 'script',
+      prompt: script({ write: { path: 'out.txt', content: 'warm' } }, { sleep: 1500 }, { say: 'done' }),
+    });
     const events: SessionEvent[] = [];
     let name = '';
     for await (const ev of followSession(p.client, s.id)) {
       events.push(ev);
       if (ev.type === 'START') {
         // the rename is not on the session's path: give it a moment
-        for (let i = 0; i < 50 && !name.endsWith(s.id); i++, await sleep(50)) name = (await docker.getContainer(startedOn(events).containerId).inspect()).Name;
+        for (let i = 0; i < 50 && !name.endsWith(s.id); i++, await sleep(50))
+          name = (await docker.getContainer(startedOn(events).containerId).inspect()).Name;
       }
     }
     expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
@@ -113,7 +132,11 @@ describe('warm pool', () => {
   it('serves each configured spec, and starts cold when the limits or an existing workspace do not fit', async () => {
     await poolReady();
     const hitsBefore = await metric(p, 'mgx_warm_pool_hits_total');
-    const small = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ write: { path: 'notes.txt', content: 'kept' } }), memory: '128m' });
+    const small = await p.client.sessions.create.mutate({
+      framework: 'script',
+      prompt: script({ write: { path: 'notes.txt', content: 'kept' } }),
+      memory: '128m',
+    });
     const smallEvents = await collect(p.client, small.id);
     expect(startedOn(smallEvents).warm).toBe(true);
     expect(await metric(p, 'mgx_warm_pool_hits_total')).toBe(hitsBefore + 1);
@@ -126,7 +149,11 @@ describe('warm pool', () => {
 
     // a workspace with files cannot be swapped into a running container: a new one mounts it
     await poolReady();
-    const again = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ read: 'notes.txt' }), workspaceId: small.workspaceId });
+    const again = await p.client.sessions.create.mutate({
+      framework: 'script',
+      prompt: script({ read: 'notes.txt' }),
+      workspaceId: small.workspaceId,
+    });
     const againEvents = await collect(p.client, again.id);
     expect(startedOn(againEvents).warm).toBe(false);
     expect(againEvents.filter((e) => e.type === 'MESSAGE' && e.data.done).map((e) => e.data.text)).toEqual(['notes.txt=kept']);
@@ -153,7 +180,15 @@ describe('warm pool across a server crash', () => {
   it('a restarted server adopts the session running on a pooled container and removes the idle ones', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'mgx-pool-restart-'));
     const owner = `mgx-pool-${randomBytes(4).toString('hex')}`;
-    const server = new ServerProcess({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: owner, MGX_LOG_LEVEL: 'warn', AGENT_MONITOR_POLL_SECONDS: '1', AGENT_CONTAINER_MEMORY_LIMIT: '256m', MGX_WARM_POOL_SIZE: '1' });
+    const server = new ServerProcess({
+      MGX_PORT: String(await freePort()),
+      MGX_DATA_DIR: dataDir,
+      MGX_OWNER: owner,
+      MGX_LOG_LEVEL: 'warn',
+      AGENT_MONITOR_POLL_SECONDS: '1',
+      AGENT_CONTAINER_MEMORY_LIMIT: '256m',
+      MGX_WARM_POOL_SIZE: '1',
+    });
     try {
       await server.start();
       const client = createMgxClient({ url: server.url });
@@ -163,7 +198,11 @@ describe('warm pool across a server crash', () => {
         const text = await fetch(`${server.url}/metrics`).then((r) => r.text());
         if (/^mgx_warm_pool_ready\{[^}]*\} 1$/m.test(text)) break;
       }
-      const s = await client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'before' }, { sleep: 2500 }, { events: { count: 200, size: 50 } }, { say: 'after' }), timeoutSeconds: 120 });
+      const s = await client.sessions.create.mutate({
+        framework: 'script',
+        prompt: script({ say: 'before' }, { sleep: 2500 }, { events: { count: 200, size: 50 } }, { say: 'after' }),
+        timeoutSeconds: 120,
+      });
       for await (const ev of followSession(client, s.id)) if (ev.type === 'START') break;
       // the taken one is renamed off the session's path: it may still carry its pool name here
       const [topUp] = await pooled(owner, 1, [first!]);

@@ -15,7 +15,8 @@ const ALERTS = join(INFRA, 'prometheus', 'alerts.yml');
 const WAIT_MS = 30_000;
 
 function requireTool(path: string): void {
-  if (!existsSync(path)) throw new Error(`${path} is missing: run \`apt-get install -y prometheus\` (CI installs it; it ships prometheus and promtool)`);
+  if (!existsSync(path))
+    throw new Error(`${path} is missing: run \`apt-get install -y prometheus\` (CI installs it; it ships prometheus and promtool)`);
 }
 
 /** Runs a command to completion (bounded) and fails with its output unless it exits 0. */
@@ -67,9 +68,8 @@ function parseExposition(text: string): Sample[] {
 /** The value of the one series with exactly these labels, or undefined. */
 function valueOf(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
   const want = Object.entries(labels);
-  return samples.find(
-    (s) => s.name === name && Object.keys(s.labels).length === want.length && want.every(([k, v]) => s.labels[k] === v),
-  )?.value;
+  return samples.find((s) => s.name === name && Object.keys(s.labels).length === want.length && want.every(([k, v]) => s.labels[k] === v))
+    ?.value;
 }
 
 const sumOf = (samples: Sample[], name: string) => samples.filter((s) => s.name === name).reduce((a, s) => a + s.value, 0);
@@ -134,7 +134,11 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
       client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 60_000 }), timeoutSeconds: 1 }),
       client.sessions.create.mutate({ framework: 'script', prompt: script({ alloc_mb: 600 }), memory: '64m' }),
     ]);
-    [finals.ok, finals.timeout, finals.oom] = await Promise.all([collect(client, ok.id), collect(client, timeout.id), collect(client, oom.id)]);
+    [finals.ok, finals.timeout, finals.oom] = await Promise.all([
+      collect(client, ok.id),
+      collect(client, timeout.id),
+      collect(client, oom.id),
+    ]);
     // FINISH is stored before the container is removed and the counters move: wait for them
     exposition = await until('/metrics to count 3 ended sessions', async () => {
       const res = await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) });
@@ -164,7 +168,10 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     expect(finals.ok.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded', reason: 'finished' } });
     expect(finals.timeout.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'timed_out', reason: 'timeout' } });
     // Podman on cgroup v1 never sets OOMKilled: this proves the exit-137 rule in outcomes.ts holds here
-    expect(finals.oom.at(-1), JSON.stringify(finals.oom.slice(-4))).toMatchObject({ type: 'FINISH', data: { status: 'failed', reason: 'oom_killed', exitCode: 137 } });
+    expect(finals.oom.at(-1), JSON.stringify(finals.oom.slice(-4))).toMatchObject({
+      type: 'FINISH',
+      data: { status: 'failed', reason: 'oom_killed', exitCode: 137 },
+    });
   });
 
   it('counts them exactly at GET /metrics, with label values that never happened at 0', () => {
@@ -206,7 +213,12 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
 
     prom = spawn(
       PROMETHEUS,
-      [`--config.file=${configFile}`, `--storage.tsdb.path=${join(promDir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
+      [
+        `--config.file=${configFile}`,
+        `--storage.tsdb.path=${join(promDir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--log.level=warn',
+      ],
       { cwd: promDir, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const keep = (b: Buffer) => (promLog = (promLog + b.toString()).slice(-8000));
@@ -214,7 +226,8 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     prom.stderr!.on('data', keep);
     const api = `http://127.0.0.1:${port}/api/v1`;
     const alive = () => {
-      if (prom!.exitCode !== null || prom!.signalCode !== null) throw new Error(`prometheus exited (${prom!.exitCode ?? prom!.signalCode}):\n${promLog}`);
+      if (prom!.exitCode !== null || prom!.signalCode !== null)
+        throw new Error(`prometheus exited (${prom!.exitCode ?? prom!.signalCode}):\n${promLog}`);
     };
 
     type Targets = { data: { activeTargets: { labels: Record<string, string>; health: string; lastError: string }[] } };
@@ -246,9 +259,15 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
       const all = r.data.groups.flatMap((g) => g.rules);
       return all.length > 0 && all.every((x) => x.health === 'ok') ? all : undefined;
     });
-    expect(rules.map((r) => r.name).sort()).toEqual(
-      ['MgxConcurrencySaturated', 'MgxContainerOOMKilled', 'MgxContainerStartSlow', 'MgxRuntimeErrors', 'MgxSessionTimeoutRateHigh', 'MgxTargetDown', 'MgxWarmPoolEmpty'],
-    );
+    expect(rules.map((r) => r.name).sort()).toEqual([
+      'MgxConcurrencySaturated',
+      'MgxContainerOOMKilled',
+      'MgxContainerStartSlow',
+      'MgxRuntimeErrors',
+      'MgxSessionTimeoutRateHigh',
+      'MgxTargetDown',
+      'MgxWarmPoolEmpty',
+    ]);
 
     // every dashboard query parses and runs (Grafana's variables replaced with what they expand to)
     const dashboard = JSON.parse(readFileSync(join(INFRA, 'grafana', 'mgx-dashboard.json'), 'utf8')) as {
@@ -256,7 +275,9 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
       templating: { list: { name: string; type: string }[] };
     };
     expect(dashboard.templating.list).toContainEqual(expect.objectContaining({ name: 'DS_PROMETHEUS', type: 'datasource' }));
-    const exprs = dashboard.panels.flatMap((panel) => (panel.targets ?? []).map((t) => ({ title: panel.title, uid: panel.datasource?.uid, expr: t.expr })));
+    const exprs = dashboard.panels.flatMap((panel) =>
+      (panel.targets ?? []).map((t) => ({ title: panel.title, uid: panel.datasource?.uid, expr: t.expr })),
+    );
     expect(exprs.length).toBeGreaterThan(15);
     for (const { title, uid, expr } of exprs) {
       expect(uid, title).toBe('${DS_PROMETHEUS}');

@@ -18,13 +18,26 @@ afterEach(async () => {
 async function scenario(signal: 'SIGKILL' | 'SIGTERM') {
   const dataDir = mkdtempSync(join(tmpdir(), 'mgx-restart-'));
   const owner = `mgx-restart-${randomBytes(4).toString('hex')}`;
-  const server = new ServerProcess({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: owner, MGX_LOG_LEVEL: 'warn', AGENT_MONITOR_POLL_SECONDS: '1', AGENT_CONTAINER_MEMORY_LIMIT: '256m' });
+  const server = new ServerProcess({
+    MGX_PORT: String(await freePort()),
+    MGX_DATA_DIR: dataDir,
+    MGX_OWNER: owner,
+    MGX_LOG_LEVEL: 'warn',
+    AGENT_MONITOR_POLL_SECONDS: '1',
+    AGENT_CONTAINER_MEMORY_LIMIT: '256m',
+  });
   servers.push(server);
   await server.start();
   const client = createMgxClient({ url: server.url });
   const s = await client.sessions.create.mutate({
     framework: 'script',
-    prompt: script({ say: 'before' }, { events: { count: 300, size: 64 } }, { sleep: 2500 }, { events: { count: 300, size: 64 } }, { say: 'after' }),
+    prompt: script(
+      { say: 'before' },
+      { events: { count: 300, size: 64 } },
+      { sleep: 2500 },
+      { events: { count: 300, size: 64 } },
+      { say: 'after' },
+    ),
     timeoutSeconds: 120,
   });
   // kill it while the agent is running

@@ -22,7 +22,12 @@ beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'mgx-secrets-'));
   // every log line the server writes, at the most verbose level, is kept to search it
   const sink = new Writable({ write: (chunk, _e, cb) => ((logs += String(chunk)), cb()) });
-  const settings = loadSettings({ MGX_PORT: '0', MGX_DATA_DIR: dataDir, MGX_OWNER: `mgx-sec-${randomBytes(4).toString('hex')}`, AGENT_CONTAINER_MEMORY_LIMIT: '256m' });
+  const settings = loadSettings({
+    MGX_PORT: '0',
+    MGX_DATA_DIR: dataDir,
+    MGX_OWNER: `mgx-sec-${randomBytes(4).toString('hex')}`,
+    AGENT_CONTAINER_MEMORY_LIMIT: '256m',
+  });
   server = await startServer(settings, { logger: pino({ level: 'trace' }, sink) });
   client = createMgxClient({ url: server.url });
 });
@@ -40,7 +45,8 @@ describe('per-session secrets', () => {
     });
     // look at the container while it runs
     const address = discoverSocket({ containerHost: process.env.CONTAINER_HOST });
-    const docker = address.kind === 'unix' ? new Docker({ socketPath: address.path }) : new Docker({ host: address.host, port: address.port });
+    const docker =
+      address.kind === 'unix' ? new Docker({ socketPath: address.path }) : new Docker({ host: address.host, port: address.port });
     let inspected = '';
     for await (const ev of followSession(client, s.id)) {
       if (ev.type === 'START') {
@@ -63,7 +69,11 @@ describe('per-session secrets', () => {
   });
 
   it('refuses malformed secret names and values', async () => {
-    await expect(client.sessions.create.mutate({ framework: 'script', prompt: 'x', secrets: { 'bad name': 'x' } })).rejects.toThrow(/secret name/);
-    await expect(client.sessions.create.mutate({ framework: 'script', prompt: 'x', secrets: { OK: 'a\nb' } })).rejects.toThrow(/secret OK contains a NUL or newline/);
+    await expect(client.sessions.create.mutate({ framework: 'script', prompt: 'x', secrets: { 'bad name': 'x' } })).rejects.toThrow(
+      /secret name/,
+    );
+    await expect(client.sessions.create.mutate({ framework: 'script', prompt: 'x', secrets: { OK: 'a\nb' } })).rejects.toThrow(
+      /secret OK contains a NUL or newline/,
+    );
   });
 });

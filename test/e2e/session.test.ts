@@ -28,7 +28,10 @@ describe('one agent session end to end in a real container', () => {
     expect(types.filter((t) => t === 'FINISH')).toHaveLength(1);
     expect(types.at(-1)).toBe('FINISH');
     expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded', reason: 'finished' });
-    const text = events.filter((e) => e.type === 'MESSAGE' && e.data.delta).map((e) => e.data.delta).join('');
+    const text = events
+      .filter((e) => e.type === 'MESSAGE' && e.data.delta)
+      .map((e) => e.data.delta)
+      .join('');
     expect(text).toBe('hello from the end to end test');
     const final = await p.client.sessions.get.query({ sessionId: s.id });
     expect(final).toMatchObject({ status: 'succeeded', reason: 'finished', prompt: 'hello from the end to end test' });
@@ -37,7 +40,10 @@ describe('one agent session end to end in a real container', () => {
   });
 
   it('resumes a stream after a given event id with no gap and no duplicate', async () => {
-    const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'one two three four' }, { say: 'five' }) });
+    const s = await p.client.sessions.create.mutate({
+      framework: 'script',
+      prompt: script({ say: 'one two three four' }, { say: 'five' }),
+    });
     const all = await collect(p.client, s.id);
     const rest = await collect(p.client, s.id, 3);
     expect(rest.map((e) => e.seq)).toEqual(all.slice(3).map((e) => e.seq));
@@ -111,8 +117,12 @@ describe('one agent session end to end in a real container', () => {
   });
 
   it('refuses an unknown framework and a bad workspace id with clear errors', async () => {
-    await expect(p.client.sessions.create.mutate({ framework: 'nope', prompt: 'x' })).rejects.toThrow(/unknown framework "nope"; available: script/);
-    await expect(p.client.sessions.create.mutate({ framework: 'script', prompt: 'x', workspaceId: '../etc' })).rejects.toThrow(/workspaceId must be/);
+    await expect(p.client.sessions.create.mutate({ framework: 'nope', prompt: 'x' })).rejects.toThrow(
+      /unknown framework "nope"; available: script/,
+    );
+    await expect(p.client.sessions.create.mutate({ framework: 'script', prompt: 'x', workspaceId: '../etc' })).rejects.toThrow(
+      /workspaceId must be/,
+    );
     await expect(p.client.sessions.get.query({ sessionId: 'does-not-exist' })).rejects.toThrow(/not found/);
   });
 });
@@ -143,7 +153,11 @@ describe('queue and limits', () => {
       const s = await m.client.sessions.create.mutate({ framework: 'script', prompt: 'x' });
       const events = await collect(m.client, s.id);
       expect(events.map((e) => e.type)).toEqual(['SESSION_QUEUED', 'FINISH']);
-      expect(events.at(-1)?.data).toMatchObject({ status: 'failed', reason: 'runtime_error', message: expect.stringContaining('nx run runner:build-agent') });
+      expect(events.at(-1)?.data).toMatchObject({
+        status: 'failed',
+        reason: 'runtime_error',
+        message: expect.stringContaining('nx run runner:build-agent'),
+      });
       expect(await m.server.runtime.list({ [LABELS.owner]: m.env.MGX_OWNER! })).toEqual([]);
     } finally {
       await m.close();

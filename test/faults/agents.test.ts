@@ -26,7 +26,10 @@ beforeAll(async () => {
   });
 });
 afterAll(async () => {
-  for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => undefined);
+  for (const c of cleanups.reverse())
+    await Promise.resolve()
+      .then(c)
+      .catch(() => undefined);
   await p?.close();
   writeReport();
 });
@@ -43,7 +46,11 @@ describe('misbehaving agents', () => {
   it('an agent past its memory limit ends failed, oom_killed, its container gone', async () => {
     await measured({ area: 'faults/agents', fault: 'OOM: 600 MiB allocated under a 64m limit' }, async (row) => {
       row.tries = row.sessions = 1;
-      const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ alloc_mb: 600 }, { say: 'unreachable' }), memory: '64m' });
+      const s = await p.client.sessions.create.mutate({
+        framework: 'script',
+        prompt: script({ alloc_mb: 600 }, { say: 'unreachable' }),
+        memory: '64m',
+      });
       const events = await follow(p.client, s.id, 45_000);
       row.orphans = await orphans();
       row.note = `FINISH ${String(events.at(-1)?.data.status)}/${String(events.at(-1)?.data.reason)}, exit ${String(events.at(-1)?.data.exitCode)}`;
@@ -57,7 +64,11 @@ describe('misbehaving agents', () => {
   it('an agent that ignores SIGTERM is SIGKILLed at its deadline and ends timed_out', async () => {
     await measured({ area: 'faults/agents', fault: 'SIGTERM ignored past a 1 s deadline' }, async (row) => {
       row.tries = row.sessions = 1;
-      const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ ignore_sigterm: true }, { sleep: 60_000 }), timeoutSeconds: 1 });
+      const s = await p.client.sessions.create.mutate({
+        framework: 'script',
+        prompt: script({ ignore_sigterm: true }, { sleep: 60_000 }),
+        timeoutSeconds: 1,
+      });
       const t0 = Date.now();
       const events = await follow(p.client, s.id, 45_000);
       row.orphans = await orphans();
@@ -81,7 +92,13 @@ describe('misbehaving agents', () => {
       const bootMs = Math.max(0, calEvents.find((e) => e.type === 'START')!.ts - startedAt);
       const offsets = Array.from({ length: 10 }, (_, i) => -25 + i * 5);
       const sessions = await Promise.all(
-        offsets.map((o) => p.client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: Math.max(0, 1000 - bootMs + o) }), timeoutSeconds: 1 })),
+        offsets.map((o) =>
+          p.client.sessions.create.mutate({
+            framework: 'script',
+            prompt: script({ sleep: Math.max(0, 1000 - bootMs + o) }),
+            timeoutSeconds: 1,
+          }),
+        ),
       );
       row.tries = row.sessions = sessions.length;
       const outcomes: Record<string, number> = {};
@@ -89,11 +106,16 @@ describe('misbehaving agents', () => {
       for (const [i, events] of all.entries()) {
         const status = String(events.at(-1)?.data.status);
         outcomes[status] = (outcomes[status] ?? 0) + 1;
-        const ok = (status === 'succeeded' || status === 'timed_out') && (await endedOnce(sessions[i]!.id, events)) && events.filter((e) => e.type === 'CONTAINER_EXITED').length <= 1;
+        const ok =
+          (status === 'succeeded' || status === 'timed_out') &&
+          (await endedOnce(sessions[i]!.id, events)) &&
+          events.filter((e) => e.type === 'CONTAINER_EXITED').length <= 1;
         if (ok) row.completed++;
       }
       row.orphans = await orphans();
-      row.note = `runner boot ${bootMs} ms; ${Object.entries(outcomes).map(([k, v]) => `${v} ${k}`).join(', ')}`;
+      row.note = `runner boot ${bootMs} ms; ${Object.entries(outcomes)
+        .map(([k, v]) => `${v} ${k}`)
+        .join(', ')}`;
       expect(row.completed).toBe(sessions.length);
       expect(Object.keys(outcomes).every((s) => s === 'succeeded' || s === 'timed_out')).toBe(true);
       expect(row.orphans).toBe(0);
@@ -139,7 +161,10 @@ describe('misbehaving agents', () => {
       const mnt = join(p.dataDir, 'workspaces', full);
       mkdirSync(mnt, { recursive: true });
       await run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
-      const mounted = () => readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mnt);
+      const mounted = () =>
+        readFileSync('/proc/self/mounts', 'utf8')
+          .split('\n')
+          .some((l) => l.split(' ')[1] === mnt);
       const unmount = async () => {
         for (let i = 0; i < 20 && mounted(); i++) {
           await run('umount', [mnt]).catch(() => new Promise((r) => setTimeout(r, 250)));

@@ -15,7 +15,10 @@ const ROOT = join(import.meta.dirname, '..', '..');
 const run = promisify(execFile);
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterAll(async () => {
-  for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => undefined);
+  for (const c of cleanups.reverse())
+    await Promise.resolve()
+      .then(c)
+      .catch(() => undefined);
   writeReport();
 });
 
@@ -73,7 +76,13 @@ describe('the server killed with SIGKILL at random points', () => {
       const create = async (n: number) => {
         const input = {
           framework: 'script',
-          prompt: script({ events: { count: PER_STEP, size: 50 } }, { sleep: 400 }, { events: { count: PER_STEP, size: 50 } }, { sleep: 400 }, { events: { count: PER_STEP, size: 50 } }),
+          prompt: script(
+            { events: { count: PER_STEP, size: 50 } },
+            { sleep: 400 },
+            { events: { count: PER_STEP, size: 50 } },
+            { sleep: 400 },
+            { events: { count: PER_STEP, size: 50 } },
+          ),
           timeoutSeconds: 90,
         };
         for (let i = 0; i < n && ids.length < SESSIONS; i++) {
@@ -105,12 +114,18 @@ describe('the server killed with SIGKILL at random points', () => {
         await create(row.tries >= 8 ? SESSIONS : Math.ceil((SESSIONS - ids.length) / (10 - row.tries)));
         const delay = between(150, 900);
         await sleep(delay);
-        const active = await client.sessions.list.query({ status: ['starting', 'running'], limit: 50 }).then((p) => p.items.length, () => 0);
+        const active = await client.sessions.list.query({ status: ['starting', 'running'], limit: 50 }).then(
+          (p) => p.items.length,
+          () => 0,
+        );
         if (active > 0) whileBusy++;
         await kill(`ready+${delay}ms`);
         if (row.tries < 10 && rand() < 0.3) {
           const early = between(100, 1200);
-          const starting = server.start().then(() => 'ready', () => 'died');
+          const starting = server.start().then(
+            () => 'ready',
+            () => 'died',
+          );
           await sleep(early);
           await kill(`start+${early}ms`);
           await starting;
@@ -126,7 +141,9 @@ describe('the server killed with SIGKILL at random points', () => {
       let open = ids;
       while (open.length > 0 && Date.now() < deadline) {
         const views = await Promise.all(open.map((id) => client.sessions.get.query({ sessionId: id })));
-        const events = await Promise.all(views.map((v) => client.sessions.events.query({ sessionId: v.id, afterSeq: Math.max(0, v.lastSeq - 1), limit: 5 })));
+        const events = await Promise.all(
+          views.map((v) => client.sessions.events.query({ sessionId: v.id, afterSeq: Math.max(0, v.lastSeq - 1), limit: 5 })),
+        );
         open = views.filter((_, i) => !events[i]!.events.some((e) => e.type === 'FINISH')).map((v) => v.id);
         if (open.length > 0) await sleep(300);
       }
@@ -152,9 +169,20 @@ describe('the server killed with SIGKILL at random points', () => {
         const starts = events.filter((e) => e.type === 'START').length;
         row.lostEvents += lost;
         const ok =
-          finishes.length === 1 && events.at(-1)?.type === 'FINISH' && dense && lost === 0 && dup === 0 && inOrder && starts === 1 && view.status === 'succeeded' && finishes[0]!.data.status === 'succeeded';
+          finishes.length === 1 &&
+          events.at(-1)?.type === 'FINISH' &&
+          dense &&
+          lost === 0 &&
+          dup === 0 &&
+          inOrder &&
+          starts === 1 &&
+          view.status === 'succeeded' &&
+          finishes[0]!.data.status === 'succeeded';
         if (ok) row.completed++;
-        else problems.push(`${id}: status ${view.status}, finishes ${finishes.length}, last ${events.at(-1)?.type}, dense ${dense}, lost ${lost}, dup ${dup}, inOrder ${inOrder}, starts ${starts}`);
+        else
+          problems.push(
+            `${id}: status ${view.status}, finishes ${finishes.length}, last ${events.at(-1)?.type}, dense ${dense}, lost ${lost}, dup ${dup}, inOrder ${inOrder}, starts ${starts}`,
+          );
       }
 
       await server.stop('SIGTERM');
@@ -172,15 +200,22 @@ describe('the server killed with SIGKILL at random points', () => {
 });
 
 /** Runs infra/podman/setup.sh for `sock`: it starts the API service when nothing answers there. */
-const setupPodman = (sock: string) => run('bash', [join(ROOT, 'infra/podman/setup.sh')], { cwd: ROOT, env: { ...process.env, MGX_PODMAN_SOCKET: sock }, timeout: 30_000 });
+const setupPodman = (sock: string) =>
+  run('bash', [join(ROOT, 'infra/podman/setup.sh')], { cwd: ROOT, env: { ...process.env, MGX_PODMAN_SOCKET: sock }, timeout: 30_000 });
 
 /** PIDs of `podman system service` processes serving exactly `sock`. */
 async function servicePids(sock: string): Promise<number[]> {
-  const out = await run('pgrep', ['-f', 'podman system service']).then((r) => r.stdout, () => '');
+  const out = await run('pgrep', ['-f', 'podman system service']).then(
+    (r) => r.stdout,
+    () => '',
+  );
   const pids = out.split('\n').filter(Boolean).map(Number);
   const mine: number[] = [];
   for (const pid of pids) {
-    const cmd = await run('ps', ['-o', 'args=', '-p', String(pid)]).then((r) => r.stdout.trim(), () => '');
+    const cmd = await run('ps', ['-o', 'args=', '-p', String(pid)]).then(
+      (r) => r.stdout.trim(),
+      () => '',
+    );
     if (cmd.endsWith(`unix://${sock}`)) mine.push(pid);
   }
   return mine;
@@ -258,46 +293,57 @@ describe("Podman's API service restarted mid-session", () => {
 // stayed decided without FINISH and its container stayed until the next server start.
 describe("Podman's API service restarted while a container is being stopped", () => {
   it('the timed-out session still gets its FINISH and its container is removed', async () => {
-    await measured({ area: 'faults/crashes', fault: 'Podman API service restarted during the stop grace of a timed-out session' }, async (row) => {
-      const sockDir = mkdtempSync(join(tmpdir(), 'mgx-fault-podman-'));
-      const sock = join(sockDir, 'podman.sock');
-      await setupPodman(sock);
-      cleanups.push(async () => {
-        for (const pid of await servicePids(sock)) process.kill(pid, 'SIGTERM');
-        rmSync(sockDir, { recursive: true, force: true });
-      });
-      const p: Platform = await startPlatform({ CONTAINER_HOST: `unix://${sock}`, AGENT_MONITOR_POLL_SECONDS: '1', AGENT_STOP_GRACE_SECONDS: '3' });
-      cleanups.push(async () => {
-        // no drain: a stuck teardown would hold it forever
-        await Promise.race([p.server.close(), sleep(10_000)]);
-        for (const c of await ownedContainers(p.env.MGX_OWNER!)) await runtime.remove(c.id).catch(() => undefined);
-        rmSync(p.dataDir, { recursive: true, force: true });
-      });
-      const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ ignore_sigterm: true }, { sleep: 60_000 }), timeoutSeconds: 2 });
-      row.sessions = 1;
-      const events: SessionEvent[] = [];
-      const ac = new AbortController();
-      const timer = setTimeout(() => ac.abort(), 60_000);
-      try {
-        for await (const ev of followSession(p.client, s.id, { signal: ac.signal })) {
-          events.push(ev);
-          if (ev.type === 'TIMEOUT' && row.tries === 0) {
-            // SIGTERM sent, the grace running: the engine goes away under the stop
-            await sleep(300);
-            for (const pid of await servicePids(sock)) process.kill(pid, 'SIGKILL');
-            row.tries++;
-            await sleep(300);
-            await setupPodman(sock);
+    await measured(
+      { area: 'faults/crashes', fault: 'Podman API service restarted during the stop grace of a timed-out session' },
+      async (row) => {
+        const sockDir = mkdtempSync(join(tmpdir(), 'mgx-fault-podman-'));
+        const sock = join(sockDir, 'podman.sock');
+        await setupPodman(sock);
+        cleanups.push(async () => {
+          for (const pid of await servicePids(sock)) process.kill(pid, 'SIGTERM');
+          rmSync(sockDir, { recursive: true, force: true });
+        });
+        const p: Platform = await startPlatform({
+          CONTAINER_HOST: `unix://${sock}`,
+          AGENT_MONITOR_POLL_SECONDS: '1',
+          AGENT_STOP_GRACE_SECONDS: '3',
+        });
+        cleanups.push(async () => {
+          // no drain: a stuck teardown would hold it forever
+          await Promise.race([p.server.close(), sleep(10_000)]);
+          for (const c of await ownedContainers(p.env.MGX_OWNER!)) await runtime.remove(c.id).catch(() => undefined);
+          rmSync(p.dataDir, { recursive: true, force: true });
+        });
+        const s = await p.client.sessions.create.mutate({
+          framework: 'script',
+          prompt: script({ ignore_sigterm: true }, { sleep: 60_000 }),
+          timeoutSeconds: 2,
+        });
+        row.sessions = 1;
+        const events: SessionEvent[] = [];
+        const ac = new AbortController();
+        const timer = setTimeout(() => ac.abort(), 60_000);
+        try {
+          for await (const ev of followSession(p.client, s.id, { signal: ac.signal })) {
+            events.push(ev);
+            if (ev.type === 'TIMEOUT' && row.tries === 0) {
+              // SIGTERM sent, the grace running: the engine goes away under the stop
+              await sleep(300);
+              for (const pid of await servicePids(sock)) process.kill(pid, 'SIGKILL');
+              row.tries++;
+              await sleep(300);
+              await setupPodman(sock);
+            }
           }
+        } finally {
+          clearTimeout(timer);
         }
-      } finally {
-        clearTimeout(timer);
-      }
-      row.orphans = (await ownedContainers(p.env.MGX_OWNER!)).length;
-      row.note = `FINISH ${events.at(-1)?.type === 'FINISH' ? String(events.at(-1)?.data.status) : 'missing after 60 s'}`;
-      expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'timed_out' } });
-      row.completed = 1;
-      expect(row.orphans).toBe(0);
-    });
+        row.orphans = (await ownedContainers(p.env.MGX_OWNER!)).length;
+        row.note = `FINISH ${events.at(-1)?.type === 'FINISH' ? String(events.at(-1)?.data.status) : 'missing after 60 s'}`;
+        expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'timed_out' } });
+        row.completed = 1;
+        expect(row.orphans).toBe(0);
+      },
+    );
   }, 90_000);
 });

@@ -15,7 +15,10 @@ import { follow, ownedContainers, sleep } from './helpers.js';
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterAll(async () => {
-  for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => undefined);
+  for (const c of cleanups.reverse())
+    await Promise.resolve()
+      .then(c)
+      .catch(() => undefined);
   writeReport();
 });
 
@@ -32,10 +35,21 @@ async function ingestFixture() {
       await store.append(id, [{ type: 'LOG', data: { finish: ev.data.status }, rid: ev.rid }]);
     },
   };
-  const hub = () => new IngestHub({ baseDir: join(dir, 'run'), sink, maxEventBytes: 4096, containerUser: `${process.getuid!()}:${process.getgid!()}` });
+  const hub = () =>
+    new IngestHub({ baseDir: join(dir, 'run'), sink, maxEventBytes: 4096, containerUser: `${process.getuid!()}:${process.getgid!()}` });
   const task = (sessionId: string) => ({ sessionId, framework: 'script', prompt: 'p', options: {}, env: {}, secrets: {} });
   const session = (id: string) =>
-    store.createSession({ id, tenant: 't', framework: 'script', prompt: 'p', workspaceId: id, options: {}, env: {}, limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none' });
+    store.createSession({
+      id,
+      tenant: 't',
+      framework: 'script',
+      prompt: 'p',
+      workspaceId: id,
+      options: {},
+      env: {},
+      limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
+      network: 'none',
+    });
   cleanups.push(async () => {
     await store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -78,7 +92,8 @@ class RawRunner {
   }
   send(from: number, to: number): number {
     let n = 0;
-    for (let rid = from; rid <= to; rid++, n++) this.socket.write(`${JSON.stringify({ t: 'ev', rid, type: 'LOG', ts: Date.now(), data: { i: rid - 1 } })}\n`);
+    for (let rid = from; rid <= to; rid++, n++)
+      this.socket.write(`${JSON.stringify({ t: 'ev', rid, type: 'LOG', ts: Date.now(), data: { i: rid - 1 } })}\n`);
     return n;
   }
   close(): void {
@@ -88,48 +103,51 @@ class RawRunner {
 
 describe('duplicate event delivery', () => {
   it('stores every rid once when a runner re-sends on the same connection, after a reconnect, and on two connections at once', async () => {
-    await measured({ area: 'faults/delivery', fault: 'duplicate rids: repeated, after reconnect, on overlapping connections' }, async (row) => {
-      const f = await ingestFixture();
-      const hub = f.hub();
-      cleanups.push(() => hub.closeAll());
-      await f.session('dup');
-      const { socketPath } = await hub.open(f.task('dup'));
-      let resent = 0;
+    await measured(
+      { area: 'faults/delivery', fault: 'duplicate rids: repeated, after reconnect, on overlapping connections' },
+      async (row) => {
+        const f = await ingestFixture();
+        const hub = f.hub();
+        cleanups.push(() => hub.closeAll());
+        await f.session('dup');
+        const { socketPath } = await hub.open(f.task('dup'));
+        let resent = 0;
 
-      const a = await RawRunner.connect(socketPath);
-      expect(await a.hello()).toBe(0);
-      a.send(1, 500);
-      resent += a.send(1, 500);
-      await a.acked(500);
-      a.close();
+        const a = await RawRunner.connect(socketPath);
+        expect(await a.hello()).toBe(0);
+        a.send(1, 500);
+        resent += a.send(1, 500);
+        await a.acked(500);
+        a.close();
 
-      // a reconnect is told what is stored, but re-sends everything anyway
-      const b = await RawRunner.connect(socketPath);
-      expect(await b.hello()).toBe(500);
-      resent += b.send(1, 500);
-      b.send(501, 1000);
-      await b.acked(1000);
+        // a reconnect is told what is stored, but re-sends everything anyway
+        const b = await RawRunner.connect(socketPath);
+        expect(await b.hello()).toBe(500);
+        resent += b.send(1, 500);
+        b.send(501, 1000);
+        await b.acked(1000);
 
-      // a second connection takes over while the first is still writing
-      const c = await RawRunner.connect(socketPath);
-      expect(await c.hello()).toBe(1000);
-      b.send(1001, 1200);
-      resent += c.send(901, 1200);
-      c.send(1201, 1500);
-      await c.acked(1500);
-      b.close();
-      c.close();
-      await hub.settle('dup', 5000);
-      row.tries = resent;
+        // a second connection takes over while the first is still writing
+        const c = await RawRunner.connect(socketPath);
+        expect(await c.hello()).toBe(1000);
+        b.send(1001, 1200);
+        resent += c.send(901, 1200);
+        c.send(1201, 1500);
+        await c.acked(1500);
+        b.close();
+        c.close();
+        await hub.settle('dup', 5000);
+        row.tries = resent;
 
-      const events = await f.store.read('dup', 0, 10_000);
-      const logs = events.filter((e) => typeof e.data.i === 'number').map((e) => e.data.i as number);
-      row.lostEvents = 1500 - new Set(logs).size;
-      const duplicates = logs.length - new Set(logs).size;
-      row.note = `${resent} events re-sent; ${logs.length} stored, ${duplicates} duplicates`;
-      expect(logs).toEqual(Array.from({ length: 1500 }, (_, i) => i));
-      expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
-    });
+        const events = await f.store.read('dup', 0, 10_000);
+        const logs = events.filter((e) => typeof e.data.i === 'number').map((e) => e.data.i as number);
+        row.lostEvents = 1500 - new Set(logs).size;
+        const duplicates = logs.length - new Set(logs).size;
+        row.note = `${resent} events re-sent; ${logs.length} stored, ${duplicates} duplicates`;
+        expect(logs).toEqual(Array.from({ length: 1500 }, (_, i) => i));
+        expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+      },
+    );
   });
 
   it('loses and duplicates nothing across five hub restarts while a runner writes', async () => {
@@ -167,54 +185,76 @@ describe('duplicate event delivery', () => {
 
 describe('stalled subscribers', () => {
   it('keeps server memory bounded while subscribers stop reading, and the reader that reads gets everything', async () => {
-    await measured({ area: 'faults/delivery', fault: '4 stalled SSE subscribers on an 8 MB session (smaller run of e2e/delivery)' }, async (row) => {
-      const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fault-stall-'));
-      const owner = `mgx-fault-stall-${randomBytes(4).toString('hex')}`;
-      const server = new ServerProcess({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: owner, MGX_LOG_LEVEL: 'fatal', MGX_MAX_EVENTS_PER_SECOND: '0', AGENT_CONTAINER_MEMORY_LIMIT: '512m' }, [], { memoryProbe: true });
-      cleanups.push(async () => {
-        await server.stop('SIGKILL');
-        rmSync(dataDir, { recursive: true, force: true });
-      });
-      await server.start();
-      const client = createMgxClient({ url: server.url });
-      const streamUrl = (id: string) => `${server.url}/trpc/sessions.stream?input=${encodeURIComponent(JSON.stringify({ sessionId: id }))}`;
-      const COUNT = 8000;
-      /**
-       * Server memory still reachable once one reader has followed the whole session while
-       * `stalled` readers, still connected, never read: whatever the server buffers for them.
-       */
-      const runWith = async (stalled: number) => {
-        const s = await client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 500 }, { events: { count: COUNT, size: 1000 } }) });
-        row.sessions++;
-        const paused: IncomingMessage[] = [];
-        await Promise.all(
-          Array.from({ length: stalled }, () => new Promise<void>((resolve, reject) => {
-            get(streamUrl(s.id), (res) => {
-              res.pause();
-              paused.push(res);
-              resolve();
-            }).on('error', reject);
-          })),
+    await measured(
+      { area: 'faults/delivery', fault: '4 stalled SSE subscribers on an 8 MB session (smaller run of e2e/delivery)' },
+      async (row) => {
+        const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fault-stall-'));
+        const owner = `mgx-fault-stall-${randomBytes(4).toString('hex')}`;
+        const server = new ServerProcess(
+          {
+            MGX_PORT: String(await freePort()),
+            MGX_DATA_DIR: dataDir,
+            MGX_OWNER: owner,
+            MGX_LOG_LEVEL: 'fatal',
+            MGX_MAX_EVENTS_PER_SECOND: '0',
+            AGENT_CONTAINER_MEMORY_LIMIT: '512m',
+          },
+          [],
+          { memoryProbe: true },
         );
-        const events = await follow(client, s.id, 60_000);
-        const retained = await server.retainedMb();
-        for (const res of paused) res.destroy();
-        const got = new Set(events.filter((e) => e.type === 'LOG' && typeof e.data.i === 'number').map((e) => e.data.i)).size;
-        row.lostEvents += COUNT - got;
-        if (events.at(-1)?.data.status === 'succeeded' && got === COUNT) row.completed++;
-        return retained;
-      };
-      // the first session warms the server up (JIT, caches), so the control compares like with like
-      await runWith(0);
-      const control = await runWith(0);
-      const stalled = await runWith(4);
-      row.tries = 4;
-      row.orphans = (await ownedContainers(owner)).length;
-      row.note = `memory retained after a full GC: ${control.toFixed(1)} MB with no stalled reader, ${stalled.toFixed(1)} MB with 4 still connected (buffering their 8 MB each would add 32 MB)`;
-      expect(row.completed).toBe(3);
-      expect(row.lostEvents).toBe(0);
-      expect(stalled - control).toBeLessThan(12);
-      expect(row.orphans).toBe(0);
-    });
+        cleanups.push(async () => {
+          await server.stop('SIGKILL');
+          rmSync(dataDir, { recursive: true, force: true });
+        });
+        await server.start();
+        const client = createMgxClient({ url: server.url });
+        const streamUrl = (id: string) =>
+          `${server.url}/trpc/sessions.stream?input=${encodeURIComponent(JSON.stringify({ sessionId: id }))}`;
+        const COUNT = 8000;
+        /**
+         * Server memory still reachable once one reader has followed the whole session while
+         * `stalled` readers, still connected, never read: whatever the server buffers for them.
+         */
+        const runWith = async (stalled: number) => {
+          const s = await client.sessions.create.mutate({
+            framework: 'script',
+            prompt: script({ sleep: 500 }, { events: { count: COUNT, size: 1000 } }),
+          });
+          row.sessions++;
+          const paused: IncomingMessage[] = [];
+          await Promise.all(
+            Array.from(
+              { length: stalled },
+              () =>
+                new Promise<void>((resolve, reject) => {
+                  get(streamUrl(s.id), (res) => {
+                    res.pause();
+                    paused.push(res);
+                    resolve();
+                  }).on('error', reject);
+                }),
+            ),
+          );
+          const events = await follow(client, s.id, 60_000);
+          const retained = await server.retainedMb();
+          for (const res of paused) res.destroy();
+          const got = new Set(events.filter((e) => e.type === 'LOG' && typeof e.data.i === 'number').map((e) => e.data.i)).size;
+          row.lostEvents += COUNT - got;
+          if (events.at(-1)?.data.status === 'succeeded' && got === COUNT) row.completed++;
+          return retained;
+        };
+        // the first session warms the server up (JIT, caches), so the control compares like with like
+        await runWith(0);
+        const control = await runWith(0);
+        const stalled = await runWith(4);
+        row.tries = 4;
+        row.orphans = (await ownedContainers(owner)).length;
+        row.note = `memory retained after a full GC: ${control.toFixed(1)} MB with no stalled reader, ${stalled.toFixed(1)} MB with 4 still connected (buffering their 8 MB each would add 32 MB)`;
+        expect(row.completed).toBe(3);
+        expect(row.lostEvents).toBe(0);
+        expect(stalled - control).toBeLessThan(12);
+        expect(row.orphans).toBe(0);
+      },
+    );
   }, 120_000);
 });

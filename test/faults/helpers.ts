@@ -9,7 +9,8 @@ const address = discoverSocket({ containerHost: process.env.CONTAINER_HOST });
 /** The engine the servers under test use, seen from the test process. */
 export const runtime = new DockerRuntime({ address });
 /** Raw engine access, to inspect containers the way an operator would. */
-export const docker = address.kind === 'unix' ? new Docker({ socketPath: address.path }) : new Docker({ host: address.host, port: address.port });
+export const docker =
+  address.kind === 'unix' ? new Docker({ socketPath: address.path }) : new Docker({ host: address.host, port: address.port });
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -29,7 +30,7 @@ export async function follow(client: MgxClient, sessionId: string, ms: number): 
 /** Every stored event of a session, paged through sessions.events. */
 export async function storedEvents(client: MgxClient, sessionId: string): Promise<SessionEvent[]> {
   const all: SessionEvent[] = [];
-  for (let after = 0; ; ) {
+  for (let after = 0; ;) {
     const page = await client.sessions.events.query({ sessionId, afterSeq: after, limit: 1000 });
     all.push(...page.events);
     if (page.events.length < 1000) return all;
@@ -52,10 +53,17 @@ export async function containerOf(sessionId: string, ms = 20_000): Promise<Docke
 }
 
 /** The tRPC error code of a call, or 'OK'. */
-export const codeOf = (p: Promise<unknown>) => p.then(() => 'OK', (err: { data?: { code?: string } }) => err.data?.code ?? String(err));
+export const codeOf = (p: Promise<unknown>) =>
+  p.then(
+    () => 'OK',
+    (err: { data?: { code?: string } }) => err.data?.code ?? String(err),
+  );
 
 /** `p`, or a rejection after `ms`: for calls that must not hang. */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(timer));
 }

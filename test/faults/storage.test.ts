@@ -28,7 +28,14 @@ describe('the SQLite store locked by another process', () => {
     await measured({ area: 'faults/storage', fault: 'store locked (BEGIN EXCLUSIVE held by another process)' }, async (row) => {
       const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fault-lock-'));
       const owner = `mgx-fault-lock-${randomBytes(4).toString('hex')}`;
-      const server = new ServerProcess({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: owner, MGX_LOG_LEVEL: 'fatal', AGENT_MONITOR_POLL_SECONDS: '1', AGENT_CONTAINER_MEMORY_LIMIT: '256m' });
+      const server = new ServerProcess({
+        MGX_PORT: String(await freePort()),
+        MGX_DATA_DIR: dataDir,
+        MGX_OWNER: owner,
+        MGX_LOG_LEVEL: 'fatal',
+        AGENT_MONITOR_POLL_SECONDS: '1',
+        AGENT_CONTAINER_MEMORY_LIMIT: '256m',
+      });
       cleanups.push(async () => {
         await server.stop('SIGKILL');
         rmSync(dataDir, { recursive: true, force: true });
@@ -47,7 +54,12 @@ describe('the SQLite store locked by another process', () => {
         db.close();
       });
       row.tries++;
-      const [err, createMs] = await elapsed(client.sessions.create.mutate({ framework: 'script', prompt: 'during the lock' }).then(() => null, (e: unknown) => e as Error));
+      const [err, createMs] = await elapsed(
+        client.sessions.create.mutate({ framework: 'script', prompt: 'during the lock' }).then(
+          () => null,
+          (e: unknown) => e as Error,
+        ),
+      );
       expect(err, 'a write while the store is locked must fail').not.toBeNull();
       row.note = `create refused after ${createMs} ms: ${err!.message.slice(0, 90)}`;
       expect(err!.message).toMatch(/SQLite store .*mgx\.sqlite.*(locked|busy)/i);
@@ -57,7 +69,12 @@ describe('the SQLite store locked by another process', () => {
       // alive and answering, not crash-looping; but every write attempt (the scheduler claims
       // once a poll interval) blocks the event loop for the whole busy timeout, because
       // better-sqlite3 is synchronous, so /healthz answers late: measured, and reported
-      const [health, healthMs] = await elapsed(fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(45_000) }).then((r) => r.status, () => 0));
+      const [health, healthMs] = await elapsed(
+        fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(45_000) }).then(
+          (r) => r.status,
+          () => 0,
+        ),
+      );
       expect(server.child!.exitCode).toBeNull();
       expect(health).toBe(200);
       row.note += `; /healthz 200 after ${healthMs} ms while locked`;
@@ -111,7 +128,15 @@ describe('a data directory that cannot be created', () => {
       const outcomes: string[] = [];
       for (const dataDir of [file, join(file, 'nested')]) {
         row.tries++;
-        const r = await runServer({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: `mgx-fault-dd-${randomBytes(4).toString('hex')}`, MGX_LOG_LEVEL: 'fatal' }, 30_000);
+        const r = await runServer(
+          {
+            MGX_PORT: String(await freePort()),
+            MGX_DATA_DIR: dataDir,
+            MGX_OWNER: `mgx-fault-dd-${randomBytes(4).toString('hex')}`,
+            MGX_LOG_LEVEL: 'fatal',
+          },
+          30_000,
+        );
         outcomes.push(`exit ${r.code} in ${r.ms} ms`);
         expect(r.code, r.stderr).not.toBe(0);
         expect(r.code, 'killed by the test: it hung').not.toBeNull();

@@ -67,7 +67,9 @@ interface Proc {
 /** Records one attack surface: `checks` maps each probe to whether the container held. */
 async function surface(fault: string, checks: Record<string, boolean>, note: string): Promise<void> {
   await measured({ area: 'security/escape', fault }, async (row) => {
-    const failed = Object.entries(checks).filter(([, held]) => !held).map(([name]) => name);
+    const failed = Object.entries(checks)
+      .filter(([, held]) => !held)
+      .map(([name]) => name);
     row.tries = Object.keys(checks).length;
     row.sessions = 1;
     row.completed = 1;
@@ -83,7 +85,14 @@ describe('from inside a running session container', () => {
     const zero = '0000000000000000';
     await surface(
       'capabilities of every process in the container',
-      Object.fromEntries(procs.flatMap((pr) => [[`${pr.name}[${pr.pid}] CapEff`, pr.capEff === zero], [`${pr.name}[${pr.pid}] CapPrm`, pr.capPrm === zero], [`${pr.name}[${pr.pid}] CapBnd`, pr.capBnd === zero], [`${pr.name}[${pr.pid}] CapAmb`, pr.capAmb === zero]])),
+      Object.fromEntries(
+        procs.flatMap((pr) => [
+          [`${pr.name}[${pr.pid}] CapEff`, pr.capEff === zero],
+          [`${pr.name}[${pr.pid}] CapPrm`, pr.capPrm === zero],
+          [`${pr.name}[${pr.pid}] CapBnd`, pr.capBnd === zero],
+          [`${pr.name}[${pr.pid}] CapAmb`, pr.capAmb === zero],
+        ]),
+      ),
       `${procs.length} processes, all CapEff/CapPrm/CapBnd/CapAmb 0`,
     );
   });
@@ -108,15 +117,27 @@ describe('from inside a running session container', () => {
     const w = probe.writes as Record<string, string>;
     await surface(
       'writes to the root filesystem and the socket mount',
-      { '/': w.root === 'EROFS', '/etc/passwd': w.etc === 'EROFS', '/usr/local/bin/node': w.bin === 'EROFS', '/run/mgx': w.runMgx === 'EROFS', '/tmp writable': w.tmp === 'ok', '/workspace writable': w.workspace === 'ok' },
-      Object.entries(w).map(([k, v]) => `${k} ${v}`).join(', '),
+      {
+        '/': w.root === 'EROFS',
+        '/etc/passwd': w.etc === 'EROFS',
+        '/usr/local/bin/node': w.bin === 'EROFS',
+        '/run/mgx': w.runMgx === 'EROFS',
+        '/tmp writable': w.tmp === 'ok',
+        '/workspace writable': w.workspace === 'ok',
+      },
+      Object.entries(w)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', '),
     );
   });
 
   it('has no network but lo', async () => {
     await surface(
       'network interfaces',
-      { 'os.networkInterfaces is lo only': JSON.stringify(probe.interfaces) === '["lo"]', '/proc/net/dev is lo only': JSON.stringify(probe.netDevs) === '["lo"]' },
+      {
+        'os.networkInterfaces is lo only': JSON.stringify(probe.interfaces) === '["lo"]',
+        '/proc/net/dev is lo only': JSON.stringify(probe.netDevs) === '["lo"]',
+      },
       `interfaces ${JSON.stringify(probe.interfaces)}, /proc/net/dev ${JSON.stringify(probe.netDevs)}`,
     );
   });
@@ -137,7 +158,10 @@ describe('from inside a running session container', () => {
     const procs = probe.procs as Proc[];
     await surface(
       'PID namespace: /proc/1 and visible processes',
-      { '/proc/1 is tini': probe.init === 'tini', 'only the container processes are visible': procs.length <= 4 && procs.every((pr) => ['tini', 'node'].includes(pr.name)) },
+      {
+        '/proc/1 is tini': probe.init === 'tini',
+        'only the container processes are visible': procs.length <= 4 && procs.every((pr) => ['tini', 'node'].includes(pr.name)),
+      },
       `/proc/1 ${String(probe.init)}; visible: ${procs.map((pr) => `${pr.name}[${pr.pid}]`).join(' ')}; /dev: ${(probe.devices as string[]).length} entries`,
     );
   });

@@ -20,7 +20,24 @@ afterAll(async () => {
   writeReport();
 });
 
-const BAD_IDS = ['../x', '..', '.', '%2e%2e', '..%2f..%2fetc', 'a/b', 'a\\b', '/etc/passwd', '\u0000', 'a\u0000b', 'x'.repeat(65), 'x'.repeat(10_000), ' ', 'a b', '-x', '_x'];
+const BAD_IDS = [
+  '../x',
+  '..',
+  '.',
+  '%2e%2e',
+  '..%2f..%2fetc',
+  'a/b',
+  'a\\b',
+  '/etc/passwd',
+  '\u0000',
+  'a\u0000b',
+  'x'.repeat(65),
+  'x'.repeat(10_000),
+  ' ',
+  'a b',
+  '-x',
+  '_x',
+];
 
 /** Every path under `dir`, relative to it. */
 function tree(dir: string): string[] {
@@ -39,7 +56,9 @@ function tree(dir: string): string[] {
 /** Paths outside the data dir that a traversal with one of `ids` could reach from where ids become paths. */
 const reachable = (dataDir: string, ids: string[]) =>
   ids
-    .flatMap((id) => [join(dataDir, 'workspaces'), join(dataDir, 'run', 'sessions'), dataDir].map((base) => resolve(base, id.replace(/\u0000/g, ''))))
+    .flatMap((id) =>
+      [join(dataDir, 'workspaces'), join(dataDir, 'run', 'sessions'), dataDir].map((base) => resolve(base, id.replace(/\u0000/g, ''))),
+    )
     .filter((target) => target !== dataDir && !target.startsWith(`${dataDir}/`));
 
 /** A raw subscription from `lastEventId`: resolves when it completes, rejects with its error. */
@@ -86,46 +105,72 @@ describe('ids that try to become paths', () => {
     const existedBefore = new Set(outside.filter((t) => existsSync(t)));
     const sessionsBefore = (await c.sessions.list.query({ limit: 200 })).items.length;
 
-    await measured({ area: 'security/input', fault: `path traversal in sessionId: get, events, stream, cancel (${BAD_IDS.length} values)` }, async (row) => {
+    await measured(
+      { area: 'security/input', fault: `path traversal in sessionId: get, events, stream, cancel (${BAD_IDS.length} values)` },
+      async (row) => {
+        const wrong = await attacks(
+          row,
+          BAD_IDS.flatMap((id): Attack[] => [
+            [`get ${JSON.stringify(id.slice(0, 12))}`, () => c.sessions.get.query({ sessionId: id })],
+            [`events ${JSON.stringify(id.slice(0, 12))}`, () => c.sessions.events.query({ sessionId: id })],
+            [`stream ${JSON.stringify(id.slice(0, 12))}`, () => follow(c, id, 10_000)],
+            [`cancel ${JSON.stringify(id.slice(0, 12))}`, () => c.sessions.cancel.mutate({ sessionId: id })],
+          ]),
+          'BAD_REQUEST',
+        );
+        expect(wrong).toEqual([]);
+      },
+    );
+
+    await measured({ area: 'security/input', fault: `path traversal in workspaceId on create (${BAD_IDS.length} values)` }, async (row) => {
       const wrong = await attacks(
         row,
-        BAD_IDS.flatMap((id): Attack[] => [
-          [`get ${JSON.stringify(id.slice(0, 12))}`, () => c.sessions.get.query({ sessionId: id })],
-          [`events ${JSON.stringify(id.slice(0, 12))}`, () => c.sessions.events.query({ sessionId: id })],
-          [`stream ${JSON.stringify(id.slice(0, 12))}`, () => follow(c, id, 10_000)],
-          [`cancel ${JSON.stringify(id.slice(0, 12))}`, () => c.sessions.cancel.mutate({ sessionId: id })],
+        BAD_IDS.map((id): Attack => [
+          `workspaceId ${JSON.stringify(id.slice(0, 12))}`,
+          () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', workspaceId: id }),
         ]),
         'BAD_REQUEST',
       );
       expect(wrong).toEqual([]);
     });
 
-    await measured({ area: 'security/input', fault: `path traversal in workspaceId on create (${BAD_IDS.length} values)` }, async (row) => {
-      const wrong = await attacks(row, BAD_IDS.map((id): Attack => [`workspaceId ${JSON.stringify(id.slice(0, 12))}`, () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', workspaceId: id })]), 'BAD_REQUEST');
-      expect(wrong).toEqual([]);
-    });
-
     const badSeqs = ['../x', '-1', '1e3', '1.5', '0x10', ' 1', '9'.repeat(16), '\u0000', 'x'.repeat(10_000)];
-    await measured({ area: 'security/input', fault: `malformed lastEventId on stream, in the input and the Last-Event-ID header (${badSeqs.length} values)` }, async (row) => {
-      const cases: Attack[] = badSeqs.map((v): Attack => [`lastEventId ${JSON.stringify(v.slice(0, 12))}`, () => streamFrom(c, real.id, v)]);
-      const wrong = await attacks(row, cases, 'BAD_REQUEST');
-      // the raw header path too: a plain GET with a hostile Last-Event-ID must not stream
-      for (const v of ['../x', '-1', '1e3']) {
-        row.tries++;
-        const res = await fetch(`${p.server.url}/trpc/sessions.stream?input=${encodeURIComponent(JSON.stringify({ sessionId: real.id }))}`, { headers: { 'last-event-id': v }, signal: AbortSignal.timeout(10_000) });
-        const body = await res.text().catch(() => '');
-        if (!/BAD_REQUEST|lastEventId must be/.test(body) && res.status !== 400) {
-          row.leaks++;
-          wrong.push(`header ${v} → ${res.status}`);
+    await measured(
+      {
+        area: 'security/input',
+        fault: `malformed lastEventId on stream, in the input and the Last-Event-ID header (${badSeqs.length} values)`,
+      },
+      async (row) => {
+        const cases: Attack[] = badSeqs.map((v): Attack => [
+          `lastEventId ${JSON.stringify(v.slice(0, 12))}`,
+          () => streamFrom(c, real.id, v),
+        ]);
+        const wrong = await attacks(row, cases, 'BAD_REQUEST');
+        // the raw header path too: a plain GET with a hostile Last-Event-ID must not stream
+        for (const v of ['../x', '-1', '1e3']) {
+          row.tries++;
+          const res = await fetch(
+            `${p.server.url}/trpc/sessions.stream?input=${encodeURIComponent(JSON.stringify({ sessionId: real.id }))}`,
+            { headers: { 'last-event-id': v }, signal: AbortSignal.timeout(10_000) },
+          );
+          const body = await res.text().catch(() => '');
+          if (!/BAD_REQUEST|lastEventId must be/.test(body) && res.status !== 400) {
+            row.leaks++;
+            wrong.push(`header ${v} → ${res.status}`);
+          }
         }
-      }
-      row.note = `${row.tries - row.leaks}/${row.tries} refused with BAD_REQUEST (${badSeqs.length} in the input, 3 in the header)`;
-      expect(wrong).toEqual([]);
-    });
+        row.note = `${row.tries - row.leaks}/${row.tries} refused with BAD_REQUEST (${badSeqs.length} in the input, 3 in the header)`;
+        expect(wrong).toEqual([]);
+      },
+    );
 
     const badCursors = ['../x', '-1', 'zzz', '1 OR 1=1', "1'; DROP TABLE sessions;--", 'x'.repeat(33), '\u0000', '1.5'];
     await measured({ area: 'security/input', fault: `malformed list cursor (${badCursors.length} values)` }, async (row) => {
-      const wrong = await attacks(row, badCursors.map((v): Attack => [`cursor ${JSON.stringify(v.slice(0, 12))}`, () => c.sessions.list.query({ cursor: v })]), 'BAD_REQUEST');
+      const wrong = await attacks(
+        row,
+        badCursors.map((v): Attack => [`cursor ${JSON.stringify(v.slice(0, 12))}`, () => c.sessions.list.query({ cursor: v })]),
+        'BAD_REQUEST',
+      );
       expect(wrong).toEqual([]);
     });
 
@@ -139,36 +184,39 @@ describe('ids that try to become paths', () => {
 
 describe('environment injection', () => {
   it('refuses env and secret names and values that would change how the agent loads or runs', async () => {
-    await measured({ area: 'security/input', fault: 'env and secret injection: =, NUL, newline, LD_PRELOAD, NODE_OPTIONS, PATH, MGX_*' }, async (row) => {
-      const envs: Array<Record<string, string>> = [
-        { 'A=B': 'x' },
-        { 'A\u0000B': 'x' },
-        { 'A\nB': 'x' },
-        { OK: 'a\u0000b' },
-        { OK: 'line\ninjected=1' },
-        { OK: 'carriage\rreturn' },
-        { LD_PRELOAD: '/tmp/evil.so' },
-        { LD_LIBRARY_PATH: '/tmp' },
-        { LD_AUDIT: '/tmp/evil.so' },
-        { NODE_OPTIONS: '--require /tmp/evil.js' },
-        { NODE_PATH: '/tmp' },
-        { PATH: '/tmp' },
-        { HOME: '/' },
-        { MGX_INGEST_SOCKET: '/tmp/other.sock' },
-        { MGX_WORKSPACE: '/' },
-        { BASH_FUNC_x: '() { :; }' },
-        { lower: 'x' },
-        { '': 'x' },
-      ];
-      const cases: Attack[] = [];
-      for (const env of envs) {
-        const label = JSON.stringify(env).slice(0, 40);
-        cases.push([`env ${label}`, () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', env })]);
-        cases.push([`secrets ${label}`, () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', secrets: env })]);
-      }
-      const wrong = await attacks(row, cases, 'BAD_REQUEST');
-      expect(wrong).toEqual([]);
-    });
+    await measured(
+      { area: 'security/input', fault: 'env and secret injection: =, NUL, newline, LD_PRELOAD, NODE_OPTIONS, PATH, MGX_*' },
+      async (row) => {
+        const envs: Array<Record<string, string>> = [
+          { 'A=B': 'x' },
+          { 'A\u0000B': 'x' },
+          { 'A\nB': 'x' },
+          { OK: 'a\u0000b' },
+          { OK: 'line\ninjected=1' },
+          { OK: 'carriage\rreturn' },
+          { LD_PRELOAD: '/tmp/evil.so' },
+          { LD_LIBRARY_PATH: '/tmp' },
+          { LD_AUDIT: '/tmp/evil.so' },
+          { NODE_OPTIONS: '--require /tmp/evil.js' },
+          { NODE_PATH: '/tmp' },
+          { PATH: '/tmp' },
+          { HOME: '/' },
+          { MGX_INGEST_SOCKET: '/tmp/other.sock' },
+          { MGX_WORKSPACE: '/' },
+          { BASH_FUNC_x: '() { :; }' },
+          { lower: 'x' },
+          { '': 'x' },
+        ];
+        const cases: Attack[] = [];
+        for (const env of envs) {
+          const label = JSON.stringify(env).slice(0, 40);
+          cases.push([`env ${label}`, () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', env })]);
+          cases.push([`secrets ${label}`, () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', secrets: env })]);
+        }
+        const wrong = await attacks(row, cases, 'BAD_REQUEST');
+        expect(wrong).toEqual([]);
+      },
+    );
   });
 });
 
@@ -177,7 +225,11 @@ describe('sizes', () => {
     await measured({ area: 'security/input', fault: 'oversized prompt (5 KB over a 4 KB limit) and body (200 KB)' }, async (row) => {
       row.tries = 2;
       const prompt = await codeOf(c.sessions.create.mutate({ framework: 'script', prompt: 'x'.repeat(5000) }));
-      const res = await fetch(`${p.server.url}/trpc/sessions.create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ framework: 'script', prompt: 'x'.repeat(200_000) }) });
+      const res = await fetch(`${p.server.url}/trpc/sessions.create`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ framework: 'script', prompt: 'x'.repeat(200_000) }),
+      });
       row.note = `prompt → ${prompt}, body → HTTP ${res.status}`;
       row.leaks = Number(prompt !== 'PAYLOAD_TOO_LARGE') + Number(res.status !== 413);
       expect(prompt).toBe('PAYLOAD_TOO_LARGE');
@@ -189,7 +241,10 @@ describe('sizes', () => {
     await measured({ area: 'security/input', fault: 'oversized events from the agent (5 × 10 KB over a 4 KB limit)' }, async (row) => {
       row.tries = 5;
       row.sessions = 1;
-      const s = await c.sessions.create.mutate({ framework: 'script', prompt: script({ events: { count: 5, size: 10_000 } }, { say: 'still here' }) });
+      const s = await c.sessions.create.mutate({
+        framework: 'script',
+        prompt: script({ events: { count: 5, size: 10_000 } }, { say: 'still here' }),
+      });
       const events = await follow(c, s.id, 30_000);
       const errors = events.filter((e) => e.type === 'ERROR' && /exceeds the limit of 4096 bytes/.test(String(e.data.message)));
       const bigLogs = events.filter((e) => e.type === 'LOG' && String(e.data.text ?? '').length > 4096);
@@ -227,7 +282,11 @@ describe('what a client may ask of the container', () => {
         { __proto__: { image: 'alpine' }, constructor: { prototype: { image: 'alpine' } } },
       ];
       const cases: Attack[] = [['framework "nope"', () => c.sessions.create.mutate({ framework: 'nope', prompt: 'x' })]];
-      for (const extra of extras) cases.push([`extra ${JSON.stringify(extra).slice(0, 40)}`, () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', ...extra } as never)]);
+      for (const extra of extras)
+        cases.push([
+          `extra ${JSON.stringify(extra).slice(0, 40)}`,
+          () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', ...extra } as never),
+        ]);
       const wrong = await attacks(row, cases, 'BAD_REQUEST');
       expect(wrong).toEqual([]);
     });
@@ -237,8 +296,16 @@ describe('what a client may ask of the container', () => {
     await measured({ area: 'security/input', fault: 'container settings inside options (accepted as framework options)' }, async (row) => {
       row.tries = 1;
       row.sessions = 1;
-      const options = { image: 'alpine', user: '0:0', privileged: true, binds: ['/:/host'], HostConfig: { Privileged: true, Binds: ['/:/host'], CapAdd: ['ALL'] } };
-      const s = await c.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 2000 }), options }).catch((err: { data?: { code?: string } }) => err.data?.code ?? 'error');
+      const options = {
+        image: 'alpine',
+        user: '0:0',
+        privileged: true,
+        binds: ['/:/host'],
+        HostConfig: { Privileged: true, Binds: ['/:/host'], CapAdd: ['ALL'] },
+      };
+      const s = await c.sessions.create
+        .mutate({ framework: 'script', prompt: script({ sleep: 2000 }), options })
+        .catch((err: { data?: { code?: string } }) => err.data?.code ?? 'error');
       if (typeof s === 'string') {
         // refusing them is fine too
         row.note = `refused (${s})`;
@@ -258,7 +325,10 @@ describe('what a client may ask of the container', () => {
       row.leaks = effects.length;
       const events = await follow(c, s.id, 30_000);
       if (events.at(-1)?.data.status === 'succeeded') row.completed = 1;
-      row.note = `accepted; effects on the container: ${effects.length ? effects.join(', ') : 'none'} (image ${info.Config.Image}, user ${info.Config.User}, binds ${binds.map((m) => m.Destination).sort().join(' ')})`;
+      row.note = `accepted; effects on the container: ${effects.length ? effects.join(', ') : 'none'} (image ${info.Config.Image}, user ${info.Config.User}, binds ${binds
+        .map((m) => m.Destination)
+        .sort()
+        .join(' ')})`;
       expect(effects).toEqual([]);
       expect(binds.map((m) => m.Destination).sort()).toEqual(['/run/mgx', '/workspace']);
       expect(row.completed).toBe(1);

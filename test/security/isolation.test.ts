@@ -61,121 +61,162 @@ function done() { console.log(JSON.stringify(out)); process.exit(0); }`;
 
 describe('one session cannot reach another', () => {
   it("mounts each container's own socket directory read-only at /run/mgx and its own workspace, nothing of the other's", async () => {
-    await measured({ area: 'security/isolation', fault: "session A's container reaching session B's ingest socket or workspace" }, async (row) => {
-      const a = await acme.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'a' }, { sleep: 4000 }, { say: 'a done' }) });
-      const b = await globex.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'b' }, { sleep: 4000 }, { say: 'b done' }) });
-      row.sessions = 2;
-      const [ia, ib] = await Promise.all([containerOf(a.id), containerOf(b.id)]);
-      const binds = (info: typeof ia) => info.Mounts.filter((m) => m.Type === 'bind').map((m) => ({ src: m.Source, dst: m.Destination, rw: m.RW }));
-      const socketDir = (id: string) => join(dataDir, 'run', 'sessions', id);
-      const own = (id: string, ws: string) => [
-        { src: socketDir(id), dst: '/run/mgx', rw: false },
-        { src: join(dataDir, 'workspaces', ws), dst: '/workspace', rw: true },
-      ];
-      const sort = (x: Array<{ dst: string }>) => [...x].sort((p, q) => p.dst.localeCompare(q.dst));
-      expect(sort(binds(ia))).toEqual(own(a.id, a.workspaceId));
-      expect(sort(binds(ib))).toEqual(own(b.id, b.workspaceId));
-      const leaksBetween = binds(ib).filter((m) => m.src.includes(a.id) || m.src.includes(a.workspaceId)).length + binds(ia).filter((m) => m.src.includes(b.id) || m.src.includes(b.workspaceId)).length;
-      // on the host, the socket belongs to the container's user only
-      const sock = statSync(join(socketDir(a.id), 'ingest.sock'));
-      const sockOpen = process.getuid?.() === 0 && (sock.mode & 0o077) !== 0 ? 1 : 0;
+    await measured(
+      { area: 'security/isolation', fault: "session A's container reaching session B's ingest socket or workspace" },
+      async (row) => {
+        const a = await acme.sessions.create.mutate({
+          framework: 'script',
+          prompt: script({ say: 'a' }, { sleep: 4000 }, { say: 'a done' }),
+        });
+        const b = await globex.sessions.create.mutate({
+          framework: 'script',
+          prompt: script({ say: 'b' }, { sleep: 4000 }, { say: 'b done' }),
+        });
+        row.sessions = 2;
+        const [ia, ib] = await Promise.all([containerOf(a.id), containerOf(b.id)]);
+        const binds = (info: typeof ia) =>
+          info.Mounts.filter((m) => m.Type === 'bind').map((m) => ({ src: m.Source, dst: m.Destination, rw: m.RW }));
+        const socketDir = (id: string) => join(dataDir, 'run', 'sessions', id);
+        const own = (id: string, ws: string) => [
+          { src: socketDir(id), dst: '/run/mgx', rw: false },
+          { src: join(dataDir, 'workspaces', ws), dst: '/workspace', rw: true },
+        ];
+        const sort = (x: Array<{ dst: string }>) => [...x].sort((p, q) => p.dst.localeCompare(q.dst));
+        expect(sort(binds(ia))).toEqual(own(a.id, a.workspaceId));
+        expect(sort(binds(ib))).toEqual(own(b.id, b.workspaceId));
+        const leaksBetween =
+          binds(ib).filter((m) => m.src.includes(a.id) || m.src.includes(a.workspaceId)).length +
+          binds(ia).filter((m) => m.src.includes(b.id) || m.src.includes(b.workspaceId)).length;
+        // on the host, the socket belongs to the container's user only
+        const sock = statSync(join(socketDir(a.id), 'ingest.sock'));
+        const sockOpen = process.getuid?.() === 0 && (sock.mode & 0o077) !== 0 ? 1 : 0;
 
-      // and from inside B: only its own socket, A's host path does not exist there
-      const probe = await server.runtime.exec(ib.Id, ['/usr/local/bin/node', '-e', PROBE(join(socketDir(a.id), 'ingest.sock'))]);
-      const seen = JSON.parse(probe.stdout) as { runMgx: string[]; otherVisible: boolean; writeRunMgx: string; connectOther: string };
-      row.tries = 4;
-      row.leaks = leaksBetween + sockOpen + Number(seen.otherVisible) + Number(seen.connectOther === 'connected') + Number(seen.writeRunMgx === 'ok');
-      row.note = `B sees /run/mgx = [${seen.runMgx.join(', ')}], A's socket ${seen.otherVisible ? 'visible' : 'absent'}, connect → ${seen.connectOther}, write /run/mgx → ${seen.writeRunMgx}; socket mode ${(sock.mode & 0o777).toString(8)} uid ${sock.uid}`;
-      expect(seen.runMgx).toEqual(['ingest.sock']);
-      expect(seen.otherVisible).toBe(false);
-      expect(seen.connectOther).toBe('ENOENT');
-      expect(seen.writeRunMgx).toBe('EROFS');
-      expect(leaksBetween).toBe(0);
-      if (process.getuid?.() === 0) expect({ uid: sock.uid, mode: sock.mode & 0o777 }).toEqual({ uid: 10001, mode: 0o600 });
+        // and from inside B: only its own socket, A's host path does not exist there
+        const probe = await server.runtime.exec(ib.Id, ['/usr/local/bin/node', '-e', PROBE(join(socketDir(a.id), 'ingest.sock'))]);
+        const seen = JSON.parse(probe.stdout) as { runMgx: string[]; otherVisible: boolean; writeRunMgx: string; connectOther: string };
+        row.tries = 4;
+        row.leaks =
+          leaksBetween +
+          sockOpen +
+          Number(seen.otherVisible) +
+          Number(seen.connectOther === 'connected') +
+          Number(seen.writeRunMgx === 'ok');
+        row.note = `B sees /run/mgx = [${seen.runMgx.join(', ')}], A's socket ${seen.otherVisible ? 'visible' : 'absent'}, connect → ${seen.connectOther}, write /run/mgx → ${seen.writeRunMgx}; socket mode ${(sock.mode & 0o777).toString(8)} uid ${sock.uid}`;
+        expect(seen.runMgx).toEqual(['ingest.sock']);
+        expect(seen.otherVisible).toBe(false);
+        expect(seen.connectOther).toBe('ENOENT');
+        expect(seen.writeRunMgx).toBe('EROFS');
+        expect(leaksBetween).toBe(0);
+        if (process.getuid?.() === 0) expect({ uid: sock.uid, mode: sock.mode & 0o777 }).toEqual({ uid: 10001, mode: 0o600 });
 
-      const [ea, eb] = await Promise.all([follow(acme, a.id, 30_000), follow(globex, b.id, 30_000)]);
-      const texts = (ev: SessionEvent[]) => ev.filter((e) => e.type === 'MESSAGE' && e.data.done).map((e) => e.data.text);
-      expect(texts(ea)).toEqual(['a', 'a done']);
-      expect(texts(eb)).toEqual(['b', 'b done']);
-      row.completed = [ea, eb].filter((ev) => ev.at(-1)?.data.status === 'succeeded').length;
-      row.orphans = (await ownedContainers(owner)).length;
-      expect(row.completed).toBe(2);
-      expect(row.orphans).toBe(0);
-    });
+        const [ea, eb] = await Promise.all([follow(acme, a.id, 30_000), follow(globex, b.id, 30_000)]);
+        const texts = (ev: SessionEvent[]) => ev.filter((e) => e.type === 'MESSAGE' && e.data.done).map((e) => e.data.text);
+        expect(texts(ea)).toEqual(['a', 'a done']);
+        expect(texts(eb)).toEqual(['b', 'b done']);
+        row.completed = [ea, eb].filter((ev) => ev.at(-1)?.data.status === 'succeeded').length;
+        row.orphans = (await ownedContainers(owner)).length;
+        expect(row.completed).toBe(2);
+        expect(row.orphans).toBe(0);
+      },
+    );
   }, 60_000);
 });
 
 describe('tenants', () => {
   it("makes another tenant's session NOT_FOUND on every procedure and filters it from lists; a foreign cancel changes nothing", async () => {
-    await measured({ area: 'security/isolation', fault: "tenant B on tenant A's session: get, events, stream, cancel, list" }, async (row) => {
-      const s = await acme.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 1500 }, { say: 'acme only' }) });
-      row.sessions = 1;
-      const attempts: Array<[string, () => Promise<unknown>, string]> = [
-        ['get', () => globex.sessions.get.query({ sessionId: s.id }), 'NOT_FOUND'],
-        ['events', () => globex.sessions.events.query({ sessionId: s.id }), 'NOT_FOUND'],
-        ['events afterSeq', () => globex.sessions.events.query({ sessionId: s.id, afterSeq: 1, limit: 1000 }), 'NOT_FOUND'],
-        ['stream', () => follow(globex, s.id, 10_000), 'NOT_FOUND'],
-        ['cancel', () => globex.sessions.cancel.mutate({ sessionId: s.id }), 'NOT_FOUND'],
-        ['no token: get', () => createMgxClient({ url: server.url }).sessions.get.query({ sessionId: s.id }), 'UNAUTHORIZED'],
-        ['no token: list', () => createMgxClient({ url: server.url }).sessions.list.query({}), 'UNAUTHORIZED'],
-        ['token prefix', () => createMgxClient({ url: server.url, token: ACME.slice(0, -1) }).sessions.get.query({ sessionId: s.id }), 'UNAUTHORIZED'],
-        ['token with a suffix', () => createMgxClient({ url: server.url, token: `${ACME}x` }).sessions.get.query({ sessionId: s.id }), 'UNAUTHORIZED'],
-      ];
-      const wrong: string[] = [];
-      for (const [label, call, want] of attempts) {
-        row.tries++;
-        const got = await within(codeOf(call()), 15_000, label);
-        if (got !== want) wrong.push(`${label} → ${got}`);
-      }
-      // lists: by default, by status, and paged to the end
-      row.tries += 3;
-      const listed = [
-        ...(await globex.sessions.list.query({})).items,
-        ...(await globex.sessions.list.query({ status: ['queued', 'starting', 'running', 'succeeded'] })).items,
-        ...(await globex.sessions.list.query({ limit: 1, cursor: String(Number.MAX_SAFE_INTEGER).slice(0, 15) })).items,
-      ].filter((x) => x.id === s.id);
-      if (listed.length > 0) wrong.push(`listed ${listed.length} times`);
-      row.leaks = wrong.length;
-      const events = await follow(acme, s.id, 30_000);
-      if (events.at(-1)?.data.status === 'succeeded') row.completed = 1;
-      row.note = `${row.tries - wrong.length}/${row.tries} refused or filtered; session ${String(events.at(-1)?.data.status)} despite the foreign cancel`;
-      expect(wrong).toEqual([]);
-      expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded' });
-      expect(events.some((e) => e.type === 'CANCELLED')).toBe(false);
-    });
+    await measured(
+      { area: 'security/isolation', fault: "tenant B on tenant A's session: get, events, stream, cancel, list" },
+      async (row) => {
+        const s = await acme.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 1500 }, { say: 'acme only' }) });
+        row.sessions = 1;
+        const attempts: Array<[string, () => Promise<unknown>, string]> = [
+          ['get', () => globex.sessions.get.query({ sessionId: s.id }), 'NOT_FOUND'],
+          ['events', () => globex.sessions.events.query({ sessionId: s.id }), 'NOT_FOUND'],
+          ['events afterSeq', () => globex.sessions.events.query({ sessionId: s.id, afterSeq: 1, limit: 1000 }), 'NOT_FOUND'],
+          ['stream', () => follow(globex, s.id, 10_000), 'NOT_FOUND'],
+          ['cancel', () => globex.sessions.cancel.mutate({ sessionId: s.id }), 'NOT_FOUND'],
+          ['no token: get', () => createMgxClient({ url: server.url }).sessions.get.query({ sessionId: s.id }), 'UNAUTHORIZED'],
+          ['no token: list', () => createMgxClient({ url: server.url }).sessions.list.query({}), 'UNAUTHORIZED'],
+          [
+            'token prefix',
+            () => createMgxClient({ url: server.url, token: ACME.slice(0, -1) }).sessions.get.query({ sessionId: s.id }),
+            'UNAUTHORIZED',
+          ],
+          [
+            'token with a suffix',
+            () => createMgxClient({ url: server.url, token: `${ACME}x` }).sessions.get.query({ sessionId: s.id }),
+            'UNAUTHORIZED',
+          ],
+        ];
+        const wrong: string[] = [];
+        for (const [label, call, want] of attempts) {
+          row.tries++;
+          const got = await within(codeOf(call()), 15_000, label);
+          if (got !== want) wrong.push(`${label} → ${got}`);
+        }
+        // lists: by default, by status, and paged to the end
+        row.tries += 3;
+        const listed = [
+          ...(await globex.sessions.list.query({})).items,
+          ...(await globex.sessions.list.query({ status: ['queued', 'starting', 'running', 'succeeded'] })).items,
+          ...(await globex.sessions.list.query({ limit: 1, cursor: String(Number.MAX_SAFE_INTEGER).slice(0, 15) })).items,
+        ].filter((x) => x.id === s.id);
+        if (listed.length > 0) wrong.push(`listed ${listed.length} times`);
+        row.leaks = wrong.length;
+        const events = await follow(acme, s.id, 30_000);
+        if (events.at(-1)?.data.status === 'succeeded') row.completed = 1;
+        row.note = `${row.tries - wrong.length}/${row.tries} refused or filtered; session ${String(events.at(-1)?.data.status)} despite the foreign cancel`;
+        expect(wrong).toEqual([]);
+        expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded' });
+        expect(events.some((e) => e.type === 'CANCELLED')).toBe(false);
+      },
+    );
   });
 });
 
 describe('secrets', () => {
   it('reach the agent and never the events, logs, metrics, container env or labels, nor the store file', async () => {
-    await measured({ area: 'security/isolation', fault: 'a secret searched for in events, API, logs, metrics, container config and the store file' }, async (row) => {
-      const s = await acme.sessions.create.mutate({ framework: 'script', prompt: script({ getsecret: 'API_KEY' }, { print: { stream: 'stderr', text: 'stderr line' } }, { sleep: 1500 }), secrets: { API_KEY: SECRET } });
-      row.sessions = 1;
-      const info = await containerOf(s.id);
-      const inspected = JSON.stringify(await docker.getContainer(info.Id).inspect());
-      const events = await follow(acme, s.id, 30_000);
-      if (events.at(-1)?.data.status === 'succeeded') row.completed = 1;
-      // the agent had it: it said it back, and the platform redacted it
-      expect(events.find((e) => e.type === 'MESSAGE' && e.data.done)?.data.text).toBe('API_KEY=[REDACTED]');
-      const store = ['mgx.sqlite', 'mgx.sqlite-wal'].map((f) => join(dataDir, f)).filter((f) => existsSync(f)).map((f) => readFileSync(f).toString('latin1')).join('');
-      const places: Array<[string, string]> = [
-        ['events', JSON.stringify(events)],
-        ['sessions.get', JSON.stringify(await acme.sessions.get.query({ sessionId: s.id }))],
-        ['sessions.list', JSON.stringify(await acme.sessions.list.query({}))],
-        ['metrics', await (await fetch(`${server.url}/metrics`)).text()],
-        ['server logs', logs],
-        ['container inspect (env, labels, cmd)', inspected],
-        ['store file', store],
-        ['workspace file names', JSON.stringify(readdirSync(join(dataDir, 'workspaces'), { recursive: true }))],
-      ];
-      row.tries = places.length;
-      const found = places.filter(([, text]) => text.includes(SECRET)).map(([where]) => where);
-      row.leaks = found.length;
-      row.note = found.length ? `found in: ${found.join(', ')}` : `absent from ${places.map(([w]) => w).join(', ')} (${logs.length} bytes of logs searched)`;
-      expect(inspected).toContain(s.id);
-      expect(logs.length).toBeGreaterThan(1000);
-      expect(found).toEqual([]);
-      expect(row.completed).toBe(1);
-    });
+    await measured(
+      { area: 'security/isolation', fault: 'a secret searched for in events, API, logs, metrics, container config and the store file' },
+      async (row) => {
+        const s = await acme.sessions.create.mutate({
+          framework: 'script',
+          prompt: script({ getsecret: 'API_KEY' }, { print: { stream: 'stderr', text: 'stderr line' } }, { sleep: 1500 }),
+          secrets: { API_KEY: SECRET },
+        });
+        row.sessions = 1;
+        const info = await containerOf(s.id);
+        const inspected = JSON.stringify(await docker.getContainer(info.Id).inspect());
+        const events = await follow(acme, s.id, 30_000);
+        if (events.at(-1)?.data.status === 'succeeded') row.completed = 1;
+        // the agent had it: it said it back, and the platform redacted it
+        expect(events.find((e) => e.type === 'MESSAGE' && e.data.done)?.data.text).toBe('API_KEY=[REDACTED]');
+        const store = ['mgx.sqlite', 'mgx.sqlite-wal']
+          .map((f) => join(dataDir, f))
+          .filter((f) => existsSync(f))
+          .map((f) => readFileSync(f).toString('latin1'))
+          .join('');
+        const places: Array<[string, string]> = [
+          ['events', JSON.stringify(events)],
+          ['sessions.get', JSON.stringify(await acme.sessions.get.query({ sessionId: s.id }))],
+          ['sessions.list', JSON.stringify(await acme.sessions.list.query({}))],
+          ['metrics', await (await fetch(`${server.url}/metrics`)).text()],
+          ['server logs', logs],
+          ['container inspect (env, labels, cmd)', inspected],
+          ['store file', store],
+          ['workspace file names', JSON.stringify(readdirSync(join(dataDir, 'workspaces'), { recursive: true }))],
+        ];
+        row.tries = places.length;
+        const found = places.filter(([, text]) => text.includes(SECRET)).map(([where]) => where);
+        row.leaks = found.length;
+        row.note = found.length
+          ? `found in: ${found.join(', ')}`
+          : `absent from ${places.map(([w]) => w).join(', ')} (${logs.length} bytes of logs searched)`;
+        expect(inspected).toContain(s.id);
+        expect(logs.length).toBeGreaterThan(1000);
+        expect(found).toEqual([]);
+        expect(row.completed).toBe(1);
+      },
+    );
   });
 });

@@ -9,7 +9,10 @@ if (out && typeof global.gc === 'function') {
     global.gc();
     global.gc();
     const m = process.memoryUsage();
-    writeFileSync(`${out}.tmp`, JSON.stringify({ at: Date.now(), heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss }));
+    writeFileSync(
+      `${out}.tmp`,
+      JSON.stringify({ at: Date.now(), heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss }),
+    );
     renameSync(`${out}.tmp`, out);
   });
 }

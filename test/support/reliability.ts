@@ -69,13 +69,25 @@ export async function measured<T>(
   base: { area: string; fault: string },
   fn: (row: Omit<ReliabilityRow, 'area' | 'fault' | 'result'>) => Promise<T>,
 ): Promise<T> {
-  const row: Omit<ReliabilityRow, 'area' | 'fault' | 'result'> = { tries: 0, sessions: 0, completed: 0, lostEvents: 0, orphans: 0, leaks: 0 };
+  const row: Omit<ReliabilityRow, 'area' | 'fault' | 'result'> = {
+    tries: 0,
+    sessions: 0,
+    completed: 0,
+    lostEvents: 0,
+    orphans: 0,
+    leaks: 0,
+  };
   try {
     const out = await fn(row);
     record({ ...base, ...row, result: 'pass' });
     return out;
   } catch (err) {
-    record({ ...base, ...row, result: 'fail', note: `${row.note ? `${row.note}; ` : ''}${(err as Error).message.split('\n')[0]!.slice(0, 160)}` });
+    record({
+      ...base,
+      ...row,
+      result: 'fail',
+      note: `${row.note ? `${row.note}; ` : ''}${(err as Error).message.split('\n')[0]!.slice(0, 160)}`,
+    });
     throw err;
   }
 }
@@ -103,7 +115,13 @@ function readRows(): StoredRow[] {
 
 function engineVersion(): string {
   try {
-    return execFileSync('podman', ['version', '--format', '{{.Version}}'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] }).trim() || 'unknown';
+    return (
+      execFileSync('podman', ['version', '--format', '{{.Version}}'], {
+        encoding: 'utf8',
+        timeout: 5000,
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim() || 'unknown'
+    );
   } catch {
     return 'unavailable';
   }

@@ -50,8 +50,12 @@ export class ServerProcess {
     child.once('exit', () => process.off('exit', orphan));
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
-      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`server exited with ${this.child.exitCode ?? this.child.signalCode}`);
-      const ok = await fetch(`${this.url}/healthz`).then((r) => r.ok, () => false);
+      if (this.child.exitCode !== null || this.child.signalCode !== null)
+        throw new Error(`server exited with ${this.child.exitCode ?? this.child.signalCode}`);
+      const ok = await fetch(`${this.url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      );
       if (ok) return;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -86,4 +90,3 @@ export class ServerProcess {
     return exited;
   }
 }
-

@@ -25,7 +25,8 @@ function localChecks(): Check[] {
   checks.push({
     name: 'engine binary',
     ok: podman !== null || docker !== null,
-    detail: [podman && `podman at ${podman}`, docker && `dockerd at ${docker}`].filter(Boolean).join(', ') || 'neither podman nor dockerd found',
+    detail:
+      [podman && `podman at ${podman}`, docker && `dockerd at ${docker}`].filter(Boolean).join(', ') || 'neither podman nor dockerd found',
     hint: 'sudo npm run setup (installs podman, runc and starts the API service)',
   });
   const runc = which('runc');
@@ -42,7 +43,11 @@ function localChecks(): Check[] {
     });
   }
   const v2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
-  checks.push({ name: 'cgroups', ok: true, detail: v2 ? 'v2 (unified)' : 'v1: OOM kills are told by exit 137 (the engine does not flag them)' });
+  checks.push({
+    name: 'cgroups',
+    ok: true,
+    detail: v2 ? 'v2 (unified)' : 'v1: OOM kills are told by exit 137 (the engine does not flag them)',
+  });
   return checks;
 }
 
@@ -53,9 +58,20 @@ async function serverChecks(client: MgxClient, url: string): Promise<Check[]> {
     const health = await client.system.health.query();
     checks.push({ name: 'server', ok: health.ready, detail: `${url} ${health.ready ? 'ready' : 'not ready'}` });
     const engineCheck = health.checks.engine;
-    if (engineCheck) checks.push({ name: 'engine socket', ok: engineCheck.ok, detail: engineCheck.detail ?? '', hint: 'start the API service: sudo npm run setup, or set CONTAINER_HOST' });
+    if (engineCheck)
+      checks.push({
+        name: 'engine socket',
+        ok: engineCheck.ok,
+        detail: engineCheck.detail ?? '',
+        hint: 'start the API service: sudo npm run setup, or set CONTAINER_HOST',
+      });
   } catch (err) {
-    checks.push({ name: 'server', ok: false, detail: `${url}: ${(err as Error).message}`, hint: 'start it with `npm start`, or set MGX_URL' });
+    checks.push({
+      name: 'server',
+      ok: false,
+      detail: `${url}: ${(err as Error).message}`,
+      hint: 'start it with `npm start`, or set MGX_URL',
+    });
     return checks;
   }
   try {
@@ -73,7 +89,11 @@ async function serverChecks(client: MgxClient, url: string): Promise<Check[]> {
       hint: 'npx nx run runner:build-agent',
     });
     checks.push({ name: 'store', ok: true, detail: info.store });
-    checks.push({ name: 'limits', ok: true, detail: `${info.limits.maxConcurrent} concurrent, ${info.limits.defaultTimeoutSeconds} s deadline, ${Math.round(info.limits.memoryBytes / 1024 / 1024)} MiB` });
+    checks.push({
+      name: 'limits',
+      ok: true,
+      detail: `${info.limits.maxConcurrent} concurrent, ${info.limits.defaultTimeoutSeconds} s deadline, ${Math.round(info.limits.memoryBytes / 1024 / 1024)} MiB`,
+    });
   } catch (err) {
     checks.push({ name: 'server info', ok: false, detail: (err as Error).message, hint: 'check MGX_TOKEN' });
   }

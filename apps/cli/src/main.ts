@@ -15,7 +15,12 @@ import { formatEvent } from './format.js';
  */
 export const EXIT = { ok: 0, failed: 1, usage: 2, timedOut: 3, cancelled: 4, unreachable: 5 } as const;
 
-const STATUS_EXIT: Record<string, number> = { succeeded: EXIT.ok, failed: EXIT.failed, timed_out: EXIT.timedOut, cancelled: EXIT.cancelled };
+const STATUS_EXIT: Record<string, number> = {
+  succeeded: EXIT.ok,
+  failed: EXIT.failed,
+  timed_out: EXIT.timedOut,
+  cancelled: EXIT.cancelled,
+};
 
 const env = process.env;
 const program = new Command()
@@ -82,7 +87,7 @@ async function follow(c: MgxClient, sessionId: string, json: boolean, after?: nu
 program
   .command('run')
   .description('create a session and follow its events until FINISH; exits 0 only when it succeeded')
-  .requiredOption('-f, --framework <name>', 'agent framework (see the server\'s frameworks.list)')
+  .requiredOption('-f, --framework <name>', "agent framework (see the server's frameworks.list)")
   .requiredOption('-p, --prompt <text>', 'the prompt')
   .option('-t, --timeout <seconds>', 'session deadline in seconds', positiveNumber)
   .option('-m, --memory <size>', 'memory limit, e.g. 256m or 1g')
@@ -90,30 +95,51 @@ program
   .option('-w, --workspace <id>', 'workspace id (reused across sessions)')
   .option('--json', 'print each event as one JSON line')
   .option('-d, --detach', 'print the session id and return')
-  .action(async (o: { framework: string; prompt: string; timeout?: number; memory?: string; cpus?: number; workspace?: string; json?: boolean; detach?: boolean }) => {
-    const c = client();
-    const s = await c.sessions.create.mutate({
-      framework: o.framework,
-      prompt: o.prompt,
-      ...(o.timeout !== undefined ? { timeoutSeconds: o.timeout } : {}),
-      ...(o.memory !== undefined ? { memory: o.memory } : {}),
-      ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
-      ...(o.workspace !== undefined ? { workspaceId: o.workspace } : {}),
-    });
-    if (o.detach) {
-      process.stdout.write(o.json ? `${JSON.stringify({ sessionId: s.id, status: s.status })}\n` : `${s.id}\n`);
-      return;
-    }
-    const finish = await follow(c, s.id, o.json === true);
-    const status = String(finish?.data.status ?? 'failed');
-    if (!o.json) process.stderr.write(`session ${s.id} ${status}\n`);
-    process.exitCode = STATUS_EXIT[status] ?? EXIT.failed;
-  });
+  .action(
+    async (o: {
+      framework: string;
+      prompt: string;
+      timeout?: number;
+      memory?: string;
+      cpus?: number;
+      workspace?: string;
+      json?: boolean;
+      detach?: boolean;
+    }) => {
+      const c = client();
+      const s = await c.sessions.create.mutate({
+        framework: o.framework,
+        prompt: o.prompt,
+        ...(o.timeout !== undefined ? { timeoutSeconds: o.timeout } : {}),
+        ...(o.memory !== undefined ? { memory: o.memory } : {}),
+        ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
+        ...(o.workspace !== undefined ? { workspaceId: o.workspace } : {}),
+      });
+      if (o.detach) {
+        process.stdout.write(o.json ? `${JSON.stringify({ sessionId: s.id, status: s.status })}\n` : `${s.id}\n`);
+        return;
+      }
+      const finish = await follow(c, s.id, o.json === true);
+      const status = String(finish?.data.status ?? 'failed');
+      if (!o.json) process.stderr.write(`session ${s.id} ${status}\n`);
+      process.exitCode = STATUS_EXIT[status] ?? EXIT.failed;
+    },
+  );
 
 program
   .command('ls')
   .description('list sessions, newest first')
-  .addOption(new Option('-s, --status <status...>', 'only these states').choices(['queued', 'starting', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled']))
+  .addOption(
+    new Option('-s, --status <status...>', 'only these states').choices([
+      'queued',
+      'starting',
+      'running',
+      'succeeded',
+      'failed',
+      'timed_out',
+      'cancelled',
+    ]),
+  )
   .option('-n, --limit <n>', 'how many', positiveInt, 20)
   .option('--json', 'one JSON object per line')
   .action(async (o: { status?: Array<'queued'>; limit: number; json?: boolean }) => {
@@ -122,7 +148,9 @@ program
       if (o.json) process.stdout.write(`${JSON.stringify(s)}\n`);
       else {
         const age = `${Math.round((Date.now() - s.createdAt) / 1000)}s ago`;
-        process.stdout.write(`${s.id}  ${s.status.padEnd(9)}  ${s.framework.padEnd(8)}  ${(s.reason ?? '').padEnd(21)}  ${age.padStart(9)}  ${s.promptPreview.replace(/\s+/g, ' ').slice(0, 40)}\n`);
+        process.stdout.write(
+          `${s.id}  ${s.status.padEnd(9)}  ${s.framework.padEnd(8)}  ${(s.reason ?? '').padEnd(21)}  ${age.padStart(9)}  ${s.promptPreview.replace(/\s+/g, ' ').slice(0, 40)}\n`,
+        );
       }
     }
   });
@@ -162,7 +190,9 @@ program
   .option('--json', 'print the result as JSON')
   .action(async (sessionId: string, o: { json?: boolean }) => {
     const r = await client().sessions.cancel.mutate({ sessionId });
-    process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${r.sessionId} ${r.cancelled ? 'cancelling' : 'already ended'} (${r.status})\n`);
+    process.stdout.write(
+      o.json ? `${JSON.stringify(r)}\n` : `${r.sessionId} ${r.cancelled ? 'cancelling' : 'already ended'} (${r.status})\n`,
+    );
   });
 
 program
@@ -185,11 +215,20 @@ program
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { message?: string; data?: { code?: string; httpStatus?: number }; cause?: { code?: string; message?: string } };
   const code = e.data?.code;
-  if (code === 'BAD_REQUEST' || code === 'PAYLOAD_TOO_LARGE' || code === 'NOT_FOUND' || code === 'FORBIDDEN' || code === 'UNAUTHORIZED' || code === 'TOO_MANY_REQUESTS') {
+  if (
+    code === 'BAD_REQUEST' ||
+    code === 'PAYLOAD_TOO_LARGE' ||
+    code === 'NOT_FOUND' ||
+    code === 'FORBIDDEN' ||
+    code === 'UNAUTHORIZED' ||
+    code === 'TOO_MANY_REQUESTS'
+  ) {
     process.stderr.write(`mgx: ${e.message}\n`);
     process.exit(EXIT.usage);
   }
   const url = program.opts<{ url: string }>().url;
-  process.stderr.write(`mgx: ${e.message ?? String(err)}${code ? ` (${code})` : ` (is the server running at ${url}? start it with \`npm start\`)`}\n`);
+  process.stderr.write(
+    `mgx: ${e.message ?? String(err)}${code ? ` (${code})` : ` (is the server running at ${url}? start it with \`npm start\`)`}\n`,
+  );
   process.exit(EXIT.unreachable);
 });

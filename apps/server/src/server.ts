@@ -18,7 +18,11 @@ export const VERSION = '0.1.0';
 
 export class StartupError extends Error {
   override readonly name = 'StartupError';
-  constructor(readonly code: 'UNSAFE_BIND' | 'LISTEN_FAILED' | 'BAD_TOKENS', message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly code: 'UNSAFE_BIND' | 'LISTEN_FAILED' | 'BAD_TOKENS',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
   }
 }
@@ -212,7 +216,11 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     });
   });
   await new Promise<void>((resolve, reject) => {
-    http.once('error', (cause) => reject(new StartupError('LISTEN_FAILED', `cannot listen on ${settings.server.host}:${settings.server.port}: ${cause.message}`, { cause })));
+    http.once('error', (cause) =>
+      reject(
+        new StartupError('LISTEN_FAILED', `cannot listen on ${settings.server.host}:${settings.server.port}: ${cause.message}`, { cause }),
+      ),
+    );
     http.listen(settings.server.port, settings.server.host, () => resolve());
   });
   const address = http.address();
@@ -220,10 +228,15 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   const host = settings.server.host.includes(':') ? `[${settings.server.host}]` : settings.server.host;
   const url = `http://${host}:${port}`;
   // after reconcile: it removed the containers an earlier pool left
-  await pool?.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'warm pool did not start; sessions start cold'));
+  await pool
+    ?.start()
+    .catch((err: unknown) => logger.error({ err: (err as Error).message }, 'warm pool did not start; sessions start cold'));
   scheduler?.start();
   ready = true;
-  logger.info({ url, role: settings.server.role, store: store.describe(), engine: runtime.socket, owner: settings.owner }, 'mgx server ready');
+  logger.info(
+    { url, role: settings.server.role, store: store.describe(), engine: runtime.socket, owner: settings.owner },
+    'mgx server ready',
+  );
 
   let closing: Promise<void> | undefined;
   return {

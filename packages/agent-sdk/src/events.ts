@@ -1,23 +1,8 @@
 /** Events written by the platform itself. */
-export const PLATFORM_EVENT_TYPES = [
-  'SESSION_QUEUED',
-  'CONTAINER_STARTED',
-  'CONTAINER_EXITED',
-  'TIMEOUT',
-  'CANCELLED',
-] as const;
+export const PLATFORM_EVENT_TYPES = ['SESSION_QUEUED', 'CONTAINER_STARTED', 'CONTAINER_EXITED', 'TIMEOUT', 'CANCELLED'] as const;
 
 /** Events an agent emits through the runner. FINISH is always the last event of a session. */
-export const AGENT_EVENT_TYPES = [
-  'START',
-  'MESSAGE',
-  'TOOL_CALL',
-  'TOOL_RESULT',
-  'LOG',
-  'FILE_CHANGED',
-  'ERROR',
-  'FINISH',
-] as const;
+export const AGENT_EVENT_TYPES = ['START', 'MESSAGE', 'TOOL_CALL', 'TOOL_RESULT', 'LOG', 'FILE_CHANGED', 'ERROR', 'FINISH'] as const;
 
 export type PlatformEventType = (typeof PLATFORM_EVENT_TYPES)[number];
 export type AgentEventType = (typeof AGENT_EVENT_TYPES)[number];

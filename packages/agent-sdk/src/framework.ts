@@ -33,8 +33,7 @@ export interface FrameworkContext {
 
 /** How the framework's run ended; the runner turns it into FINISH. */
 export type FrameworkResult =
-  | { status: 'succeeded'; message?: string }
-  | { status: 'failed'; reason?: Extract<FinishData['reason'], 'agent_error'>; message: string };
+  { status: 'succeeded'; message?: string } | { status: 'failed'; reason?: Extract<FinishData['reason'], 'agent_error'>; message: string };
 
 /**
  * An agent framework plugin. `run` does the work and resolves with the result; a thrown

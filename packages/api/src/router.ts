@@ -81,14 +81,24 @@ const createInput = z.strictObject({
   network: z.enum(['none', 'egress']).optional(),
 });
 
-const streamInput = z.object({ sessionId, lastEventId: z.string().regex(/^\d{1,15}$/, 'lastEventId must be a seq number').nullish() });
+const streamInput = z.object({
+  sessionId,
+  lastEventId: z
+    .string()
+    .regex(/^\d{1,15}$/, 'lastEventId must be a seq number')
+    .nullish(),
+});
 
 /**
  * Backlog then live events of the caller's session, in stored batches; ends after FINISH.
  * Each event's seq is its SSE id, so a client resumes with `lastEventId` (or the
  * Last-Event-ID header) and gets no gap and no duplicate.
  */
-async function* followStored(ctx: ApiContext & { tenant: string }, input: z.infer<typeof streamInput>, signal: AbortSignal | undefined): AsyncGenerator<SessionEvent[]> {
+async function* followStored(
+  ctx: ApiContext & { tenant: string },
+  input: z.infer<typeof streamInput>,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<SessionEvent[]> {
   await ownSession(ctx, input.sessionId);
   const { metrics, store } = ctx.deps;
   const ac = new AbortController();
@@ -96,7 +106,9 @@ async function* followStored(ctx: ApiContext & { tenant: string }, input: z.infe
   signal?.addEventListener('abort', abort, { once: true });
   metrics.sseSubscribers.inc();
   try {
-    yield* store.events.tailBatches(input.sessionId, { afterSeq: Number(input.lastEventId ?? 0), signal: ac.signal }) as AsyncIterable<SessionEvent[]>;
+    yield* store.events.tailBatches(input.sessionId, { afterSeq: Number(input.lastEventId ?? 0), signal: ac.signal }) as AsyncIterable<
+      SessionEvent[]
+    >;
   } finally {
     signal?.removeEventListener('abort', abort);
     ac.abort();
@@ -149,7 +161,6 @@ export function createAppRouter(options: RouterOptions) {
     return next({ ctx: { ...ctx, tenant: ctx.tenant } });
   });
 
-
   return t.router({
     sessions: t.router({
       /** Queues a session; the worker starts it when a slot is free. */
@@ -171,22 +182,26 @@ export function createAppRouter(options: RouterOptions) {
           if (parsed === undefined) bad(`memory "${String(input.memory)}" is not a size (write e.g. 256m or 1g)`);
           memoryBytes = parsed!;
           if (memoryBytes < 16 * 1024 ** 2) bad('memory must be at least 16m');
-          if (memoryBytes > settings.agent.maxMemoryBytes) bad(`memory ${formatMemory(memoryBytes)} exceeds the server maximum of ${formatMemory(settings.agent.maxMemoryBytes)}`);
+          if (memoryBytes > settings.agent.maxMemoryBytes)
+            bad(`memory ${formatMemory(memoryBytes)} exceeds the server maximum of ${formatMemory(settings.agent.maxMemoryBytes)}`);
         }
         let timeoutMs = settings.agent.defaultTimeoutMs;
         if (input.timeoutSeconds !== undefined) {
           timeoutMs = Math.round(input.timeoutSeconds * 1000);
-          if (timeoutMs > settings.agent.maxTimeoutMs) bad(`timeoutSeconds ${input.timeoutSeconds} exceeds the server maximum of ${settings.agent.maxTimeoutMs / 1000}`);
+          if (timeoutMs > settings.agent.maxTimeoutMs)
+            bad(`timeoutSeconds ${input.timeoutSeconds} exceeds the server maximum of ${settings.agent.maxTimeoutMs / 1000}`);
         }
         let idleTimeoutMs: number | undefined;
         if (input.idleTimeoutSeconds !== undefined) {
           idleTimeoutMs = Math.round(input.idleTimeoutSeconds * 1000);
-          if (idleTimeoutMs > timeoutMs) bad(`idleTimeoutSeconds ${input.idleTimeoutSeconds} exceeds the session's timeout of ${timeoutMs / 1000}`);
+          if (idleTimeoutMs > timeoutMs)
+            bad(`idleTimeoutSeconds ${input.idleTimeoutSeconds} exceeds the session's timeout of ${timeoutMs / 1000}`);
         }
         let cpuQuota = settings.agent.cpuQuota;
         if (input.cpus !== undefined) {
           cpuQuota = Math.round(input.cpus * settings.agent.cpuPeriod);
-          if (cpuQuota > settings.agent.cpuQuota) bad(`cpus ${input.cpus} exceeds the server maximum of ${settings.agent.cpuQuota / settings.agent.cpuPeriod}`);
+          if (cpuQuota > settings.agent.cpuQuota)
+            bad(`cpus ${input.cpus} exceeds the server maximum of ${settings.agent.cpuQuota / settings.agent.cpuPeriod}`);
           if (cpuQuota < 1000) bad('cpus must be at least 0.01');
         }
         const env = input.env ?? {};
@@ -195,13 +210,19 @@ export function createAppRouter(options: RouterOptions) {
         const secrets = input.secrets ?? {};
         const secretIssue = envProblem(secrets);
         if (secretIssue) bad(secretIssue.replace(/^env/, 'secret'));
-        if (Object.keys(secrets).length > 0 && !ctx.deps.secrets) bad('this server only accepts sessions; secrets need the process that runs them (MGX_ROLE=all)');
+        if (Object.keys(secrets).length > 0 && !ctx.deps.secrets)
+          bad('this server only accepts sessions; secrets need the process that runs them (MGX_ROLE=all)');
         const network = input.network ?? 'none';
-        if (framework!.requiresEgress && network !== 'egress') bad(`framework "${input.framework}" needs network egress: create the session with network: "egress"`);
-        if (network === 'egress' && !settings.agent.allowEgress) bad('network egress is not allowed on this server (MGX_ALLOW_EGRESS)', 'FORBIDDEN');
+        if (framework!.requiresEgress && network !== 'egress')
+          bad(`framework "${input.framework}" needs network egress: create the session with network: "egress"`);
+        if (network === 'egress' && !settings.agent.allowEgress)
+          bad('network egress is not allowed on this server (MGX_ALLOW_EGRESS)', 'FORBIDDEN');
         if ((await store.sessions.countByStatus('queued')) >= settings.scheduler.maxQueued) {
           metrics.rejections.inc({ cause: 'queue_full' });
-          throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: `the queue is full (${settings.scheduler.maxQueued} sessions, MGX_MAX_QUEUED_SESSIONS); retry later` });
+          throw new TRPCError({
+            code: 'TOO_MANY_REQUESTS',
+            message: `the queue is full (${settings.scheduler.maxQueued} sessions, MGX_MAX_QUEUED_SESSIONS); retry later`,
+          });
         }
         const id = newSessionId();
         // kept before the session exists, so no worker can claim it without them
@@ -217,20 +238,27 @@ export function createAppRouter(options: RouterOptions) {
           limits: { memoryBytes, cpuQuota, timeoutMs, ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}) },
           network,
         });
-        ctx.deps.logger.info({ sessionId: id, tenant: ctx.tenant, framework: input.framework, secrets: Object.keys(secrets).length }, 'session queued');
+        ctx.deps.logger.info(
+          { sessionId: id, tenant: ctx.tenant, framework: input.framework, secrets: Object.keys(secrets).length },
+          'session queued',
+        );
         worker.queued();
         return toView(session, false);
       }),
 
-      get: authed.input(z.strictObject({ sessionId })).query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true)),
+      get: authed
+        .input(z.strictObject({ sessionId }))
+        .query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true)),
 
       list: authed
         .input(
-          z.strictObject({
-            status: z.array(z.enum(SESSION_STATUSES)).optional(),
-            limit: z.number().int().min(1).max(200).default(50),
-            cursor: z.string().max(32).optional(),
-          }).default({ limit: 50 }),
+          z
+            .strictObject({
+              status: z.array(z.enum(SESSION_STATUSES)).optional(),
+              limit: z.number().int().min(1).max(200).default(50),
+              cursor: z.string().max(32).optional(),
+            })
+            .default({ limit: 50 }),
         )
         .query(async ({ ctx, input }) => {
           try {
@@ -242,7 +270,8 @@ export function createAppRouter(options: RouterOptions) {
             });
             return { items: page.items.map((s) => toView(s, false)), nextCursor: page.nextCursor };
           } catch (err) {
-            if (err instanceof StoreError && err.code === StoreErrorCode.INVALID_CURSOR) throw new TRPCError({ code: 'BAD_REQUEST', message: err.message });
+            if (err instanceof StoreError && err.code === StoreErrorCode.INVALID_CURSOR)
+              throw new TRPCError({ code: 'BAD_REQUEST', message: err.message });
             throw err;
           }
         }),
@@ -259,7 +288,11 @@ export function createAppRouter(options: RouterOptions) {
           { from: ['queued'], events: [{ type: 'CANCELLED', data: { while: 'queued' } }] },
         );
         if (queued.won) {
-          await store.sessions.appendFinish(s.id, { status: 'cancelled', reason: 'cancelled', message: 'the session was cancelled before it started' });
+          await store.sessions.appendFinish(s.id, {
+            status: 'cancelled',
+            reason: 'cancelled',
+            message: 'the session was cancelled before it started',
+          });
           ctx.deps.metrics.sessions.inc({ status: 'cancelled' });
           ctx.deps.metrics.sessionReasons.inc({ reason: 'cancelled' });
           return { sessionId: s.id, status: 'cancelled' as const, cancelled: true };
@@ -271,7 +304,13 @@ export function createAppRouter(options: RouterOptions) {
 
       /** Stored events after `afterSeq`, oldest first. */
       events: authed
-        .input(z.strictObject({ sessionId, afterSeq: z.number().int().min(0).default(0), limit: z.number().int().min(1).max(1000).default(500) }))
+        .input(
+          z.strictObject({
+            sessionId,
+            afterSeq: z.number().int().min(0).default(0),
+            limit: z.number().int().min(1).max(1000).default(500),
+          }),
+        )
         .query(async ({ ctx, input }) => {
           await ownSession(ctx, input.sessionId);
           const events = await ctx.deps.store.events.read(input.sessionId, input.afterSeq, input.limit);
@@ -357,4 +396,3 @@ export function createAppRouter(options: RouterOptions) {
     }),
   });
 }
-

@@ -16,8 +16,6 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
   readonly code: ConfigErrorCode = ConfigErrorCode.INVALID;
   constructor(readonly problems: SettingProblem[]) {
-    super(
-      `invalid settings:\n${problems.map((p) => `  ${p.variable}: ${p.message}`).join('\n')}`,
-    );
+    super(`invalid settings:\n${problems.map((p) => `  ${p.variable}: ${p.message}`).join('\n')}`);
   }
 }

@@ -50,7 +50,14 @@ export interface Settings {
     retentionDays: number;
   };
   runtime: { containerHost: string | undefined; dockerHost: string | undefined; xdgRuntimeDir: string | undefined };
-  server: { host: string; port: number; role: ServerRole; apiTokens: string | undefined; apiTokensFile: string | undefined; ssePingMs: number };
+  server: {
+    host: string;
+    port: number;
+    role: ServerRole;
+    apiTokens: string | undefined;
+    apiTokensFile: string | undefined;
+    ssePingMs: number;
+  };
   /** Names this platform instance in container labels, so it finds its own containers after a restart. */
   owner: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -104,7 +111,9 @@ const socketUrl = nonEmpty.refine(
 );
 
 function defaultOwner(): string {
-  const host = hostname().replace(/[^A-Za-z0-9_-]/g, '-').replace(/^[^A-Za-z0-9]+/, '');
+  const host = hostname()
+    .replace(/[^A-Za-z0-9_-]/g, '-')
+    .replace(/^[^A-Za-z0-9]+/, '');
   return `mgx-${host || 'host'}`.slice(0, 64);
 }
 
@@ -133,7 +142,11 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       cpuQuota: read('AGENT_CONTAINER_CPU_QUOTA', int(1000, 100000 * 1024), '100000'),
       cpuPeriod: 100000,
       pidsLimit: read('AGENT_CONTAINER_PIDS_LIMIT', int(16, 1_000_000), '512'),
-      user: read('AGENT_CONTAINER_USER', nonEmpty.regex(/^[1-9]\d*:[1-9]\d*$/, 'must be uid:gid of a non-root user, e.g. 10001:10001'), '10001:10001'),
+      user: read(
+        'AGENT_CONTAINER_USER',
+        nonEmpty.regex(/^[1-9]\d*:[1-9]\d*$/, 'must be uid:gid of a non-root user, e.g. 10001:10001'),
+        '10001:10001',
+      ),
       defaultTimeoutMs: read('AGENT_TASK_TIMEOUT_SECONDS', seconds(1), '1800'),
       maxTimeoutMs: read('AGENT_TASK_TIMEOUT_MAX_SECONDS', seconds(1), '14400'),
       // the maximum a session may ask for; by default the per-container default itself
@@ -177,7 +190,11 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       ssePingMs: read('MGX_SSE_PING_SECONDS', seconds(0.1, 300), '10'),
     },
     owner: read('MGX_OWNER', nonEmpty.regex(ID_PATTERN, 'must be 1-64 letters, digits, _ or -'), defaultOwner()),
-    logLevel: read('MGX_LOG_LEVEL', z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'must be a pino level (info, debug, ...)'), 'info'),
+    logLevel: read(
+      'MGX_LOG_LEVEL',
+      z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'must be a pino level (info, debug, ...)'),
+      'info',
+    ),
   };
 
   if (problems.length === 0) {
@@ -214,14 +231,20 @@ export function poolSpecKey(spec: PoolSpec): string {
 function parsePoolSpecs(text: string, defaults: PoolSpec, agent: Settings['agent'], problems: SettingProblem[]): PoolSpec[] {
   const variable = 'MGX_WARM_POOL_SPECS';
   const specs: PoolSpec[] = [];
-  for (const entry of text.split(';').map((e) => e.trim()).filter(Boolean)) {
+  for (const entry of text
+    .split(';')
+    .map((e) => e.trim())
+    .filter(Boolean)) {
     const spec = { ...defaults };
     for (const field of entry.split(',').map((f) => f.trim())) {
       const [key, value = ''] = field.split('=').map((x) => x.trim());
       if (key === 'memory') {
         const bytes = parseMemory(value);
         if (bytes === undefined || bytes < 16 * 1024 ** 2 || bytes > agent.maxMemoryBytes) {
-          problems.push({ variable, message: `"${entry}": memory must be a size from 16m to AGENT_CONTAINER_MEMORY_MAX (${formatMemory(agent.maxMemoryBytes)})` });
+          problems.push({
+            variable,
+            message: `"${entry}": memory must be a size from 16m to AGENT_CONTAINER_MEMORY_MAX (${formatMemory(agent.maxMemoryBytes)})`,
+          });
         } else spec.memoryBytes = bytes;
       } else if (key === 'cpus') {
         const quota = Math.round(Number(value) * agent.cpuPeriod);
@@ -230,7 +253,8 @@ function parsePoolSpecs(text: string, defaults: PoolSpec, agent: Settings['agent
         } else spec.cpuQuota = quota;
       } else if (key === 'network') {
         if (value !== 'none' && value !== 'egress') problems.push({ variable, message: `"${entry}": network must be none or egress` });
-        else if (value === 'egress' && !agent.allowEgress) problems.push({ variable, message: `"${entry}": network=egress needs MGX_ALLOW_EGRESS=true` });
+        else if (value === 'egress' && !agent.allowEgress)
+          problems.push({ variable, message: `"${entry}": network=egress needs MGX_ALLOW_EGRESS=true` });
         else spec.network = value;
       } else {
         problems.push({ variable, message: `"${entry}": unknown field "${key}" (use memory=, cpus= and network=)` });

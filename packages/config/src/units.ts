@@ -31,7 +31,11 @@ export function parseMemory(text: string): number | undefined {
 
 /** Formats bytes the way parseMemory reads them back, for logs and messages. */
 export function formatMemory(bytes: number): string {
-  for (const [unit, size] of [['g', 1024 ** 3], ['m', 1024 ** 2], ['k', 1024]] as const) {
+  for (const [unit, size] of [
+    ['g', 1024 ** 3],
+    ['m', 1024 ** 2],
+    ['k', 1024],
+  ] as const) {
     if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
   }
   return `${bytes}b`;

@@ -57,14 +57,24 @@ describe('loadSettings', () => {
   it('names every bad variable and what was wrong, at once', () => {
     let err: unknown;
     try {
-      loadSettings({ AGENT_CONTAINER_MEMORY_LIMIT: '2x', AGENT_MAX_CONCURRENT_CONTAINERS: '0', MGX_PORT: 'http', MGX_EVENT_STORE: 'redis' });
+      loadSettings({
+        AGENT_CONTAINER_MEMORY_LIMIT: '2x',
+        AGENT_MAX_CONCURRENT_CONTAINERS: '0',
+        MGX_PORT: 'http',
+        MGX_EVENT_STORE: 'redis',
+      });
     } catch (e) {
       err = e;
     }
     expect(err).toBeInstanceOf(ConfigError);
     const e = err as ConfigError;
     expect(e.code).toBe('CONFIG_INVALID');
-    expect(e.problems.map((p) => p.variable).sort()).toEqual(['AGENT_CONTAINER_MEMORY_LIMIT', 'AGENT_MAX_CONCURRENT_CONTAINERS', 'MGX_EVENT_STORE', 'MGX_PORT']);
+    expect(e.problems.map((p) => p.variable).sort()).toEqual([
+      'AGENT_CONTAINER_MEMORY_LIMIT',
+      'AGENT_MAX_CONCURRENT_CONTAINERS',
+      'MGX_EVENT_STORE',
+      'MGX_PORT',
+    ]);
     expect(e.message).toContain('AGENT_CONTAINER_MEMORY_LIMIT: "2x" is not a memory size');
     expect(e.message).toContain('AGENT_MAX_CONCURRENT_CONTAINERS: must be at least 1');
   });
@@ -83,11 +93,15 @@ describe('loadSettings', () => {
 
   it('refuses a root container user and a memory maximum below the default', () => {
     expect(() => loadSettings({ AGENT_CONTAINER_USER: '0:0' })).toThrow(/AGENT_CONTAINER_USER/);
-    expect(() => loadSettings({ AGENT_CONTAINER_MEMORY_LIMIT: '1g', AGENT_CONTAINER_MEMORY_MAX: '512m' })).toThrow(/AGENT_CONTAINER_MEMORY_MAX/);
+    expect(() => loadSettings({ AGENT_CONTAINER_MEMORY_LIMIT: '1g', AGENT_CONTAINER_MEMORY_MAX: '512m' })).toThrow(
+      /AGENT_CONTAINER_MEMORY_MAX/,
+    );
   });
 
   it('refuses a timeout maximum below the default timeout', () => {
-    expect(() => loadSettings({ AGENT_TASK_TIMEOUT_SECONDS: '100', AGENT_TASK_TIMEOUT_MAX_SECONDS: '50' })).toThrow(/AGENT_TASK_TIMEOUT_MAX_SECONDS/);
+    expect(() => loadSettings({ AGENT_TASK_TIMEOUT_SECONDS: '100', AGENT_TASK_TIMEOUT_MAX_SECONDS: '50' })).toThrow(
+      /AGENT_TASK_TIMEOUT_MAX_SECONDS/,
+    );
   });
 
   it('keeps no warm pool by default, and one per listed spec besides the defaults', () => {
@@ -114,7 +128,9 @@ describe('loadSettings', () => {
   it('names the bad entry and field of MGX_WARM_POOL_SPECS', () => {
     expect(() => loadSettings({ MGX_WARM_POOL_SIZE: '65' })).toThrow(/MGX_WARM_POOL_SIZE: must be at most 64/);
     expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'memory=lots' })).toThrow(/MGX_WARM_POOL_SPECS: "memory=lots": memory must be a size/);
-    expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'memory=8g' })).toThrow(/memory must be a size from 16m to AGENT_CONTAINER_MEMORY_MAX \(2g\)/);
+    expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'memory=8g' })).toThrow(
+      /memory must be a size from 16m to AGENT_CONTAINER_MEMORY_MAX \(2g\)/,
+    );
     expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'cpus=9' })).toThrow(/"cpus=9": cpus must be a number from 0.01 to 1/);
     expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'network=egress' })).toThrow(/network=egress needs MGX_ALLOW_EGRESS=true/);
     expect(() => loadSettings({ MGX_WARM_POOL_SPECS: 'image=evil:latest' })).toThrow(/unknown field "image"/);

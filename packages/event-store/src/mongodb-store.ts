@@ -188,7 +188,7 @@ function describeMongoUri(uri: string): string {
 function scrub(message: string, uri: string): string {
   const scheme = /^mongodb(\+srv)?:\/\//.exec(uri)?.[0];
   if (!scheme) return message;
-  const authority = (uri.slice(scheme.length).split('?')[0] ?? '');
+  const authority = uri.slice(scheme.length).split('?')[0] ?? '';
   const at = authority.lastIndexOf('@');
   if (at <= 0) return message;
   const userinfo = authority.slice(0, at);
@@ -297,11 +297,9 @@ export class MongoStore implements Store, SessionStore, EventStore {
     } catch (cause) {
       await client?.close().catch(() => undefined);
       const message = cause instanceof Error ? cause.message : String(cause);
-      throw new StoreError(
-        StoreErrorCode.UNAVAILABLE,
-        `cannot open the MongoDB store at ${where}: ${scrub(message, options.uri)}`,
-        { cause },
-      );
+      throw new StoreError(StoreErrorCode.UNAVAILABLE, `cannot open the MongoDB store at ${where}: ${scrub(message, options.uri)}`, {
+        cause,
+      });
     }
   }
 
@@ -503,7 +501,13 @@ export class MongoStore implements Store, SessionStore, EventStore {
         finishSeq: null,
         expireAt: null,
       };
-      const queued = eventDoc(s.id, 1, { type: 'SESSION_QUEUED', data: { framework: s.framework, workspaceId: s.workspaceId } }, now, undefined);
+      const queued = eventDoc(
+        s.id,
+        1,
+        { type: 'SESSION_QUEUED', data: { framework: s.framework, workspaceId: s.workspaceId } },
+        now,
+        undefined,
+      );
       try {
         await this.#atomically(async (session) => {
           // The event first, then the session: nobody reads a session's events before its
@@ -679,7 +683,8 @@ export class MongoStore implements Store, SessionStore, EventStore {
         throw new StoreError(StoreErrorCode.NOT_DECIDED, `session ${id} is ${current.status}; decide it before FINISH`);
       }
       if (current.closingSeq === null) {
-        if (attempt > 0) throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: session ${id} kept changing during appendFinish`);
+        if (attempt > 0)
+          throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: session ${id} kept changing during appendFinish`);
         continue;
       }
       // the stream is closed: FINISH is stored, or an earlier call stopped after reserving its seq
@@ -774,7 +779,11 @@ export class MongoStore implements Store, SessionStore, EventStore {
     return this.#guard('listSessions', async () => {
       const filter: Filter<SessionDoc> = { tenant: q.tenant, pos: { $lt: before } };
       if (q.status && q.status.length > 0) filter.status = { $in: q.status };
-      const docs = await this.#sessions.find(filter).sort({ pos: -1 }).limit(q.limit + 1).toArray();
+      const docs = await this.#sessions
+        .find(filter)
+        .sort({ pos: -1 })
+        .limit(q.limit + 1)
+        .toArray();
       const page = docs.slice(0, q.limit);
       return {
         items: page.map(toSession),
@@ -797,7 +806,12 @@ export class MongoStore implements Store, SessionStore, EventStore {
 
   async findUnfinished(): Promise<SessionRecord[]> {
     return this.#guard('findUnfinished', async () =>
-      (await this.#sessions.find({ finishSeq: null, status: { $in: TERMINAL } }).sort({ pos: 1 }).toArray()).map(toSession),
+      (
+        await this.#sessions
+          .find({ finishSeq: null, status: { $in: TERMINAL } })
+          .sort({ pos: 1 })
+          .toArray()
+      ).map(toSession),
     );
   }
 
@@ -862,10 +876,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
    */
   #ensureChangeStream(): void {
     if (!this.#changeStreams || this.#stream || this.#closed) return;
-    const stream = this.#events.watch<Document>([
-      { $match: { operationType: 'insert' } },
-      { $project: { 'fullDocument.sessionId': 1 } },
-    ]);
+    const stream = this.#events.watch<Document>([{ $match: { operationType: 'insert' } }, { $project: { 'fullDocument.sessionId': 1 } }]);
     this.#stream = stream;
     stream.on('change', (change) => {
       const sessionId: unknown = (change as { fullDocument?: { sessionId?: unknown } }).fullDocument?.sessionId;

@@ -154,7 +154,12 @@ const PURGE_BATCH = 500;
 
 /** Columns added after the first schema, for store files created before them. */
 function migrate(db: Database.Database): void {
-  const columns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(sessions)').all().map((c) => c.name));
+  const columns = new Set(
+    db
+      .prepare<[], { name: string }>('PRAGMA table_info(sessions)')
+      .all()
+      .map((c) => c.name),
+  );
   if (!columns.has('env')) db.exec("ALTER TABLE sessions ADD COLUMN env TEXT NOT NULL DEFAULT '{}'");
 }
 
@@ -174,7 +179,12 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   readonly #stmts;
   #timers: NodeJS.Timeout[] = [];
 
-  private constructor(readonly file: string, db: Database.Database, tailPollMs: number, retentionMs: number) {
+  private constructor(
+    readonly file: string,
+    db: Database.Database,
+    tailPollMs: number,
+    retentionMs: number,
+  ) {
     this.#db = db;
     this.#tailPollMs = tailPollMs;
     this.#retentionMs = retentionMs;
@@ -241,11 +251,9 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       db.exec(SCHEMA);
       migrate(db);
     } catch (cause) {
-      throw new StoreError(
-        StoreErrorCode.UNAVAILABLE,
-        `cannot open the SQLite store at ${options.file}: ${(cause as Error).message}`,
-        { cause },
-      );
+      throw new StoreError(StoreErrorCode.UNAVAILABLE, `cannot open the SQLite store at ${options.file}: ${(cause as Error).message}`, {
+        cause,
+      });
     }
     const store = new SqliteStore(options.file, db, options.tailPollMs ?? 250, retentionDays * DAY_MS);
     store.#startPurgeTimer();
@@ -398,14 +406,16 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       const current = this.#stmts.seqState.get(id);
       if (!current) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
       const allowed = from ? from.includes(current.status) : !isTerminal(current.status);
-      const changed = !allowed ? 0 : this.#stmts.decide.run({
-        id,
-        status: outcome.status,
-        reason: outcome.reason,
-        message: outcome.message ?? null,
-        exitCode: outcome.exitCode ?? null,
-        at,
-      }).changes;
+      const changed = !allowed
+        ? 0
+        : this.#stmts.decide.run({
+            id,
+            status: outcome.status,
+            reason: outcome.reason,
+            message: outcome.message ?? null,
+            exitCode: outcome.exitCode ?? null,
+            at,
+          }).changes;
       if (changed === 1 && events.length > 0) stored = this.#appendLocked(id, events, at).stored;
       const row = this.#stmts.getSession.get(id);
       if (!row) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
@@ -476,9 +486,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       params.push(...q.status);
     }
     params.push(q.limit + 1);
-    const rows = this.#db
-      .prepare<unknown[], SessionRow>(`SELECT * FROM sessions WHERE ${where} ORDER BY pos DESC LIMIT ?`)
-      .all(...params);
+    const rows = this.#db.prepare<unknown[], SessionRow>(`SELECT * FROM sessions WHERE ${where} ORDER BY pos DESC LIMIT ?`).all(...params);
     const page = rows.slice(0, q.limit);
     return {
       items: page.map(toSession),
@@ -497,7 +505,10 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       sql += ' AND worker_id = ?';
       params.push(workerId);
     }
-    return this.#db.prepare<unknown[], SessionRow>(`${sql} ORDER BY pos`).all(...params).map(toSession);
+    return this.#db
+      .prepare<unknown[], SessionRow>(`${sql} ORDER BY pos`)
+      .all(...params)
+      .map(toSession);
   }
 
   async findUnfinished(): Promise<SessionRecord[]> {

@@ -60,18 +60,32 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
 
     it('appends in order with dense seq, reads after a seq, and honours the limit', async () => {
       const s = await store.sessions.createSession(session());
-      const r = await store.events.append(s.id, Array.from({ length: 10 }, (_, i) => ({ type: 'LOG' as const, data: { i } })));
+      const r = await store.events.append(
+        s.id,
+        Array.from({ length: 10 }, (_, i) => ({ type: 'LOG' as const, data: { i } })),
+      );
       expect(r.stored.map((e) => e.seq)).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
       expect((await store.events.read(s.id, 0, 100)).map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
       const after = await store.events.read(s.id, 5, 3);
-      expect(after.map((e) => [e.seq, e.data.i])).toEqual([[6, 4], [7, 5], [8, 6]]);
+      expect(after.map((e) => [e.seq, e.data.i])).toEqual([
+        [6, 4],
+        [7, 5],
+        [8, 6],
+      ]);
       expect(await store.events.read(s.id, 11, 10)).toEqual([]);
     });
 
     it('keeps seq dense per session under concurrent appends from many sessions', async () => {
       const sessions = await Promise.all(Array.from({ length: 8 }, () => store.sessions.createSession(session())));
       await Promise.all(
-        sessions.flatMap((s) => Array.from({ length: 25 }, (_, i) => store.events.append(s.id, [{ type: 'LOG', data: { i } }, { type: 'LOG', data: { i } }]))),
+        sessions.flatMap((s) =>
+          Array.from({ length: 25 }, (_, i) =>
+            store.events.append(s.id, [
+              { type: 'LOG', data: { i } },
+              { type: 'LOG', data: { i } },
+            ]),
+          ),
+        ),
       );
       for (const s of sessions) {
         const seqs = (await store.events.read(s.id, 0, 1000)).map((e) => e.seq);
@@ -97,7 +111,9 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
     it('finds FINISH, and stores nothing after it', async () => {
       const s = await store.sessions.createSession(session());
       expect(await store.events.getFinishEvent(s.id)).toBeNull();
-      await expect(store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' })).rejects.toMatchObject({ code: 'STORE_NOT_DECIDED' });
+      await expect(store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' })).rejects.toMatchObject({
+        code: 'STORE_NOT_DECIDED',
+      });
       await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' });
       const finish = await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
       expect(finish.type).toBe('FINISH');
@@ -156,9 +172,14 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       expect((await store.sessions.claimNext('w1'))?.id).toBe(a2.id);
     });
 
-    it('keeps a session\'s env and limits as given', async () => {
-      const s = await store.sessions.createSession(session({ env: { A: '1', B: 'two words' }, limits: { memoryBytes: 1, cpuQuota: 2, timeoutMs: 3, idleTimeoutMs: 4 } }));
-      expect(await store.sessions.getSession(s.id)).toMatchObject({ env: { A: '1', B: 'two words' }, limits: { memoryBytes: 1, cpuQuota: 2, timeoutMs: 3, idleTimeoutMs: 4 } });
+    it("keeps a session's env and limits as given", async () => {
+      const s = await store.sessions.createSession(
+        session({ env: { A: '1', B: 'two words' }, limits: { memoryBytes: 1, cpuQuota: 2, timeoutMs: 3, idleTimeoutMs: 4 } }),
+      );
+      expect(await store.sessions.getSession(s.id)).toMatchObject({
+        env: { A: '1', B: 'two words' },
+        limits: { memoryBytes: 1, cpuQuota: 2, timeoutMs: 3, idleTimeoutMs: 4 },
+      });
     });
 
     it('moves a claimed session through starting and running, and back to the queue', async () => {
@@ -171,12 +192,17 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       await store.sessions.setContainer(s.id, 'c1');
       expect(await store.sessions.markRunning(s.id, 1000, 61_000)).toBe(true);
       expect(await store.sessions.markRunning(s.id, 1000, 61_000)).toBe(false);
-      expect(await store.sessions.getSession(s.id)).toMatchObject({ status: 'running', containerId: 'c1', startedAt: 1000, deadlineAt: 61_000 });
+      expect(await store.sessions.getSession(s.id)).toMatchObject({
+        status: 'running',
+        containerId: 'c1',
+        startedAt: 1000,
+        deadlineAt: 61_000,
+      });
       expect((await store.sessions.findByStatus(['running'], 'w1')).map((x) => x.id)).toEqual([s.id]);
       expect(await store.sessions.findByStatus(['running'], 'w2')).toEqual([]);
     });
 
-    it('lists a tenant\'s sessions newest first, with cursor pages and status filters', async () => {
+    it("lists a tenant's sessions newest first, with cursor pages and status filters", async () => {
       const ids: string[] = [];
       for (let i = 0; i < 5; i++) ids.push((await store.sessions.createSession(session({ tenant: 'pager' }))).id);
       await store.sessions.createSession(session({ tenant: 'other' }));
@@ -192,7 +218,10 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
 
     it('tails a session from mid-stream with no gap and no duplicate, ending after FINISH', async () => {
       const s = await store.sessions.createSession(session());
-      await store.events.append(s.id, Array.from({ length: 5 }, (_, i) => ({ type: 'LOG' as const, data: { i } })));
+      await store.events.append(
+        s.id,
+        Array.from({ length: 5 }, (_, i) => ({ type: 'LOG' as const, data: { i } })),
+      );
       const ac = new AbortController();
       const seen: SessionEvent[] = [];
       const tailing = (async () => {
@@ -209,14 +238,20 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
 
     it('tails in the batches it stored: a burst arrives as one batch, and the last ends with FINISH', async () => {
       const s = await store.sessions.createSession(session());
-      await store.events.append(s.id, Array.from({ length: 40 }, (_, i) => ({ type: 'LOG' as const, data: { i } })));
+      await store.events.append(
+        s.id,
+        Array.from({ length: 40 }, (_, i) => ({ type: 'LOG' as const, data: { i } })),
+      );
       const ac = new AbortController();
       const batches: SessionEvent[][] = [];
       const tailing = (async () => {
         for await (const b of store.events.tailBatches(s.id, { afterSeq: 0, signal: ac.signal })) batches.push(b);
       })();
       while (batches.length === 0) await new Promise((r) => setTimeout(r, 5));
-      await store.events.append(s.id, Array.from({ length: 10 }, (_, i) => ({ type: 'LOG' as const, data: { live: i } })));
+      await store.events.append(
+        s.id,
+        Array.from({ length: 10 }, (_, i) => ({ type: 'LOG' as const, data: { live: i } })),
+      );
       await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' });
       await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
       await tailing;

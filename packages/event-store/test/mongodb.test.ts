@@ -60,9 +60,15 @@ if (!uri) {
     const b = await MongoStore.open({ uri: serverUri, dbName, retentionDays: 0 });
     try {
       const s = await b.createSession({
-        id: `x${randomBytes(6).toString('hex')}`, tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: {},
+        id: `x${randomBytes(6).toString('hex')}`,
+        tenant: 't',
+        framework: 'script',
+        prompt: '',
+        workspaceId: 'w',
+        options: {},
         env: {},
-        limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
+        limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
+        network: 'none',
       });
       const ac = new AbortController();
       const seen: number[] = [];
@@ -85,8 +91,15 @@ if (!uri) {
     try {
       const id = `j${randomBytes(6).toString('hex')}`;
       await store.sessions.createSession({
-        id, tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: { $schema: 'x', 'a.b': 1 }, env: {},
-        limits: { memoryBytes: 3 * 1024 ** 3, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
+        id,
+        tenant: 't',
+        framework: 'script',
+        prompt: '',
+        workspaceId: 'w',
+        options: { $schema: 'x', 'a.b': 1 },
+        env: {},
+        limits: { memoryBytes: 3 * 1024 ** 3, cpuQuota: 1, timeoutMs: 1 },
+        network: 'none',
       });
       const data = { $ref: '#/x', 'dotted.key': [1, { nested: null }], deep: JSON.parse('['.repeat(150) + ']'.repeat(150)) as unknown };
       await store.events.append(id, [{ type: 'TOOL_CALL', data }]);

@@ -15,9 +15,15 @@ describe('sqlite store', () => {
     const a = SqliteStore.open({ file, tailPollMs: 20 });
     const b = SqliteStore.open({ file, tailPollMs: 20 });
     const s = await a.createSession({
-      id: 'shared1', tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: {},
-        env: {},
-      limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
+      id: 'shared1',
+      tenant: 't',
+      framework: 'script',
+      prompt: '',
+      workspaceId: 'w',
+      options: {},
+      env: {},
+      limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
+      network: 'none',
     });
     const ac = new AbortController();
     const seen: number[] = [];
@@ -39,7 +45,9 @@ describe('sqlite store', () => {
     const notADir = join(dir, 'file');
     writeFileSync(notADir, 'x');
     const file = join(notADir, 'sub', 'mgx.sqlite');
-    expect(() => SqliteStore.open({ file })).toThrow(expect.objectContaining({ code: 'STORE_UNAVAILABLE', message: expect.stringContaining(file) }));
+    expect(() => SqliteStore.open({ file })).toThrow(
+      expect.objectContaining({ code: 'STORE_UNAVAILABLE', message: expect.stringContaining(file) }),
+    );
   });
 
   describe('retention timer', () => {
@@ -52,9 +60,15 @@ describe('sqlite store', () => {
       const store = SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite'), retentionDays: 1 });
       try {
         const s = await store.createSession({
-          id: 'expiring1', tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: {},
-        env: {},
-          limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
+          id: 'expiring1',
+          tenant: 't',
+          framework: 'script',
+          prompt: '',
+          workspaceId: 'w',
+          options: {},
+          env: {},
+          limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
+          network: 'none',
         });
         await store.decide(s.id, { status: 'succeeded', reason: 'finished' });
         await store.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
@@ -77,9 +91,15 @@ describe('sqlite store', () => {
       const ended = Date.now() - 2 * 24 * 3600 * 1000;
       for (let i = 0; i < 1203; i++) {
         const s = await store.createSession({
-          id: `old${i}`, tenant: 't', framework: 'script', prompt: '', workspaceId: 'w', options: {},
-        env: {},
-          limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none',
+          id: `old${i}`,
+          tenant: 't',
+          framework: 'script',
+          prompt: '',
+          workspaceId: 'w',
+          options: {},
+          env: {},
+          limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
+          network: 'none',
         });
         await store.decide(s.id, { status: 'failed', reason: 'lost' }, { at: ended });
       }

@@ -100,7 +100,8 @@ export class IngestClient {
   close(): void {
     this.#closed = true;
     this.#socket?.end();
-    for (const w of this.#waiters) w.reject(new IngestError(IngestErrorCode.CLOSED, 'ingest client closed before all events were acknowledged'));
+    for (const w of this.#waiters)
+      w.reject(new IngestError(IngestErrorCode.CLOSED, 'ingest client closed before all events were acknowledged'));
     this.#waiters = [];
   }
 
@@ -185,7 +186,7 @@ export class IngestClient {
     if (n > 0) this.#unacked.splice(0, n);
     if (this.#waiters.length > 0) {
       const still: FlushWaiter[] = [];
-      for (const w of this.#waiters) (w.rid <= rid ? w.resolve() : still.push(w));
+      for (const w of this.#waiters) w.rid <= rid ? w.resolve() : still.push(w);
       this.#waiters = still;
     }
     if (this.#unacked.length <= this.#o.highWater && this.#drainWaiters.length > 0) {

@@ -106,7 +106,19 @@ export class IngestHub {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
     rmSync(socketPath, { force: true });
     const server = createServer({ allowHalfOpen: false });
-    const channel: Channel = { task, dir, server, socket: undefined, chain: Promise.resolve(), pending: 0, idleWaiters: [], received: 0, tokens: 2 * this.#o.maxEventsPerSecond, refilledAt: Date.now(), throttled: false };
+    const channel: Channel = {
+      task,
+      dir,
+      server,
+      socket: undefined,
+      chain: Promise.resolve(),
+      pending: 0,
+      idleWaiters: [],
+      received: 0,
+      tokens: 2 * this.#o.maxEventsPerSecond,
+      refilledAt: Date.now(),
+      throttled: false,
+    };
     server.on('connection', (socket) => this.#accept(channel, socket));
     // bound under another name and renamed once only the runner may connect: a runner
     // already waiting for the socket (a warm-pool container) never finds it half-made
@@ -218,14 +230,16 @@ export class IngestHub {
       if (!socket.destroyed) socket.write(`${JSON.stringify(msg)}\n`);
     };
     // hello after everything earlier connections sent is stored, so lastRid is exact
-    ch.chain = ch.chain.then(async () => {
-      const lastRid = await this.#o.sink.lastRid(sessionId);
-      const hello: HelloMessage = { t: 'hello', v: PROTOCOL_VERSION, task: ch.task, lastRid, maxEventBytes: this.#o.maxEventBytes };
-      send(hello);
-    }).catch((err: unknown) => {
-      log.error({ err: (err as Error).message }, 'ingest hello failed');
-      socket.destroy();
-    });
+    ch.chain = ch.chain
+      .then(async () => {
+        const lastRid = await this.#o.sink.lastRid(sessionId);
+        const hello: HelloMessage = { t: 'hello', v: PROTOCOL_VERSION, task: ch.task, lastRid, maxEventBytes: this.#o.maxEventBytes };
+        send(hello);
+      })
+      .catch((err: unknown) => {
+        log.error({ err: (err as Error).message }, 'ingest hello failed');
+        socket.destroy();
+      });
 
     // a connection is paused while the store is behind or the session is over its rate
     const pausedBy = new Set<'store' | 'rate'>();
@@ -258,7 +272,17 @@ export class IngestHub {
       if (ch.tokens >= 0) return;
       if (!ch.throttled) {
         ch.throttled = true;
-        batch.push({ rid: 0, type: 'LOG', ts: Date.now(), data: { stream: 'agent', level: 'warn', source: 'platform', text: `the agent emits more than ${rate} events/s; ingest is slowing it down (nothing is dropped)` } });
+        batch.push({
+          rid: 0,
+          type: 'LOG',
+          ts: Date.now(),
+          data: {
+            stream: 'agent',
+            level: 'warn',
+            source: 'platform',
+            text: `the agent emits more than ${rate} events/s; ingest is slowing it down (nothing is dropped)`,
+          },
+        });
       }
       pause('rate');
       rateTimer ??= setTimeout(recheck, Math.ceil((-ch.tokens / rate) * 1000));
@@ -315,7 +339,10 @@ export class IngestHub {
         const head = line.slice(0, 200);
         const rid = Number(/"rid":(\d{1,15})/.exec(head)?.[1] ?? 0) || undefined;
         const type = /"type":"([A-Z_]{1,32})"/.exec(head)?.[1] ?? 'event line';
-        return reject(rid, `${type === 'event line' ? 'an event line' : `a ${type} event`} of ${bytes} bytes exceeds the limit of ${this.#o.maxEventBytes} bytes`);
+        return reject(
+          rid,
+          `${type === 'event line' ? 'an event line' : `a ${type} event`} of ${bytes} bytes exceeds the limit of ${this.#o.maxEventBytes} bytes`,
+        );
       }
       let msg: Partial<EventMessage>;
       try {

@@ -22,9 +22,26 @@ async function fixture(maxEventBytes = 4096, maxEventsPerSecond = 0) {
       await store.append(id, [{ type: 'LOG', data: { finishRid: ev.rid }, rid: ev.rid }]);
     },
   };
-  const hub = () => new IngestHub({ baseDir: join(dir, 'run'), sink, maxEventBytes, maxEventsPerSecond, containerUser: `${process.getuid!()}:${process.getgid!()}` });
+  const hub = () =>
+    new IngestHub({
+      baseDir: join(dir, 'run'),
+      sink,
+      maxEventBytes,
+      maxEventsPerSecond,
+      containerUser: `${process.getuid!()}:${process.getgid!()}`,
+    });
   const session = async (id: string) =>
-    store.createSession({ id, tenant: 't', framework: 'script', prompt: 'p', workspaceId: id, options: {}, env: {}, limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 }, network: 'none' });
+    store.createSession({
+      id,
+      tenant: 't',
+      framework: 'script',
+      prompt: 'p',
+      workspaceId: id,
+      options: {},
+      env: {},
+      limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
+      network: 'none',
+    });
   return { dir, store, sink, hub, session, finishes };
 }
 
@@ -109,8 +126,16 @@ describe('ingest over a real unix socket', () => {
     await new Promise((r) => setTimeout(r, 200));
     raw.destroy();
     await hub.settle('s3', 1000);
-    const events = (await f.store.read('s3', 1, 100)).map((e) => [e.type, String(e.data.code ?? e.data.text), String(e.data.message ?? '')]);
-    expect(events[0]).toEqual(['ERROR', 'EVENT_TOO_LARGE', expect.stringMatching(/LOG event of \d+ bytes exceeds the limit of 2048 bytes/)]);
+    const events = (await f.store.read('s3', 1, 100)).map((e) => [
+      e.type,
+      String(e.data.code ?? e.data.text),
+      String(e.data.message ?? ''),
+    ]);
+    expect(events[0]).toEqual([
+      'ERROR',
+      'EVENT_TOO_LARGE',
+      expect.stringMatching(/LOG event of \d+ bytes exceeds the limit of 2048 bytes/),
+    ]);
     expect(events[1]).toEqual(['LOG', 'small', '']);
     expect(events[2]).toEqual(['ERROR', 'EVENT_REJECTED', expect.stringMatching(/LOG event of \d+ bytes exceeds the limit of 2048 bytes/)]);
     expect(events[3]).toEqual(['ERROR', 'EVENT_REJECTED', expect.stringContaining('"SESSION_QUEUED" is not an agent event type')]);

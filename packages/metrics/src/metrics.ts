@@ -6,7 +6,21 @@ export const LIFECYCLE_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 1
 /** Buckets for fast paths measured in milliseconds (finish detection). */
 export const FAST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
-export const RUNTIME_OPS = ['ping', 'info', 'image_inspect', 'create', 'start', 'wait', 'inspect', 'kill', 'remove', 'logs', 'list', 'exec', 'rename'] as const;
+export const RUNTIME_OPS = [
+  'ping',
+  'info',
+  'image_inspect',
+  'create',
+  'start',
+  'wait',
+  'inspect',
+  'kill',
+  'remove',
+  'logs',
+  'list',
+  'exec',
+  'rename',
+] as const;
 /** empty: none ready; no_pool: no pool for the session's limits; workspace_exists: a pooled container can only take a new workspace. */
 export const POOL_MISS_REASONS = ['empty', 'no_pool', 'workspace_exists'] as const;
 export const EXIT_REASONS = ['exited', 'oom_killed', 'killed'] as const;
@@ -27,31 +41,117 @@ export function createMetrics(build: BuildInfo, options: { defaultMetrics?: bool
 
   const m = {
     registry,
-    containerCreate: new Histogram({ name: 'mgx_container_create_duration_seconds', help: 'Time to create an agent container.', buckets: LIFECYCLE_BUCKETS, registers: r }),
-    containerStart: new Histogram({ name: 'mgx_container_start_duration_seconds', help: 'Time the engine took to start an agent container (the start call).', buckets: LIFECYCLE_BUCKETS, registers: r }),
-    containerRun: new Histogram({ name: 'mgx_container_run_duration_seconds', help: 'Time a container ran, start to exit.', buckets: LIFECYCLE_BUCKETS, registers: r }),
-    containerTeardown: new Histogram({ name: 'mgx_container_teardown_duration_seconds', help: 'Time from the terminal decision to the container removed.', buckets: LIFECYCLE_BUCKETS, registers: r }),
-    containerExits: new Counter({ name: 'mgx_container_exits_total', help: 'Agent containers that exited, by how they ended.', labelNames: ['reason'] as const, registers: r }),
+    containerCreate: new Histogram({
+      name: 'mgx_container_create_duration_seconds',
+      help: 'Time to create an agent container.',
+      buckets: LIFECYCLE_BUCKETS,
+      registers: r,
+    }),
+    containerStart: new Histogram({
+      name: 'mgx_container_start_duration_seconds',
+      help: 'Time the engine took to start an agent container (the start call).',
+      buckets: LIFECYCLE_BUCKETS,
+      registers: r,
+    }),
+    containerRun: new Histogram({
+      name: 'mgx_container_run_duration_seconds',
+      help: 'Time a container ran, start to exit.',
+      buckets: LIFECYCLE_BUCKETS,
+      registers: r,
+    }),
+    containerTeardown: new Histogram({
+      name: 'mgx_container_teardown_duration_seconds',
+      help: 'Time from the terminal decision to the container removed.',
+      buckets: LIFECYCLE_BUCKETS,
+      registers: r,
+    }),
+    containerExits: new Counter({
+      name: 'mgx_container_exits_total',
+      help: 'Agent containers that exited, by how they ended.',
+      labelNames: ['reason'] as const,
+      registers: r,
+    }),
     sessionTimeouts: new Counter({ name: 'mgx_session_timeouts_total', help: 'Sessions ended by their deadline.', registers: r }),
-    oomKills: new Counter({ name: 'mgx_container_oom_kills_total', help: 'Agent containers killed for exceeding their memory limit.', registers: r }),
-    runtimeErrors: new Counter({ name: 'mgx_runtime_errors_total', help: 'Failed container engine calls, by operation.', labelNames: ['op'] as const, registers: r }),
-    sessions: new Counter({ name: 'mgx_sessions_total', help: 'Sessions that reached a terminal state, by status.', labelNames: ['status'] as const, registers: r }),
-    sessionReasons: new Counter({ name: 'mgx_session_end_reasons_total', help: 'Sessions that reached a terminal state, by reason.', labelNames: ['reason'] as const, registers: r }),
+    oomKills: new Counter({
+      name: 'mgx_container_oom_kills_total',
+      help: 'Agent containers killed for exceeding their memory limit.',
+      registers: r,
+    }),
+    runtimeErrors: new Counter({
+      name: 'mgx_runtime_errors_total',
+      help: 'Failed container engine calls, by operation.',
+      labelNames: ['op'] as const,
+      registers: r,
+    }),
+    sessions: new Counter({
+      name: 'mgx_sessions_total',
+      help: 'Sessions that reached a terminal state, by status.',
+      labelNames: ['status'] as const,
+      registers: r,
+    }),
+    sessionReasons: new Counter({
+      name: 'mgx_session_end_reasons_total',
+      help: 'Sessions that reached a terminal state, by reason.',
+      labelNames: ['reason'] as const,
+      registers: r,
+    }),
     ingestEvents: new Counter({ name: 'mgx_ingest_events_total', help: 'Agent events received through ingest.', registers: r }),
     ingestRejected: new Counter({ name: 'mgx_ingest_rejected_total', help: 'Agent events refused (size, format, rate).', registers: r }),
-    rejections: new Counter({ name: 'mgx_session_rejections_total', help: 'Session requests refused, by cause.', labelNames: ['cause'] as const, registers: r }),
+    rejections: new Counter({
+      name: 'mgx_session_rejections_total',
+      help: 'Session requests refused, by cause.',
+      labelNames: ['cause'] as const,
+      registers: r,
+    }),
     queueDepth: new Gauge({ name: 'mgx_session_queue_depth', help: 'Sessions waiting in the queue.', registers: r }),
-    queueWait: new Histogram({ name: 'mgx_session_queue_wait_seconds', help: 'Time from sessions.create to claimed by a worker.', buckets: LIFECYCLE_BUCKETS, registers: r }),
+    queueWait: new Histogram({
+      name: 'mgx_session_queue_wait_seconds',
+      help: 'Time from sessions.create to claimed by a worker.',
+      buckets: LIFECYCLE_BUCKETS,
+      registers: r,
+    }),
     concurrencyLimit: new Gauge({ name: 'mgx_concurrency_limit', help: 'AGENT_MAX_CONCURRENT_CONTAINERS of this worker.', registers: r }),
-    concurrencyInUse: new Gauge({ name: 'mgx_concurrency_in_use', help: 'Sessions this worker holds a slot for (starting or running).', registers: r }),
-    containersRunning: new Gauge({ name: 'mgx_containers_running', help: 'Agent containers of this worker that are running.', registers: r }),
-    finishDetect: new Histogram({ name: 'mgx_finish_detect_seconds', help: 'Time from the FINISH event received to the session terminal.', buckets: FAST_BUCKETS, registers: r }),
+    concurrencyInUse: new Gauge({
+      name: 'mgx_concurrency_in_use',
+      help: 'Sessions this worker holds a slot for (starting or running).',
+      registers: r,
+    }),
+    containersRunning: new Gauge({
+      name: 'mgx_containers_running',
+      help: 'Agent containers of this worker that are running.',
+      registers: r,
+    }),
+    finishDetect: new Histogram({
+      name: 'mgx_finish_detect_seconds',
+      help: 'Time from the FINISH event received to the session terminal.',
+      buckets: FAST_BUCKETS,
+      registers: r,
+    }),
     sseSubscribers: new Gauge({ name: 'mgx_sse_subscribers', help: 'Open event-stream subscriptions.', registers: r }),
-    poolReady: new Gauge({ name: 'mgx_warm_pool_ready', help: 'Started, idle containers in the warm pool, by spec.', labelNames: ['spec'] as const, registers: r }),
-    poolTarget: new Gauge({ name: 'mgx_warm_pool_target', help: 'Containers the warm pool keeps ready per spec (MGX_WARM_POOL_SIZE).', registers: r }),
+    poolReady: new Gauge({
+      name: 'mgx_warm_pool_ready',
+      help: 'Started, idle containers in the warm pool, by spec.',
+      labelNames: ['spec'] as const,
+      registers: r,
+    }),
+    poolTarget: new Gauge({
+      name: 'mgx_warm_pool_target',
+      help: 'Containers the warm pool keeps ready per spec (MGX_WARM_POOL_SIZE).',
+      registers: r,
+    }),
     poolHits: new Counter({ name: 'mgx_warm_pool_hits_total', help: 'Sessions that started on a warm-pool container.', registers: r }),
-    poolMisses: new Counter({ name: 'mgx_warm_pool_misses_total', help: 'Sessions that needed a new container, by why the pool could not serve them.', labelNames: ['reason'] as const, registers: r }),
-    buildInfo: new Gauge({ name: 'mgx_build_info', help: 'Version of this mgx build.', labelNames: ['version', 'node'] as const, registers: r }),
+    poolMisses: new Counter({
+      name: 'mgx_warm_pool_misses_total',
+      help: 'Sessions that needed a new container, by why the pool could not serve them.',
+      labelNames: ['reason'] as const,
+      registers: r,
+    }),
+    buildInfo: new Gauge({
+      name: 'mgx_build_info',
+      help: 'Version of this mgx build.',
+      labelNames: ['version', 'node'] as const,
+      registers: r,
+    }),
   };
 
   m.buildInfo.set({ version: build.version, node: build.node }, 1);

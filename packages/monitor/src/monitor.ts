@@ -114,11 +114,21 @@ export class Monitor {
     const { clock } = this.#o;
     const deadlineAt = session.deadlineAt ?? startedAt + session.limits.timeoutMs;
     w.timers.push(
-      clock.setTimeout(() => {
-        void this.#decide(w, { status: 'timed_out', reason: 'timeout', message: `the session passed its deadline of ${Math.round(session.limits.timeoutMs / 1000)} s` }, 'deadline', [
-          { type: 'TIMEOUT', data: { timeoutMs: session.limits.timeoutMs, deadlineAt } },
-        ]);
-      }, Math.max(0, deadlineAt - clock.now())),
+      clock.setTimeout(
+        () => {
+          void this.#decide(
+            w,
+            {
+              status: 'timed_out',
+              reason: 'timeout',
+              message: `the session passed its deadline of ${Math.round(session.limits.timeoutMs / 1000)} s`,
+            },
+            'deadline',
+            [{ type: 'TIMEOUT', data: { timeoutMs: session.limits.timeoutMs, deadlineAt } }],
+          );
+        },
+        Math.max(0, deadlineAt - clock.now()),
+      ),
     );
     if (session.limits.idleTimeoutMs) this.#scheduleIdle(w, session.limits.idleTimeoutMs);
     this.#schedulePoll(w);
@@ -145,7 +155,15 @@ export class Monitor {
     if (w.decided) {
       w.log.info({ status: data.status, decided: w.outcome?.status }, 'agent FINISH lost the race; ignored');
       await this.#o.store.events.append(sessionId, [
-        { type: 'LOG', data: { stream: 'agent', level: 'warn', source: 'platform', text: `the agent reported FINISH ${String(data.status)} after the session ended ${w.outcome?.status ?? ''}; ignored` } },
+        {
+          type: 'LOG',
+          data: {
+            stream: 'agent',
+            level: 'warn',
+            source: 'platform',
+            text: `the agent reported FINISH ${String(data.status)} after the session ended ${w.outcome?.status ?? ''}; ignored`,
+          },
+        },
       ]);
       return;
     }
@@ -169,9 +187,12 @@ export class Monitor {
       clock.setTimeout(() => {
         if (w.decided) return;
         if (clock.now() - w.lastActivity < idleMs) return this.#scheduleIdle(w, idleMs);
-        void this.#decide(w, { status: 'timed_out', reason: 'timeout', message: `the agent emitted nothing for ${Math.round(idleMs / 1000)} s` }, 'deadline', [
-          { type: 'TIMEOUT', data: { idle: true, idleTimeoutMs: idleMs } },
-        ]);
+        void this.#decide(
+          w,
+          { status: 'timed_out', reason: 'timeout', message: `the agent emitted nothing for ${Math.round(idleMs / 1000)} s` },
+          'deadline',
+          [{ type: 'TIMEOUT', data: { idle: true, idleTimeoutMs: idleMs } }],
+        );
       }, due),
     );
   }
@@ -318,7 +339,9 @@ export class Monitor {
   #within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
     const { clock } = this.#o;
     let timer: unknown;
-    return Promise.race([p, new Promise<T>((r) => (timer = clock.setTimeout(() => r(fallback), ms)))]).finally(() => clock.clearTimeout(timer));
+    return Promise.race([p, new Promise<T>((r) => (timer = clock.setTimeout(() => r(fallback), ms)))]).finally(() =>
+      clock.clearTimeout(timer),
+    );
   }
 
   async #teardown(w: Watch): Promise<void> {
@@ -356,13 +379,19 @@ export class Monitor {
       }
       try {
         const lines = exit === MISSING_EXIT ? [] : await runtime.logs(w.containerId, this.#o.logCaptureBytes);
-        for (const l of lines) if (l.text.length > 0) tail.push({ type: 'LOG', data: { stream: l.stream, text: l.text, source: 'container' } });
+        for (const l of lines)
+          if (l.text.length > 0) tail.push({ type: 'LOG', data: { stream: l.stream, text: l.text, source: 'container' } });
       } catch (err) {
         w.log.warn({ err: (err as Error).message }, 'capturing container logs failed');
       }
       await store.events.append(id, tail);
       w.log.debug(
-        { sinceDecidedMs: clock.now() - w.decidedAt, exitWaitMs: Math.round(tDrain0 - tExit0), drainMs: Math.round(tLogs0 - tDrain0), logsMs: Math.round(performance.now() - tLogs0) },
+        {
+          sinceDecidedMs: clock.now() - w.decidedAt,
+          exitWaitMs: Math.round(tDrain0 - tExit0),
+          drainMs: Math.round(tLogs0 - tDrain0),
+          logsMs: Math.round(performance.now() - tLogs0),
+        },
         'teardown phases',
       );
     } catch (err) {

@@ -23,7 +23,12 @@ export function outcomeFromAgentFinish(data: Record<string, unknown>): Outcome {
  */
 export function outcomeFromExit(exit: { exitCode: number; oomKilled: boolean }, memoryLimited: boolean): Outcome {
   if (exit.oomKilled || (exit.exitCode === SIGKILL_EXIT && memoryLimited)) {
-    return { status: 'failed', reason: 'oom_killed', exitCode: exit.exitCode, message: 'the agent exceeded its memory limit and was killed' };
+    return {
+      status: 'failed',
+      reason: 'oom_killed',
+      exitCode: exit.exitCode,
+      message: 'the agent exceeded its memory limit and was killed',
+    };
   }
   return {
     status: 'failed',

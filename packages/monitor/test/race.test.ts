@@ -93,7 +93,17 @@ describe('monitor decisions with an injected clock', () => {
       const watches: Array<{ id: string; done: Promise<void>; order: number }> = [];
       for (let i = 0; i < 50; i++) {
         const id = `race-${batch}-${i}`;
-        await store.createSession({ id, tenant: 't', framework: 'script', prompt: '', workspaceId: id, options: {}, env: {}, limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1000 }, network: 'none' });
+        await store.createSession({
+          id,
+          tenant: 't',
+          framework: 'script',
+          prompt: '',
+          workspaceId: id,
+          options: {},
+          env: {},
+          limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1000 },
+          network: 'none',
+        });
         await store.claimNext('w');
         await store.markRunning(id, clock.now(), clock.now() + 1000);
         const s = (await store.getSession(id))!;

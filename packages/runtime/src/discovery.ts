@@ -2,8 +2,7 @@ import { accessSync, constants } from 'node:fs';
 import { RuntimeError, RuntimeErrorCode } from './errors.js';
 
 export type SocketAddress =
-  | { kind: 'unix'; path: string; source: string }
-  | { kind: 'tcp'; host: string; port: number; protocol: 'http' | 'https'; source: string };
+  { kind: 'unix'; path: string; source: string } | { kind: 'tcp'; host: string; port: number; protocol: 'http' | 'https'; source: string };
 
 /** Where to look; the settings fill it (CONTAINER_HOST, DOCKER_HOST, XDG_RUNTIME_DIR). */
 export interface DiscoveryInput {

@@ -107,7 +107,10 @@ export class DockerRuntime implements ContainerRuntime {
       await this.#call('image_inspect', () => this.#docker.getImage(image).inspect(), { subject: image });
       return true;
     } catch (err) {
-      if (err instanceof RuntimeError && (err.code === RuntimeErrorCode.IMAGE_NOT_FOUND || err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND)) {
+      if (
+        err instanceof RuntimeError &&
+        (err.code === RuntimeErrorCode.IMAGE_NOT_FOUND || err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND)
+      ) {
         return false;
       }
       throw err;
@@ -159,7 +162,8 @@ export class DockerRuntime implements ContainerRuntime {
       await this.#call('kill', () => this.#docker.getContainer(id).kill({ signal }), { subject: id });
     } catch (err) {
       // an exited or removed container has nothing left to signal
-      if (err instanceof RuntimeError && (err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND || err.code === RuntimeErrorCode.NAME_CONFLICT)) return;
+      if (err instanceof RuntimeError && (err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND || err.code === RuntimeErrorCode.NAME_CONFLICT))
+        return;
       if (err instanceof RuntimeError && /not running|is not running|container state improper/i.test(err.message)) return;
       throw err;
     }
@@ -194,7 +198,10 @@ export class DockerRuntime implements ContainerRuntime {
             // the engine is away; ask again
           }
         }
-        if (!done) reject(new RuntimeError(RuntimeErrorCode.ENGINE_TIMEOUT, `container ${id} did not exit within 10 minutes of being stopped`, 'wait'));
+        if (!done)
+          reject(
+            new RuntimeError(RuntimeErrorCode.ENGINE_TIMEOUT, `container ${id} did not exit within 10 minutes of being stopped`, 'wait'),
+          );
       })();
     });
   }
@@ -228,15 +235,18 @@ export class DockerRuntime implements ContainerRuntime {
 
   async logs(id: string, maxBytes: number): Promise<LogLine[]> {
     if (maxBytes <= 0) return [];
-    const raw = (await this.#call('logs', () =>
-      this.#docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false }),
-    { subject: id })) as unknown as Buffer;
+    const raw = (await this.#call('logs', () => this.#docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false }), {
+      subject: id,
+    })) as unknown as Buffer;
     return demuxLogs(Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw)), maxBytes);
   }
 
   async exec(id: string, cmd: string[]): Promise<ExecResult> {
     const container = this.#docker.getContainer(id);
-    const exec = await this.#call('exec', () => container.exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, Tty: false }), { subject: id, retry: false });
+    const exec = await this.#call('exec', () => container.exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, Tty: false }), {
+      subject: id,
+      retry: false,
+    });
     const stream = await this.#call('exec', () => exec.start({ hijack: true, stdin: false }), { subject: id, retry: false });
     const chunks: Buffer[] = [];
     let size = 0;
@@ -251,7 +261,11 @@ export class DockerRuntime implements ContainerRuntime {
     });
     const lines = demuxLogs(Buffer.concat(chunks), 2 * 1024 * 1024);
     const info = await this.#call('exec', () => exec.inspect(), { subject: id });
-    const join = (s: 'stdout' | 'stderr') => lines.filter((l) => l.stream === s).map((l) => l.text).join('\n');
+    const join = (s: 'stdout' | 'stderr') =>
+      lines
+        .filter((l) => l.stream === s)
+        .map((l) => l.text)
+        .join('\n');
     return { exitCode: info.ExitCode ?? -1, stdout: join('stdout'), stderr: join('stderr') };
   }
 

@@ -46,7 +46,7 @@ export function classifyEngineError(op: string, cause: unknown, subject?: string
   if (['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE', 'EACCES'].includes(sys)) {
     return new RuntimeError(RuntimeErrorCode.ENGINE_UNAVAILABLE, `container engine unavailable during ${op}: ${detail}`, op, { cause });
   }
-  if (sys === 'ETIMEDOUT' || /timeout/i.test(detail) && err.statusCode === undefined) {
+  if (sys === 'ETIMEDOUT' || (/timeout/i.test(detail) && err.statusCode === undefined)) {
     return new RuntimeError(RuntimeErrorCode.ENGINE_TIMEOUT, `container engine timed out during ${op}: ${detail}`, op, { cause });
   }
   if (err.statusCode === 404) {

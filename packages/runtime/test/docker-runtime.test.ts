@@ -8,7 +8,10 @@ import { discoverSocket, DockerRuntime, LABELS, demuxLogs, parseSocketUrl, type 
 describe('socket discovery', () => {
   it('follows CONTAINER_HOST, DOCKER_HOST, rootful, rootless, docker, in that order', () => {
     const none = () => false;
-    expect(discoverSocket({ containerHost: 'unix:///a.sock', dockerHost: 'unix:///b.sock' }, none)).toMatchObject({ path: '/a.sock', source: 'CONTAINER_HOST' });
+    expect(discoverSocket({ containerHost: 'unix:///a.sock', dockerHost: 'unix:///b.sock' }, none)).toMatchObject({
+      path: '/a.sock',
+      source: 'CONTAINER_HOST',
+    });
     expect(discoverSocket({ dockerHost: 'tcp://127.0.0.1:2375' }, none)).toMatchObject({ kind: 'tcp', host: '127.0.0.1', port: 2375 });
     const only = (p: string) => (q: string) => q === p;
     expect(discoverSocket({ xdgRuntimeDir: '/run/user/1000' }, only('/run/podman/podman.sock')).source).toBe('rootful podman');

@@ -66,7 +66,20 @@ describe('security defaults of an agent container', () => {
     expect(c.Config.User).toBe('10001:10001');
     // Docker echoes ALL; Podman lists every capability it dropped
     const dropped = ((h.CapDrop ?? []) as string[]).map((x: string) => x.toUpperCase().replace(/^CAP_/, ''));
-    if (!dropped.includes('ALL')) expect(dropped).toEqual(expect.arrayContaining(['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'KILL', 'NET_BIND_SERVICE', 'NET_RAW', 'SETGID', 'SETUID', 'SYS_CHROOT']));
+    if (!dropped.includes('ALL'))
+      expect(dropped).toEqual(
+        expect.arrayContaining([
+          'CHOWN',
+          'DAC_OVERRIDE',
+          'FOWNER',
+          'KILL',
+          'NET_BIND_SERVICE',
+          'NET_RAW',
+          'SETGID',
+          'SETUID',
+          'SYS_CHROOT',
+        ]),
+      );
     expect(h.CapAdd ?? []).toEqual([]);
     expect((h.SecurityOpt ?? []).join(',')).toMatch(/no-new-privileges/);
     expect(h.ReadonlyRootfs).toBe(true);

@@ -144,7 +144,9 @@ export class Scheduler {
         log.info({ containerId }, 'session took a warm pool container');
         await store.sessions.setContainer(session.id, containerId);
         // labels are fixed at create; the name tells operators whose container it is now
-        void runtime.rename(containerId, `mgx-${session.id}`).catch((err: unknown) => log.warn({ containerId, err: (err as Error).message }, 'could not rename a warm pool container'));
+        void runtime
+          .rename(containerId, `mgx-${session.id}`)
+          .catch((err: unknown) => log.warn({ containerId, err: (err as Error).message }, 'could not rename a warm pool container'));
       } else {
         const spec = agentContainerSpec(settings, {
           name: `mgx-${session.id}`,
@@ -173,7 +175,9 @@ export class Scheduler {
         // decided while starting (a cancel): the monitor tears it down with the stored outcome
         log.info({ containerId }, 'session was decided while starting');
       } else {
-        await store.events.append(session.id, [{ type: 'CONTAINER_STARTED', data: { containerId, image: settings.agent.image, warm: warmId !== undefined } }]);
+        await store.events.append(session.id, [
+          { type: 'CONTAINER_STARTED', data: { containerId, image: settings.agent.image, warm: warmId !== undefined } },
+        ]);
       }
       const running = (await store.sessions.getSession(session.id)) ?? session;
       const watched = monitor.watch(running, containerId, startedAt);
@@ -209,7 +213,7 @@ export class Scheduler {
     const bySession = new Map(containers.map((c) => [c.labels[LABELS.sessionId] ?? '', c]));
 
     for (const s of await store.sessions.findByStatus(['starting', 'running'], this.workerId)) {
-      const c = s.containerId ? containers.find((x) => x.id === s.containerId) ?? bySession.get(s.id) : bySession.get(s.id);
+      const c = s.containerId ? (containers.find((x) => x.id === s.containerId) ?? bySession.get(s.id)) : bySession.get(s.id);
       if (c) handled.add(c.id);
       if (s.status === 'starting' && (!c || c.state !== 'running')) {
         // never got going: back to the queue, in its old place
@@ -219,7 +223,11 @@ export class Scheduler {
         continue;
       }
       if (!c) {
-        const res = await store.sessions.decide(s.id, { status: 'failed', reason: 'lost', message: 'the container of this session disappeared while the worker was down' });
+        const res = await store.sessions.decide(s.id, {
+          status: 'failed',
+          reason: 'lost',
+          message: 'the container of this session disappeared while the worker was down',
+        });
         if (res.won) counts.lost++;
         continue;
       }
@@ -325,10 +333,7 @@ export class Scheduler {
     const outcome = { status: 'failed', reason: 'runtime_error', message } as const;
     const res = await store.sessions.decide(session.id, outcome);
     const s = res.session;
-    await store.sessions.appendFinish(
-      session.id,
-      finishDataOf(res.won ? outcome : outcomeOfRecord(s, 'runtime_error')),
-    );
+    await store.sessions.appendFinish(session.id, finishDataOf(res.won ? outcome : outcomeOfRecord(s, 'runtime_error')));
     if (res.won) {
       metrics.sessions.inc({ status: 'failed' });
       metrics.sessionReasons.inc({ reason: 'runtime_error' });

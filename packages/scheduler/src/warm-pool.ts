@@ -119,7 +119,10 @@ export class WarmPool {
       mkdirSync(dirname(to.socketDir), { recursive: true, mode: 0o755 });
       renameSync(slot.socketDir, to.socketDir);
     } catch (err) {
-      this.#o.logger.error({ containerId: slot.containerId, err: (err as Error).message }, 'could not hand over a pooled container; discarding it');
+      this.#o.logger.error(
+        { containerId: slot.containerId, err: (err as Error).message },
+        'could not hand over a pooled container; discarding it',
+      );
       // undo only what was done here: a workspace that failed to move may be someone else's
       if (movedWorkspace) renameSync(to.workspace, slot.workspace);
       void this.#discard(slot);
@@ -188,7 +191,10 @@ export class WarmPool {
       return false;
     } catch (err) {
       const retryInMs = this.#failed(key);
-      this.#o.logger.error({ spec: key, err: (err as Error).message, code: (err as { code?: string }).code, retryInMs }, 'warm pool could not create a container');
+      this.#o.logger.error(
+        { spec: key, err: (err as Error).message, code: (err as { code?: string }).code, retryInMs },
+        'warm pool could not create a container',
+      );
       return true;
     }
   }
@@ -250,7 +256,10 @@ export class WarmPool {
       ready.splice(ready.indexOf(slot), 1);
       this.#gauge(slot.key);
       const logs = await this.#o.runtime.logs(slot.containerId, 4096).catch(() => []);
-      this.#o.logger.warn({ containerId: slot.containerId, spec: slot.key, logs: logs.map((l) => l.text).slice(-10) }, 'an idle warm pool container exited; replacing it');
+      this.#o.logger.warn(
+        { containerId: slot.containerId, spec: slot.key, logs: logs.map((l) => l.text).slice(-10) },
+        'an idle warm pool container exited; replacing it',
+      );
       await this.#discard(slot);
       this.#failed(slot.key);
       this.#topUp(slot.key);

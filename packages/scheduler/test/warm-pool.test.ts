@@ -43,7 +43,14 @@ function fixture(env: Record<string, string> = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'mgx-pool-unit-'));
   dirs.push(dataDir);
   const user = `${process.getuid!()}:${process.getgid!()}`;
-  const settings = loadSettings({ MGX_DATA_DIR: dataDir, MGX_OWNER: 'unit', MGX_WARM_POOL_SIZE: '2', AGENT_CONTAINER_MEMORY_LIMIT: '256m', AGENT_CONTAINER_USER: user === '0:0' ? '10001:10001' : user, ...env });
+  const settings = loadSettings({
+    MGX_DATA_DIR: dataDir,
+    MGX_OWNER: 'unit',
+    MGX_WARM_POOL_SIZE: '2',
+    AGENT_CONTAINER_MEMORY_LIMIT: '256m',
+    AGENT_CONTAINER_USER: user === '0:0' ? '10001:10001' : user,
+    ...env,
+  });
   const runtime = new FakeRuntime();
   const metrics = createMetrics({ version: 't', node: process.version }, { defaultMetrics: false });
   const pool = new WarmPool({ runtime: runtime as unknown as ContainerRuntime, settings, metrics });
@@ -121,7 +128,14 @@ describe('WarmPool', () => {
     await settle();
     expect(attempts).toBe(1);
     // then after 1 s, 2 s more, 4 s more: not before
-    for (const [wait, expected] of [[999, 1], [1, 2], [1999, 2], [1, 3], [3999, 3], [1, 4]] as const) {
+    for (const [wait, expected] of [
+      [999, 1],
+      [1, 2],
+      [1999, 2],
+      [1, 3],
+      [3999, 3],
+      [1, 4],
+    ] as const) {
       await vi.advanceTimersByTimeAsync(wait);
       await settle();
       expect(attempts).toBe(expected);

@@ -96,7 +96,8 @@ export class CommandStartError extends Error {
 
 function startError(file: string, path: string, err: NodeJS.ErrnoException): CommandStartError {
   const where = file.includes('/') ? '' : ` in PATH ${path}`;
-  if (err.code === 'ENOENT') return new CommandStartError(`cannot start command "${file}": it was not found${where} (ENOENT)`, { cause: err });
+  if (err.code === 'ENOENT')
+    return new CommandStartError(`cannot start command "${file}": it was not found${where} (ENOENT)`, { cause: err });
   if (err.code === 'EACCES') return new CommandStartError(`cannot start command "${file}": permission denied (EACCES)`, { cause: err });
   return new CommandStartError(`cannot start command "${file}": ${err.message}`, { cause: err });
 }
@@ -136,12 +137,13 @@ export async function runCommand(spec: CommandSpec): Promise<CommandOutcome> {
     let stopping = false;
     let killTimer: NodeJS.Timeout | undefined;
     let lingerTimer: NodeJS.Timeout | undefined;
-    const timeoutTimer = spec.timeoutMs !== undefined
-      ? setTimeout(() => {
-          timedOut = true;
-          stop();
-        }, spec.timeoutMs)
-      : undefined;
+    const timeoutTimer =
+      spec.timeoutMs !== undefined
+        ? setTimeout(() => {
+            timedOut = true;
+            stop();
+          }, spec.timeoutMs)
+        : undefined;
 
     const group = (sig: NodeJS.Signals | 0): boolean => {
       if (child.pid === undefined) return false;
@@ -308,10 +310,19 @@ export const execFramework: Framework = {
   optionsSchema: {
     type: 'object',
     properties: {
-      command: { type: 'array', items: { type: 'string' }, minItems: 1, description: 'argv; the program is looked up in /usr/local/bin:/usr/bin:/bin' },
+      command: {
+        type: 'array',
+        items: { type: 'string' },
+        minItems: 1,
+        description: 'argv; the program is looked up in /usr/local/bin:/usr/bin:/bin',
+      },
       timeoutSeconds: { type: 'number', exclusiveMinimum: 0, description: 'stop the command after this long (SIGTERM, SIGKILL 5 s later)' },
-      stdin: { type: 'string', description: 'written to the command\'s stdin; without it stdin is empty' },
-      secretEnv: { type: 'array', items: { type: 'string' }, description: 'session secrets passed to the command as environment variables (e.g. an agent CLI\'s API key); never stored' },
+      stdin: { type: 'string', description: "written to the command's stdin; without it stdin is empty" },
+      secretEnv: {
+        type: 'array',
+        items: { type: 'string' },
+        description: "session secrets passed to the command as environment variables (e.g. an agent CLI's API key); never stored",
+      },
     },
     required: ['command'],
     additionalProperties: false,
@@ -319,7 +330,12 @@ export const execFramework: Framework = {
   async run(ctx: FrameworkContext): Promise<FrameworkResult> {
     const opts = parseExecOptions(ctx.options);
     const missing = (opts.secretEnv ?? []).filter((name) => ctx.secrets[name] === undefined);
-    if (missing.length > 0) return { status: 'failed', reason: 'agent_error', message: `exec: the session has no secret ${missing.join(', ')} (options.secretEnv)` };
+    if (missing.length > 0)
+      return {
+        status: 'failed',
+        reason: 'agent_error',
+        message: `exec: the session has no secret ${missing.join(', ')} (options.secretEnv)`,
+      };
     // secrets last: a session env cannot shadow them, and they never appear in stored env
     const secretVars = Object.fromEntries((opts.secretEnv ?? []).map((name) => [name, ctx.secrets[name]!]));
     let outcome: CommandOutcome;

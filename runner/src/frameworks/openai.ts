@@ -34,7 +34,8 @@ export function parseOpenAIOptions(o: Record<string, unknown>): OpenAIOptions {
   const unknown = Object.keys(o).filter((k) => !OPENAI_KEYS.includes(k));
   if (unknown.length > 0) throw new Error(`openai: unknown option ${JSON.stringify(unknown[0])}; known: ${OPENAI_KEYS.join(', ')}`);
   const { baseUrl, model, maxSteps, systemPrompt, temperature } = o;
-  if (typeof baseUrl !== 'string' || baseUrl === '') throw new Error('openai: options.baseUrl is required, e.g. "https://api.openai.com/v1"');
+  if (typeof baseUrl !== 'string' || baseUrl === '')
+    throw new Error('openai: options.baseUrl is required, e.g. "https://api.openai.com/v1"');
   let url: URL;
   try {
     url = new URL(baseUrl);
@@ -161,7 +162,8 @@ class Workspace {
     const root = await this.root();
     const abs = resolve(root, path);
     const rel = relative(root, abs);
-    if (rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) throw new ToolError(`path ${JSON.stringify(path)} is outside the workspace`);
+    if (rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel))
+      throw new ToolError(`path ${JSON.stringify(path)} is outside the workspace`);
     if (rel === '' && !allowRoot) throw new ToolError(`path ${JSON.stringify(path)} is the workspace itself, not a file in it`);
     // the deepest part of the path that exists decides where it really leads
     for (let probe = abs; ; probe = dirname(probe)) {
@@ -171,7 +173,12 @@ class Workspace {
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code !== 'ENOENT') throw new ToolError(`path ${JSON.stringify(path)}: ${(err as Error).message}`);
-        if (await lstat(probe).then((s) => s.isSymbolicLink(), () => false)) {
+        if (
+          await lstat(probe).then(
+            (s) => s.isSymbolicLink(),
+            () => false,
+          )
+        ) {
           throw new ToolError(`path ${JSON.stringify(path)} goes through a symbolic link to a missing target`);
         }
         if (probe === root) throw new ToolError('the workspace is missing');
@@ -193,7 +200,12 @@ const TOOLS = [
     function: {
       name: 'read_file',
       description: `Read a text file of the workspace (at most ${MAX_TOOL_OUTPUT_BYTES} bytes are returned).`,
-      parameters: { type: 'object', properties: { path: { type: 'string', description: 'relative to the workspace' } }, required: ['path'], additionalProperties: false },
+      parameters: {
+        type: 'object',
+        properties: { path: { type: 'string', description: 'relative to the workspace' } },
+        required: ['path'],
+        additionalProperties: false,
+      },
     },
   },
   {
@@ -214,7 +226,11 @@ const TOOLS = [
     function: {
       name: 'list_files',
       description: 'List the files under a directory of the workspace, recursively (directories end with /).',
-      parameters: { type: 'object', properties: { path: { type: 'string', description: 'relative to the workspace; default "."' } }, additionalProperties: false },
+      parameters: {
+        type: 'object',
+        properties: { path: { type: 'string', description: 'relative to the workspace; default "."' } },
+        additionalProperties: false,
+      },
     },
   },
   {
@@ -312,7 +328,8 @@ async function runCommandTool(env: ToolEnv, args: Record<string, unknown>): Prom
   }
   let timeoutS = DEFAULT_COMMAND_TIMEOUT_S;
   if (args.timeoutSeconds !== undefined) {
-    if (typeof args.timeoutSeconds !== 'number' || !(args.timeoutSeconds > 0)) throw new ToolError('timeoutSeconds must be a positive number');
+    if (typeof args.timeoutSeconds !== 'number' || !(args.timeoutSeconds > 0))
+      throw new ToolError('timeoutSeconds must be a positive number');
     timeoutS = Math.min(args.timeoutSeconds, MAX_COMMAND_TIMEOUT_S);
   }
   const lines: string[] = [];
@@ -376,7 +393,11 @@ interface Reply {
 
 type ChatMessage =
   | { role: 'system' | 'user'; content: string }
-  | { role: 'assistant'; content: string | null; tool_calls?: Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> }
+  | {
+      role: 'assistant';
+      content: string | null;
+      tool_calls?: Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }>;
+    }
   | { role: 'tool'; tool_call_id: string; content: string };
 
 /** The `data` payloads of a server-sent event stream, one per event. */
@@ -403,7 +424,8 @@ async function* sseData(body: ReadableStream<Uint8Array>): AsyncGenerator<string
     if (field === 'data') {
       data.push(value);
       dataChars += value.length;
-      if (dataChars > MAX_SSE_EVENT_CHARS) throw new EndpointError(`malformed response from the model endpoint: an event is longer than ${MAX_SSE_EVENT_CHARS} characters`);
+      if (dataChars > MAX_SSE_EVENT_CHARS)
+        throw new EndpointError(`malformed response from the model endpoint: an event is longer than ${MAX_SSE_EVENT_CHARS} characters`);
     }
     return undefined;
   };
@@ -417,7 +439,8 @@ async function* sseData(body: ReadableStream<Uint8Array>): AsyncGenerator<string
         buf = buf.slice(nl + 1);
         if (event !== undefined) yield event;
       }
-      if (buf.length > MAX_SSE_EVENT_CHARS) throw new EndpointError(`malformed response from the model endpoint: a line is longer than ${MAX_SSE_EVENT_CHARS} characters`);
+      if (buf.length > MAX_SSE_EVENT_CHARS)
+        throw new EndpointError(`malformed response from the model endpoint: a line is longer than ${MAX_SSE_EVENT_CHARS} characters`);
       if (done) {
         // a stream may end without the blank line that closes its last event
         const last = buf !== '' ? line(buf) : undefined;
@@ -468,7 +491,8 @@ class ReplyBuilder {
       const msg = isRecord(e) && typeof e.message === 'string' ? e.message : JSON.stringify(e);
       throw new EndpointError(`the model endpoint reported an error: ${excerpt(msg)}`);
     }
-    if (!Array.isArray(chunk.choices)) throw new EndpointError('malformed response from the model endpoint: a chunk has no "choices" array');
+    if (!Array.isArray(chunk.choices))
+      throw new EndpointError('malformed response from the model endpoint: a chunk has no "choices" array');
     // one completion was asked for; a usage chunk at the end has no choices
     const choice: unknown = chunk.choices[0];
     if (choice === undefined) return '';
@@ -482,7 +506,8 @@ class ReplyBuilder {
       this.content += added;
     }
     if (delta.tool_calls !== undefined && delta.tool_calls !== null) {
-      if (!Array.isArray(delta.tool_calls)) throw new EndpointError('malformed response from the model endpoint: tool_calls is not an array');
+      if (!Array.isArray(delta.tool_calls))
+        throw new EndpointError('malformed response from the model endpoint: tool_calls is not an array');
       delta.tool_calls.forEach((tc: unknown, position: number) => {
         if (!isRecord(tc)) throw new EndpointError('malformed response from the model endpoint: a tool call is not an object');
         const index = typeof tc.index === 'number' ? tc.index : position;
@@ -503,9 +528,7 @@ class ReplyBuilder {
   }
 
   reply(step: number): Reply {
-    const toolCalls = [...this.#calls.entries()]
-      .sort(([a], [b]) => a - b)
-      .map(([, c], i) => ({ ...c, id: c.id || `call_${step}_${i}` }));
+    const toolCalls = [...this.#calls.entries()].sort(([a], [b]) => a - b).map(([, c], i) => ({ ...c, id: c.id || `call_${step}_${i}` }));
     return { content: this.content, toolCalls };
   }
 }
@@ -574,7 +597,8 @@ async function agentLoop(ctx: FrameworkContext, key: string | undefined): Promis
       let result: ToolOutcome;
       const impl = TOOL_IMPLS.get(call.name);
       if (argsError) result = { ok: false, output: argsError };
-      else if (!impl) result = { ok: false, output: `unknown tool ${JSON.stringify(call.name)}; the tools are ${[...TOOL_IMPLS.keys()].join(', ')}` };
+      else if (!impl)
+        result = { ok: false, output: `unknown tool ${JSON.stringify(call.name)}; the tools are ${[...TOOL_IMPLS.keys()].join(', ')}` };
       else {
         try {
           result = await impl(toolEnv, args as Record<string, unknown>);
@@ -589,11 +613,21 @@ async function agentLoop(ctx: FrameworkContext, key: string | undefined): Promis
     }
     await ctx.emit.drain();
   }
-  return { status: 'failed', reason: 'agent_error', message: `the step limit of ${opts.maxSteps} was reached before the model gave a final answer (options.maxSteps)` };
+  return {
+    status: 'failed',
+    reason: 'agent_error',
+    message: `the step limit of ${opts.maxSteps} was reached before the model gave a final answer (options.maxSteps)`,
+  };
 }
 
 /** One request: streams the reply's text as MESSAGE deltas and returns it with its tool calls. */
-async function complete(ctx: FrameworkContext, opts: OpenAIOptions, key: string | undefined, messages: ChatMessage[], step: number): Promise<Reply> {
+async function complete(
+  ctx: FrameworkContext,
+  opts: OpenAIOptions,
+  key: string | undefined,
+  messages: ChatMessage[],
+  step: number,
+): Promise<Reply> {
   const url = `${opts.baseUrl}/chat/completions`;
   const body = {
     model: opts.model,
@@ -624,7 +658,9 @@ async function complete(ctx: FrameworkContext, opts: OpenAIOptions, key: string 
     const some = await readSome(res, 4096);
     const text = some.cut ? redactExcerpt(some.text, key) : redactString(some.text, key);
     const hint = res.status === 401 || res.status === 403 ? ' (check the secret OPENAI_API_KEY)' : '';
-    throw new EndpointError(`the model endpoint answered HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}${hint}: ${excerpt(text) || '(empty body)'}`);
+    throw new EndpointError(
+      `the model endpoint answered HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}${hint}: ${excerpt(text) || '(empty body)'}`,
+    );
   }
 
   const messageId = `m${step}`;
@@ -656,13 +692,16 @@ async function complete(ctx: FrameworkContext, opts: OpenAIOptions, key: string 
       try {
         chunk = JSON.parse(data);
       } catch {
-        throw new EndpointError(`malformed response from the model endpoint: a data line is not JSON: ${excerpt(redactString(data, key), 120)}`);
+        throw new EndpointError(
+          `malformed response from the model endpoint: a data line is not JSON: ${excerpt(redactString(data, key), 120)}`,
+        );
       }
       const added = builder.apply(chunk);
       if (added !== '') say(added);
       await ctx.emit.drain();
     }
-    if (!sawDone && builder.chunks === 0) throw new EndpointError('malformed response from the model endpoint: the stream ended without any data');
+    if (!sawDone && builder.chunks === 0)
+      throw new EndpointError('malformed response from the model endpoint: the stream ended without any data');
   }
   const rest = redactor.end();
   if (rest !== '') ctx.emit.messageDelta(messageId, rest);

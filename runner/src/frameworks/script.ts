@@ -35,10 +35,14 @@ const held: Buffer[] = [];
 const abortable = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolveSleep) => {
     const timer = setTimeout(resolveSleep, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolveSleep();
-    }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolveSleep();
+      },
+      { once: true },
+    );
   });
 
 function parseSteps(prompt: string): ScriptStep[] | undefined {
@@ -67,7 +71,8 @@ async function say(ctx: FrameworkContext, messageId: string, text: string): Prom
 function insideWorkspace(workspace: string, path: string): string {
   const target = resolve(workspace, path);
   const rel = relative(workspace, target);
-  if (isAbsolute(path) || rel.startsWith('..') || rel === '') throw new Error(`write path ${JSON.stringify(path)} is outside the workspace`);
+  if (isAbsolute(path) || rel.startsWith('..') || rel === '')
+    throw new Error(`write path ${JSON.stringify(path)} is outside the workspace`);
   return target;
 }
 
@@ -77,7 +82,8 @@ function insideWorkspace(workspace: string, path: string): string {
  */
 export const scriptFramework: Framework = {
   name: 'script',
-  description: 'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret, read, wait_until).',
+  description:
+    'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret, read, wait_until).',
   optionsSchema: { type: 'object', properties: {}, additionalProperties: false },
   async run(ctx): Promise<FrameworkResult> {
     const steps = parseSteps(ctx.prompt);
@@ -120,15 +126,13 @@ export const scriptFramework: Framework = {
       else if ('read' in step) {
         const text = await readFile(insideWorkspace(ctx.workspace, step.read), 'utf8').catch(() => '(missing)');
         await say(ctx, `m${n}`, `${step.read}=${text}`);
-      }
-      else if ('symlink' in step) {
+      } else if ('symlink' in step) {
         // the link itself lives in the workspace; where it points is the agent's business
         const link = insideWorkspace(ctx.workspace, step.symlink.path);
         await mkdir(dirname(link), { recursive: true });
         await symlink(step.symlink.target, link);
         ctx.emit.emit('FILE_CHANGED', { path: step.symlink.path, change: 'symlink', target: step.symlink.target });
-      }
-      else throw new Error(`step ${n} is not a known step: ${JSON.stringify(step).slice(0, 200)}`);
+      } else throw new Error(`step ${n} is not a known step: ${JSON.stringify(step).slice(0, 200)}`);
     }
     return { status: 'succeeded' };
   },
