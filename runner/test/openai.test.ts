@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingHttpHeaders } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +39,8 @@ interface Recorded {
 
 async function scriptedServer(script: Scripted[]) {
   const requests: Recorded[] = [];
-  const server = createServer(async (req, res) => {
+  const server = createServer((req, res) => void answer(req, res));
+  async function answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let raw = '';
     for await (const c of req) raw += String(c);
     requests.push({ url: req.url ?? '', headers: req.headers, body: JSON.parse(raw) as Recorded['body'] });
@@ -51,7 +52,7 @@ async function scriptedServer(script: Scripted[]) {
       await new Promise((r) => setTimeout(r, 2));
     }
     if (!reply.hang) res.end();
-  });
+  }
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   cleanups.push(async () => {
     server.closeAllConnections();

@@ -34,7 +34,7 @@ afterAll(async () => {
 const code = (promise: Promise<unknown>) =>
   promise.then(
     () => 'OK',
-    (err: { data?: { code?: string } }) => err.data?.code ?? String(err),
+    (err: Error & { data?: { code?: string } }) => err.data?.code ?? err.message,
   );
 
 describe('authentication and tenants', () => {

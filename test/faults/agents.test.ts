@@ -15,7 +15,7 @@ import { follow, ownedContainers } from './helpers.js';
 const run = promisify(execFile);
 const MB = 1024 * 1024;
 let p: Platform;
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
+const cleanups: Array<() => unknown> = [];
 beforeAll(async () => {
   p = await startPlatform({
     AGENT_STOP_GRACE_SECONDS: '1',

@@ -13,7 +13,7 @@ import { ownedContainers, runtime, sleep, storedEvents } from './helpers.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const run = promisify(execFile);
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
+const cleanups: Array<() => unknown> = [];
 afterAll(async () => {
   for (const c of cleanups.reverse())
     await Promise.resolve()

@@ -13,7 +13,7 @@ import { freePort, ServerProcess } from '../support/server-process.js';
 import { measured, writeReport } from '../support/reliability.js';
 import { follow, ownedContainers, sleep } from './helpers.js';
 
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
+const cleanups: Array<() => unknown> = [];
 afterAll(async () => {
   for (const c of cleanups.reverse())
     await Promise.resolve()

@@ -56,7 +56,7 @@ export async function containerOf(sessionId: string, ms = 20_000): Promise<Docke
 export const codeOf = (p: Promise<unknown>) =>
   p.then(
     () => 'OK',
-    (err: { data?: { code?: string } }) => err.data?.code ?? String(err),
+    (err: Error & { data?: { code?: string } }) => err.data?.code ?? err.message,
   );
 
 /** `p`, or a rejection after `ms`: for calls that must not hang. */

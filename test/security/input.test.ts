@@ -57,7 +57,7 @@ function tree(dir: string): string[] {
 const reachable = (dataDir: string, ids: string[]) =>
   ids
     .flatMap((id) =>
-      [join(dataDir, 'workspaces'), join(dataDir, 'run', 'sessions'), dataDir].map((base) => resolve(base, id.replace(/\u0000/g, ''))),
+      [join(dataDir, 'workspaces'), join(dataDir, 'run', 'sessions'), dataDir].map((base) => resolve(base, id.replaceAll('\u0000', ''))),
     )
     .filter((target) => target !== dataDir && !target.startsWith(`${dataDir}/`));
 
@@ -247,7 +247,7 @@ describe('sizes', () => {
       });
       const events = await follow(c, s.id, 30_000);
       const errors = events.filter((e) => e.type === 'ERROR' && /exceeds the limit of 4096 bytes/.test(String(e.data.message)));
-      const bigLogs = events.filter((e) => e.type === 'LOG' && String(e.data.text ?? '').length > 4096);
+      const bigLogs = events.filter((e) => e.type === 'LOG' && (typeof e.data.text === 'string' ? e.data.text : '').length > 4096);
       row.leaks = bigLogs.length;
       row.note = `${errors.length} ERROR events (${String(errors[0]?.data.code)}), ${bigLogs.length} oversized stored; FINISH ${String(events.at(-1)?.data.status)}`;
       expect(errors).toHaveLength(5);
@@ -285,7 +285,7 @@ describe('what a client may ask of the container', () => {
       for (const extra of extras)
         cases.push([
           `extra ${JSON.stringify(extra).slice(0, 40)}`,
-          () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', ...extra } as never),
+          () => c.sessions.create.mutate({ framework: 'script', prompt: 'x', ...extra }),
         ]);
       const wrong = await attacks(row, cases, 'BAD_REQUEST');
       expect(wrong).toEqual([]);

@@ -120,7 +120,7 @@ program
         return;
       }
       const finish = await follow(c, s.id, o.json === true);
-      const status = String(finish?.data.status ?? 'failed');
+      const status = typeof finish?.data.status === 'string' ? finish.data.status : 'failed';
       if (!o.json) process.stderr.write(`session ${s.id} ${status}\n`);
       process.exitCode = STATUS_EXIT[status] ?? EXIT.failed;
     },

@@ -10,7 +10,7 @@ import { IngestHub, toStoredEvent } from '@mgx/ingest';
 import { createMetrics, type Metrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
 import { frameworkCatalog } from '@mgx/runner/catalog';
-import { DockerRuntime, discoverSocket, RuntimeError, type ContainerRuntime } from '@mgx/runtime';
+import { DockerRuntime, discoverSocket, type RuntimeError, type ContainerRuntime } from '@mgx/runtime';
 import { Scheduler, WarmPool } from '@mgx/scheduler';
 import { MemorySecrets } from './secrets.js';
 

@@ -106,9 +106,7 @@ async function* followStored(
   signal?.addEventListener('abort', abort, { once: true });
   metrics.sseSubscribers.inc();
   try {
-    yield* store.events.tailBatches(input.sessionId, { afterSeq: Number(input.lastEventId ?? 0), signal: ac.signal }) as AsyncIterable<
-      SessionEvent[]
-    >;
+    yield* store.events.tailBatches(input.sessionId, { afterSeq: Number(input.lastEventId ?? 0), signal: ac.signal });
   } finally {
     signal?.removeEventListener('abort', abort);
     ac.abort();

@@ -54,7 +54,7 @@ export function followSession(client: MgxClient, sessionId: string, options: Fol
     [Symbol.asyncIterator]() {
       const queue: SessionEvent[] = [];
       let done = false;
-      let failure: unknown;
+      let failure: Error | undefined;
       let wake: (() => void) | undefined;
       const notify = () => {
         wake?.();

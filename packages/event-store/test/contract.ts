@@ -155,7 +155,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       const ids: string[] = [];
       for (let i = 0; i < 10; i++) ids.push((await store.sessions.createSession(session())).id);
       const claims = await Promise.all(Array.from({ length: 14 }, (_, i) => store.sessions.claimNext(`w${i % 3}`)));
-      const claimed = claims.filter((c) => c !== null).map((c) => c!.id);
+      const claimed = claims.filter((c) => c !== null).map((c) => c.id);
       expect(claimed).toHaveLength(10);
       expect(new Set(claimed).size).toBe(10);
       expect([...claimed].sort()).toEqual([...ids].sort());

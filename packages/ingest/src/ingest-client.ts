@@ -186,7 +186,10 @@ export class IngestClient {
     if (n > 0) this.#unacked.splice(0, n);
     if (this.#waiters.length > 0) {
       const still: FlushWaiter[] = [];
-      for (const w of this.#waiters) w.rid <= rid ? w.resolve() : still.push(w);
+      for (const w of this.#waiters) {
+        if (w.rid <= rid) w.resolve();
+        else still.push(w);
+      }
       this.#waiters = still;
     }
     if (this.#unacked.length <= this.#o.highWater && this.#drainWaiters.length > 0) {

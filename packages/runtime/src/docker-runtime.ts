@@ -87,9 +87,9 @@ export class DockerRuntime implements ContainerRuntime {
 
   async info(): Promise<EngineInfo> {
     if (this.#info) return this.#info;
-    const [version, info] = await this.#call('info', () => Promise.all([this.#docker.version(), this.#docker.info()]));
+    const [version, info] = await this.#call('info', () => Promise.all([this.#docker.version(), this.#docker.info() as Promise<unknown>]));
     const v = version as unknown as { Version: string; ApiVersion: string; Components?: Array<{ Name: string; Version: string }> };
-    const i = info as unknown as { CgroupVersion?: string; DefaultRuntime?: string; OCIRuntime?: { name?: string } };
+    const i = info as { CgroupVersion?: string; DefaultRuntime?: string; OCIRuntime?: { name?: string } };
     const podman = v.Components?.find((c) => /podman/i.test(c.Name));
     this.#info = {
       engine: podman ? 'podman' : 'docker',
@@ -235,9 +235,9 @@ export class DockerRuntime implements ContainerRuntime {
 
   async logs(id: string, maxBytes: number): Promise<LogLine[]> {
     if (maxBytes <= 0) return [];
-    const raw = (await this.#call('logs', () => this.#docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false }), {
+    const raw = await this.#call('logs', () => this.#docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false }), {
       subject: id,
-    })) as unknown as Buffer;
+    });
     return demuxLogs(Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw)), maxBytes);
   }
 

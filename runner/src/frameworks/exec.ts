@@ -269,7 +269,7 @@ export function parseExecOptions(o: Record<string, unknown>): ExecOptions {
     throw new Error('exec: options.command must be a non-empty array of strings, e.g. ["/usr/local/bin/node", "agent.js"]');
   }
   if (command[0] === '') throw new Error('exec: options.command[0] (the program) is empty');
-  const out: ExecOptions = { command: command as string[] };
+  const out: ExecOptions = { command: command };
   if (timeoutSeconds !== undefined) {
     if (typeof timeoutSeconds !== 'number' || !Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) {
       throw new Error('exec: options.timeoutSeconds must be a positive number');

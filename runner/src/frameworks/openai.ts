@@ -337,7 +337,7 @@ async function runCommandTool(env: ToolEnv, args: Record<string, unknown>): Prom
   let cut = 0;
   try {
     const outcome = await runCommand({
-      command: command as string[],
+      command: command,
       cwd: await env.ws.root(),
       env: commandEnv(env.ctx.env),
       timeoutMs: timeoutS * 1000,
