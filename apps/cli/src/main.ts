@@ -1,8 +1,11 @@
+import { readFileSync } from 'node:fs';
+import { text } from 'node:stream/consumers';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import yoctoSpinner from 'yocto-spinner';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
 import { doctor } from './doctor.js';
 import { formatEvent } from './format.js';
+import { collect, runInput, UsageError, type RunFlags } from './run-input.js';
 
 /**
  * Exit codes (also in the README):
@@ -28,7 +31,9 @@ const program = new Command()
   .description('Run agent sessions in isolated containers.')
   .option('--url <url>', 'server URL (MGX_URL)', env.MGX_URL ?? 'http://127.0.0.1:8080')
   .option('--token <token>', 'bearer token (MGX_TOKEN)', env.MGX_TOKEN)
-  .showHelpAfterError();
+  .showHelpAfterError('(add --help for usage)')
+  // a usage error commander finds (unknown option, missing value) exits 2 like every other
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage));
 
 const client = (): MgxClient => {
   const o = program.opts<{ url: string; token?: string }>();
@@ -84,35 +89,75 @@ async function follow(c: MgxClient, sessionId: string, json: boolean, after?: nu
   return finish;
 }
 
+const RUN_HELP = `
+Framework input:
+  Everything after "--" is the command of a framework that runs one (exec); the options
+  before it are mgx's. --option VALUEs are JSON when they parse (5, true, ["a","b"]),
+  else strings. A secret is read from the CLI's environment (--secret NAME) or a file
+  (--secret NAME=@path), never from the command line, where ps and shell history show it;
+  for exec, the --secret names are passed to the command as env unless --option secretEnv
+  says otherwise.
+
+Examples:
+  $ mgx run -f script -p "hello"
+  $ mgx run -f exec -e GREETING=hi -- node -e "console.log(process.env.GREETING)"
+  $ MY_TOKEN=... mgx run -f exec -w site --secret MY_TOKEN -- node publish.js --dry-run
+  $ mgx run -f openai --network egress --secret OPENAI_API_KEY \\
+      --option baseUrl=https://api.openai.com/v1 --option model=gpt-4o-mini -p "add a README"
+  $ mgx run -f openai --options '{"baseUrl":"...","model":"..."}' --network egress --prompt-file task.md
+`;
+
 program
   .command('run')
   .description('create a session and follow its events until FINISH; exits 0 only when it succeeded')
+  .usage('[options] [-- command...]')
+  .argument('[command...]', 'after "--": the command (argv, no shell) of a framework that runs one (exec)')
   .requiredOption('-f, --framework <name>', "agent framework (see the server's frameworks.list)")
-  .requiredOption('-p, --prompt <text>', 'the prompt')
+  .option('-p, --prompt <text>', 'the prompt; "-" reads it from stdin (not needed by exec)')
+  .option('--prompt-file <path>', 'read the prompt from a file')
+  .option('--option <key=value>', 'a framework option, repeatable; the value is JSON when it parses, else a string', collect)
+  .option('--options <json>', 'framework options as one JSON object (--option wins)')
+  .option('-e, --env <name=value>', 'an environment variable of the session, repeatable; NAME alone passes on its value here', collect)
+  .option('--secret <name>', "a secret from this shell's environment variable NAME, or NAME=@path from a file; repeatable", collect)
+  .option('--secret-file <name=path>', 'a secret read from a file (one trailing newline dropped); repeatable', collect)
   .option('-t, --timeout <seconds>', 'session deadline in seconds', positiveNumber)
   .option('-m, --memory <size>', 'memory limit, e.g. 256m or 1g')
   .option('--cpus <n>', 'CPU limit, e.g. 0.5', positiveNumber)
+  .addOption(new Option('--network <mode>', 'network of the agent (openai needs egress)').choices(['none', 'egress']))
   .option('-w, --workspace <id>', 'workspace id (reused across sessions)')
   .option('--json', 'print each event as one JSON line')
   .option('-d, --detach', 'print the session id and return')
+  .addHelpText('after', RUN_HELP)
   .action(
-    async (o: {
-      framework: string;
-      prompt: string;
-      timeout?: number;
-      memory?: string;
-      cpus?: number;
-      workspace?: string;
-      json?: boolean;
-      detach?: boolean;
-    }) => {
+    async (
+      command: string[],
+      o: RunFlags & {
+        timeout?: number;
+        memory?: string;
+        cpus?: number;
+        network?: 'none' | 'egress';
+        workspace?: string;
+        json?: boolean;
+        detach?: boolean;
+      },
+    ) => {
       const c = client();
+      const input = await runInput(o, command, {
+        env: process.env,
+        readFile: (path) => readFileSync(path, 'utf8'),
+        readStdin: () => text(process.stdin),
+        listFrameworks: () => c.frameworks.list.query(),
+      });
       const s = await c.sessions.create.mutate({
         framework: o.framework,
-        prompt: o.prompt,
+        prompt: input.prompt,
+        ...(Object.keys(input.options).length > 0 ? { options: input.options } : {}),
+        ...(Object.keys(input.env).length > 0 ? { env: input.env } : {}),
+        ...(Object.keys(input.secrets).length > 0 ? { secrets: input.secrets } : {}),
         ...(o.timeout !== undefined ? { timeoutSeconds: o.timeout } : {}),
         ...(o.memory !== undefined ? { memory: o.memory } : {}),
         ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
+        ...(o.network !== undefined ? { network: o.network } : {}),
         ...(o.workspace !== undefined ? { workspaceId: o.workspace } : {}),
       });
       if (o.detach) {
@@ -213,6 +258,10 @@ program
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`mgx: ${err.message}\n`);
+    process.exit(EXIT.usage);
+  }
   const e = err as { message?: string; data?: { code?: string; httpStatus?: number }; cause?: { code?: string; message?: string } };
   const code = e.data?.code;
   if (
