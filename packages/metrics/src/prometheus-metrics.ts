@@ -37,13 +37,29 @@ export interface PrometheusOptions {
 }
 
 /**
+ * Node's default metrics, on `registry`, without the gauges whose names end in `_total`.
+ * prom-client exports `nodejs_active_{handles,requests,resources}_total` as gauges, and
+ * Prometheus reserves `_total` for counters (`promtool check metrics` rejects them).
+ * collectDefaultMetrics has no option to rename or leave out a metric, so they are removed from
+ * the registry right after it registers them (a rename would need a second registry and a
+ * rewrite of prom-client's text output). Nothing is lost: each is the sum of its sibling gauge
+ * by type, which stays: `sum(mgx_nodejs_active_handles)`.
+ */
+function collectLintCleanDefaults(registry: Registry, prefix: string): void {
+  collectDefaultMetrics({ register: registry, prefix });
+  for (const metric of registry.getMetricsAsArray()) {
+    if (metric instanceof Gauge && metric.name.endsWith('_total')) registry.removeSingleMetric(metric.name);
+  }
+}
+
+/**
  * The Prometheus adapter of the Metrics port: every metric of the platform on its own Registry
  * (no global state), so tests and several servers in one process never share counters. Known
  * label values start at 0. The apps serve `render()` with `contentType` at /metrics.
  */
 export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOptions = {}) {
   const registry = new Registry();
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'mgx_' });
+  if (options.defaultMetrics !== false) collectLintCleanDefaults(registry, 'mgx_');
   const r = [registry];
 
   const m = {

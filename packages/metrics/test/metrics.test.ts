@@ -130,6 +130,21 @@ describe('createPrometheusMetrics', () => {
       expect(sample(text, `mgx_session_rejections_total{cause="${cause}"}`), cause).toBe(0);
   });
 
+  it("keeps Node's default metrics under mgx_, named as Prometheus wants: _total only on counters", async () => {
+    const text = await createPrometheusMetrics(build).render();
+    const types = typesOf(text);
+    expect(types.get('mgx_process_cpu_seconds_total')).toBe('counter');
+    expect(types.get('mgx_nodejs_active_handles')).toBe('gauge');
+    expect(types.has('mgx_nodejs_active_handles_total')).toBe(false);
+    expect(types.has('mgx_nodejs_active_requests_total')).toBe(false);
+    expect(types.has('mgx_nodejs_active_resources_total')).toBe(false);
+    for (const [name, type] of types) {
+      expect(name, name).toMatch(/^mgx_[a-z0-9_]+$/);
+      expect(name.endsWith('_total'), `${name} is a ${type}`).toBe(type === 'counter');
+      expect(text, `${name} has help`).toMatch(new RegExp(`^# HELP ${name} \\S`, 'm'));
+    }
+  });
+
   it('serves the exposition format of Prometheus', () => {
     expect(createPrometheusMetrics(build, { defaultMetrics: false }).contentType).toMatch(/^text\/plain; version=0\.0\.4/);
   });
