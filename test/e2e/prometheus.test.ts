@@ -29,6 +29,14 @@ function mustRun(cmd: string, args: string[], cwd = process.cwd()): string {
   return out;
 }
 
+/** `promtool check metrics` on an exposition (stdin): its exit code and what it reported. */
+function promlint(exposition: string): { status: number | null; problems: string } {
+  requireTool(PROMTOOL);
+  const r = spawnSync(PROMTOOL, ['check', 'metrics'], { input: exposition, encoding: 'utf8', timeout: WAIT_MS });
+  if (r.error) throw new Error(`promtool check metrics failed to run: ${r.error.message}`);
+  return { status: r.status, problems: `${r.stdout ?? ''}${r.stderr ?? ''}`.trim() };
+}
+
 /** Polls until `fn` returns a value, for at most `ms`; the error names what never happened. */
 async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = WAIT_MS): Promise<T> {
   const deadline = Date.now() + ms;
@@ -119,6 +127,7 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
   let p: Platform | undefined;
   const finals: Record<'ok' | 'timeout' | 'oom', SessionEvent[]> = { ok: [], timeout: [], oom: [] };
   let exposition: Sample[] = [];
+  let body = '';
 
   beforeAll(async () => {
     // fail before spending a minute on sessions when Prometheus is not installed
@@ -142,8 +151,11 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     // FINISH is stored before the container is removed and the counters move: wait for them
     exposition = await until('/metrics to count 3 ended sessions', async () => {
       const res = await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) });
-      const samples = parseExposition(await res.text());
-      return sumOf(samples, 'mgx_sessions_total') >= 3 ? samples : undefined;
+      const text = await res.text();
+      const samples = parseExposition(text);
+      if (sumOf(samples, 'mgx_sessions_total') < 3) return undefined;
+      body = text;
+      return samples;
     });
   });
 
@@ -194,6 +206,13 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     const build = exposition.find((s) => s.name === 'mgx_build_info');
     expect(build).toMatchObject({ value: 1, labels: { node: process.version } });
     expect(build?.labels.version).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it("passes Prometheus' own lint (promtool check metrics), after real sessions moved every kind of metric", () => {
+    // Node's default metrics are served too: they are what promtool rejected before
+    expect(body).toMatch(/^# TYPE mgx_nodejs_active_handles gauge$/m);
+    const lint = promlint(body);
+    expect(lint, lint.problems).toEqual({ status: 0, problems: '' });
   });
 
   it('is scraped by a real Prometheus, which answers PromQL with the same counts and loads the alert rules', async () => {

@@ -7,7 +7,7 @@ import { createAppRouter, TokenAuth, type ApiDeps, type FrameworkInfo } from '@m
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type Store } from '@mgx/event-store';
 import { IngestHub, toStoredEvent } from '@mgx/ingest';
-import { createMetrics, type Metrics } from '@mgx/metrics';
+import { createPrometheusMetrics, type PrometheusMetrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
 import { frameworkCatalog } from '@mgx/runner/catalog';
 import { DockerRuntime, discoverSocket, type RuntimeError, type ContainerRuntime } from '@mgx/runtime';
@@ -33,7 +33,8 @@ export interface RunningServer {
   settings: Settings;
   store: Store;
   runtime: ContainerRuntime;
-  metrics: Metrics;
+  /** The Prometheus adapter: the packages take it as their Metrics port, GET /metrics renders it. */
+  metrics: PrometheusMetrics;
   scheduler: Scheduler | undefined;
   monitor: Monitor | undefined;
   /** The warm pool, when MGX_WARM_POOL_SIZE > 0 and this process runs sessions. */
@@ -73,7 +74,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     );
   }
 
-  const metrics = createMetrics({ version: VERSION, node: process.version });
+  const metrics = createPrometheusMetrics({ version: VERSION, node: process.version });
   const runtime =
     options.runtime ??
     new DockerRuntime({
@@ -183,11 +184,11 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   });
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0]!;
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path.startsWith('/trpc/')) return trpc(req, res);
     if (path === '/metrics' && req.method === 'GET') {
-      const body = await metrics.registry.metrics();
-      res.writeHead(200, { 'content-type': metrics.registry.contentType });
+      const body = await metrics.render();
+      res.writeHead(200, { 'content-type': metrics.contentType });
       return res.end(body);
     }
     if (path === '/healthz' && req.method === 'GET') {
@@ -210,7 +211,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
 
   const http: Server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      logger.error({ err: (err as Error).message, url: req.url }, 'http handler failed');
+      logger.error({ err, url: req.url }, 'http handler failed');
       if (!res.headersSent) res.writeHead(500);
       res.end();
     });

@@ -1,2 +1,12 @@
-export { createMetrics, LIFECYCLE_BUCKETS, FAST_BUCKETS, RUNTIME_OPS, EXIT_REASONS, POOL_MISS_REASONS } from './metrics.js';
-export type { Metrics, BuildInfo } from './metrics.js';
+export type { Metrics, CounterPort, GaugePort, HistogramPort, LabelValues } from './ports.js';
+export { noopMetrics } from './ports.js';
+export {
+  createPrometheusMetrics,
+  createMetrics,
+  LIFECYCLE_BUCKETS,
+  FAST_BUCKETS,
+  RUNTIME_OPS,
+  EXIT_REASONS,
+  POOL_MISS_REASONS,
+} from './prometheus-metrics.js';
+export type { PrometheusMetrics, PrometheusOptions, BuildInfo } from './prometheus-metrics.js';

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { TERMINAL_REASONS, TERMINAL_STATUSES } from '@mgx/agent-sdk';
+import type { Metrics } from './ports.js';
 
 /** Buckets for container lifecycles: 50 ms to 30 minutes, not web-request sized. */
 export const LIFECYCLE_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
@@ -30,17 +31,42 @@ export interface BuildInfo {
   node: string;
 }
 
+export interface PrometheusOptions {
+  /** Node's process metrics (CPU, memory, event loop, GC, handles) under mgx_; on by default. */
+  defaultMetrics?: boolean;
+}
+
 /**
- * Every metric of the platform on its own Registry (no global state), so tests and several
- * servers in one process never share counters. Known label values start at 0.
+ * Node's default metrics, on `registry`, without the gauges whose names end in `_total`.
+ * prom-client exports `nodejs_active_{handles,requests,resources}_total` as gauges, and
+ * Prometheus reserves `_total` for counters (`promtool check metrics` rejects them).
+ * collectDefaultMetrics has no option to rename or leave out a metric, so they are removed from
+ * the registry right after it registers them (a rename would need a second registry and a
+ * rewrite of prom-client's text output). Nothing is lost: each is the sum of its sibling gauge
+ * by type, which stays: `sum(mgx_nodejs_active_handles)`.
  */
-export function createMetrics(build: BuildInfo, options: { defaultMetrics?: boolean } = {}) {
+function collectLintCleanDefaults(registry: Registry, prefix: string): void {
+  collectDefaultMetrics({ register: registry, prefix });
+  for (const metric of registry.getMetricsAsArray()) {
+    if (metric instanceof Gauge && metric.name.endsWith('_total')) registry.removeSingleMetric(metric.name);
+  }
+}
+
+/**
+ * The Prometheus adapter of the Metrics port: every metric of the platform on its own Registry
+ * (no global state), so tests and several servers in one process never share counters. Known
+ * label values start at 0. The apps serve `render()` with `contentType` at /metrics.
+ */
+export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOptions = {}) {
   const registry = new Registry();
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'mgx_' });
+  if (options.defaultMetrics !== false) collectLintCleanDefaults(registry, 'mgx_');
   const r = [registry];
 
   const m = {
     registry,
+    contentType: registry.contentType,
+    /** The exposition text of every metric, for GET /metrics. */
+    render: () => registry.metrics(),
     containerCreate: new Histogram({
       name: 'mgx_container_create_duration_seconds',
       help: 'Time to create an agent container.',
@@ -152,7 +178,7 @@ export function createMetrics(build: BuildInfo, options: { defaultMetrics?: bool
       labelNames: ['version', 'node'] as const,
       registers: r,
     }),
-  };
+  } satisfies Metrics & Record<string, unknown>;
 
   m.buildInfo.set({ version: build.version, node: build.node }, 1);
   for (const status of TERMINAL_STATUSES) m.sessions.inc({ status }, 0);
@@ -164,4 +190,8 @@ export function createMetrics(build: BuildInfo, options: { defaultMetrics?: bool
   return m;
 }
 
-export type Metrics = ReturnType<typeof createMetrics>;
+/** The adapter: the Metrics port plus what the apps serve and tests read (prom-client types). */
+export type PrometheusMetrics = ReturnType<typeof createPrometheusMetrics>;
+
+/** The name this adapter had before the port existed; the same function. */
+export const createMetrics = createPrometheusMetrics;

@@ -1,0 +1,92 @@
+/**
+ * The metrics port every package takes, like the Logger port: instruments by what they do
+ * (count, set, observe), never by the library behind them. The Prometheus adapter
+ * (prometheus-metrics.ts) satisfies it and is wired in by the apps; tests and tools that do
+ * not look at metrics pass `noopMetrics`. No prom-client type reaches a consumer of this file.
+ */
+
+/** One value per label name; every label of an instrument is given on every call. */
+export type LabelValues<L extends string> = Record<L, string>;
+
+/** A monotonically increasing count. */
+export interface CounterPort<L extends string = never> {
+  inc(value?: number): void;
+  inc(labels: LabelValues<L>, value?: number): void;
+}
+
+/** A value that goes up and down. */
+export interface GaugePort<L extends string = never> {
+  set(value: number): void;
+  set(labels: LabelValues<L>, value: number): void;
+  inc(value?: number): void;
+  inc(labels: LabelValues<L>, value?: number): void;
+  dec(value?: number): void;
+  dec(labels: LabelValues<L>, value?: number): void;
+}
+
+/** A distribution of observed values (durations in seconds). */
+export interface HistogramPort<L extends string = never> {
+  observe(value: number): void;
+  observe(labels: LabelValues<L>, value: number): void;
+}
+
+/** Every instrument of the platform, under the names its packages use. */
+export interface Metrics {
+  containerCreate: HistogramPort;
+  containerStart: HistogramPort;
+  containerRun: HistogramPort;
+  containerTeardown: HistogramPort;
+  containerExits: CounterPort<'reason'>;
+  sessionTimeouts: CounterPort;
+  oomKills: CounterPort;
+  runtimeErrors: CounterPort<'op'>;
+  sessions: CounterPort<'status'>;
+  sessionReasons: CounterPort<'reason'>;
+  ingestEvents: CounterPort;
+  ingestRejected: CounterPort;
+  rejections: CounterPort<'cause'>;
+  queueDepth: GaugePort;
+  queueWait: HistogramPort;
+  concurrencyLimit: GaugePort;
+  concurrencyInUse: GaugePort;
+  containersRunning: GaugePort;
+  finishDetect: HistogramPort;
+  sseSubscribers: GaugePort;
+  poolReady: GaugePort<'spec'>;
+  poolTarget: GaugePort;
+  poolHits: CounterPort;
+  poolMisses: CounterPort<'reason'>;
+}
+
+const noop = (): void => {};
+const counter: CounterPort<string> = { inc: noop };
+const gauge: GaugePort<string> = { set: noop, inc: noop, dec: noop };
+const histogram: HistogramPort<string> = { observe: noop };
+
+/** Metrics that record nothing: for tests and tools that do not look at them. */
+export const noopMetrics: Metrics = {
+  containerCreate: histogram,
+  containerStart: histogram,
+  containerRun: histogram,
+  containerTeardown: histogram,
+  containerExits: counter,
+  sessionTimeouts: counter,
+  oomKills: counter,
+  runtimeErrors: counter,
+  sessions: counter,
+  sessionReasons: counter,
+  ingestEvents: counter,
+  ingestRejected: counter,
+  rejections: counter,
+  queueDepth: gauge,
+  queueWait: histogram,
+  concurrencyLimit: gauge,
+  concurrencyInUse: gauge,
+  containersRunning: gauge,
+  finishDetect: histogram,
+  sseSubscribers: gauge,
+  poolReady: gauge,
+  poolTarget: gauge,
+  poolHits: counter,
+  poolMisses: counter,
+};
