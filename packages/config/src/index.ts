@@ -1,6 +1,6 @@
 export { loadSettings, ID_PATTERN, poolSpecKey } from './settings.js';
 export type { Settings, EventStoreKind, ServerRole, PoolSpec } from './settings.js';
-export { ConfigError, ConfigErrorCode } from './errors.js';
+export { CodedError, ConfigError, ConfigErrorCode } from './errors.js';
 export type { SettingProblem } from './errors.js';
 export { parseMemory, formatMemory } from './units.js';
 export { silentLogger } from './logger.js';

@@ -23,9 +23,11 @@ const MEMORY_UNITS: Record<string, number> = {
 export function parseMemory(text: string): number | undefined {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
   if (!m) return undefined;
-  const unit = MEMORY_UNITS[m[2]!.toLowerCase()];
+  // both groups always take part in a match (the suffix may be empty)
+  const [, amount = '', suffix = ''] = m;
+  const unit = MEMORY_UNITS[suffix.toLowerCase()];
   if (unit === undefined) return undefined;
-  const bytes = Math.floor(Number(m[1]) * unit);
+  const bytes = Math.floor(Number(amount) * unit);
   return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 

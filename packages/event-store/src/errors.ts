@@ -1,3 +1,5 @@
+import { CodedError } from '@mgx/config';
+
 export const StoreErrorCode = {
   SESSION_NOT_FOUND: 'STORE_SESSION_NOT_FOUND',
   SESSION_EXISTS: 'STORE_SESSION_EXISTS',
@@ -7,13 +9,6 @@ export const StoreErrorCode = {
 } as const;
 export type StoreErrorCode = (typeof StoreErrorCode)[keyof typeof StoreErrorCode];
 
-export class StoreError extends Error {
+export class StoreError extends CodedError<StoreErrorCode> {
   override readonly name = 'StoreError';
-  constructor(
-    readonly code: StoreErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }

@@ -21,3 +21,4 @@ export type { SqliteStoreOptions } from './sqlite-store.js';
 export { MongoStore } from './mongodb-store.js';
 export type { MongoStoreOptions } from './mongodb-store.js';
 export { openStore } from './open-store.js';
+export type { OpenStoreOptions } from './open-store.js';

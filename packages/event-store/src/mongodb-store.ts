@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import {
   BSON,
   MongoClient,
@@ -15,6 +14,8 @@ import {
 } from 'mongodb';
 import type { EventType, FinishData, SessionEvent, SessionStatus } from '@mgx/agent-sdk';
 import { isTerminal, SESSION_STATUSES, TERMINAL_STATUSES } from '@mgx/agent-sdk';
+import { silentLogger, type Logger } from '@mgx/config';
+import { decodeCursor, toPage } from './cursor.js';
 import { StoreError, StoreErrorCode } from './errors.js';
 import type {
   AppendResult,
@@ -26,14 +27,15 @@ import type {
   NewEvent,
   NewSession,
   Outcome,
-  SessionLimits,
   SessionPage,
   SessionRecord,
   SessionStore,
   Store,
   TailOptions,
 } from './ports.js';
-import { busSubscription, tailBatches, tailEvents, type TailSource } from './tail.js';
+import { dropResent } from './resend.js';
+import { Retention } from './retention.js';
+import { Tails } from './tail.js';
 
 export interface MongoStoreOptions {
   /** mongodb:// or mongodb+srv:// connection string; it may carry credentials and driver options. */
@@ -55,6 +57,8 @@ export interface MongoStoreOptions {
   useTransactions?: boolean;
   /** Set false to tail by polling even where change streams are available. */
   useChangeStreams?: boolean;
+  /** Where the store reports what it cannot hand to a caller (a failed purge, expiry mark or change stream). */
+  logger?: Logger;
 }
 
 /**
@@ -65,33 +69,14 @@ export interface MongoStoreOptions {
  * (`$schema`, dotted names) and any depth round-trips exactly as in the SQLite store, and the
  * event size limit ingest enforces on the JSON is the size stored.
  */
-interface SessionDoc {
+interface SessionDoc extends Omit<SessionRecord, 'id' | 'options' | 'env'> {
   _id: string;
   pos: number;
-  tenant: string;
-  status: SessionStatus;
-  framework: string;
-  workspaceId: string;
-  prompt: string;
   options: string;
   /** JSON text, like options; absent on documents written before it existed. */
   env?: string;
-  limits: SessionLimits;
-  network: 'none' | 'egress';
-  createdAt: number;
-  startedAt: number | null;
-  endedAt: number | null;
-  deadlineAt: number | null;
-  workerId: string | null;
-  containerId: string | null;
-  reason: SessionRecord['reason'];
-  exitCode: number | null;
-  message: string | null;
-  cancelRequested: boolean;
-  lastSeq: number;
   lastRid: number;
   closingSeq: number | null;
-  finishSeq: number | null;
   /** Set once FINISH and the events' own expireAt are stored; the TTL index removes the session then. */
   expireAt: Date | null;
 }
@@ -112,10 +97,6 @@ interface CounterDoc {
   value: number;
 }
 
-const DAY_MS = 24 * 3600 * 1000;
-const PURGE_INTERVAL_MS = 3600 * 1000;
-const PURGE_FIRST_RUN_MS = 60 * 1000;
-const PURGE_BATCH = 500;
 const POS_COUNTER = 'sessions.pos';
 const TERMINAL: SessionStatus[] = [...TERMINAL_STATUSES];
 const NON_TERMINAL: SessionStatus[] = SESSION_STATUSES.filter((s) => !isTerminal(s));
@@ -232,12 +213,11 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #counters: Collection<CounterDoc>;
   readonly #transactions: boolean;
   readonly #changeStreams: boolean;
-  readonly #retentionMs: number;
-  readonly #tailPollMs: number;
-  readonly #bus = new EventEmitter();
+  readonly #retention: Retention;
+  readonly #tails: Tails;
+  readonly #logger: Logger;
   readonly #queues = new Map<string, Promise<unknown>>();
   #stream: ChangeStream | undefined;
-  #timers: NodeJS.Timeout[] = [];
   #closed = false;
 
   private constructor(
@@ -246,8 +226,9 @@ export class MongoStore implements Store, SessionStore, EventStore {
     where: string,
     description: string,
     features: { transactions: boolean; changeStreams: boolean },
-    retentionMs: number,
+    retention: Retention,
     tailPollMs: number,
+    logger: Logger,
   ) {
     this.#client = client;
     this.#where = where;
@@ -257,17 +238,21 @@ export class MongoStore implements Store, SessionStore, EventStore {
     this.#counters = db.collection<CounterDoc>('counters');
     this.#transactions = features.transactions;
     this.#changeStreams = features.changeStreams;
-    this.#retentionMs = retentionMs;
-    this.#tailPollMs = tailPollMs;
-    this.#bus.setMaxListeners(0);
+    this.#retention = retention;
+    this.#logger = logger;
+    // the change stream opens with the first tail: it wakes the tails for other processes' writes
+    this.#tails = new Tails(
+      (sessionId, afterSeq, limit) => this.read(sessionId, afterSeq, limit),
+      tailPollMs,
+      () => this.#ensureChangeStream(),
+    );
   }
 
   /** Connects, learns what the deployment supports, creates the indexes, and returns the store. */
   static async open(options: MongoStoreOptions): Promise<MongoStore> {
     const where = `${describeMongoUri(options.uri)} (database ${options.dbName})`;
-    if (!Number.isInteger(options.retentionDays) || options.retentionDays < 0) {
-      throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${where}: retentionDays must be a whole number >= 0`);
-    }
+    const retention = new Retention(options.retentionDays, `MongoDB store ${where}`);
+    const logger = options.logger ?? silentLogger;
     let client: MongoClient | undefined;
     try {
       client = new MongoClient(options.uri, {
@@ -289,10 +274,12 @@ export class MongoStore implements Store, SessionStore, EventStore {
         where,
         `${describeMongoUri(options.uri)}/${options.dbName}`,
         { transactions: replicated && options.useTransactions !== false, changeStreams: replicated && options.useChangeStreams !== false },
-        options.retentionDays * DAY_MS,
+        retention,
         options.tailPollMs ?? (replicated && options.useChangeStreams !== false ? 1000 : 250),
+        logger,
       );
-      store.#startPurgeTimer();
+      // TTL removes what expired normally; the sweep catches sessions whose expireAt was never set
+      retention.start(() => store.purgeExpired(), logger);
       return store;
     } catch (cause) {
       await client?.close().catch(() => undefined);
@@ -323,9 +310,8 @@ export class MongoStore implements Store, SessionStore, EventStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const t of this.#timers) clearTimeout(t);
-    this.#timers = [];
-    this.#bus.emit('close');
+    this.#retention.stop();
+    this.#tails.close();
     const stream = this.#stream;
     this.#stream = undefined;
     await stream?.close().catch(() => undefined);
@@ -370,21 +356,6 @@ export class MongoStore implements Store, SessionStore, EventStore {
     }
   }
 
-  #notify(sessionId: string, stored: readonly SessionEvent[]): void {
-    if (stored.length > 0) this.#bus.emit(sessionId);
-  }
-
-  #startPurgeTimer(): void {
-    if (this.#retentionMs <= 0) return;
-    // TTL removes what expired normally; this sweep catches sessions whose expireAt was never set
-    const run = () => void this.purgeExpired().catch(() => undefined); // the next run retries
-    const first = setTimeout(run, PURGE_FIRST_RUN_MS);
-    const every = setInterval(run, PURGE_INTERVAL_MS);
-    first.unref();
-    every.unref();
-    this.#timers.push(first, every);
-  }
-
   async #nextPos(): Promise<number> {
     // outside any transaction: one hot document would make every concurrent create conflict;
     // a number lost to an aborted create only leaves a gap in the order
@@ -410,29 +381,16 @@ export class MongoStore implements Store, SessionStore, EventStore {
    */
   async #appendSteps(sessionId: string, events: NewEvent[], now: number, session: ClientSession | undefined): Promise<AppendResult> {
     // a rid not above every earlier rid of the batch is a duplicate whatever is stored
-    let batchMax = 0;
-    let inBatchDuplicates = 0;
-    const candidates: NewEvent[] = [];
-    const rids: number[] = [];
-    for (const ev of events) {
-      if (ev.rid !== undefined) {
-        if (ev.rid <= batchMax) {
-          inBatchDuplicates++;
-          continue;
-        }
-        batchMax = ev.rid;
-        rids.push(ev.rid);
-      }
-      candidates.push(ev);
-    }
-    const withoutRid = candidates.length - rids.length;
+    const batch = dropResent(events, 0);
+    const rids = batch.fresh.flatMap((ev) => (ev.rid !== undefined ? [ev.rid] : []));
+    const withoutRid = batch.fresh.length - rids.length;
     const before = await this.#sessions.findOneAndUpdate(
       { _id: sessionId, closingSeq: null },
       [
         {
           $set: {
             lastSeq: { $add: ['$lastSeq', withoutRid, { $size: { $filter: { input: rids, cond: { $gt: ['$$this', '$lastRid'] } } } }] },
-            lastRid: { $max: ['$lastRid', batchMax] },
+            lastRid: { $max: ['$lastRid', batch.lastRid] },
           },
         },
       ],
@@ -443,22 +401,18 @@ export class MongoStore implements Store, SessionStore, EventStore {
       if (!exists) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${sessionId} does not exist`);
       return { stored: [], duplicates: 0, closed: true };
     }
-    let seq = before.lastSeq;
-    let duplicates = inBatchDuplicates;
+    // the batch's rids increase, so those above the stored lastRid are the ones the reservation counted
+    const { fresh, duplicates } = dropResent(batch.fresh, before.lastRid);
     const docs: EventDoc[] = [];
     const stored: SessionEvent[] = [];
-    for (const ev of candidates) {
-      if (ev.rid !== undefined && ev.rid <= before.lastRid) {
-        duplicates++;
-        continue;
-      }
-      seq++;
+    for (const [i, ev] of fresh.entries()) {
+      const seq = before.lastSeq + 1 + i;
       const ts = ev.ts ?? now;
       docs.push(eventDoc(sessionId, seq, ev, ts, ev.rid));
       stored.push({ sessionId, seq, type: ev.type, ts, data: ev.data });
     }
     if (docs.length > 0) await this.#events.insertMany(docs, { ordered: true, ...(session ? { session } : {}) });
-    return { stored, duplicates, closed: false };
+    return { stored, duplicates: batch.duplicates + duplicates, closed: false };
   }
 
   // ---- writes ------------------------------------------------------------------------
@@ -525,7 +479,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
         if (isDuplicateKey(err)) throw new StoreError(StoreErrorCode.SESSION_EXISTS, `session ${s.id} already exists`, { cause: err });
         throw err;
       }
-      this.#bus.emit(s.id);
+      this.#tails.wake(s.id);
       return toSession(doc);
     });
   }
@@ -535,7 +489,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
     const result = await this.#guard('append', () =>
       this.#serial(sessionId, () => this.#atomically((session) => this.#appendSteps(sessionId, events, Date.now(), session))),
     );
-    this.#notify(sessionId, result.stored);
+    this.#tails.notify(sessionId, result.stored);
     return result;
   }
 
@@ -623,7 +577,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
         }),
       ),
     );
-    this.#notify(id, result.stored);
+    this.#tails.notify(id, result.stored);
     return { won: result.won, session: result.session };
   }
 
@@ -639,7 +593,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
     const result = await this.#guard('appendFinish', () =>
       this.#serial(id, () => this.#atomically((session) => this.#finishSteps(id, data, rid, session))),
     );
-    if (result.fresh) this.#bus.emit(id);
+    if (result.fresh) this.#tails.wake(id);
     if (result.endedAt !== null) await this.#markExpiry(id, result.endedAt);
     return result.event;
   }
@@ -727,13 +681,14 @@ export class MongoStore implements Store, SessionStore, EventStore {
    * Best effort for the same reason: FINISH is stored, so a failure here is not the caller's.
    */
   async #markExpiry(id: string, endedAt: number): Promise<void> {
-    if (this.#retentionMs <= 0) return;
-    const expireAt = new Date(endedAt + this.#retentionMs);
+    if (this.#retention.ms <= 0) return;
+    const expireAt = new Date(endedAt + this.#retention.ms);
     try {
       await this.#events.updateMany({ sessionId: id }, { $set: { expireAt } });
       await this.#sessions.updateOne({ _id: id }, { $set: { expireAt } });
-    } catch {
+    } catch (err) {
       // the hourly purge removes the session by its end time instead
+      this.#logger.warn({ err, sessionId: id }, 'event store: could not mark a finished session for expiry; the purge removes it');
     }
   }
 
@@ -745,20 +700,16 @@ export class MongoStore implements Store, SessionStore, EventStore {
    * sessions that the next one finds again, never orphaned events.
    */
   async purgeExpired(now: number = Date.now()): Promise<number> {
-    if (this.#retentionMs <= 0) return 0;
-    const cutoff = now - this.#retentionMs;
-    return this.#guard('purgeExpired', async () => {
-      let removed = 0;
-      for (;;) {
+    return this.#guard('purgeExpired', () =>
+      this.#retention.purge(now, async (cutoff, limit) => {
         const expired: Filter<SessionDoc> = { status: { $in: TERMINAL }, endedAt: { $lt: cutoff } };
-        const ids = (await this.#sessions.find(expired, { projection: { _id: 1 }, limit: PURGE_BATCH }).toArray()).map((d) => d._id);
-        if (ids.length === 0) break;
+        const ids = (await this.#sessions.find(expired, { projection: { _id: 1 }, limit }).toArray()).map((d) => d._id);
+        if (ids.length === 0) return { found: 0, removed: 0 };
         await this.#events.deleteMany({ sessionId: { $in: ids } });
-        removed += (await this.#sessions.deleteMany({ _id: { $in: ids }, ...expired })).deletedCount;
-        if (ids.length < PURGE_BATCH) break;
-      }
-      return removed;
-    });
+        const { deletedCount } = await this.#sessions.deleteMany({ _id: { $in: ids }, ...expired });
+        return { found: ids.length, removed: deletedCount };
+      }),
+    );
   }
 
   // ---- reads -------------------------------------------------------------------------
@@ -771,11 +722,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
   }
 
   async listSessions(q: ListQuery): Promise<SessionPage> {
-    let before = Number.MAX_SAFE_INTEGER;
-    if (q.cursor !== undefined) {
-      if (!/^\d+$/.test(q.cursor)) throw new StoreError(StoreErrorCode.INVALID_CURSOR, `invalid cursor "${q.cursor}"`);
-      before = Number(q.cursor);
-    }
+    const before = decodeCursor(q.cursor);
     return this.#guard('listSessions', async () => {
       const filter: Filter<SessionDoc> = { tenant: q.tenant, pos: { $lt: before } };
       if (q.status && q.status.length > 0) filter.status = { $in: q.status };
@@ -784,11 +731,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
         .sort({ pos: -1 })
         .limit(q.limit + 1)
         .toArray();
-      const page = docs.slice(0, q.limit);
-      return {
-        items: page.map(toSession),
-        nextCursor: docs.length > q.limit ? String(page[page.length - 1]!.pos) : null,
-      };
+      return toPage(docs, q.limit, toSession);
     });
   }
 
@@ -843,28 +786,12 @@ export class MongoStore implements Store, SessionStore, EventStore {
     });
   }
 
-  #tailSource(sessionId: string, options: TailOptions): TailSource {
-    return {
-      read: (after, limit) => this.read(sessionId, after, limit),
-      subscribe: (wake) => {
-        try {
-          this.#ensureChangeStream();
-        } catch {
-          // no live wake-ups from other processes: the tail polls
-        }
-        return busSubscription(this.#bus, sessionId)(wake);
-      },
-      pollMs: this.#tailPollMs,
-      ...options,
-    };
-  }
-
   tail(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {
-    return tailEvents(this.#tailSource(sessionId, options));
+    return this.#tails.events(sessionId, options);
   }
 
   tailBatches(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent[]> {
-    return tailBatches(this.#tailSource(sessionId, options));
+    return this.#tails.batches(sessionId, options);
   }
 
   /**
@@ -872,21 +799,31 @@ export class MongoStore implements Store, SessionStore, EventStore {
    * session id and fanned out to this process's tails. A stream per follower would hold a
    * pooled connection per awaiting getMore, so a few hundred followers would starve the pool.
    * It opens with the first tail and stays open until close(); if it fails, tails keep
-   * polling and the next tail opens a new one.
+   * polling and the next tail opens a new one. Never throws: a tail subscribes through it.
    */
   #ensureChangeStream(): void {
     if (!this.#changeStreams || this.#stream || this.#closed) return;
-    const stream = this.#events.watch<Document>([{ $match: { operationType: 'insert' } }, { $project: { 'fullDocument.sessionId': 1 } }]);
+    let stream: ChangeStream;
+    try {
+      stream = this.#events.watch<Document>([{ $match: { operationType: 'insert' } }, { $project: { 'fullDocument.sessionId': 1 } }]);
+    } catch (err) {
+      // no live wake-ups from other processes: the tails poll
+      this.#logger.warn({ err }, 'event store: cannot open the change stream; tails poll');
+      return;
+    }
     this.#stream = stream;
     stream.on('change', (change) => {
       const sessionId: unknown = (change as { fullDocument?: { sessionId?: unknown } }).fullDocument?.sessionId;
-      if (typeof sessionId === 'string') this.#bus.emit(sessionId);
+      if (typeof sessionId === 'string') this.#tails.wake(sessionId);
     });
     const drop = () => {
       if (this.#stream === stream) this.#stream = undefined;
       void stream.close().catch(() => undefined);
     };
-    stream.on('error', drop);
+    stream.on('error', (err) => {
+      if (!this.#closed) this.#logger.warn({ err }, 'event store: the change stream failed; tails poll until the next tail reopens it');
+      drop();
+    });
     stream.on('close', drop);
   }
 }

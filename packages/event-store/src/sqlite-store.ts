@@ -1,9 +1,10 @@
-import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { FinishData, SessionEvent, SessionStatus } from '@mgx/agent-sdk';
 import { isTerminal, TERMINAL_STATUSES } from '@mgx/agent-sdk';
+import { silentLogger, type Logger } from '@mgx/config';
+import { decodeCursor, toPage } from './cursor.js';
 import { StoreError, StoreErrorCode } from './errors.js';
 import type {
   AppendResult,
@@ -21,7 +22,9 @@ import type {
   Store,
   TailOptions,
 } from './ports.js';
-import { busSubscription, tailBatches, tailEvents, type TailSource } from './tail.js';
+import { dropResent } from './resend.js';
+import { Retention } from './retention.js';
+import { Tails } from './tail.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS sessions (
@@ -145,12 +148,27 @@ export interface SqliteStoreOptions {
    * purgeExpired on an hourly timer. Default 0: keep forever.
    */
   retentionDays?: number;
+  /** How long a call waits for another connection's lock before it fails with STORE_UNAVAILABLE. Default 5000 ms. */
+  busyTimeoutMs?: number;
+  /** Where the store reports what it cannot hand to a caller (a failed purge on its timer). */
+  logger?: Logger;
 }
 
-const DAY_MS = 24 * 3600 * 1000;
-const PURGE_INTERVAL_MS = 3600 * 1000;
-const PURGE_FIRST_RUN_MS = 60 * 1000;
-const PURGE_BATCH = 500;
+/**
+ * A failed driver call as the port promises it: a StoreError whose cause is the driver's error.
+ * Every SQLite failure (SQLITE_BUSY or SQLITE_LOCKED when another connection holds the file past
+ * the busy timeout, I/O errors, a full disk, a read-only or corrupt file) and a call on a closed
+ * handle mean the store cannot serve the call: STORE_UNAVAILABLE. A StoreError thrown inside a
+ * transaction passes through; anything else is not the store's failure and passes unchanged.
+ */
+function toStoreError(cause: unknown, where: string, what: string, open: boolean): unknown {
+  if (cause instanceof StoreError) return cause;
+  const message = cause instanceof Error ? cause.message : String(cause);
+  if (cause instanceof Database.SqliteError || !open) {
+    return new StoreError(StoreErrorCode.UNAVAILABLE, `SQLite store ${where}: ${what}: ${message}`, { cause });
+  }
+  return cause;
+}
 
 /** Columns added after the first schema, for store files created before them. */
 function migrate(db: Database.Database): void {
@@ -173,22 +191,19 @@ const TERMINAL_SQL = `(${TERMINAL_STATUSES.map((s) => `'${s}'`).join(',')})`;
 export class SqliteStore implements Store, SessionStore, EventStore {
   readonly kind = 'sqlite' as const;
   readonly #db: Database.Database;
-  readonly #bus = new EventEmitter();
-  readonly #tailPollMs: number;
-  readonly #retentionMs: number;
+  readonly #tails: Tails;
+  readonly #retention: Retention;
   readonly #stmts;
-  #timers: NodeJS.Timeout[] = [];
 
   private constructor(
     readonly file: string,
     db: Database.Database,
     tailPollMs: number,
-    retentionMs: number,
+    retention: Retention,
   ) {
     this.#db = db;
-    this.#tailPollMs = tailPollMs;
-    this.#retentionMs = retentionMs;
-    this.#bus.setMaxListeners(0);
+    this.#tails = new Tails((sessionId, afterSeq, limit) => this.read(sessionId, afterSeq, limit), tailPollMs);
+    this.#retention = retention;
     this.#stmts = {
       getSession: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
       insertSession: db.prepare(
@@ -237,38 +252,25 @@ export class SqliteStore implements Store, SessionStore, EventStore {
 
   /** Opens (and creates or migrates) the store file. */
   static open(options: SqliteStoreOptions): SqliteStore {
-    const retentionDays = options.retentionDays ?? 0;
-    if (!Number.isInteger(retentionDays) || retentionDays < 0) {
-      throw new StoreError(StoreErrorCode.UNAVAILABLE, `SQLite store ${options.file}: retentionDays must be a whole number >= 0`);
-    }
-    let db: Database.Database;
+    const retention = new Retention(options.retentionDays ?? 0, `SQLite store ${options.file}`);
+    let db: Database.Database | undefined;
+    let store: SqliteStore;
     try {
       mkdirSync(dirname(options.file), { recursive: true });
-      db = new Database(options.file, { timeout: 5000 });
+      db = new Database(options.file, { timeout: options.busyTimeoutMs ?? 5000 });
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
       db.exec(SCHEMA);
       migrate(db);
+      store = new SqliteStore(options.file, db, options.tailPollMs ?? 250, retention);
     } catch (cause) {
-      throw new StoreError(StoreErrorCode.UNAVAILABLE, `cannot open the SQLite store at ${options.file}: ${(cause as Error).message}`, {
-        cause,
-      });
+      db?.close();
+      const message = cause instanceof Error ? cause.message : String(cause);
+      throw new StoreError(StoreErrorCode.UNAVAILABLE, `cannot open the SQLite store at ${options.file}: ${message}`, { cause });
     }
-    const store = new SqliteStore(options.file, db, options.tailPollMs ?? 250, retentionDays * DAY_MS);
-    store.#startPurgeTimer();
+    retention.start(() => store.purgeExpired(), options.logger ?? silentLogger);
     return store;
-  }
-
-  #startPurgeTimer(): void {
-    if (this.#retentionMs <= 0) return;
-    // soon after start (a server restarted often still purges), then hourly; never keeps the process alive
-    const run = () => void this.purgeExpired().catch(() => undefined); // the next run retries
-    const first = setTimeout(run, PURGE_FIRST_RUN_MS);
-    const every = setInterval(run, PURGE_INTERVAL_MS);
-    first.unref();
-    every.unref();
-    this.#timers.push(first, every);
   }
 
   get sessions(): SessionStore {
@@ -284,59 +286,55 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   }
 
   async close(): Promise<void> {
-    for (const t of this.#timers) clearTimeout(t);
-    this.#timers = [];
-    this.#bus.emit('close');
-    this.#db.close();
+    this.#retention.stop();
+    this.#tails.close();
+    this.#call('close', () => this.#db.close());
   }
 
-  // ---- writes: every one is a single IMMEDIATE transaction --------------------------
+  // ---- plumbing ----------------------------------------------------------------------
 
-  #tx<T>(fn: () => T): T {
+  /** Every call into the driver goes through here: its failures become StoreError (see toStoreError). */
+  #call<T>(what: string, fn: () => T): T {
     try {
-      return this.#db.transaction(fn).immediate();
+      return fn();
     } catch (cause) {
-      if (cause instanceof StoreError) throw cause;
-      const code = (cause as { code?: string }).code ?? '';
-      if (code.startsWith('SQLITE_')) {
-        throw new StoreError(StoreErrorCode.UNAVAILABLE, `SQLite store ${this.file}: ${(cause as Error).message}`, { cause });
-      }
-      throw cause;
+      throw toStoreError(cause, this.file, what, this.#db.open);
     }
   }
+
+  /** A write: one IMMEDIATE transaction, so writers in several processes serialize on the file's lock. */
+  #tx<T>(what: string, fn: () => T): T {
+    return this.#call(what, () => this.#db.transaction(fn).immediate());
+  }
+
+  /** The session's row, read inside a transaction that needs it. */
+  #sessionRow(id: string): SessionRow {
+    const row = this.#stmts.getSession.get(id);
+    if (!row) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
+    return row;
+  }
+
+  // ---- writes ------------------------------------------------------------------------
 
   #appendLocked(sessionId: string, events: NewEvent[], now: number): AppendResult {
     const state = this.#stmts.seqState.get(sessionId);
     if (!state) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${sessionId} does not exist`);
     if (state.finish_seq !== null) return { stored: [], duplicates: 0, closed: true };
-    let seq = state.last_seq;
-    let lastRid = state.last_rid;
-    let duplicates = 0;
+    const { fresh, duplicates, lastRid } = dropResent(events, state.last_rid);
     const stored: SessionEvent[] = [];
-    for (const ev of events) {
-      if (ev.rid !== undefined) {
-        if (ev.rid <= lastRid) {
-          duplicates++;
-          continue;
-        }
-        lastRid = ev.rid;
-      }
-      seq++;
-      const ts = ev.ts ?? now;
-      this.#stmts.insertEvent.run(sessionId, seq, ev.rid ?? null, ev.type, ts, JSON.stringify(ev.data));
-      stored.push({ sessionId, seq, type: ev.type, ts, data: ev.data });
-    }
-    if (stored.length > 0) this.#stmts.setSeq.run(seq, lastRid, sessionId);
+    for (const [i, ev] of fresh.entries()) stored.push(this.#insertEventLocked(sessionId, state.last_seq + 1 + i, ev, ev.ts ?? now));
+    if (stored.length > 0) this.#stmts.setSeq.run(state.last_seq + stored.length, lastRid, sessionId);
     return { stored, duplicates, closed: false };
   }
 
-  #notify(sessionId: string, stored: SessionEvent[]): void {
-    if (stored.length > 0) this.#bus.emit(sessionId);
+  #insertEventLocked(sessionId: string, seq: number, ev: NewEvent, ts: number): SessionEvent {
+    this.#stmts.insertEvent.run(sessionId, seq, ev.rid ?? null, ev.type, ts, JSON.stringify(ev.data));
+    return { sessionId, seq, type: ev.type, ts, data: ev.data };
   }
 
   async createSession(s: NewSession): Promise<SessionRecord> {
     const now = Date.now();
-    const row = this.#tx(() => {
+    const row = this.#tx('createSession', () => {
       if (this.#stmts.getSession.get(s.id)) {
         throw new StoreError(StoreErrorCode.SESSION_EXISTS, `session ${s.id} already exists`);
       }
@@ -353,22 +351,22 @@ export class SqliteStore implements Store, SessionStore, EventStore {
         createdAt: now,
       });
       this.#appendLocked(s.id, [{ type: 'SESSION_QUEUED', data: { framework: s.framework, workspaceId: s.workspaceId } }], now);
-      return this.#stmts.getSession.get(s.id)!;
+      return this.#sessionRow(s.id);
     });
-    this.#bus.emit(s.id);
+    this.#tails.wake(s.id);
     return toSession(row);
   }
 
   async append(sessionId: string, events: NewEvent[]): Promise<AppendResult> {
     if (events.length === 0) return { stored: [], duplicates: 0, closed: false };
-    const result = this.#tx(() => this.#appendLocked(sessionId, events, Date.now()));
-    this.#notify(sessionId, result.stored);
+    const result = this.#tx('append', () => this.#appendLocked(sessionId, events, Date.now()));
+    this.#tails.notify(sessionId, result.stored);
     return result;
   }
 
   async claimNext(workerId: string, options: ClaimOptions = {}): Promise<SessionRecord | null> {
     const exclude = options.excludeTenants ?? [];
-    const row = this.#tx(() => {
+    const row = this.#tx('claimNext', () => {
       if (exclude.length === 0) return this.#stmts.claim.get(workerId);
       return this.#db
         .prepare<unknown[], SessionRow>(
@@ -383,28 +381,27 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   }
 
   async setContainer(id: string, containerId: string): Promise<void> {
-    this.#tx(() => this.#stmts.setContainer.run(containerId, id));
+    this.#tx('setContainer', () => this.#stmts.setContainer.run(containerId, id));
   }
 
   async markRunning(id: string, startedAt: number, deadlineAt: number): Promise<boolean> {
-    return this.#tx(() => this.#stmts.markRunning.run(startedAt, deadlineAt, id).changes === 1);
+    return this.#tx('markRunning', () => this.#stmts.markRunning.run(startedAt, deadlineAt, id).changes === 1);
   }
 
   async requeue(id: string): Promise<boolean> {
-    return this.#tx(() => this.#stmts.requeue.run(id).changes === 1);
+    return this.#tx('requeue', () => this.#stmts.requeue.run(id).changes === 1);
   }
 
   async requestCancel(id: string): Promise<SessionRecord | null> {
-    const row = this.#tx(() => this.#stmts.requestCancel.get(id));
+    const row = this.#tx('requestCancel', () => this.#stmts.requestCancel.get(id));
     return row ? toSession(row) : null;
   }
 
   async decide(id: string, outcome: Outcome, options: DecideOptions = {}): Promise<DecideResult> {
     const { events = [], from, at = Date.now() } = options;
     let stored: SessionEvent[] = [];
-    const result = this.#tx(() => {
-      const current = this.#stmts.seqState.get(id);
-      if (!current) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
+    const result = this.#tx('decide', () => {
+      const current = this.#sessionRow(id);
       const allowed = from ? from.includes(current.status) : !isTerminal(current.status);
       const changed = !allowed
         ? 0
@@ -417,30 +414,32 @@ export class SqliteStore implements Store, SessionStore, EventStore {
             at,
           }).changes;
       if (changed === 1 && events.length > 0) stored = this.#appendLocked(id, events, at).stored;
-      const row = this.#stmts.getSession.get(id);
-      if (!row) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
-      return { won: changed === 1, session: toSession(row) };
+      return { won: changed === 1, session: toSession(this.#sessionRow(id)) };
     });
-    this.#notify(id, stored);
+    this.#tails.notify(id, stored);
     return result;
   }
 
   async appendFinish(id: string, data: FinishData, rid?: number): Promise<SessionEvent> {
-    const result = this.#tx(() => {
-      const row = this.#stmts.getSession.get(id);
-      if (!row) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
+    const result = this.#tx('appendFinish', () => {
+      const row = this.#sessionRow(id);
       if (!isTerminal(row.status)) {
         throw new StoreError(StoreErrorCode.NOT_DECIDED, `session ${id} is ${row.status}; decide it before FINISH`);
       }
-      if (row.finish_seq !== null) return { event: toEvent(this.#stmts.finishEvent.get(id)!), fresh: false };
+      if (row.finish_seq !== null) {
+        const stored = this.#stmts.finishEvent.get(id);
+        if (!stored) throw new StoreError(StoreErrorCode.UNAVAILABLE, `SQLite store ${this.file}: session ${id} lacks its FINISH event`);
+        return { event: toEvent(stored), fresh: false };
+      }
+      // the stream is open (finish_seq is null), so FINISH takes the next seq
       const ev: NewEvent = { type: 'FINISH', data: { ...data } };
       if (rid !== undefined && rid > row.last_rid) ev.rid = rid;
-      const { stored } = this.#appendLocked(id, [ev], Date.now());
-      const finish = stored[0]!;
+      const finish = this.#insertEventLocked(id, row.last_seq + 1, ev, Date.now());
+      this.#stmts.setSeq.run(finish.seq, ev.rid ?? row.last_rid, id);
       this.#stmts.setFinish.run(finish.seq, id);
       return { event: finish, fresh: true };
     });
-    if (result.fresh) this.#bus.emit(id);
+    if (result.fresh) this.#tails.wake(id);
     return result.event;
   }
 
@@ -449,53 +448,43 @@ export class SqliteStore implements Store, SessionStore, EventStore {
    * in batches of short transactions so writers are not held up by a large purge.
    */
   async purgeExpired(now: number = Date.now()): Promise<number> {
-    if (this.#retentionMs <= 0) return 0;
-    const cutoff = now - this.#retentionMs;
-    let removed = 0;
-    for (;;) {
-      const n = this.#tx(() => {
-        const ids = this.#stmts.expired.all(cutoff, PURGE_BATCH);
+    return this.#retention.purge(now, async (cutoff, limit) =>
+      this.#tx('purgeExpired', () => {
+        const ids = this.#stmts.expired.all(cutoff, limit);
+        let removed = 0;
         for (const { id } of ids) {
           this.#stmts.deleteEvents.run(id);
-          this.#stmts.deleteSession.run(id);
+          removed += this.#stmts.deleteSession.run(id).changes;
         }
-        return ids.length;
-      });
-      removed += n;
-      if (n < PURGE_BATCH) return removed;
-    }
+        return { found: ids.length, removed };
+      }),
+    );
   }
 
   // ---- reads -------------------------------------------------------------------------
 
   async getSession(id: string): Promise<SessionRecord | null> {
-    const row = this.#stmts.getSession.get(id);
+    const row = this.#call('getSession', () => this.#stmts.getSession.get(id));
     return row ? toSession(row) : null;
   }
 
   async listSessions(q: ListQuery): Promise<SessionPage> {
-    let before = Number.MAX_SAFE_INTEGER;
-    if (q.cursor !== undefined) {
-      if (!/^\d+$/.test(q.cursor)) throw new StoreError(StoreErrorCode.INVALID_CURSOR, `invalid cursor "${q.cursor}"`);
-      before = Number(q.cursor);
-    }
-    const params: unknown[] = [q.tenant, before];
+    const params: unknown[] = [q.tenant, decodeCursor(q.cursor)];
     let where = 'tenant = ? AND pos < ?';
     if (q.status && q.status.length > 0) {
       where += ` AND status IN (${q.status.map(() => '?').join(',')})`;
       params.push(...q.status);
     }
     params.push(q.limit + 1);
-    const rows = this.#db.prepare<unknown[], SessionRow>(`SELECT * FROM sessions WHERE ${where} ORDER BY pos DESC LIMIT ?`).all(...params);
-    const page = rows.slice(0, q.limit);
-    return {
-      items: page.map(toSession),
-      nextCursor: rows.length > q.limit ? String(page[page.length - 1]!.pos) : null,
-    };
+    const rows = this.#call('listSessions', () =>
+      this.#db.prepare<unknown[], SessionRow>(`SELECT * FROM sessions WHERE ${where} ORDER BY pos DESC LIMIT ?`).all(...params),
+    );
+    return toPage(rows, q.limit, toSession);
   }
 
   async countByStatus(status: SessionStatus): Promise<number> {
-    return this.#stmts.countStatus.get(status)!.n;
+    // COUNT(*) always returns its one row
+    return this.#call('countByStatus', () => this.#stmts.countStatus.get(status)?.n ?? 0);
   }
 
   async findByStatus(status: SessionStatus[], workerId?: string): Promise<SessionRecord[]> {
@@ -505,46 +494,35 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       sql += ' AND worker_id = ?';
       params.push(workerId);
     }
-    return this.#db
-      .prepare<unknown[], SessionRow>(`${sql} ORDER BY pos`)
-      .all(...params)
-      .map(toSession);
+    const rows = this.#call('findByStatus', () => this.#db.prepare<unknown[], SessionRow>(`${sql} ORDER BY pos`).all(...params));
+    return rows.map(toSession);
   }
 
   async findUnfinished(): Promise<SessionRecord[]> {
-    return this.#db
-      .prepare<[], SessionRow>(`SELECT * FROM sessions WHERE status IN ${TERMINAL_SQL} AND finish_seq IS NULL ORDER BY pos`)
-      .all()
-      .map(toSession);
+    const rows = this.#call('findUnfinished', () =>
+      this.#db.prepare<[], SessionRow>(`SELECT * FROM sessions WHERE status IN ${TERMINAL_SQL} AND finish_seq IS NULL ORDER BY pos`).all(),
+    );
+    return rows.map(toSession);
   }
 
   async read(sessionId: string, afterSeq: number, limit: number): Promise<SessionEvent[]> {
-    return this.#stmts.read.all(sessionId, afterSeq, limit).map(toEvent);
+    return this.#call('read', () => this.#stmts.read.all(sessionId, afterSeq, limit)).map(toEvent);
   }
 
   async getFinishEvent(sessionId: string): Promise<SessionEvent | null> {
-    const row = this.#stmts.finishEvent.get(sessionId);
+    const row = this.#call('getFinishEvent', () => this.#stmts.finishEvent.get(sessionId));
     return row ? toEvent(row) : null;
   }
 
   async lastRid(sessionId: string): Promise<number> {
-    return this.#stmts.seqState.get(sessionId)?.last_rid ?? 0;
-  }
-
-  #tailSource(sessionId: string, options: TailOptions): TailSource {
-    return {
-      read: (after, limit) => this.read(sessionId, after, limit),
-      subscribe: busSubscription(this.#bus, sessionId),
-      pollMs: this.#tailPollMs,
-      ...options,
-    };
+    return this.#call('lastRid', () => this.#stmts.seqState.get(sessionId)?.last_rid ?? 0);
   }
 
   tail(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {
-    return tailEvents(this.#tailSource(sessionId, options));
+    return this.#tails.events(sessionId, options);
   }
 
   tailBatches(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent[]> {
-    return tailBatches(this.#tailSource(sessionId, options));
+    return this.#tails.batches(sessionId, options);
   }
 }

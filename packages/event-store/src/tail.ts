@@ -1,5 +1,6 @@
-import type { EventEmitter } from 'node:events';
+import { EventEmitter } from 'node:events';
 import type { SessionEvent } from '@mgx/agent-sdk';
+import type { TailOptions } from './ports.js';
 
 export interface TailSource {
   read(afterSeq: number, limit: number): Promise<SessionEvent[]>;
@@ -48,10 +49,11 @@ export async function* tailBatches(src: TailSource): AsyncGenerator<SessionEvent
     while (!src.signal.aborted) {
       dirty = false;
       const events = await src.read(cursor, batch);
-      if (events.length > 0) {
-        const end = events.findIndex((ev) => ev.type === 'FINISH');
-        const out = end >= 0 ? events.slice(0, end + 1) : events;
-        cursor = out.at(-1)!.seq;
+      const end = events.findIndex((ev) => ev.type === 'FINISH');
+      const out = end >= 0 ? events.slice(0, end + 1) : events;
+      const last = out.at(-1);
+      if (last) {
+        cursor = last.seq;
         yield out;
         if (end >= 0) return;
       }
@@ -74,4 +76,68 @@ export async function* tailBatches(src: TailSource): AsyncGenerator<SessionEvent
 /** The same tail, one event at a time. */
 export async function* tailEvents(src: TailSource): AsyncGenerator<SessionEvent> {
   for await (const events of tailBatches(src)) yield* events;
+}
+
+/**
+ * The tails of one store, for both adapters: an in-process bus that the adapter wakes after it
+ * stores events (and that closing the store wakes, so tails see the store end), and `tail` /
+ * `tailBatches` over the adapter's own read.
+ */
+export class Tails {
+  readonly #bus = new EventEmitter();
+  readonly #read: (sessionId: string, afterSeq: number, limit: number) => Promise<SessionEvent[]>;
+  readonly #pollMs: number;
+  readonly #beforeSubscribe: (() => void) | undefined;
+
+  /**
+   * `pollMs`: how often a tail re-reads when nothing woke it (writers this process cannot see).
+   * `beforeSubscribe`: runs as each tail subscribes, before its first read (e.g. to open a
+   * change stream that wakes the bus for other processes' writes); it must not throw.
+   */
+  constructor(
+    read: (sessionId: string, afterSeq: number, limit: number) => Promise<SessionEvent[]>,
+    pollMs: number,
+    beforeSubscribe?: () => void,
+  ) {
+    this.#read = read;
+    this.#pollMs = pollMs;
+    this.#beforeSubscribe = beforeSubscribe;
+    this.#bus.setMaxListeners(0);
+  }
+
+  /** Wakes the tails of a session: events may have been stored. */
+  wake(sessionId: string): void {
+    this.#bus.emit(sessionId);
+  }
+
+  /** Wakes the tails of a session when `stored` holds events. */
+  notify(sessionId: string, stored: readonly SessionEvent[]): void {
+    if (stored.length > 0) this.wake(sessionId);
+  }
+
+  /** Wakes every tail: the store is closing. */
+  close(): void {
+    this.#bus.emit('close');
+  }
+
+  events(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {
+    return tailEvents(this.#source(sessionId, options));
+  }
+
+  batches(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent[]> {
+    return tailBatches(this.#source(sessionId, options));
+  }
+
+  #source(sessionId: string, options: TailOptions): TailSource {
+    const subscribe = busSubscription(this.#bus, sessionId);
+    return {
+      read: (afterSeq, limit) => this.#read(sessionId, afterSeq, limit),
+      subscribe: (wake) => {
+        this.#beforeSubscribe?.();
+        return subscribe(wake);
+      },
+      pollMs: this.#pollMs,
+      ...options,
+    };
+  }
 }

@@ -3,6 +3,22 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SessionEvent } from '@mgx/agent-sdk';
 import type { NewSession, Store } from '../src/index.js';
 
+/** A small session for adapter-specific tests: `id` and anything in `over` set, the rest minimal. */
+export function newSession(id: string, over: Partial<NewSession> = {}): NewSession {
+  return {
+    id,
+    tenant: 't',
+    framework: 'script',
+    prompt: '',
+    workspaceId: 'w',
+    options: {},
+    env: {},
+    limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
+    network: 'none',
+    ...over,
+  };
+}
+
 export interface ContractStoreOptions {
   /** The retention the store is opened with (the suite uses 30 days, and 0 for keep-forever). */
   retentionDays: number;

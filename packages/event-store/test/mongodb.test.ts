@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MongoClient } from 'mongodb';
 import { MongoStore, openStore, StoreError, type Store } from '../src/index.js';
-import { storeContract } from './contract.js';
+import { newSession, storeContract } from './contract.js';
 
 /**
  * The store contract against a real MongoDB, when MONGODB_URI names one (a replica set runs
@@ -59,17 +59,7 @@ if (!uri) {
     // a second connection, as another process would have, with its own in-process wake-ups
     const b = await MongoStore.open({ uri: serverUri, dbName, retentionDays: 0 });
     try {
-      const s = await b.createSession({
-        id: `x${randomBytes(6).toString('hex')}`,
-        tenant: 't',
-        framework: 'script',
-        prompt: '',
-        workspaceId: 'w',
-        options: {},
-        env: {},
-        limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
-        network: 'none',
-      });
+      const s = await b.createSession(newSession(`x${randomBytes(6).toString('hex')}`));
       const ac = new AbortController();
       const seen: number[] = [];
       const tailing = (async () => {
@@ -90,17 +80,9 @@ if (!uri) {
     const store = await disposable(freshName(), 0, {});
     try {
       const id = `j${randomBytes(6).toString('hex')}`;
-      await store.sessions.createSession({
-        id,
-        tenant: 't',
-        framework: 'script',
-        prompt: '',
-        workspaceId: 'w',
-        options: { $schema: 'x', 'a.b': 1 },
-        env: {},
-        limits: { memoryBytes: 3 * 1024 ** 3, cpuQuota: 1, timeoutMs: 1 },
-        network: 'none',
-      });
+      await store.sessions.createSession(
+        newSession(id, { options: { $schema: 'x', 'a.b': 1 }, limits: { memoryBytes: 3 * 1024 ** 3, cpuQuota: 1, timeoutMs: 1 } }),
+      );
       const data = { $ref: '#/x', 'dotted.key': [1, { nested: null }], deep: JSON.parse('['.repeat(150) + ']'.repeat(150)) as unknown };
       await store.events.append(id, [{ type: 'TOOL_CALL', data }]);
       expect((await store.events.read(id, 1, 1))[0]?.data).toEqual(data);

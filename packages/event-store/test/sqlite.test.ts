@@ -1,30 +1,38 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { SqliteStore } from '../src/index.js';
-import { storeContract } from './contract.js';
+import { CodedError, silentLogger } from '@mgx/config';
+import { SqliteStore, StoreError, type SqliteStoreOptions } from '../src/index.js';
+import { newSession, storeContract } from './contract.js';
 
 storeContract('sqlite', async ({ retentionDays }) =>
   SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite'), retentionDays }),
 );
+
+/** A store and a second connection to its file, as another process would hold; both closed after `fn`. */
+async function withOtherConnection(
+  options: Omit<SqliteStoreOptions, 'file'>,
+  fn: (store: SqliteStore, other: Database.Database, file: string) => Promise<void>,
+): Promise<void> {
+  const file = join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite');
+  const store = SqliteStore.open({ file, ...options });
+  const other = new Database(file);
+  try {
+    await fn(store, other, file);
+  } finally {
+    other.close();
+    await store.close();
+  }
+}
 
 describe('sqlite store', () => {
   it('shares one file between two handles (two processes) with dense seq', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite');
     const a = SqliteStore.open({ file, tailPollMs: 20 });
     const b = SqliteStore.open({ file, tailPollMs: 20 });
-    const s = await a.createSession({
-      id: 'shared1',
-      tenant: 't',
-      framework: 'script',
-      prompt: '',
-      workspaceId: 'w',
-      options: {},
-      env: {},
-      limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
-      network: 'none',
-    });
+    const s = await a.createSession(newSession('shared1'));
     const ac = new AbortController();
     const seen: number[] = [];
     // a tail on one handle sees appends made through the other (by polling)
@@ -50,6 +58,67 @@ describe('sqlite store', () => {
     );
   });
 
+  describe('driver failures are StoreErrors', () => {
+    /** What `call` rejected with: a STORE_UNAVAILABLE StoreError that keeps the driver's error. */
+    const unavailable = async (call: Promise<unknown>, driverCode?: string): Promise<StoreError> => {
+      const err: unknown = await call.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(StoreError);
+      expect(err).toBeInstanceOf(CodedError);
+      const e = err as StoreError;
+      expect(e.code).toBe('STORE_UNAVAILABLE');
+      expect(e.cause).toBeInstanceOf(Error);
+      if (driverCode) expect(e.cause).toMatchObject({ code: driverCode });
+      return e;
+    };
+
+    it('a write that finds the file locked by another connection past the busy timeout', async () => {
+      await withOtherConnection({ busyTimeoutMs: 50 }, async (store, other, file) => {
+        const s = await store.createSession(newSession('locked1'));
+        other.exec('BEGIN IMMEDIATE');
+        const e = await unavailable(store.append(s.id, [{ type: 'LOG', data: {} }]), 'SQLITE_BUSY');
+        expect(e.message).toContain(file);
+        await unavailable(store.decide(s.id, { status: 'failed', reason: 'lost' }), 'SQLITE_BUSY');
+        other.exec('ROLLBACK');
+        // the lock gone, the store serves again and nothing was half-written
+        expect((await store.append(s.id, [{ type: 'LOG', data: {} }])).stored.map((ev) => ev.seq)).toEqual([2]);
+      });
+    });
+
+    it('every read of a store whose tables are gone', async () => {
+      await withOtherConnection({ retentionDays: 1 }, async (store, other) => {
+        const s = await store.createSession(newSession('broken1'));
+        other.exec('DROP TABLE events; DROP TABLE sessions');
+        await unavailable(store.getSession(s.id), 'SQLITE_ERROR');
+        await unavailable(store.listSessions({ tenant: 't', limit: 10 }), 'SQLITE_ERROR');
+        await unavailable(store.countByStatus('queued'), 'SQLITE_ERROR');
+        await unavailable(store.findByStatus(['queued']), 'SQLITE_ERROR');
+        await unavailable(store.findUnfinished(), 'SQLITE_ERROR');
+        await unavailable(store.read(s.id, 0, 10), 'SQLITE_ERROR');
+        await unavailable(store.getFinishEvent(s.id), 'SQLITE_ERROR');
+        await unavailable(store.lastRid(s.id), 'SQLITE_ERROR');
+        await unavailable(store.purgeExpired(), 'SQLITE_ERROR');
+      });
+    });
+
+    it('reads, writes and tails of a closed store', async () => {
+      const store = SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite') });
+      const s = await store.createSession(newSession('closed1'));
+      await store.close();
+      await unavailable(store.getSession(s.id));
+      await unavailable(store.read(s.id, 0, 10));
+      await unavailable(store.append(s.id, [{ type: 'LOG', data: {} }]));
+      const tail = store.tail(s.id, { afterSeq: 0, signal: new AbortController().signal });
+      await unavailable(
+        (async () => {
+          for await (const ev of tail) void ev;
+        })(),
+      );
+    });
+  });
+
   describe('retention timer', () => {
     afterEach(() => {
       vi.useRealTimers();
@@ -59,17 +128,7 @@ describe('sqlite store', () => {
       vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
       const store = SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite'), retentionDays: 1 });
       try {
-        const s = await store.createSession({
-          id: 'expiring1',
-          tenant: 't',
-          framework: 'script',
-          prompt: '',
-          workspaceId: 'w',
-          options: {},
-          env: {},
-          limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
-          network: 'none',
-        });
+        const s = await store.createSession(newSession('expiring1'));
         await store.decide(s.id, { status: 'succeeded', reason: 'finished' });
         await store.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
         // a day later the first runs have not found it expired yet
@@ -86,21 +145,25 @@ describe('sqlite store', () => {
       expect(vi.getTimerCount()).toBe(0);
     });
 
+    it('logs a failed run with its error, and keeps running', async () => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'] });
+      const warned: { obj: object; msg: string | undefined }[] = [];
+      const logger = { ...silentLogger, warn: (obj: object, msg?: string) => void warned.push({ obj, msg }) };
+      await withOtherConnection({ retentionDays: 1, logger }, async (_store, other) => {
+        other.exec('DROP TABLE events; DROP TABLE sessions');
+        await vi.advanceTimersByTimeAsync(3600 * 1000);
+        // the first run, a minute after opening, and the hourly one
+        expect(warned).toHaveLength(2);
+        expect(warned[0]?.obj).toMatchObject({ err: expect.objectContaining({ code: 'STORE_UNAVAILABLE' }) });
+        expect((warned[0]?.obj as { err: StoreError }).err).toBeInstanceOf(StoreError);
+      });
+    });
+
     it('purges in batches and counts every session it removed', async () => {
       const store = SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite'), retentionDays: 1 });
       const ended = Date.now() - 2 * 24 * 3600 * 1000;
       for (let i = 0; i < 1203; i++) {
-        const s = await store.createSession({
-          id: `old${i}`,
-          tenant: 't',
-          framework: 'script',
-          prompt: '',
-          workspaceId: 'w',
-          options: {},
-          env: {},
-          limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
-          network: 'none',
-        });
+        const s = await store.createSession(newSession(`old${i}`));
         await store.decide(s.id, { status: 'failed', reason: 'lost' }, { at: ended });
       }
       expect(await store.purgeExpired()).toBe(1203);

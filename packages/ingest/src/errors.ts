@@ -1,3 +1,5 @@
+import { CodedError } from '@mgx/config';
+
 export const IngestErrorCode = {
   ALREADY_OPEN: 'INGEST_ALREADY_OPEN',
   PROTOCOL: 'INGEST_PROTOCOL',
@@ -6,13 +8,6 @@ export const IngestErrorCode = {
 } as const;
 export type IngestErrorCode = (typeof IngestErrorCode)[keyof typeof IngestErrorCode];
 
-export class IngestError extends Error {
+export class IngestError extends CodedError<IngestErrorCode> {
   override readonly name = 'IngestError';
-  constructor(
-    readonly code: IngestErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }

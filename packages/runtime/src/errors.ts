@@ -1,3 +1,5 @@
+import { CodedError } from '@mgx/config';
+
 export const RuntimeErrorCode = {
   /** No engine answers on the socket (refused, missing, reset). Transient. */
   ENGINE_UNAVAILABLE: 'RUNTIME_ENGINE_UNAVAILABLE',
@@ -14,15 +16,15 @@ export type RuntimeErrorCode = (typeof RuntimeErrorCode)[keyof typeof RuntimeErr
 
 const TRANSIENT: ReadonlySet<RuntimeErrorCode> = new Set([RuntimeErrorCode.ENGINE_UNAVAILABLE, RuntimeErrorCode.ENGINE_TIMEOUT]);
 
-export class RuntimeError extends Error {
+export class RuntimeError extends CodedError<RuntimeErrorCode> {
   override readonly name = 'RuntimeError';
   constructor(
-    readonly code: RuntimeErrorCode,
+    code: RuntimeErrorCode,
     message: string,
     readonly op: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(code, message, options);
   }
 
   /** Worth retrying with backoff: the engine may come back. */
