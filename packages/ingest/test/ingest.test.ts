@@ -129,7 +129,7 @@ describe('ingest over a real unix socket', () => {
     const events = (await f.store.read('s3', 1, 100)).map((e) => [
       e.type,
       String(e.data.code ?? e.data.text),
-      JSON.stringify(e.data.message ?? ''),
+      typeof e.data.message === 'string' ? e.data.message : '',
     ]);
     expect(events[0]).toEqual([
       'ERROR',
