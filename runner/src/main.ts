@@ -5,6 +5,12 @@ import { runSession } from './run.js';
 
 const debug = (msg: string) => process.stderr.write(`[mgx-runner] ${msg}\n`);
 
+// the platform stops a session with SIGTERM (deadline or cancel); tini forwards it here
+const stop = new AbortController();
+const onSignal = () => stop.abort();
+process.on('SIGTERM', onSignal);
+process.on('SIGINT', onSignal);
+
 runSession({
   socketPath: process.env.MGX_INGEST_SOCKET ?? '/run/mgx/ingest.sock',
   workspace: process.env.MGX_WORKSPACE ?? '/workspace',
@@ -12,6 +18,7 @@ runSession({
   // a warm-pool container is started before its session exists and waits for it
   connectTimeoutMs: process.env.MGX_POOLED === '1' ? Number.POSITIVE_INFINITY : 60_000,
   debug,
+  signal: stop.signal,
 }).then(
   (code) => process.exit(code),
   (err: unknown) => {
