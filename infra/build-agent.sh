@@ -2,7 +2,8 @@
 # Builds the agent image (AGENT_CONTAINER_IMAGE, default mgx-agent:latest) offline:
 # bundles the runner, assembles a minimal root filesystem from this host's node, and builds
 # infra/Dockerfile.agent-runner FROM scratch. Skips the build when the image already holds
-# exactly these inputs (the label mgx.build-hash).
+# exactly these inputs (the label mgx.build-hash). The label mgx.framework-catalog records the
+# bundled frameworks (JSON, from `node runner.mjs --catalog`); the server reports them.
 #   MGX_BUILD_ENGINE=podman|docker (default podman)   MGX_FORCE_BUILD=1 to rebuild anyway
 set -euo pipefail
 
@@ -48,11 +49,14 @@ chmod 1777 "$R/tmp"
 chown "$AGENT_UID:$AGENT_UID" "$R/workspace" 2>/dev/null || chmod 0777 "$R/workspace"
 cp "$ROOT/infra/Dockerfile.agent-runner" "$CTX/Dockerfile"
 
-FRAMEWORKS="$(cd "$ROOT" && node --import tsx -e "import('@mgx/runner/catalog').then(m => console.log(m.frameworkCatalog().map(f => f.name).join(',')))" 2>/dev/null || echo script)"
+# the frameworks as the bundle itself reports them: the server reads this label for frameworks.list
+CATALOG="$("$NODE_BIN" "$BUNDLE" --catalog)"
+FRAMEWORKS="$(printf '%s' "$CATALOG" | "$NODE_BIN" -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).map((f) => f.name).join(",")))')"
 say "building $IMAGE ($HASH) with $ENGINE: node $("$NODE_BIN" --version), frameworks $FRAMEWORKS"
 "$ENGINE" build -q -f "$CTX/Dockerfile" -t "$IMAGE" \
   --label "mgx.build-hash=$HASH" \
   --label "mgx.frameworks=$FRAMEWORKS" \
+  --label "mgx.framework-catalog=$CATALOG" \
   --label "mgx.node-version=$("$NODE_BIN" --version)" \
   "$CTX" >/dev/null
 say "built $IMAGE ($(du -sh "$R" | cut -f1) root filesystem)"

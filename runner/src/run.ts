@@ -1,8 +1,10 @@
-import type { Emitter, FinishData, FrameworkRegistry, FrameworkResult } from '@mgx/agent-sdk';
+import { ExitWithoutFinish, type Emitter, type FinishData, type FrameworkRegistry, type FrameworkResult } from '@mgx/agent-sdk';
 import { IngestClient } from '@mgx/ingest/client';
-import { ScriptExit, sigterm } from './frameworks/script.js';
+// bundled into the runner by esbuild, so the image reports the version it was built from
+import rootPackage from '../../package.json' with { type: 'json' };
 
-export const RUNNER_VERSION = '0.1.0';
+/** The version of mgx the runner belongs to (the root package.json's). */
+export const RUNNER_VERSION: string = rootPackage.version;
 
 export interface RunnerOptions {
   socketPath: string;
@@ -12,6 +14,8 @@ export interface RunnerOptions {
   connectTimeoutMs?: number;
   /** Where the runner's own diagnostics go (the container's stderr). */
   debug?: (msg: string) => void;
+  /** Aborted when the platform stops the session (the process got SIGTERM or SIGINT). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -25,15 +29,35 @@ export async function runSession(o: RunnerOptions): Promise<number> {
     connectTimeoutMs: o.connectTimeoutMs ?? 60_000,
     ...(o.debug ? { onDebug: o.debug } : {}),
   });
+  // follows the caller's signal, except while the framework asked to ignore a stop
   const ac = new AbortController();
-  const onTerm = () => {
-    if (!sigterm.ignored) ac.abort();
+  let ignoringStop = false;
+  const onStop = () => {
+    if (!ignoringStop) ac.abort();
   };
-  process.on('SIGTERM', onTerm);
-  process.on('SIGINT', onTerm);
+  if (o.signal?.aborted) ac.abort();
+  o.signal?.addEventListener('abort', onStop, { once: true });
+  try {
+    return await session(o, client, ac.signal, (ignore) => {
+      ignoringStop = ignore;
+    });
+  } finally {
+    o.signal?.removeEventListener('abort', onStop);
+  }
+}
 
+/** The session itself; `signal` is aborted when the platform stops it. */
+async function session(
+  o: RunnerOptions,
+  client: IngestClient,
+  signal: AbortSignal,
+  ignoreStop: (ignore: boolean) => void,
+): Promise<number> {
   // stopped before any session arrived (a warm-pool container being removed): nothing to say
-  const aborted = new Promise<null>((resolve) => ac.signal.addEventListener('abort', () => resolve(null), { once: true }));
+  const aborted = new Promise<null>((resolve) => {
+    if (signal.aborted) resolve(null);
+    else signal.addEventListener('abort', () => resolve(null), { once: true });
+  });
   const hello = await Promise.race([client.connect(), aborted]);
   if (!hello) {
     client.close();
@@ -77,10 +101,11 @@ export async function runSession(o: RunnerOptions): Promise<number> {
         env: task.env ?? {},
         secrets: task.secrets,
         emit: emitter,
-        signal: ac.signal,
+        signal: signal,
+        ignoreStop,
       });
     } catch (err) {
-      if (err instanceof ScriptExit) {
+      if (err instanceof ExitWithoutFinish) {
         // exit without FINISH, but only after what was emitted before is stored
         await client.flush();
         client.close();
@@ -90,7 +115,7 @@ export async function runSession(o: RunnerOptions): Promise<number> {
     }
   }
 
-  if (ac.signal.aborted) {
+  if (signal.aborted) {
     // stopped by the platform (deadline or cancel): it has decided the outcome already
     await Promise.race([client.flush(), new Promise((r) => setTimeout(r, 2000))]);
     client.close();

@@ -12,7 +12,10 @@ async function main(): Promise<void> {
     server.logger.info({ signal }, 'stopping: no new sessions; running ones are left to the next start');
     server.close().then(
       () => process.exit(0),
-      () => process.exit(1),
+      (err: unknown) => {
+        server.logger.error({ err }, 'stopping failed');
+        process.exit(1);
+      },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -1,6 +1,5 @@
+import { redactor } from '@mgx/agent-sdk';
 import type { SecretKeeper } from '@mgx/api';
-
-const REDACTED = '[REDACTED]';
 
 /**
  * Session secrets in this process's memory only: never in the store, events, logs or
@@ -27,14 +26,9 @@ export class MemorySecrets implements SecretKeeper {
    * (defense in depth: an agent that echoes its key does not leak it into the store).
    */
   redactor(sessionId: string): ((data: Record<string, unknown>) => Record<string, unknown>) | undefined {
-    const values = Object.values(this.#bySession.get(sessionId) ?? {}).filter((v) => v.length >= 4);
-    if (values.length === 0) return undefined;
-    const scrub = (v: unknown): unknown => {
-      if (typeof v === 'string') return values.reduce((s, secret) => (s.includes(secret) ? s.split(secret).join(REDACTED) : s), v);
-      if (Array.isArray(v)) return v.map(scrub);
-      if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, scrub(x)]));
-      return v;
-    };
-    return (data) => scrub(data) as Record<string, unknown>;
+    // a value shorter than 4 characters would match too much ordinary text to be redacted
+    const r = redactor(Object.values(this.#bySession.get(sessionId) ?? {}).filter((v) => v.length >= 4));
+    if (!r.active) return undefined;
+    return (data) => r.deep(data);
   }
 }

@@ -9,12 +9,14 @@ import { openStore, type Store } from '@mgx/event-store';
 import { IngestHub, toStoredEvent } from '@mgx/ingest';
 import { createPrometheusMetrics, type PrometheusMetrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
-import { frameworkCatalog } from '@mgx/runner/catalog';
-import { DockerRuntime, discoverSocket, type RuntimeError, type ContainerRuntime } from '@mgx/runtime';
+import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog } from '@mgx/runner/catalog';
+import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runtime';
 import { Scheduler, WarmPool } from '@mgx/scheduler';
+import rootPackage from '../../../package.json' with { type: 'json' };
 import { MemorySecrets } from './secrets.js';
 
-export const VERSION = '0.1.0';
+/** The version of mgx (the root package.json's). */
+export const VERSION: string = rootPackage.version;
 
 export class StartupError extends Error {
   override readonly name = 'StartupError';
@@ -53,6 +55,31 @@ export interface StartOptions {
   runtime?: ContainerRuntime;
 }
 
+/**
+ * The frameworks of the agent image sessions run in, as its build recorded them (the label
+ * FRAMEWORK_CATALOG_LABEL). This checkout's own, with a warning, when the image cannot tell.
+ */
+async function imageFrameworks(runtime: ContainerRuntime, image: string, logger: Logger): Promise<FrameworkInfo[]> {
+  const fallback = (why: string, fields: Record<string, unknown> = {}) => {
+    logger.warn({ image, label: FRAMEWORK_CATALOG_LABEL, ...fields }, `${why}; frameworks.list reports this checkout's frameworks`);
+    return frameworkCatalog();
+  };
+  let labels: Record<string, string> | null;
+  try {
+    labels = await runtime.imageLabels(image);
+  } catch (err) {
+    return fallback('cannot read the agent image', { err });
+  }
+  if (labels === null) return fallback('the agent image is missing (build it: bash infra/build-agent.sh)');
+  let catalog: FrameworkInfo[] | undefined;
+  try {
+    catalog = catalogFromLabels(labels);
+  } catch (err) {
+    return fallback('the agent image has a malformed framework label', { err });
+  }
+  return catalog ?? fallback('the agent image has no framework label: it was built before it existed (rebuild it)');
+}
+
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 
 /**
@@ -84,6 +111,10 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         if (err) metrics.runtimeErrors.inc({ op });
       },
     });
+  // read while the store opens and sessions are reconciled: a slow engine delays start once
+  const frameworks = options.frameworks
+    ? Promise.resolve(options.frameworks)
+    : imageFrameworks(runtime, settings.agent.image, logger.child({ component: 'frameworks' }));
   const store = await openStore(settings);
   const worker = settings.server.role !== 'api';
 
@@ -148,7 +179,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       await scheduler.reconcile();
     } catch (err) {
       // an engine that is down must not keep the API from answering; the poll retries claims
-      logger.error({ err: (err as Error).message, code: (err as RuntimeError).code }, 'reconcile failed; continuing');
+      logger.error({ err }, 'reconcile failed; continuing');
     }
   }
 
@@ -159,7 +190,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     runtime,
     metrics,
     logger: logger.child({ component: 'api' }),
-    frameworks: options.frameworks ?? frameworkCatalog(),
+    frameworks: await frameworks,
     version: VERSION,
     secrets,
     ready: () => ready,
@@ -179,12 +210,12 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       return { deps, tenant: auth.tenantOf(header) };
     },
     onError: ({ error, path }) => {
-      if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ path, err: error.message, cause: error.cause?.message }, 'request failed');
+      if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ path, err: error }, 'request failed');
     },
   });
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const [path = '/'] = (req.url ?? '/').split('?');
     if (path.startsWith('/trpc/')) return trpc(req, res);
     if (path === '/metrics' && req.method === 'GET') {
       const body = await metrics.render();
@@ -229,9 +260,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   const host = settings.server.host.includes(':') ? `[${settings.server.host}]` : settings.server.host;
   const url = `http://${host}:${port}`;
   // after reconcile: it removed the containers an earlier pool left
-  await pool
-    ?.start()
-    .catch((err: unknown) => logger.error({ err: (err as Error).message }, 'warm pool did not start; sessions start cold'));
+  await pool?.start().catch((err: unknown) => logger.error({ err }, 'warm pool did not start; sessions start cold'));
   scheduler?.start();
   ready = true;
   logger.info(

@@ -20,7 +20,10 @@ export interface FrameworkContext {
   prompt: string;
   /** Absolute path of the session's workspace; the only place the agent should write. */
   workspace: string;
-  /** The session's framework options, validated against the framework's schema by the platform. */
+  /**
+   * The session's framework options, as the client sent them: the platform does not check them
+   * against `optionsSchema`, so the framework checks them itself (and throws naming the option).
+   */
   options: Record<string, unknown>;
   /** The session's environment for the agent's own processes (commands it runs). */
   env: Record<string, string>;
@@ -29,11 +32,30 @@ export interface FrameworkContext {
   emit: Emitter;
   /** Aborted when the platform stops the session (SIGTERM: deadline or cancel). */
   signal: AbortSignal;
+  /**
+   * While set, a stop (SIGTERM) that arrives is dropped: `signal` is not aborted and the run
+   * goes on until the platform kills the container. Only for simulating an agent that does not
+   * stop (tests); a real framework stops promptly instead. The runner always provides it;
+   * optional so that a unit test's context can leave it out.
+   */
+  ignoreStop?(ignore: boolean): void;
 }
 
 /** How the framework's run ended; the runner turns it into FINISH. */
 export type FrameworkResult =
   { status: 'succeeded'; message?: string } | { status: 'failed'; reason?: Extract<FinishData['reason'], 'agent_error'>; message: string };
+
+/**
+ * Thrown by a framework to end the runner at once with exit code `code` and no FINISH, as if
+ * the agent's process had exited (the platform then ends the session `exited_without_finish`).
+ * What was emitted before is still stored first.
+ */
+export class ExitWithoutFinish extends Error {
+  override readonly name = 'ExitWithoutFinish';
+  constructor(readonly code: number) {
+    super(`exit ${code} without FINISH`);
+  }
+}
 
 /**
  * An agent framework plugin. `run` does the work and resolves with the result; a thrown

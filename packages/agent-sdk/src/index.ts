@@ -20,5 +20,7 @@ export type {
   LogData,
   SessionEvent,
 } from './events.js';
-export { FrameworkRegistry } from './framework.js';
+export { ExitWithoutFinish, FrameworkRegistry } from './framework.js';
+export { REDACTED, redactor } from './redact.js';
+export type { Redactor, StreamRedactor } from './redact.js';
 export type { Framework, FrameworkContext, FrameworkResult, Emitter } from './framework.js';

@@ -4,4 +4,5 @@ export { CodedError, ConfigError, ConfigErrorCode } from './errors.js';
 export type { SettingProblem } from './errors.js';
 export { parseMemory, formatMemory } from './units.js';
 export { silentLogger } from './logger.js';
+export { grantToAgentUser, parseUser } from './agent-user.js';
 export type { Logger } from './logger.js';

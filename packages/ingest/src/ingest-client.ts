@@ -181,8 +181,9 @@ export class IngestClient {
   }
 
   #ack(rid: number): void {
-    let n = 0;
-    while (n < this.#unacked.length && this.#unacked[n]!.rid <= rid) n++;
+    // the unacked are in rid order: drop those up to the first one above `rid`
+    const above = this.#unacked.findIndex((u) => u.rid > rid);
+    const n = above < 0 ? this.#unacked.length : above;
     if (n > 0) this.#unacked.splice(0, n);
     if (this.#waiters.length > 0) {
       const still: FlushWaiter[] = [];

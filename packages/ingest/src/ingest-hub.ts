@@ -1,19 +1,17 @@
-import { chmodSync, chownSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { isAgentEventType, type FinishData } from '@mgx/agent-sdk';
-import { silentLogger, type Logger } from '@mgx/config';
+import type { FinishData } from '@mgx/agent-sdk';
+import { grantToAgentUser, silentLogger, type Logger } from '@mgx/config';
+import { Batcher } from './batcher.js';
 import { IngestError, IngestErrorCode } from './errors.js';
-import { PROTOCOL_VERSION, SOCKET_NAME, type EventMessage, type HelloMessage, type SessionTask } from './protocol.js';
+import { parseEventLine, rejectedEvent, throttledEvent, type IngestedEvent } from './event-line.js';
+import { LineFramer } from './line-framer.js';
+import { PROTOCOL_VERSION, SOCKET_NAME, type HelloMessage, type SessionTask } from './protocol.js';
+import { ConnectionThrottle, TokenBucket } from './rate-limit.js';
 
-/** An event as it arrives from a runner, bound to the session its socket belongs to. */
-export interface IngestedEvent {
-  rid: number;
-  type: EventMessage['type'];
-  ts: number;
-  data: Record<string, unknown>;
-}
+export type { IngestedEvent } from './event-line.js';
 
 /**
  * An ingested event as the store takes it. rid 0 marks an event the platform wrote in the
@@ -63,9 +61,7 @@ interface Channel {
   idleWaiters: Array<() => void>;
   received: number;
   /** Token bucket of the rate limit, shared by the session's connections. */
-  tokens: number;
-  refilledAt: number;
-  throttled: boolean;
+  bucket: TokenBucket;
 }
 
 /**
@@ -115,9 +111,7 @@ export class IngestHub {
       pending: 0,
       idleWaiters: [],
       received: 0,
-      tokens: 2 * this.#o.maxEventsPerSecond,
-      refilledAt: Date.now(),
-      throttled: false,
+      bucket: new TokenBucket(this.#o.maxEventsPerSecond),
     };
     server.on('connection', (socket) => this.#accept(channel, socket));
     // bound under another name and renamed once only the runner may connect: a runner
@@ -131,23 +125,12 @@ export class IngestHub {
         resolve();
       });
     });
-    this.#grant(bindPath);
+    // only the container's user may connect; a rootless server cannot chown, so it opens the mode instead
+    grantToAgentUser(bindPath, this.#o.containerUser, { ownedMode: 0o600, openMode: 0o666 });
     renameSync(bindPath, socketPath);
     this.#channels.set(sessionId, channel);
     this.#o.logger.debug({ sessionId, socketPath }, 'ingest socket open');
     return { dir, socketPath };
-  }
-
-  /** Only the container's user may connect; a rootless server cannot chown, so it opens the mode instead. */
-  #grant(socketPath: string): void {
-    const [uid, gid] = this.#o.containerUser.split(':').map(Number);
-    try {
-      if (process.getuid?.() !== 0) throw new Error('not root');
-      chownSync(socketPath, uid!, gid!);
-      chmodSync(socketPath, 0o600);
-    } catch {
-      chmodSync(socketPath, 0o666);
-    }
   }
 
   /** Resolves once every event received so far is stored and acknowledged, or after `timeoutMs`. */
@@ -172,10 +155,11 @@ export class IngestHub {
     const ch = this.#channels.get(sessionId);
     if (!ch) return;
     const deadline = Date.now() + timeoutMs;
-    if (ch.socket && !ch.socket.destroyed) {
+    const socket = ch.socket;
+    if (socket && !socket.destroyed) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, timeoutMs);
-        ch.socket!.once('close', () => {
+        socket.once('close', () => {
           clearTimeout(timer);
           resolve();
         });
@@ -215,6 +199,10 @@ export class IngestHub {
     if (!this.#channels.has(sessionId)) await rm(this.dirFor(sessionId), { recursive: true, force: true });
   }
 
+  /**
+   * A runner's connection: hello, then lines framed, each read as an event (or the refusal
+   * stored in its place), counted against the session's rate, batched and stored in order.
+   */
   #accept(ch: Channel, socket: Socket): void {
     const { sessionId } = ch.task;
     const log = this.#o.logger.child({ sessionId });
@@ -224,7 +212,7 @@ export class IngestHub {
     }
     ch.socket = socket;
     socket.setNoDelay(true);
-    socket.on('error', (err) => log.debug({ err: err.message }, 'ingest connection error'));
+    socket.on('error', (err) => log.debug({ err }, 'ingest connection error'));
 
     const send = (msg: object) => {
       if (!socket.destroyed) socket.write(`${JSON.stringify(msg)}\n`);
@@ -237,7 +225,7 @@ export class IngestHub {
         send(hello);
       })
       .catch((err: unknown) => {
-        log.error({ err: (err as Error).message }, 'ingest hello failed');
+        log.error({ err }, 'ingest hello failed');
         socket.destroy();
       });
 
@@ -251,152 +239,65 @@ export class IngestHub {
       pausedBy.delete(why);
       if (pausedBy.size === 0 && !socket.destroyed) socket.resume();
     };
-    const rate = this.#o.maxEventsPerSecond;
-    let rateTimer: NodeJS.Timeout | undefined;
-    const refill = () => {
-      const now = Date.now();
-      ch.tokens = Math.min(2 * rate, ch.tokens + ((now - ch.refilledAt) / 1000) * rate);
-      ch.refilledAt = now;
-    };
-    // one timer per connection: resume only once the bucket is really back above zero
-    const recheck = () => {
-      rateTimer = undefined;
-      refill();
-      if (ch.tokens < 0) rateTimer = setTimeout(recheck, Math.ceil((-ch.tokens / rate) * 1000));
-      else unpause('rate');
-    };
-    const spend = (n: number) => {
-      if (rate <= 0 || n === 0) return;
-      refill();
-      ch.tokens -= n;
-      if (ch.tokens >= 0) return;
-      if (!ch.throttled) {
-        ch.throttled = true;
-        batch.push({
-          rid: 0,
-          type: 'LOG',
-          ts: Date.now(),
-          data: {
-            stream: 'agent',
-            level: 'warn',
-            source: 'platform',
-            text: `the agent emits more than ${rate} events/s; ingest is slowing it down (nothing is dropped)`,
-          },
-        });
-      }
-      pause('rate');
-      rateTimer ??= setTimeout(recheck, Math.ceil((-ch.tokens / rate) * 1000));
-    };
-    socket.on('close', () => clearTimeout(rateTimer));
 
-    let buffered = '';
-    let skipping = false;
-    let batch: IngestedEvent[] = [];
-    let scheduled = false;
-    const maxLine = this.#o.maxEventBytes + 1024;
+    const batch = new Batcher<IngestedEvent>((events) => this.#deliver(ch, socket, events, log, { pause, unpause, send }));
+    const throttle = new ConnectionThrottle(ch.bucket, {
+      pause: () => pause('rate'),
+      resume: () => unpause('rate'),
+      throttled: () => batch.push(throttledEvent(ch.bucket.rate)),
+    });
+    socket.on('close', () => throttle.close());
 
-    const flush = () => {
-      scheduled = false;
-      const events = batch;
-      batch = [];
-      if (events.length === 0) return;
-      ch.pending += events.length;
-      if (ch.pending > this.#o.highWater) pause('store');
-      ch.chain = ch.chain
-        .then(() => this.#store(ch, events, log))
-        .then(
-          (ackRid) => {
-            if (ackRid > 0 && ch.socket === socket) send({ t: 'ack', rid: ackRid });
-          },
-          (err: unknown) => {
-            // nothing acked: the runner keeps the events and re-sends them on reconnect
-            log.error({ err: (err as Error).message }, 'storing ingested events failed; closing the connection');
-            socket.destroy();
-          },
-        )
-        .finally(() => {
-          ch.pending -= events.length;
-          if (ch.pending <= this.#o.highWater / 2) unpause('store');
-        });
-    };
-
-    const reject = (rid: number | undefined, reason: string) => {
-      // refused, never silently dropped: the refusal is stored as an ERROR event in its place
-      batch.push({
-        rid: rid ?? 0, // 0: no runner id; stored as a platform event
-        type: 'ERROR',
-        ts: Date.now(),
-        data: { code: 'EVENT_REJECTED', message: reason, source: 'platform' },
-      });
-    };
-
-    const onLine = (line: string) => {
-      if (line.length === 0) return;
-      ch.received++;
-      const bytes = Buffer.byteLength(line);
-      if (bytes > this.#o.maxEventBytes) {
-        // judged by size before parsing; rid and type read from the line's head when present
-        const head = line.slice(0, 200);
-        const rid = Number(/"rid":(\d{1,15})/.exec(head)?.[1] ?? 0) || undefined;
-        const type = /"type":"([A-Z_]{1,32})"/.exec(head)?.[1] ?? 'event line';
-        return reject(
-          rid,
-          `${type === 'event line' ? 'an event line' : `a ${type} event`} of ${bytes} bytes exceeds the limit of ${this.#o.maxEventBytes} bytes`,
-        );
-      }
-      let msg: Partial<EventMessage>;
-      try {
-        msg = JSON.parse(line) as Partial<EventMessage>;
-      } catch {
-        reject(undefined, 'an event line was not valid JSON');
-        return;
-      }
-      const rid = typeof msg.rid === 'number' && Number.isSafeInteger(msg.rid) && msg.rid > 0 ? msg.rid : undefined;
-      if (msg.t !== 'ev' || rid === undefined) return reject(undefined, 'an event lacked t:"ev" or a positive integer rid');
-      if (typeof msg.type !== 'string' || !isAgentEventType(msg.type)) {
-        return reject(rid, `event type ${JSON.stringify(msg.type)} is not an agent event type`);
-      }
-      if (typeof msg.data !== 'object' || msg.data === null || Array.isArray(msg.data)) {
-        return reject(rid, `a ${msg.type} event had no data object`);
-      }
-      const ts = typeof msg.ts === 'number' && Number.isFinite(msg.ts) ? msg.ts : Date.now();
-      batch.push({ rid, type: msg.type, ts, data: msg.data });
-    };
-
+    const framer = new LineFramer(
+      this.#o.maxEventBytes + 1024,
+      (line) => {
+        if (line.length === 0) return;
+        ch.received++;
+        batch.push(parseEventLine(line, this.#o.maxEventBytes));
+      },
+      () => {
+        ch.received++;
+        batch.push(rejectedEvent(undefined, `an event line exceeded ${this.#o.maxEventBytes} bytes and was refused`));
+      },
+    );
     socket.on('data', (chunk: Buffer) => {
-      const text = buffered + chunk.toString('utf8');
       const before = ch.received;
-      let start = 0;
-      let nl: number;
-      // scan by index: slicing the rest after every line would copy it once per line
-      while ((nl = text.indexOf('\n', start)) >= 0) {
-        const line = text.slice(start, nl);
-        start = nl + 1;
-        if (skipping) {
-          skipping = false;
-          continue;
-        }
-        onLine(line);
-      }
-      buffered = start === 0 ? text : text.slice(start);
-      if (buffered.length > maxLine) {
-        // an unbounded line: refuse it now and drop the rest of it as it arrives
-        if (!skipping) {
-          ch.received++;
-          reject(undefined, `an event line exceeded ${this.#o.maxEventBytes} bytes and was refused`);
-        }
-        skipping = true;
-        buffered = '';
-      }
-      spend(ch.received - before);
-      if (!scheduled && batch.length > 0) {
-        scheduled = true;
-        setImmediate(flush);
-      }
+      framer.push(chunk.toString('utf8'));
+      throttle.spend(ch.received - before);
+      batch.schedule();
     });
-    socket.on('end', () => {
-      if (batch.length > 0) flush();
-    });
+    socket.on('end', () => batch.flush());
+  }
+
+  /**
+   * Stores one batch after everything before it, then acks it on the connection it came from.
+   * The connection is paused while more than `highWater` events wait to be stored.
+   */
+  #deliver(
+    ch: Channel,
+    socket: Socket,
+    events: IngestedEvent[],
+    log: Logger,
+    conn: { pause(why: 'store'): void; unpause(why: 'store'): void; send(msg: object): void },
+  ): void {
+    ch.pending += events.length;
+    if (ch.pending > this.#o.highWater) conn.pause('store');
+    ch.chain = ch.chain
+      .then(() => this.#store(ch, events, log))
+      .then(
+        (ackRid) => {
+          if (ackRid > 0 && ch.socket === socket) conn.send({ t: 'ack', rid: ackRid });
+        },
+        (err: unknown) => {
+          // nothing acked: the runner keeps the events and re-sends them on reconnect
+          log.error({ err }, 'storing ingested events failed; closing the connection');
+          socket.destroy();
+        },
+      )
+      .finally(() => {
+        ch.pending -= events.length;
+        if (ch.pending <= this.#o.highWater / 2) conn.unpause('store');
+      });
   }
 
   /** Stores one batch in order; FINISH goes to the sink's finish. Returns the rid to ack. */

@@ -77,6 +77,8 @@ export interface ContainerRuntime {
   info(): Promise<EngineInfo>;
   ping(): Promise<void>;
   imageExists(image: string): Promise<boolean>;
+  /** The image's labels (those its build set, and those it inherited); null when the image is missing. */
+  imageLabels(image: string): Promise<Record<string, string> | null>;
   create(spec: ContainerSpec): Promise<string>;
   start(id: string): Promise<void>;
   /** Renames a container (running or not); labels cannot change after create, names can. */

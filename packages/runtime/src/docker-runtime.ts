@@ -103,15 +103,19 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   async imageExists(image: string): Promise<boolean> {
+    return (await this.imageLabels(image)) !== null;
+  }
+
+  async imageLabels(image: string): Promise<Record<string, string> | null> {
     try {
-      await this.#call('image_inspect', () => this.#docker.getImage(image).inspect(), { subject: image });
-      return true;
+      const inspected = await this.#call('image_inspect', () => this.#docker.getImage(image).inspect(), { subject: image });
+      return inspected.Config.Labels ?? {};
     } catch (err) {
       if (
         err instanceof RuntimeError &&
         (err.code === RuntimeErrorCode.IMAGE_NOT_FOUND || err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND)
       ) {
-        return false;
+        return null;
       }
       throw err;
     }

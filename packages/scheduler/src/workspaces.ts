@@ -1,6 +1,6 @@
-import { chmodSync, chownSync, lstatSync, mkdirSync } from 'node:fs';
+import { lstatSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ID_PATTERN } from '@mgx/config';
+import { grantToAgentUser, ID_PATTERN } from '@mgx/config';
 
 export class WorkspaceError extends Error {
   override readonly name = 'WorkspaceError';
@@ -41,8 +41,6 @@ export async function agentOwnedDir(path: string, containerUser: string, what: s
   }
   const st = lstatSync(path);
   if (!st.isDirectory() || st.isSymbolicLink()) throw new WorkspaceError(`${what} is not a plain directory; refusing to use it`);
-  const [uid, gid] = containerUser.split(':').map(Number);
-  if (process.getuid?.() === 0) chownSync(path, uid!, gid!);
-  // a rootless server cannot chown to the container's (mapped) user
-  else chmodSync(path, 0o777);
+  // root: owned by the container's user (mode 0750 from mkdir); rootless: open to it
+  grantToAgentUser(path, containerUser, { openMode: 0o777 });
 }

@@ -329,15 +329,20 @@ export const execFramework: Framework = {
   },
   async run(ctx: FrameworkContext): Promise<FrameworkResult> {
     const opts = parseExecOptions(ctx.options);
-    const missing = (opts.secretEnv ?? []).filter((name) => ctx.secrets[name] === undefined);
+    // secrets last: a session env cannot shadow them, and they never appear in stored env
+    const secretVars: Record<string, string> = {};
+    const missing: string[] = [];
+    for (const name of opts.secretEnv ?? []) {
+      const value = ctx.secrets[name];
+      if (value === undefined) missing.push(name);
+      else secretVars[name] = value;
+    }
     if (missing.length > 0)
       return {
         status: 'failed',
         reason: 'agent_error',
         message: `exec: the session has no secret ${missing.join(', ')} (options.secretEnv)`,
       };
-    // secrets last: a session env cannot shadow them, and they never appear in stored env
-    const secretVars = Object.fromEntries((opts.secretEnv ?? []).map((name) => [name, ctx.secrets[name]!]));
     let outcome: CommandOutcome;
     try {
       outcome = await runCommand({

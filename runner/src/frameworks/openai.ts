@@ -1,6 +1,6 @@
 import { lstat, mkdir, open, readdir, realpath, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import type { Framework, FrameworkContext, FrameworkResult } from '@mgx/agent-sdk';
+import { redactor, type Framework, type FrameworkContext, type FrameworkResult, type Redactor } from '@mgx/agent-sdk';
 import { commandEnv, CommandStartError, runCommand } from './exec.js';
 
 /** Tool output handed to the model and stored in TOOL_RESULT is cut here. */
@@ -10,7 +10,6 @@ const DEFAULT_COMMAND_TIMEOUT_S = 60;
 const MAX_COMMAND_TIMEOUT_S = 600;
 /** An SSE line or event longer than this is a broken (or hostile) endpoint, not a reply. */
 const MAX_SSE_EVENT_CHARS = 8 * 1024 * 1024;
-const REDACTED = '[REDACTED]'; // the marker the platform's own redaction uses
 
 const DEFAULT_SYSTEM_PROMPT = [
   'You are a coding agent working in a workspace directory.',
@@ -65,56 +64,12 @@ export function parseOpenAIOptions(o: Record<string, unknown>): OpenAIOptions {
 }
 
 // ---------------------------------------------------------------------------------------
-// Keeping the API key out of everything the session stores.
+// Keeping the API key out of everything the session stores: every event, message and error
+// passes through the key's redactor (a no-op without a key).
 
-/** Replaces every occurrence of the key; a string without it is returned as is. */
-function redactString(text: string, key: string | undefined): string {
-  return key && text.includes(key) ? text.split(key).join(REDACTED) : text;
-}
-
-function redactDeep<T>(value: T, key: string | undefined): T {
-  if (!key) return value;
-  if (typeof value === 'string') return redactString(value, key) as T;
-  if (Array.isArray(value)) return value.map((v: unknown) => redactDeep(v, key)) as T;
-  if (typeof value === 'object' && value !== null) {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactDeep(v, key)])) as T;
-  }
-  return value;
-}
-
-/** Length of the longest end of `text` that could be the start of the key. */
-function keyPrefixAtEnd(text: string, key: string): number {
-  for (let n = Math.min(key.length - 1, text.length); n > 0; n--) {
-    if (key.startsWith(text.slice(text.length - n))) return n;
-  }
-  return 0;
-}
-
-/** Redacts text that arrives in pieces: a key split across two deltas is still caught. */
-class StreamRedactor {
-  #held = '';
-  constructor(private readonly key: string | undefined) {}
-
-  push(piece: string): string {
-    if (!this.key) return piece;
-    const text = redactString(this.#held + piece, this.key);
-    const hold = keyPrefixAtEnd(text, this.key);
-    this.#held = text.slice(text.length - hold);
-    return text.slice(0, text.length - hold);
-  }
-
-  end(): string {
-    const rest = this.#held;
-    this.#held = '';
-    return rest;
-  }
-}
-
-/** Redacts text that was cut off: its end may hold the start of the key, which is dropped too. */
-function redactExcerpt(text: string, key: string | undefined): string {
-  if (!key) return text;
-  const redacted = redactString(text, key);
-  return redacted.slice(0, redacted.length - keyPrefixAtEnd(redacted, key));
+interface ApiKey {
+  value: string | undefined;
+  redact: Redactor;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -556,21 +511,22 @@ export const openaiFramework: Framework = {
     additionalProperties: false,
   },
   async run(ctx: FrameworkContext): Promise<FrameworkResult> {
-    const key = ctx.secrets.OPENAI_API_KEY || undefined;
+    const value = ctx.secrets.OPENAI_API_KEY || undefined;
+    const key: ApiKey = { value, redact: redactor([value]) };
     try {
       return await agentLoop(ctx, key);
     } catch (err) {
       if (ctx.signal.aborted) return { status: 'failed', reason: 'agent_error', message: 'stopped: the session was stopped' };
       const message = err instanceof Error ? err.message : String(err);
-      return { status: 'failed', reason: 'agent_error', message: redactString(message, key) };
+      return { status: 'failed', reason: 'agent_error', message: key.redact.text(message) };
     }
   },
 };
 
-async function agentLoop(ctx: FrameworkContext, key: string | undefined): Promise<FrameworkResult> {
+async function agentLoop(ctx: FrameworkContext, key: ApiKey): Promise<FrameworkResult> {
   const opts = parseOpenAIOptions(ctx.options);
   const ws = new Workspace(ctx.workspace);
-  const toolEnv: ToolEnv = { ctx, ws, fileChanged: (data) => ctx.emit.emit('FILE_CHANGED', redactDeep(data, key)) };
+  const toolEnv: ToolEnv = { ctx, ws, fileChanged: (data) => ctx.emit.emit('FILE_CHANGED', key.redact.deep(data)) };
   const messages: ChatMessage[] = [
     { role: 'system', content: opts.systemPrompt ?? DEFAULT_SYSTEM_PROMPT },
     { role: 'user', content: ctx.prompt },
@@ -593,7 +549,7 @@ async function agentLoop(ctx: FrameworkContext, key: string | undefined): Promis
       } catch {
         argsError = 'the arguments are not valid JSON';
       }
-      ctx.emit.emit('TOOL_CALL', redactDeep({ id: call.id, name: call.name, arguments: argsError ? call.arguments : args }, key));
+      ctx.emit.emit('TOOL_CALL', key.redact.deep({ id: call.id, name: call.name, arguments: argsError ? call.arguments : args }));
       let result: ToolOutcome;
       const impl = TOOL_IMPLS.get(call.name);
       if (argsError) result = { ok: false, output: argsError };
@@ -608,7 +564,7 @@ async function agentLoop(ctx: FrameworkContext, key: string | undefined): Promis
         }
       }
       const output = cutBytes(result.output, MAX_TOOL_OUTPUT_BYTES);
-      ctx.emit.emit('TOOL_RESULT', redactDeep({ id: call.id, name: call.name, ok: result.ok, output }, key));
+      ctx.emit.emit('TOOL_RESULT', key.redact.deep({ id: call.id, name: call.name, ok: result.ok, output }));
       messages.push({ role: 'tool', tool_call_id: call.id, content: output });
     }
     await ctx.emit.drain();
@@ -621,13 +577,7 @@ async function agentLoop(ctx: FrameworkContext, key: string | undefined): Promis
 }
 
 /** One request: streams the reply's text as MESSAGE deltas and returns it with its tool calls. */
-async function complete(
-  ctx: FrameworkContext,
-  opts: OpenAIOptions,
-  key: string | undefined,
-  messages: ChatMessage[],
-  step: number,
-): Promise<Reply> {
+async function complete(ctx: FrameworkContext, opts: OpenAIOptions, key: ApiKey, messages: ChatMessage[], step: number): Promise<Reply> {
   const url = `${opts.baseUrl}/chat/completions`;
   const body = {
     model: opts.model,
@@ -643,7 +593,7 @@ async function complete(
       headers: {
         'content-type': 'application/json',
         accept: 'text/event-stream',
-        ...(key ? { authorization: `Bearer ${key}` } : {}),
+        ...(key.value ? { authorization: `Bearer ${key.value}` } : {}),
       },
       body: JSON.stringify(body),
       signal: ctx.signal,
@@ -656,7 +606,7 @@ async function complete(
   }
   if (!res.ok) {
     const some = await readSome(res, 4096);
-    const text = some.cut ? redactExcerpt(some.text, key) : redactString(some.text, key);
+    const text = some.cut ? key.redact.excerpt(some.text) : key.redact.text(some.text);
     const hint = res.status === 401 || res.status === 403 ? ' (check the secret OPENAI_API_KEY)' : '';
     throw new EndpointError(
       `the model endpoint answered HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}${hint}: ${excerpt(text) || '(empty body)'}`,
@@ -664,10 +614,10 @@ async function complete(
   }
 
   const messageId = `m${step}`;
-  const redactor = new StreamRedactor(key);
+  const stream = key.redact.stream();
   const builder = new ReplyBuilder();
   const say = (piece: string) => {
-    const safe = redactor.push(piece);
+    const safe = stream.push(piece);
     if (safe !== '') ctx.emit.messageDelta(messageId, safe);
   };
   const contentType = res.headers.get('content-type') ?? '';
@@ -693,7 +643,7 @@ async function complete(
         chunk = JSON.parse(data);
       } catch {
         throw new EndpointError(
-          `malformed response from the model endpoint: a data line is not JSON: ${excerpt(redactString(data, key), 120)}`,
+          `malformed response from the model endpoint: a data line is not JSON: ${excerpt(key.redact.text(data), 120)}`,
         );
       }
       const added = builder.apply(chunk);
@@ -703,9 +653,9 @@ async function complete(
     if (!sawDone && builder.chunks === 0)
       throw new EndpointError('malformed response from the model endpoint: the stream ended without any data');
   }
-  const rest = redactor.end();
+  const rest = stream.end();
   if (rest !== '') ctx.emit.messageDelta(messageId, rest);
   const reply = builder.reply(step);
-  if (reply.content !== '') ctx.emit.messageDone(messageId, redactString(reply.content, key));
+  if (reply.content !== '') ctx.emit.messageDone(messageId, key.redact.text(reply.content));
   return reply;
 }

@@ -1,6 +1,6 @@
 import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import type { Framework, FrameworkContext, FrameworkResult } from '@mgx/agent-sdk';
+import { ExitWithoutFinish, type Framework, type FrameworkContext, type FrameworkResult } from '@mgx/agent-sdk';
 
 /** One step of a script prompt `{"steps":[...]}`. */
 export type ScriptStep =
@@ -18,16 +18,6 @@ export type ScriptStep =
   | { getsecret: string }
   | { read: string }
   | { wait_until: number };
-
-/** Thrown by the `exit` step: the runner exits with this code at once, without FINISH. */
-export class ScriptExit extends Error {
-  constructor(readonly code: number) {
-    super(`script exit ${code}`);
-  }
-}
-
-/** Set by `ignore_sigterm`: the runner's SIGTERM handler then does nothing. */
-export const sigterm = { ignored: false };
 
 // kept reachable so alloc_mb memory is really held
 const held: Buffer[] = [];
@@ -115,9 +105,9 @@ export const scriptFramework: Framework = {
           ctx.emit.emit('LOG', { stream: 'agent', text, i });
           if (i % 256 === 255) await ctx.emit.drain();
         }
-      } else if ('exit' in step) throw new ScriptExit(Number(step.exit));
+      } else if ('exit' in step) throw new ExitWithoutFinish(Number(step.exit));
       else if ('fail' in step) return { status: 'failed', reason: 'agent_error', message: String(step.fail) };
-      else if ('ignore_sigterm' in step) sigterm.ignored = Boolean(step.ignore_sigterm);
+      else if ('ignore_sigterm' in step) ctx.ignoreStop?.(Boolean(step.ignore_sigterm));
       else if ('print' in step) (step.print.stream === 'stderr' ? process.stderr : process.stdout).write(`${step.print.text}\n`);
       // says a secret back, as a careless agent might: the platform redacts it from the stored event
       else if ('getsecret' in step) await say(ctx, `m${n}`, `${step.getsecret}=${ctx.secrets[step.getsecret] ?? ''}`);
