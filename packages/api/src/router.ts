@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { isTerminal, SESSION_STATUSES, type SessionEvent } from '@mgx/agent-sdk';
 import { formatMemory, ID_PATTERN, parseMemory } from '@mgx/config';
 import { StoreError, StoreErrorCode, type SessionRecord } from '@mgx/event-store';
+import { SessionLifecycle } from '@mgx/monitor';
 import type { ApiContext } from './context.js';
 import { envProblem } from './env-policy.js';
 import { newSessionId } from './ids.js';
@@ -280,21 +281,13 @@ export function createAppRouter(options: RouterOptions) {
         const s = await ownSession(ctx, input.sessionId);
         if (isTerminal(s.status)) return { sessionId: s.id, status: s.status, cancelled: false };
         await store.sessions.requestCancel(s.id);
-        const queued = await store.sessions.decide(
+        // only from the queue: once a worker holds the session, that worker ends it
+        const queued = await new SessionLifecycle(ctx.deps).end(
           s.id,
           { status: 'cancelled', reason: 'cancelled', message: 'the session was cancelled before it started' },
-          { from: ['queued'], events: [{ type: 'CANCELLED', data: { while: 'queued' } }] },
+          { from: ['queued'], events: [{ type: 'CANCELLED', data: { while: 'queued' } }], ifLost: 'leave' },
         );
-        if (queued.won) {
-          await store.sessions.appendFinish(s.id, {
-            status: 'cancelled',
-            reason: 'cancelled',
-            message: 'the session was cancelled before it started',
-          });
-          ctx.deps.metrics.sessions.inc({ status: 'cancelled' });
-          ctx.deps.metrics.sessionReasons.inc({ reason: 'cancelled' });
-          return { sessionId: s.id, status: 'cancelled' as const, cancelled: true };
-        }
+        if (queued.won) return { sessionId: s.id, status: 'cancelled' as const, cancelled: true };
         // starting or running: the worker holding it stops it (here at once, elsewhere on its next poll)
         worker.cancelRunning(s.id);
         return { sessionId: s.id, status: queued.session.status, cancelled: true };
