@@ -32,8 +32,7 @@ interface Watch {
   log: Logger;
   /** Set when this process knows the terminal decision (its own or one found in the store). */
   decided: boolean;
-  /** The outcome that stands, once decided; the placeholder before is never read. */
-  outcome: Outcome;
+  outcome: Outcome | undefined;
   decidedBy: Trigger | undefined;
   decidedAt: number;
   finishRid: number | undefined;
@@ -93,7 +92,7 @@ export class Monitor {
       startedAt,
       log: this.#o.logger.child({ sessionId: session.id, containerId }),
       decided: false,
-      outcome: { status: 'failed', reason: 'lost' },
+      outcome: undefined,
       decidedBy: undefined,
       decidedAt: 0,
       finishRid: undefined,
@@ -154,7 +153,7 @@ export class Monitor {
       return;
     }
     if (w.decided) {
-      w.log.info({ status: data.status, decided: w.outcome.status }, 'agent FINISH lost the race; ignored');
+      w.log.info({ status: data.status, decided: w.outcome?.status }, 'agent FINISH lost the race; ignored');
       await this.#o.store.events.append(sessionId, [
         {
           type: 'LOG',
@@ -162,7 +161,7 @@ export class Monitor {
             stream: 'agent',
             level: 'warn',
             source: 'platform',
-            text: `the agent reported FINISH ${String(data.status)} after the session ended ${w.outcome.status}; ignored`,
+            text: `the agent reported FINISH ${String(data.status)} after the session ended ${w.outcome?.status ?? ''}; ignored`,
           },
         },
       ]);
@@ -225,7 +224,7 @@ export class Monitor {
 
   async #decide(w: Watch, outcome: Outcome, trigger: Trigger, events: NewEvent[] = []): Promise<void> {
     if (w.decided) {
-      w.log.debug({ trigger, status: outcome.status, decided: w.outcome.status }, 'trigger lost the race; ignored');
+      w.log.debug({ trigger, status: outcome.status, decided: w.outcome?.status }, 'trigger lost the race; ignored');
       return;
     }
     w.decided = true;
@@ -241,8 +240,8 @@ export class Monitor {
     w.outcome = decision.outcome;
     w.decidedBy = decision.won ? trigger : 'external';
     w.decidedAt = this.#o.clock.now();
-    w.log.info({ trigger: w.decidedBy, status: w.outcome.status, reason: w.outcome.reason }, 'session decided');
-    void this.#teardown(w);
+    w.log.info({ trigger: w.decidedBy, status: decision.outcome.status, reason: decision.outcome.reason }, 'session decided');
+    void this.#teardown(w, decision.outcome);
   }
 
   /** Resolves once the container has exited (see waitForExit), on the monitor's clock. */
@@ -310,12 +309,11 @@ export class Monitor {
     );
   }
 
-  async #teardown(w: Watch): Promise<void> {
+  async #teardown(w: Watch, outcome: Outcome): Promise<void> {
     const { runtime, store, ingest, metrics, clock } = this.#o;
     const id = w.session.id;
     for (const t of w.timers) clock.clearTimeout(t);
     w.timers = [];
-    const outcome = w.outcome;
     try {
       if (w.exit === undefined && w.decidedBy === 'finish') {
         // the runner exits by itself right after its FINISH is acknowledged
