@@ -41,9 +41,9 @@ export class TokenAuth {
   /** The tenant of an Authorization header, or null when it is missing or wrong. */
   tenantOf(authorization: string | undefined): string | null {
     if (!this.enabled) return DEFAULT_TENANT;
-    const m = /^Bearer\s+(\S+)$/i.exec(authorization ?? '');
-    if (!m) return null;
-    const given = Buffer.from(m[1]!);
+    const bearer = /^Bearer\s+(?<token>\S+)$/i.exec(authorization ?? '')?.groups?.token;
+    if (bearer === undefined) return null;
+    const given = Buffer.from(bearer);
     for (const { token, tenant } of this.#tokens) {
       if (token.length === given.length && timingSafeEqual(token, given)) return tenant;
     }

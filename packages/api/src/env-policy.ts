@@ -38,14 +38,13 @@ const REFUSED_PREFIXES = ['LD_', 'DYLD_', 'MGX_', 'BASH_FUNC_'];
 
 /** The first problem with `env`, or null when it is acceptable. */
 export function envProblem(env: Record<string, string>): string | null {
-  const names = Object.keys(env);
-  if (names.length > MAX_ENV_VARS) return `env has ${names.length} variables; at most ${MAX_ENV_VARS} are allowed`;
-  for (const name of names) {
+  const entries = Object.entries(env);
+  if (entries.length > MAX_ENV_VARS) return `env has ${entries.length} variables; at most ${MAX_ENV_VARS} are allowed`;
+  for (const [name, value] of entries) {
     if (!ENV_NAME.test(name))
       return `env name ${JSON.stringify(name.slice(0, 80))} must be upper-case letters, digits and _ (not starting with a digit)`;
     if (REFUSED_NAMES.has(name) || REFUSED_PREFIXES.some((p) => name.startsWith(p)))
       return `env name ${name} is not allowed (it changes how programs load or run)`;
-    const value = env[name]!;
     if (/[\0\n\r]/.test(value)) return `env ${name} contains a NUL or newline`;
     if (Buffer.byteLength(value) > MAX_ENV_VALUE_BYTES) return `env ${name} is longer than ${MAX_ENV_VALUE_BYTES} bytes`;
   }

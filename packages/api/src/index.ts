@@ -1,6 +1,12 @@
-export { createAppRouter, toView } from './router.js';
-export type { AppRouter, SessionView, RouterOptions } from './router.js';
+export { createAppRouter } from './router.js';
+export type { AppRouter } from './router.js';
+export type { RouterOptions } from './trpc.js';
+export { toView } from './views.js';
+export type { SessionView } from './views.js';
 export type { ApiDeps, ApiContext, FrameworkInfo, WorkerBridge, SecretKeeper } from './context.js';
 export { TokenAuth, DEFAULT_TENANT } from './auth.js';
 export { newSessionId } from './ids.js';
 export { envProblem, ENV_NAME, MAX_ENV_VARS, MAX_ENV_VALUE_BYTES } from './env-policy.js';
+export { admit, createSessionInput } from './admission.js';
+export type { Admission, AdmissionCode, AdmissionContext, AdmissionProblem, AdmittedSpec, CreateSessionInput } from './admission.js';
+export { toTRPCError, trpcCodeOf } from './errors.js';

@@ -2,7 +2,7 @@ import { hostname, availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, type SettingProblem } from './errors.js';
-import { formatMemory, parseMemory } from './units.js';
+import { formatMemory, MIN_CPUS, MIN_MEMORY_BYTES, minCpuQuota, parseMemory } from './units.js';
 
 /** Strict pattern for ids the platform turns into names and paths (no dots, no slashes). */
 export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
@@ -134,13 +134,14 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
     return undefined as T;
   };
 
-  const memoryBytes = read('AGENT_CONTAINER_MEMORY_LIMIT', memory(16 * 1024 ** 2), '2g');
+  const cpuPeriod = 100_000;
+  const memoryBytes = read('AGENT_CONTAINER_MEMORY_LIMIT', memory(MIN_MEMORY_BYTES), '2g');
   const settings: Settings = {
     agent: {
       image: read('AGENT_CONTAINER_IMAGE', nonEmpty.regex(/^[^\s]+$/, 'must not contain spaces'), 'mgx-agent:latest'),
       memoryBytes,
-      cpuQuota: read('AGENT_CONTAINER_CPU_QUOTA', int(1000, 100000 * 1024), '100000'),
-      cpuPeriod: 100000,
+      cpuQuota: read('AGENT_CONTAINER_CPU_QUOTA', int(minCpuQuota(cpuPeriod), cpuPeriod * 1024), String(cpuPeriod)),
+      cpuPeriod,
       pidsLimit: read('AGENT_CONTAINER_PIDS_LIMIT', int(16, 1_000_000), '512'),
       user: read(
         'AGENT_CONTAINER_USER',
@@ -150,7 +151,7 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       defaultTimeoutMs: read('AGENT_TASK_TIMEOUT_SECONDS', seconds(1), '1800'),
       maxTimeoutMs: read('AGENT_TASK_TIMEOUT_MAX_SECONDS', seconds(1), '14400'),
       // the maximum a session may ask for; by default the per-container default itself
-      maxMemoryBytes: read('AGENT_CONTAINER_MEMORY_MAX', memory(16 * 1024 ** 2), undefined) ?? memoryBytes,
+      maxMemoryBytes: read('AGENT_CONTAINER_MEMORY_MAX', memory(MIN_MEMORY_BYTES), undefined) ?? memoryBytes,
       stopGraceMs: read('AGENT_STOP_GRACE_SECONDS', seconds(0, 600), '10'),
       finishGraceMs: read('AGENT_FINISH_GRACE_SECONDS', seconds(0, 600), '5'),
       allowEgress: read('MGX_ALLOW_EGRESS', bool, 'false'),
@@ -240,16 +241,16 @@ function parsePoolSpecs(text: string, defaults: PoolSpec, agent: Settings['agent
       const [key, value = ''] = field.split('=').map((x) => x.trim());
       if (key === 'memory') {
         const bytes = parseMemory(value);
-        if (bytes === undefined || bytes < 16 * 1024 ** 2 || bytes > agent.maxMemoryBytes) {
+        if (bytes === undefined || bytes < MIN_MEMORY_BYTES || bytes > agent.maxMemoryBytes) {
           problems.push({
             variable,
-            message: `"${entry}": memory must be a size from 16m to AGENT_CONTAINER_MEMORY_MAX (${formatMemory(agent.maxMemoryBytes)})`,
+            message: `"${entry}": memory must be a size from ${formatMemory(MIN_MEMORY_BYTES)} to AGENT_CONTAINER_MEMORY_MAX (${formatMemory(agent.maxMemoryBytes)})`,
           });
         } else spec.memoryBytes = bytes;
       } else if (key === 'cpus') {
         const quota = Math.round(Number(value) * agent.cpuPeriod);
-        if (!/^\d+(\.\d+)?$/.test(value) || quota < 1000 || quota > agent.cpuQuota) {
-          problems.push({ variable, message: `"${entry}": cpus must be a number from 0.01 to ${agent.cpuQuota / agent.cpuPeriod}` });
+        if (!/^\d+(\.\d+)?$/.test(value) || quota < minCpuQuota(agent.cpuPeriod) || quota > agent.cpuQuota) {
+          problems.push({ variable, message: `"${entry}": cpus must be a number from ${MIN_CPUS} to ${agent.cpuQuota / agent.cpuPeriod}` });
         } else spec.cpuQuota = quota;
       } else if (key === 'network') {
         if (value !== 'none' && value !== 'egress') problems.push({ variable, message: `"${entry}": network must be none or egress` });

@@ -1,3 +1,14 @@
+/** The smallest memory limit a session's container may have: below it the runner cannot start. */
+export const MIN_MEMORY_BYTES = 16 * 1024 ** 2;
+
+/** The smallest CPU share a session's container may have, in CPUs. */
+export const MIN_CPUS = 0.01;
+
+/** MIN_CPUS as a CFS quota (microseconds of CPU time per `cpuPeriod`). */
+export function minCpuQuota(cpuPeriod: number): number {
+  return Math.round(MIN_CPUS * cpuPeriod);
+}
+
 const MEMORY_UNITS: Record<string, number> = {
   '': 1,
   b: 1,
@@ -21,10 +32,10 @@ const MEMORY_UNITS: Record<string, number> = {
  * text is not a size.
  */
 export function parseMemory(text: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const m = /^\s*(?<amount>\d+(?:\.\d+)?)\s*(?<unit>[a-z]*)\s*$/i.exec(text)?.groups;
   if (!m) return undefined;
   // both groups always take part in a match (the suffix may be empty)
-  const [, amount = '', suffix = ''] = m;
+  const { amount = '', unit: suffix = '' } = m;
   const unit = MEMORY_UNITS[suffix.toLowerCase()];
   if (unit === undefined) return undefined;
   const bytes = Math.floor(Number(amount) * unit);

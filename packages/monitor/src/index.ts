@@ -3,3 +3,5 @@ export type { MonitorOptions, Trigger } from './monitor.js';
 export { systemClock } from './clock.js';
 export type { Clock } from './clock.js';
 export { outcomeFromAgentFinish, outcomeFromExit, outcomeOfRecord, finishDataOf, SIGKILL_EXIT } from './outcomes.js';
+export { SessionLifecycle } from './lifecycle.js';
+export type { Decision, DecideStep, FinishStep, EndStep, LifecycleDeps } from './lifecycle.js';

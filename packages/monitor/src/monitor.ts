@@ -3,9 +3,10 @@ import { silentLogger, type Logger } from '@mgx/config';
 import type { NewEvent, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
-import { RuntimeError, RuntimeErrorCode, type ContainerRuntime, type ExitInfo } from '@mgx/runtime';
+import { MISSING_EXIT, waitForExit, type ContainerRuntime, type ExitInfo } from '@mgx/runtime';
 import { systemClock, type Clock } from './clock.js';
-import { finishDataOf, outcomeFromAgentFinish, outcomeFromExit, outcomeOfRecord } from './outcomes.js';
+import { SessionLifecycle } from './lifecycle.js';
+import { outcomeFromAgentFinish, outcomeFromExit } from './outcomes.js';
 
 export type Trigger = 'finish' | 'exit' | 'deadline' | 'cancel' | 'lost' | 'external';
 
@@ -46,8 +47,6 @@ interface Watch {
   resolveTornDown: () => void;
 }
 
-const MISSING_EXIT: ExitInfo = { exitCode: -1, oomKilled: false };
-
 /**
  * Watches each running session to its one terminal state. Whatever comes first decides:
  * the agent's FINISH (from ingest), the container's exit (engine wait), the deadline timer,
@@ -64,9 +63,11 @@ const MISSING_EXIT: ExitInfo = { exitCode: -1, oomKilled: false };
 export class Monitor {
   readonly #o: Required<Omit<MonitorOptions, 'logger' | 'clock'>> & { logger: Logger; clock: Clock };
   readonly #watches = new Map<string, Watch>();
+  readonly #lifecycle: SessionLifecycle;
 
   constructor(options: MonitorOptions) {
     this.#o = { drainMs: 2000, logger: silentLogger, clock: systemClock, ...options };
+    this.#lifecycle = new SessionLifecycle({ store: options.store, metrics: options.metrics });
   }
 
   get active(): number {
@@ -84,8 +85,7 @@ export class Monitor {
   watch(session: SessionRecord, containerId: string, startedAt: number): Promise<void> {
     const existing = this.#watches.get(session.id);
     if (existing) return existing.tornDown;
-    let resolveTornDown!: () => void;
-    const tornDown = new Promise<void>((r) => (resolveTornDown = r));
+    const { promise: tornDown, resolve: resolveTornDown } = deferred();
     const w: Watch = {
       session,
       containerId,
@@ -148,7 +148,7 @@ export class Monitor {
     const w = this.#watches.get(sessionId);
     if (!w) {
       // not watched here (yet): make the outcome durable; whoever adopts the session tears down
-      const res = await this.#o.store.sessions.decide(sessionId, outcome);
+      const res = await this.#lifecycle.decide(sessionId, outcome);
       if (!res.won) this.#o.logger.info({ sessionId, status: data.status }, 'agent FINISH arrived after the session was decided; ignored');
       return;
     }
@@ -228,64 +228,29 @@ export class Monitor {
       return;
     }
     w.decided = true;
-    let res;
+    let decision;
     try {
-      res = await this.#o.store.sessions.decide(w.session.id, outcome, { events, at: this.#o.clock.now() });
+      decision = await this.#lifecycle.decide(w.session.id, outcome, { events, at: this.#o.clock.now() });
     } catch (err) {
       // not decided after all: the next trigger or poll tries again
       w.decided = false;
-      w.log.error({ trigger, err: (err as Error).message }, 'storing the terminal decision failed');
+      w.log.error({ trigger, err }, 'storing the terminal decision failed');
       return;
     }
-    const s = res.session;
-    w.outcome = res.won ? outcome : outcomeOfRecord(s, 'lost');
-    w.decidedBy = res.won ? trigger : 'external';
+    w.outcome = decision.outcome;
+    w.decidedBy = decision.won ? trigger : 'external';
     w.decidedAt = this.#o.clock.now();
-    w.log.info({ trigger: w.decidedBy, status: w.outcome.status, reason: w.outcome.reason }, 'session decided');
-    void this.#teardown(w);
+    w.log.info({ trigger: w.decidedBy, status: decision.outcome.status, reason: decision.outcome.reason }, 'session decided');
+    void this.#teardown(w, decision.outcome);
   }
 
-  /**
-   * Resolves once the container has exited. The engine's wait is the live path; an inspect
-   * every poll interval backs it up, because a wait whose connection dies with an engine
-   * restart can hang instead of failing.
-   */
+  /** Resolves once the container has exited (see waitForExit), on the monitor's clock. */
   #waitExit(w: Watch): Promise<ExitInfo> {
-    const { runtime, clock } = this.#o;
-    return new Promise<ExitInfo>((resolve) => {
-      let done = false;
-      const finish = (exit: ExitInfo) => {
-        if (done) return;
-        done = true;
-        resolve(exit);
-      };
-      const pause = (ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
-      void (async () => {
-        while (!done) {
-          try {
-            finish(await runtime.wait(w.containerId));
-          } catch (err) {
-            if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) finish(MISSING_EXIT);
-            else {
-              w.log.warn({ err: (err as Error).message }, 'waiting for the container failed; retrying');
-              await pause(500);
-            }
-          }
-        }
-      })();
-      void (async () => {
-        while (!done) {
-          await pause(this.#o.pollMs);
-          if (done) return;
-          try {
-            const state = await runtime.inspect(w.containerId);
-            if (state === null) finish(MISSING_EXIT);
-            else if (!state.running && state.exitCode !== null) finish({ exitCode: state.exitCode, oomKilled: state.oomKilled });
-          } catch {
-            // the engine is away; the next round asks again
-          }
-        }
-      })();
+    const { clock } = this.#o;
+    return waitForExit(this.#o.runtime, w.containerId, {
+      pollMs: this.#o.pollMs,
+      pause: (ms) => new Promise<void>((r) => clock.setTimeout(r, ms)),
+      onRetry: (err) => w.log.warn({ err }, 'waiting for the container failed; retrying'),
     });
   }
 
@@ -331,7 +296,7 @@ export class Monitor {
         else if (!state.running && state.exitCode !== null) await this.#onExit(w, { exitCode: state.exitCode, oomKilled: state.oomKilled });
       }
     } catch (err) {
-      w.log.warn({ err: (err as Error).message }, 'monitor poll failed');
+      w.log.warn({ err }, 'monitor poll failed');
     }
   }
 
@@ -344,12 +309,11 @@ export class Monitor {
     );
   }
 
-  async #teardown(w: Watch): Promise<void> {
+  async #teardown(w: Watch, outcome: Outcome): Promise<void> {
     const { runtime, store, ingest, metrics, clock } = this.#o;
     const id = w.session.id;
     for (const t of w.timers) clock.clearTimeout(t);
     w.timers = [];
-    const outcome = w.outcome!;
     try {
       if (w.exit === undefined && w.decidedBy === 'finish') {
         // the runner exits by itself right after its FINISH is acknowledged
@@ -361,7 +325,7 @@ export class Monitor {
           // bounded: whatever the engine does, teardown goes on to FINISH
           await this.#within(runtime.stop(w.containerId, this.#o.stopGraceMs), this.#o.stopGraceMs + 15_000, undefined);
         } catch (err) {
-          w.log.warn({ err: (err as Error).message }, 'stopping the container failed');
+          w.log.warn({ err }, 'stopping the container failed');
         }
       }
       const tExit0 = performance.now();
@@ -382,7 +346,7 @@ export class Monitor {
         for (const l of lines)
           if (l.text.length > 0) tail.push({ type: 'LOG', data: { stream: l.stream, text: l.text, source: 'container' } });
       } catch (err) {
-        w.log.warn({ err: (err as Error).message }, 'capturing container logs failed');
+        w.log.warn({ err }, 'capturing container logs failed');
       }
       await store.events.append(id, tail);
       w.log.debug(
@@ -395,28 +359,28 @@ export class Monitor {
         'teardown phases',
       );
     } catch (err) {
-      w.log.error({ err: (err as Error).message }, 'teardown step failed; finishing the session anyway');
+      w.log.error({ err }, 'teardown step failed; finishing the session anyway');
     }
 
     // counted before FINISH is visible, so a client that saw FINISH sees the counts too
     const exitReason = outcome.reason === 'oom_killed' ? 'oom_killed' : w.killedByUs ? 'killed' : 'exited';
     metrics.containerExits.inc({ reason: exitReason });
-    if (outcome.reason === 'oom_killed') metrics.oomKills.inc();
-    if (outcome.status === 'timed_out') metrics.sessionTimeouts.inc();
-    metrics.sessions.inc({ status: outcome.status });
-    metrics.sessionReasons.inc({ reason: outcome.reason });
-    // removed before FINISH: a client that sees FINISH finds nothing left running
     try {
-      await runtime.remove(w.containerId);
+      await this.#lifecycle.finish(id, outcome, {
+        rid: w.finishRid,
+        reportedAt: w.decidedBy === 'finish' ? w.finishReportedAt : undefined,
+        beforeFinish: async () => {
+          // removed before FINISH: a client that sees FINISH finds nothing left running
+          try {
+            await runtime.remove(w.containerId);
+          } catch (err) {
+            w.log.error({ err }, 'removing the container failed; recovery will remove it');
+          }
+          await ingest.close(id);
+        },
+      });
     } catch (err) {
-      w.log.error({ err: (err as Error).message }, 'removing the container failed; recovery will remove it');
-    }
-    try {
-      await ingest.close(id);
-      const reported = w.decidedBy === 'finish' && w.finishReportedAt !== undefined ? { reportedAt: w.finishReportedAt } : {};
-      await store.sessions.appendFinish(id, { ...finishDataOf(outcome), ...reported }, w.finishRid);
-    } catch (err) {
-      w.log.error({ err: (err as Error).message }, 'storing FINISH failed; recovery will complete it');
+      w.log.error({ err }, 'storing FINISH failed; recovery will complete it');
     }
 
     metrics.containerTeardown.observe(Math.max(0, clock.now() - w.decidedAt) / 1000);
@@ -424,4 +388,11 @@ export class Monitor {
     this.#watches.delete(id);
     w.resolveTornDown();
   }
+}
+
+/** A promise with its resolver, as Promise.withResolvers (Node 22) gives. */
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve: () => void = () => undefined;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
 }

@@ -15,8 +15,9 @@ export interface DiscoveryInput {
 export function parseSocketUrl(url: string, source: string): SocketAddress {
   if (url.startsWith('unix://')) return { kind: 'unix', path: url.slice('unix://'.length), source };
   if (url.startsWith('/')) return { kind: 'unix', path: url, source };
-  const m = /^(tcp|http|https):\/\/([^:/]+):(\d+)\/?$/.exec(url);
-  if (m) return { kind: 'tcp', host: m[2]!, port: Number(m[3]), protocol: m[1] === 'https' ? 'https' : 'http', source };
+  const m = /^(?<scheme>tcp|http|https):\/\/(?<host>[^:/]+):(?<port>\d+)\/?$/.exec(url)?.groups;
+  if (m?.host && m.port)
+    return { kind: 'tcp', host: m.host, port: Number(m.port), protocol: m.scheme === 'https' ? 'https' : 'http', source };
   throw new RuntimeError(RuntimeErrorCode.NO_SOCKET, `${source}=${url} is not unix:///path or tcp://host:port`, 'discover');
 }
 

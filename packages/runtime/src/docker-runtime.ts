@@ -13,6 +13,7 @@ import type {
 } from './container-runtime.js';
 import { describeSocket, discoverSocket, type DiscoveryInput, type SocketAddress } from './discovery.js';
 import { classifyEngineError, RuntimeError, RuntimeErrorCode } from './errors.js';
+import { waitForExit } from './exit-wait.js';
 import { hardenedCreateOptions } from './hardening.js';
 
 export interface DockerRuntimeOptions {
@@ -75,7 +76,7 @@ export class DockerRuntime implements ContainerRuntime {
         this.#onCall?.(op, (performance.now() - started) / 1000, err);
         if (!err.transient || attempt >= attempts || (opts.retry === 'unsent' && !err.unsent)) throw err;
         const delay = 100 * 4 ** (attempt - 1);
-        this.#log.warn({ op, attempt, delayMs: delay, code: err.code, err: err.message }, 'container engine call failed; retrying');
+        this.#log.warn({ op, attempt, delayMs: delay, code: err.code, err }, 'container engine call failed; retrying');
         await sleep(delay);
       }
     }
@@ -173,41 +174,18 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
-  /**
-   * The container's exit: the engine's wait, backed by an inspect every 500 ms, because a
-   * wait whose connection dies with an engine restart can hang instead of failing.
-   */
+  /** The container's exit (see waitForExit), given up after 10 minutes. */
   #exited(id: string): Promise<ExitInfo> {
-    return new Promise<ExitInfo>((resolve, reject) => {
-      let done = false;
-      const finish = (e: ExitInfo) => {
-        if (!done) {
-          done = true;
-          resolve(e);
-        }
-      };
-      this.wait(id).then(finish, (err: unknown) => {
-        if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) finish({ exitCode: -1, oomKilled: false });
-        // otherwise the inspect loop below decides
-      });
-      void (async () => {
-        const deadline = Date.now() + 10 * 60_000;
-        while (!done && Date.now() < deadline) {
-          await sleep(500);
-          try {
-            const s = await this.inspect(id);
-            if (s === null) finish({ exitCode: -1, oomKilled: false });
-            else if (!s.running && s.exitCode !== null) finish({ exitCode: s.exitCode, oomKilled: s.oomKilled });
-          } catch {
-            // the engine is away; ask again
-          }
-        }
-        if (!done)
-          reject(
-            new RuntimeError(RuntimeErrorCode.ENGINE_TIMEOUT, `container ${id} did not exit within 10 minutes of being stopped`, 'wait'),
-          );
-      })();
-    });
+    const ac = new AbortController();
+    const timer = setTimeout(
+      () =>
+        ac.abort(
+          new RuntimeError(RuntimeErrorCode.ENGINE_TIMEOUT, `container ${id} did not exit within 10 minutes of being stopped`, 'wait'),
+        ),
+      10 * 60_000,
+    );
+    timer.unref();
+    return waitForExit(this, id, { pollMs: 500, signal: ac.signal }).finally(() => clearTimeout(timer));
   }
 
   async stop(id: string, graceMs: number): Promise<ExitInfo> {
@@ -301,8 +279,8 @@ export function demuxLogs(buf: Buffer, maxBytes: number): LogLine[] {
   // keep the tail: the end of a log is what explains a failure
   let budget = maxBytes;
   const kept: typeof chunks = [];
-  for (let i = chunks.length - 1; i >= 0 && budget > 0; i--) {
-    const c = chunks[i]!;
+  for (const c of chunks.toReversed()) {
+    if (budget <= 0) break;
     const data = c.data.length > budget ? c.data.subarray(c.data.length - budget) : c.data;
     budget -= data.length;
     kept.unshift({ stream: c.stream, data });

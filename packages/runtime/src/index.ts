@@ -16,3 +16,5 @@ export { discoverSocket, parseSocketUrl, describeSocket } from './discovery.js';
 export type { SocketAddress, DiscoveryInput } from './discovery.js';
 export { RuntimeError, RuntimeErrorCode, classifyEngineError } from './errors.js';
 export { hardenedCreateOptions } from './hardening.js';
+export { waitForExit, MISSING_EXIT } from './exit-wait.js';
+export type { ExitWaitOptions } from './exit-wait.js';

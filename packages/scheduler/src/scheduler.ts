@@ -4,7 +4,7 @@ import { isTerminal } from '@mgx/agent-sdk';
 import type { SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub, SessionTask } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
-import { finishDataOf, outcomeOfRecord, type Monitor } from '@mgx/monitor';
+import { outcomeOfRecord, SessionLifecycle, type Monitor } from '@mgx/monitor';
 import { LABELS, RuntimeError, type ContainerRuntime } from '@mgx/runtime';
 import { agentContainerSpec } from './container-spec.js';
 import type { WarmPool } from './warm-pool.js';
@@ -44,9 +44,11 @@ export class Scheduler {
   readonly #inflight = new Set<Promise<void>>();
   /** Launches between claim and monitor.watch; shutdown waits for these only. */
   readonly #starting = new Set<Promise<void>>();
+  readonly #lifecycle: SessionLifecycle;
 
   constructor(options: SchedulerOptions) {
     this.#o = { logger: silentLogger, ...options };
+    this.#lifecycle = new SessionLifecycle({ store: options.store, metrics: options.metrics });
     this.workerId = `${options.settings.owner}`;
   }
 
@@ -115,7 +117,7 @@ export class Scheduler {
       }
       this.#o.metrics.queueDepth.set(await this.#o.store.sessions.countByStatus('queued'));
     } catch (err) {
-      this.#o.logger.error({ err: (err as Error).message }, 'claiming sessions failed');
+      this.#o.logger.error({ err }, 'claiming sessions failed');
     }
   }
 
@@ -146,7 +148,7 @@ export class Scheduler {
         // labels are fixed at create; the name tells operators whose container it is now
         void runtime
           .rename(containerId, `mgx-${session.id}`)
-          .catch((err: unknown) => log.warn({ containerId, err: (err as Error).message }, 'could not rename a warm pool container'));
+          .catch((err: unknown) => log.warn({ containerId, err }, 'could not rename a warm pool container'));
       } else {
         const spec = agentContainerSpec(settings, {
           name: `mgx-${session.id}`,
@@ -186,10 +188,10 @@ export class Scheduler {
     } catch (err) {
       started();
       const message = err instanceof RuntimeError ? err.message : `could not start the session: ${(err as Error).message}`;
-      log.error({ containerId, err: (err as Error).message, code: (err as { code?: string }).code }, 'session failed to start');
+      log.error({ containerId, err, code: (err as { code?: string }).code }, 'session failed to start');
       if (err instanceof RuntimeError) metrics.runtimeErrors.inc({ op: err.op });
       await this.#failStart(session, containerId, message).catch((e: unknown) =>
-        log.error({ err: (e as Error).message }, 'cleaning up a failed start failed'),
+        log.error({ err: e }, 'cleaning up a failed start failed'),
       );
     }
   }
@@ -223,7 +225,8 @@ export class Scheduler {
         continue;
       }
       if (!c) {
-        const res = await store.sessions.decide(s.id, {
+        // decided here, finished (and counted) with the others below
+        const res = await this.#lifecycle.decide(s.id, {
           status: 'failed',
           reason: 'lost',
           message: 'the container of this session disappeared while the worker was down',
@@ -238,7 +241,8 @@ export class Scheduler {
     }
 
     // a warm-pool container carries no session label: the store knows which session took it
-    const byContainer = new Map((await store.sessions.findUnfinished()).filter((s) => s.containerId).map((s) => [s.containerId!, s]));
+    const byContainer = new Map<string, SessionRecord>();
+    for (const s of await store.sessions.findUnfinished()) if (s.containerId) byContainer.set(s.containerId, s);
     for (const c of containers) {
       if (handled.has(c.id)) continue;
       const sessionId = c.labels[LABELS.sessionId] ?? byContainer.get(c.id)?.id ?? '';
@@ -265,7 +269,7 @@ export class Scheduler {
 
     for (const s of await store.sessions.findUnfinished()) {
       if (adopted.has(s.id)) continue;
-      await store.sessions.appendFinish(s.id, finishDataOf(outcomeOfRecord(s, 'lost')));
+      await this.#lifecycle.finish(s.id, outcomeOfRecord(s, 'lost'));
       await ingest.removeDir(s.id);
       counts.finished++;
     }
@@ -316,7 +320,7 @@ export class Scheduler {
     this.#hold(session.tenant);
     const p = this.#o.monitor
       .watch(session, containerId, session.startedAt ?? Date.now())
-      .catch((err: unknown) => log.error({ err: (err as Error).message }, 'adopted session failed'))
+      .catch((err: unknown) => log.error({ err }, 'adopted session failed'))
       .finally(() => {
         this.#o.ended?.(session.id);
         this.#release(session.tenant);
@@ -327,16 +331,14 @@ export class Scheduler {
   }
 
   async #failStart(session: SessionRecord, containerId: string | undefined, message: string): Promise<void> {
-    const { store, runtime, ingest, metrics } = this.#o;
+    const { runtime, ingest } = this.#o;
     if (containerId) await runtime.remove(containerId).catch(() => {});
     await ingest.close(session.id);
-    const outcome = { status: 'failed', reason: 'runtime_error', message } as const;
-    const res = await store.sessions.decide(session.id, outcome);
-    const s = res.session;
-    await store.sessions.appendFinish(session.id, finishDataOf(res.won ? outcome : outcomeOfRecord(s, 'runtime_error')));
-    if (res.won) {
-      metrics.sessions.inc({ status: 'failed' });
-      metrics.sessionReasons.inc({ reason: 'runtime_error' });
-    }
+    // this worker holds the session: it stores FINISH whichever decision stands
+    await this.#lifecycle.end(
+      session.id,
+      { status: 'failed', reason: 'runtime_error', message },
+      { fallback: 'runtime_error', ifLost: 'finish' },
+    );
   }
 }

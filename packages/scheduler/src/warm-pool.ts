@@ -119,10 +119,7 @@ export class WarmPool {
       mkdirSync(dirname(to.socketDir), { recursive: true, mode: 0o755 });
       renameSync(slot.socketDir, to.socketDir);
     } catch (err) {
-      this.#o.logger.error(
-        { containerId: slot.containerId, err: (err as Error).message },
-        'could not hand over a pooled container; discarding it',
-      );
+      this.#o.logger.error({ containerId: slot.containerId, err }, 'could not hand over a pooled container; discarding it');
       // undo only what was done here: a workspace that failed to move may be someone else's
       if (movedWorkspace) renameSync(to.workspace, slot.workspace);
       void this.#discard(slot);
@@ -177,24 +174,25 @@ export class WarmPool {
 
   /** Resolves true when a create failed. */
   async #fill(key: string): Promise<boolean> {
+    const spec = this.#specs.get(key);
+    // the live list: close() replaces the lists only after every fill has settled
+    const ready = this.#ready.get(key);
+    if (!spec || !ready) return false;
     try {
-      while (!this.#closed && (this.#ready.get(key)?.length ?? 0) < this.#o.settings.pool.size) {
-        const slot = await this.#create(key);
+      while (!this.#closed && ready.length < this.#o.settings.pool.size) {
+        const slot = await this.#create(key, spec);
         if (this.#closed) {
           await this.#discard(slot);
           return false;
         }
-        this.#ready.get(key)!.push(slot);
+        ready.push(slot);
         this.#gauge(key);
         this.#watch(slot);
       }
       return false;
     } catch (err) {
       const retryInMs = this.#failed(key);
-      this.#o.logger.error(
-        { spec: key, err: (err as Error).message, code: (err as { code?: string }).code, retryInMs },
-        'warm pool could not create a container',
-      );
+      this.#o.logger.error({ spec: key, err, code: (err as { code?: string }).code, retryInMs }, 'warm pool could not create a container');
       return true;
     }
   }
@@ -212,7 +210,7 @@ export class WarmPool {
     return delayMs;
   }
 
-  async #create(key: string): Promise<Slot> {
+  async #create(key: string, spec: PoolSpec): Promise<Slot> {
     const { runtime, settings } = this.#o;
     const id = `p${randomBytes(6).toString('hex')}`;
     const slot: Slot = { id, key, containerId: '', workspace: join(this.#workspaceRoot, id), socketDir: join(this.#socketRoot, id) };
@@ -225,7 +223,7 @@ export class WarmPool {
           labels: { [LABELS.managed]: 'true', [LABELS.owner]: settings.owner, [LABELS.pool]: key },
           workspace: slot.workspace,
           socketDir: slot.socketDir,
-          limits: this.#specs.get(key)!,
+          limits: spec,
           pooled: true,
         }),
       );
@@ -251,8 +249,8 @@ export class WarmPool {
         const state = await this.#o.runtime.inspect(slot.containerId).catch(() => undefined);
         if (state === undefined || state?.running) return check();
       }
-      if (!isIdle() || this.#closed) return;
-      const ready = this.#ready.get(slot.key)!;
+      const ready = this.#ready.get(slot.key);
+      if (!ready?.includes(slot) || this.#closed) return;
       ready.splice(ready.indexOf(slot), 1);
       this.#gauge(slot.key);
       const logs = await this.#o.runtime.logs(slot.containerId, 4096).catch(() => []);

@@ -1,0 +1,40 @@
+import { TRPCError } from '@trpc/server';
+import { StoreError, StoreErrorCode } from '@mgx/event-store';
+import { RuntimeError, RuntimeErrorCode } from '@mgx/runtime';
+
+type TrpcCode = TRPCError['code'];
+
+/** What a client sees of the store's failures. */
+const STORE_CODES: Record<StoreErrorCode, TrpcCode> = {
+  [StoreErrorCode.SESSION_NOT_FOUND]: 'NOT_FOUND',
+  [StoreErrorCode.SESSION_EXISTS]: 'CONFLICT',
+  // FINISH before the decision: a bug on our side, not the caller's
+  [StoreErrorCode.NOT_DECIDED]: 'INTERNAL_SERVER_ERROR',
+  [StoreErrorCode.UNAVAILABLE]: 'SERVICE_UNAVAILABLE',
+  [StoreErrorCode.INVALID_CURSOR]: 'BAD_REQUEST',
+};
+
+/** What a client sees of the container engine's failures: the engine is this server's upstream. */
+const RUNTIME_CODES: Record<RuntimeErrorCode, TrpcCode> = {
+  [RuntimeErrorCode.ENGINE_UNAVAILABLE]: 'SERVICE_UNAVAILABLE',
+  [RuntimeErrorCode.NO_SOCKET]: 'SERVICE_UNAVAILABLE',
+  [RuntimeErrorCode.IMAGE_NOT_FOUND]: 'SERVICE_UNAVAILABLE',
+  [RuntimeErrorCode.ENGINE_TIMEOUT]: 'GATEWAY_TIMEOUT',
+  [RuntimeErrorCode.ENGINE_REJECTED]: 'BAD_GATEWAY',
+  [RuntimeErrorCode.CONTAINER_NOT_FOUND]: 'NOT_FOUND',
+  [RuntimeErrorCode.NAME_CONFLICT]: 'CONFLICT',
+};
+
+/** The tRPC code for a StoreError or RuntimeError; undefined for anything else. */
+export function trpcCodeOf(err: unknown): TrpcCode | undefined {
+  if (err instanceof StoreError) return STORE_CODES[err.code];
+  if (err instanceof RuntimeError) return RUNTIME_CODES[err.code];
+  return undefined;
+}
+
+/** A StoreError or RuntimeError as the TRPCError the client should see; undefined for anything else. */
+export function toTRPCError(err: unknown): TRPCError | undefined {
+  const code = trpcCodeOf(err);
+  if (code === undefined || !(err instanceof Error)) return undefined;
+  return new TRPCError({ code, message: err.message, cause: err });
+}

@@ -1,0 +1,150 @@
+import { TRPCError, tracked } from '@trpc/server';
+import { z } from 'zod';
+import { isTerminal, SESSION_STATUSES } from '@mgx/agent-sdk';
+import type { SessionRecord } from '@mgx/event-store';
+import { SessionLifecycle } from '@mgx/monitor';
+import { admit, createSessionInput, type AdmissionCode } from '../admission.js';
+import { newSessionId } from '../ids.js';
+import type { AuthedContext, Trpc } from '../trpc.js';
+import { toView } from '../views.js';
+import { chunkBySize, followStored, sessionId, streamInput } from './session-streams.js';
+
+const ADMISSION_CODES: Record<AdmissionCode, TRPCError['code']> = {
+  invalid: 'BAD_REQUEST',
+  too_large: 'PAYLOAD_TOO_LARGE',
+  forbidden: 'FORBIDDEN',
+};
+
+/** The caller's session, or NOT_FOUND, also for another tenant's session. */
+async function ownSession(ctx: AuthedContext, id: string): Promise<SessionRecord> {
+  const s = await ctx.deps.store.sessions.getSession(id);
+  if (!s || s.tenant !== ctx.tenant) throw new TRPCError({ code: 'NOT_FOUND', message: `session ${id} not found` });
+  return s;
+}
+
+export function sessionsRouter({ router, authed }: Trpc) {
+  return router({
+    /** Queues a session; the worker starts it when a slot is free. */
+    create: authed.input(createSessionInput).mutation(async ({ ctx, input }) => {
+      const { settings, store, metrics, frameworks, worker, secrets: keeper } = ctx.deps;
+      const admission = admit(input, settings, frameworks, { secretsAccepted: keeper !== undefined });
+      if (!admission.ok) {
+        // the first problem, in the order the rules are checked
+        const [first] = admission.problems;
+        metrics.rejections.inc({ cause: 'invalid_input' });
+        throw new TRPCError({ code: first ? ADMISSION_CODES[first.code] : 'BAD_REQUEST', message: first?.message ?? 'invalid session' });
+      }
+      const { spec } = admission;
+      if ((await store.sessions.countByStatus('queued')) >= settings.scheduler.maxQueued) {
+        metrics.rejections.inc({ cause: 'queue_full' });
+        throw new TRPCError({
+          code: 'TOO_MANY_REQUESTS',
+          message: `the queue is full (${settings.scheduler.maxQueued} sessions, MGX_MAX_QUEUED_SESSIONS); retry later`,
+        });
+      }
+      const id = newSessionId();
+      const secretCount = Object.keys(spec.secrets).length;
+      // kept before the session exists, so no worker can claim it without them
+      if (secretCount > 0) keeper?.put(id, spec.secrets);
+      const session = await store.sessions.createSession({
+        id,
+        tenant: ctx.tenant,
+        framework: spec.framework,
+        prompt: spec.prompt,
+        workspaceId: spec.workspaceId ?? id,
+        options: spec.options,
+        env: spec.env,
+        limits: spec.limits,
+        network: spec.network,
+      });
+      ctx.deps.logger.info({ sessionId: id, tenant: ctx.tenant, framework: spec.framework, secrets: secretCount }, 'session queued');
+      worker.queued();
+      return toView(session, false);
+    }),
+
+    get: authed.input(z.strictObject({ sessionId })).query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true)),
+
+    list: authed
+      .input(
+        z
+          .strictObject({
+            status: z.array(z.enum(SESSION_STATUSES)).optional(),
+            limit: z.number().int().min(1).max(200).default(50),
+            cursor: z.string().max(32).optional(),
+          })
+          .default({ limit: 50 }),
+      )
+      .query(async ({ ctx, input }) => {
+        // a bad cursor is a StoreError the procedure maps to BAD_REQUEST
+        const page = await ctx.deps.store.sessions.listSessions({
+          tenant: ctx.tenant,
+          limit: input.limit,
+          ...(input.status ? { status: input.status } : {}),
+          ...(input.cursor !== undefined ? { cursor: input.cursor } : {}),
+        });
+        return { items: page.items.map((s) => toView(s, false)), nextCursor: page.nextCursor };
+      }),
+
+    /** Cancels a queued session (it never starts) or a running one (stopped, FINISH cancelled). */
+    cancel: authed.input(z.strictObject({ sessionId })).mutation(async ({ ctx, input }) => {
+      const { store, worker } = ctx.deps;
+      const s = await ownSession(ctx, input.sessionId);
+      if (isTerminal(s.status)) return { sessionId: s.id, status: s.status, cancelled: false };
+      await store.sessions.requestCancel(s.id);
+      // only from the queue: once a worker holds the session, that worker ends it
+      const queued = await new SessionLifecycle(ctx.deps).end(
+        s.id,
+        { status: 'cancelled', reason: 'cancelled', message: 'the session was cancelled before it started' },
+        { from: ['queued'], events: [{ type: 'CANCELLED', data: { while: 'queued' } }], ifLost: 'leave' },
+      );
+      if (queued.won) return { sessionId: s.id, status: 'cancelled' as const, cancelled: true };
+      // starting or running: the worker holding it stops it (here at once, elsewhere on its next poll)
+      worker.cancelRunning(s.id);
+      return { sessionId: s.id, status: queued.session.status, cancelled: true };
+    }),
+
+    /** Stored events after `afterSeq`, oldest first. */
+    events: authed
+      .input(
+        z.strictObject({
+          sessionId,
+          afterSeq: z.number().int().min(0).default(0),
+          limit: z.number().int().min(1).max(1000).default(500),
+        }),
+      )
+      .query(async ({ ctx, input }) => {
+        await ownSession(ctx, input.sessionId);
+        const events = await ctx.deps.store.events.read(input.sessionId, input.afterSeq, input.limit);
+        return { events, lastSeq: events.at(-1)?.seq ?? input.afterSeq };
+      }),
+
+    /**
+     * Backlog then live events over SSE; each event's id is its seq, so a client resumes
+     * with `lastEventId` (or the Last-Event-ID header) and gets no gap and no duplicate.
+     * Ends after FINISH.
+     */
+    stream: authed.input(streamInput).subscription(async function* ({ ctx, input, signal }) {
+      await ownSession(ctx, input.sessionId);
+      for await (const events of followStored(ctx, input, signal)) {
+        for (const ev of events) yield tracked(String(ev.seq), ev);
+      }
+    }),
+
+    /**
+     * The same stream with several events per SSE message, as they were stored: the id of
+     * a message is the seq of its last event, so resuming works the same way. Each message
+     * costs the server about as much as one event does on `stream`, so followers of busy
+     * sessions (and `followSession`) use this. A message holds at most 500 events or about
+     * 256 KiB of event data, unless one event is bigger on its own.
+     */
+    streamBatches: authed.input(streamInput).subscription(async function* ({ ctx, input, signal }) {
+      await ownSession(ctx, input.sessionId);
+      for await (const events of followStored(ctx, input, signal)) {
+        for (const chunk of chunkBySize(events, 256 * 1024)) {
+          const last = chunk.at(-1);
+          if (last) yield tracked(String(last.seq), chunk);
+        }
+      }
+    }),
+  });
+}

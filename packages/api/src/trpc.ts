@@ -1,0 +1,49 @@
+import { initTRPC, TRPCError } from '@trpc/server';
+import type { ApiContext } from './context.js';
+import { toTRPCError } from './errors.js';
+
+export interface RouterOptions {
+  /** SSE keep-alive interval; clients reconnect after 2.5 intervals of silence. */
+  ssePingMs: number;
+}
+
+/**
+ * The tRPC instance and its procedures. Built per server, so that the keep-alive comes from
+ * the settings; the area routers take it as an argument.
+ */
+export function createTrpc(options: RouterOptions) {
+  const t = initTRPC.context<ApiContext>().create({
+    sse: {
+      // keep-alive so proxies and clients can tell a quiet stream from a dead one
+      ping: { enabled: true, intervalMs: options.ssePingMs },
+      client: { reconnectAfterInactivityMs: Math.max(5000, options.ssePingMs * 2.5) },
+    },
+  });
+
+  /** Store and engine failures reach the client with their own code, not as a 500. */
+  const mapErrors = t.middleware(async ({ next }) => {
+    const result = await next();
+    if (!result.ok) {
+      const mapped = toTRPCError(result.error.cause);
+      if (mapped) throw mapped;
+    }
+    return result;
+  });
+
+  const procedure = t.procedure.use(mapErrors);
+
+  const authed = procedure.use(({ ctx, next }) => {
+    if (ctx.tenant === null) {
+      ctx.deps.metrics.rejections.inc({ cause: 'unauthorized' });
+      throw new TRPCError({ code: 'UNAUTHORIZED', message: 'missing or unknown bearer token' });
+    }
+    return next({ ctx: { ...ctx, tenant: ctx.tenant } });
+  });
+
+  return { router: t.router, procedure, authed };
+}
+
+export type Trpc = ReturnType<typeof createTrpc>;
+
+/** The context of an authenticated call. */
+export type AuthedContext = ApiContext & { tenant: string };

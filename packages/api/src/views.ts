@@ -1,0 +1,51 @@
+import type { SessionRecord } from '@mgx/event-store';
+
+/** What clients see of a session. The prompt only in `get`; secrets never. */
+export interface SessionView {
+  id: string;
+  status: SessionRecord['status'];
+  framework: string;
+  workspaceId: string;
+  network: 'none' | 'egress';
+  env: Record<string, string>;
+  limits: { memoryBytes: number; cpuQuota: number; timeoutSeconds: number; idleTimeoutSeconds: number | null };
+  createdAt: number;
+  startedAt: number | null;
+  endedAt: number | null;
+  deadlineAt: number | null;
+  containerId: string | null;
+  reason: SessionRecord['reason'];
+  exitCode: number | null;
+  message: string | null;
+  lastSeq: number;
+  promptPreview: string;
+  prompt?: string;
+}
+
+export function toView(s: SessionRecord, withPrompt: boolean): SessionView {
+  return {
+    id: s.id,
+    status: s.status,
+    framework: s.framework,
+    workspaceId: s.workspaceId,
+    network: s.network,
+    env: s.env,
+    limits: {
+      memoryBytes: s.limits.memoryBytes,
+      cpuQuota: s.limits.cpuQuota,
+      timeoutSeconds: s.limits.timeoutMs / 1000,
+      idleTimeoutSeconds: s.limits.idleTimeoutMs !== undefined ? s.limits.idleTimeoutMs / 1000 : null,
+    },
+    createdAt: s.createdAt,
+    startedAt: s.startedAt,
+    endedAt: s.endedAt,
+    deadlineAt: s.deadlineAt,
+    containerId: s.containerId,
+    reason: s.reason,
+    exitCode: s.exitCode,
+    message: s.message,
+    lastSeq: s.lastSeq,
+    promptPreview: s.prompt.length > 120 ? `${s.prompt.slice(0, 120)}…` : s.prompt,
+    ...(withPrompt ? { prompt: s.prompt } : {}),
+  };
+}
