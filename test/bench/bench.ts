@@ -9,14 +9,13 @@ import { randomBytes } from 'node:crypto';
 import Docker from 'dockerode';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
 import { discoverSocket, hardenedCreateOptions, LABELS } from '@mgx/runtime';
-import { freePort, ServerProcess } from '../support/server-process.js';
+import { newServerProcess, type ServerProcess } from '../support/server-process.js';
+import { collect, script, sleep } from '../support/sessions.js';
 
 const { values: args } = parseArgs({ options: { quick: { type: 'boolean', default: false }, json: { type: 'boolean', default: false } } });
 const quick = args.quick === true;
 const benchStart = Date.now();
 const log = (msg: string) => process.stderr.write(`[bench] +${((Date.now() - benchStart) / 1000).toFixed(1)}s ${msg}\n`);
-const script = (...steps: unknown[]) => JSON.stringify({ steps });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function pct(values: number[], p: number): number {
   if (values.length === 0) return Number.NaN;
@@ -24,12 +23,6 @@ function pct(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
-
-async function collect(client: MgxClient, id: string): Promise<SessionEvent[]> {
-  const out: SessionEvent[] = [];
-  for await (const ev of followSession(client, id)) out.push(ev);
-  return out;
-}
 
 const address = discoverSocket({ containerHost: process.env.CONTAINER_HOST, dockerHost: process.env.DOCKER_HOST });
 const docker = address.kind === 'unix' ? new Docker({ socketPath: address.path }) : new Docker({ host: address.host, port: address.port });
@@ -74,12 +67,7 @@ async function rawStart(runs: number): Promise<number[]> {
 async function platform(
   env: Record<string, string>,
 ): Promise<{ server: ServerProcess; client: MgxClient; owner: string; close: () => Promise<void> }> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'mgx-bench-'));
-  const owner = `mgx-bench-${randomBytes(4).toString('hex')}`;
-  const server = new ServerProcess({
-    MGX_PORT: String(await freePort()),
-    MGX_DATA_DIR: dataDir,
-    MGX_OWNER: owner,
+  const { server, dataDir, owner } = await newServerProcess('mgx-bench', {
     MGX_LOG_LEVEL: 'error',
     AGENT_CONTAINER_MEMORY_LIMIT: '256m',
     ...env,
@@ -284,12 +272,7 @@ const started = Date.now();
 {
   const n = 50;
   log(`memory: server RSS with ${n} concurrent sessions`);
-  const dataDir = mkdtempSync(join(tmpdir(), 'mgx-bench-rss-'));
-  const owner = `mgx-bench-rss-${randomBytes(4).toString('hex')}`;
-  const server = new ServerProcess({
-    MGX_PORT: String(await freePort()),
-    MGX_DATA_DIR: dataDir,
-    MGX_OWNER: owner,
+  const { server, dataDir, owner } = await newServerProcess('mgx-bench-rss', {
     MGX_LOG_LEVEL: 'error',
     AGENT_MAX_CONCURRENT_CONTAINERS: String(n),
     AGENT_CONTAINER_MEMORY_LIMIT: '128m',

@@ -2,7 +2,8 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { script, startPlatform, type Platform } from './platform.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { script } from '../support/sessions.js';
 
 const run = promisify(execFile);
 const MGX = join(import.meta.dirname, '..', '..', 'apps', 'cli', 'bin', 'mgx.js');

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { afterAll } from 'vitest';
 
 /**
  * The fault and security suite's recorder: every test appends what it measured as one
@@ -51,6 +52,22 @@ try {
 const count = (n: number, name: string) => {
   if (!Number.isInteger(n) || n < 0) throw new Error(`reliability row: ${name} must be a whole number >= 0, got ${n}`);
 };
+
+/**
+ * The test file's clean-ups: pushed as it goes, run after all its tests, last pushed first,
+ * each one's failure ignored; then the report is written.
+ */
+export function cleanupsThenReport(): Array<() => unknown> {
+  const cleanups: Array<() => unknown> = [];
+  afterAll(async () => {
+    for (const c of cleanups.reverse())
+      await Promise.resolve()
+        .then(c)
+        .catch(() => undefined);
+    writeReport();
+  });
+  return cleanups;
+}
 
 /** Appends one measured row. */
 export function record(row: ReliabilityRow): void {
