@@ -9,5 +9,7 @@ export default defineConfig({
     // two cores: end-to-end files share one container engine
     maxWorkers: 2,
     reporters: ['default'],
+    // servers under test log to files; a failing test prints what they logged during it
+    setupFiles: ['test/support/setup.ts'],
   },
 });

@@ -7,7 +7,8 @@ import pino from 'pino';
 import { loadSettings } from '@mgx/config';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
 import { startServer } from '@mgx/server';
-import { collect, script, startPlatform, type Platform } from './platform.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { collect, script } from '../support/sessions.js';
 
 const ACME = 'acme-token-0123456789abcdef';
 const GLOBEX = 'globex-token-0123456789abcdef';

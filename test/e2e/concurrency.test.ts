@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '@mgx/runtime';
 import { createMgxClient } from '@mgx/client';
-import { collect, script, startPlatform, type Platform } from './platform.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { collect, script } from '../support/sessions.js';
 
 const LIMIT = 4;
 const SESSIONS = 100;

@@ -1,31 +1,19 @@
-import { get, type IncomingMessage } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { get } from 'node:http';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMgxClient, type MgxClient } from '@mgx/client';
-import { collect, script } from './platform.js';
-import { freePort, ServerProcess } from '../support/server-process.js';
+import { collect, pausedReaders, script, streamUrl } from '../support/sessions.js';
+import { newServerProcess, type ServerProcess } from '../support/server-process.js';
 
 let server: ServerProcess;
 let client: MgxClient;
 let dataDir: string;
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'mgx-delivery-'));
-  server = new ServerProcess(
-    {
-      MGX_PORT: String(await freePort()),
-      MGX_DATA_DIR: dataDir,
-      MGX_OWNER: `mgx-delivery-${randomBytes(4).toString('hex')}`,
-      MGX_LOG_LEVEL: 'warn',
-      MGX_SSE_PING_SECONDS: '0.5',
-      MGX_MAX_EVENTS_PER_SECOND: '0',
-      AGENT_CONTAINER_MEMORY_LIMIT: '512m',
-    },
-    [],
+  ({ server, dataDir } = await newServerProcess(
+    'mgx-delivery',
+    { MGX_LOG_LEVEL: 'warn', MGX_SSE_PING_SECONDS: '0.5', MGX_MAX_EVENTS_PER_SECOND: '0', AGENT_CONTAINER_MEMORY_LIMIT: '512m' },
     { memoryProbe: true },
-  );
+  ));
   await server.start();
   client = createMgxClient({ url: server.url });
 });
@@ -34,14 +22,12 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-const streamUrl = (sessionId: string) => `${server.url}/trpc/sessions.stream?input=${encodeURIComponent(JSON.stringify({ sessionId }))}`;
-
 describe('delivery to subscribers', () => {
   it('sends keep-alive pings on a quiet stream', async () => {
     const s = await client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 2500 }) });
     const text = await new Promise<string>((resolve, reject) => {
       let body = '';
-      get(streamUrl(s.id), (res) => {
+      get(streamUrl(server.url, s.id), (res) => {
         res.setEncoding('utf8');
         res.on('data', (c: string) => (body += c));
         res.on('end', () => resolve(body));
@@ -65,20 +51,7 @@ describe('delivery to subscribers', () => {
         prompt: script({ sleep: 1500 }, { events: { count: COUNT, size: 1000 } }),
         memory: '512m',
       });
-      const stalled: IncomingMessage[] = [];
-      await Promise.all(
-        Array.from(
-          { length: stalledReaders },
-          () =>
-            new Promise<void>((resolve, reject) => {
-              get(streamUrl(s.id), (res) => {
-                res.pause();
-                stalled.push(res);
-                resolve();
-              }).on('error', reject);
-            }),
-        ),
-      );
+      const stalled = await pausedReaders(server.url, s.id, stalledReaders);
       const events = await collect(client, s.id);
       const retained = await server.retainedMb();
       for (const res of stalled) res.destroy();

@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '@mgx/runtime';
-import { collect, script, startPlatform, type Platform } from './platform.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { collect, script } from '../support/sessions.js';
 
 // Every way a container can end, told apart, with nothing left running afterwards.
 let p: Platform;

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { followSession, type SessionEvent } from '@mgx/client';
 import { LABELS } from '@mgx/runtime';
-import { collect, startPlatform, type Platform } from './platform.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { collect } from '../support/sessions.js';
 
 // The agent image is FROM scratch: no shell, so every command is node itself.
 const NODE = '/usr/local/bin/node';

@@ -1,18 +1,12 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMgxClient, followSession, type SessionEvent } from '@mgx/client';
-import { discoverSocket, DockerRuntime, LABELS } from '@mgx/runtime';
-import { collect, script, startPlatform, type Platform } from './platform.js';
-import { freePort, ServerProcess } from '../support/server-process.js';
-
-const address = discoverSocket({ containerHost: process.env.CONTAINER_HOST });
-const runtime = new DockerRuntime({ address });
-const docker = address.kind === 'unix' ? new Docker({ socketPath: address.path }) : new Docker({ host: address.host, port: address.port });
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+import { LABELS } from '@mgx/runtime';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { collect, script, sleep } from '../support/sessions.js';
+import { docker, runtime } from '../support/engine.js';
+import { newServerProcess } from '../support/server-process.js';
 
 /** Running, idle pool containers of `owner` (but `taken`), once there are `n` of them (within 30 s). */
 async function pooled(owner: string, n: number, taken: string[] = []): Promise<string[]> {
@@ -177,12 +171,7 @@ describe('warm pool', () => {
 
 describe('warm pool across a server crash', () => {
   it('a restarted server adopts the session running on a pooled container and removes the idle ones', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'mgx-pool-restart-'));
-    const owner = `mgx-pool-${randomBytes(4).toString('hex')}`;
-    const server = new ServerProcess({
-      MGX_PORT: String(await freePort()),
-      MGX_DATA_DIR: dataDir,
-      MGX_OWNER: owner,
+    const { server, dataDir, owner } = await newServerProcess('mgx-pool-restart', {
       MGX_LOG_LEVEL: 'warn',
       AGENT_MONITOR_POLL_SECONDS: '1',
       AGENT_CONTAINER_MEMORY_LIMIT: '256m',

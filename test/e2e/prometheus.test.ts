@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionEvent } from '@mgx/client';
-import { collect, script, startPlatform, type Platform } from './platform.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { collect, script } from '../support/sessions.js';
 
 // The real Prometheus from Debian's archive: CI installs it, so a missing binary is a failure, not a skip.
 const PROMETHEUS = '/usr/bin/prometheus';

@@ -1,14 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createMgxClient, followSession } from '@mgx/client';
-import { discoverSocket, DockerRuntime, LABELS } from '@mgx/runtime';
-import { collect, script } from './platform.js';
-import { freePort, ServerProcess } from '../support/server-process.js';
-
-const runtime = new DockerRuntime({ address: discoverSocket({ containerHost: process.env.CONTAINER_HOST }) });
+import { LABELS } from '@mgx/runtime';
+import { collect, script } from '../support/sessions.js';
+import { newServerProcess, type ServerProcess } from '../support/server-process.js';
+import { runtime } from '../support/engine.js';
 
 const servers: ServerProcess[] = [];
 afterEach(async () => {
@@ -16,12 +12,7 @@ afterEach(async () => {
 });
 
 async function scenario(signal: 'SIGKILL' | 'SIGTERM') {
-  const dataDir = mkdtempSync(join(tmpdir(), 'mgx-restart-'));
-  const owner = `mgx-restart-${randomBytes(4).toString('hex')}`;
-  const server = new ServerProcess({
-    MGX_PORT: String(await freePort()),
-    MGX_DATA_DIR: dataDir,
-    MGX_OWNER: owner,
+  const { server, dataDir, owner } = await newServerProcess('mgx-restart', {
     MGX_LOG_LEVEL: 'warn',
     AGENT_MONITOR_POLL_SECONDS: '1',
     AGENT_CONTAINER_MEMORY_LIMIT: '256m',

@@ -3,14 +3,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import Docker from 'dockerode';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSettings } from '@mgx/config';
 import { createMgxClient, followSession, type MgxClient } from '@mgx/client';
-import { discoverSocket, LABELS } from '@mgx/runtime';
+import { LABELS } from '@mgx/runtime';
 import { startServer, type RunningServer } from '@mgx/server';
-import { collect, script } from './platform.js';
+import { collect, script } from '../support/sessions.js';
+import { docker } from '../support/engine.js';
 
 const SECRET = `sk-test-${randomBytes(12).toString('hex')}`;
 let logs = '';
@@ -44,9 +44,6 @@ describe('per-session secrets', () => {
       secrets: { API_KEY: SECRET },
     });
     // look at the container while it runs
-    const address = discoverSocket({ containerHost: process.env.CONTAINER_HOST });
-    const docker =
-      address.kind === 'unix' ? new Docker({ socketPath: address.path }) : new Docker({ host: address.host, port: address.port });
     let inspected = '';
     for await (const ev of followSession(client, s.id)) {
       if (ev.type === 'START') {

@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '@mgx/runtime';
-import { collect, script, startPlatform, type Platform } from './platform.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { collect, script } from '../support/sessions.js';
 
 let p: Platform;
 beforeAll(async () => {

@@ -3,11 +3,12 @@ import { existsSync, mkdirSync, readFileSync, statSync, statfsSync } from 'node:
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { SessionEvent } from '@mgx/client';
-import { script, startPlatform, type Platform } from '../e2e/platform.js';
-import { measured, writeReport } from '../support/reliability.js';
-import { follow, ownedContainers } from './helpers.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { script, follow } from '../support/sessions.js';
+import { cleanupsThenReport, measured } from '../support/reliability.js';
+import { ownedContainers } from '../support/engine.js';
 
 // Agents that misbehave: each must still end in exactly one terminal state, with FINISH last
 // and its container gone, without disturbing anything else.
@@ -15,7 +16,7 @@ import { follow, ownedContainers } from './helpers.js';
 const run = promisify(execFile);
 const MB = 1024 * 1024;
 let p: Platform;
-const cleanups: Array<() => unknown> = [];
+const cleanups = cleanupsThenReport();
 beforeAll(async () => {
   p = await startPlatform({
     AGENT_STOP_GRACE_SECONDS: '1',
@@ -24,14 +25,8 @@ beforeAll(async () => {
     // the disk-quota agent writes 5 MiB, and script content travels in the prompt
     MGX_MAX_PROMPT_BYTES: String(8 * MB),
   });
-});
-afterAll(async () => {
-  for (const c of cleanups.reverse())
-    await Promise.resolve()
-      .then(c)
-      .catch(() => undefined);
-  await p?.close();
-  writeReport();
+  // pushed first: closed after every other clean-up
+  cleanups.push(() => p.close());
 });
 
 const orphans = async () => (await ownedContainers(p.env.MGX_OWNER!)).length;

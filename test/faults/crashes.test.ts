@@ -2,25 +2,18 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createMgxClient, followSession, type SessionEvent } from '@mgx/client';
-import { script, startPlatform, type Platform } from '../e2e/platform.js';
-import { freePort, ServerProcess } from '../support/server-process.js';
-import { measured, writeReport } from '../support/reliability.js';
-import { ownedContainers, runtime, sleep, storedEvents } from './helpers.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { script, sleep, storedEvents } from '../support/sessions.js';
+import { newServerProcess } from '../support/server-process.js';
+import { cleanupsThenReport, measured } from '../support/reliability.js';
+import { ownedContainers, runtime } from '../support/engine.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const run = promisify(execFile);
-const cleanups: Array<() => unknown> = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse())
-    await Promise.resolve()
-      .then(c)
-      .catch(() => undefined);
-  writeReport();
-});
+const cleanups = cleanupsThenReport();
 
 /** mulberry32: small, seedable, good enough to pick kill points reproducibly. */
 function prng(seed: number): () => number {
@@ -49,12 +42,7 @@ describe('the server killed with SIGKILL at random points', () => {
       const rand = prng(seed);
       const between = (lo: number, hi: number) => Math.round(lo + rand() * (hi - lo));
 
-      const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fault-crash-'));
-      const owner = `mgx-fault-crash-${randomBytes(4).toString('hex')}`;
-      const server = new ServerProcess({
-        MGX_PORT: String(await freePort()),
-        MGX_DATA_DIR: dataDir,
-        MGX_OWNER: owner,
+      const { server, dataDir, owner } = await newServerProcess('mgx-fault-crash', {
         MGX_LOG_LEVEL: 'fatal',
         AGENT_MAX_CONCURRENT_CONTAINERS: '4',
         AGENT_MONITOR_POLL_SECONDS: '1',

@@ -1,26 +1,17 @@
-import { get, type IncomingMessage } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createMgxClient } from '@mgx/client';
 import { SqliteStore } from '@mgx/event-store';
 import { IngestClient, IngestHub, type IngestSink, toStoredEvent } from '@mgx/ingest';
-import { script } from '../e2e/platform.js';
-import { freePort, ServerProcess } from '../support/server-process.js';
-import { measured, writeReport } from '../support/reliability.js';
-import { follow, ownedContainers, sleep } from './helpers.js';
+import { follow, pausedReaders, script, sleep } from '../support/sessions.js';
+import { newServerProcess } from '../support/server-process.js';
+import { cleanupsThenReport, measured } from '../support/reliability.js';
+import { ownedContainers } from '../support/engine.js';
 
-const cleanups: Array<() => unknown> = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse())
-    await Promise.resolve()
-      .then(c)
-      .catch(() => undefined);
-  writeReport();
-});
+const cleanups = cleanupsThenReport();
 
 /** The real store and hub on a real unix socket, wired like the server wires them. */
 async function ingestFixture() {
@@ -188,18 +179,9 @@ describe('stalled subscribers', () => {
     await measured(
       { area: 'faults/delivery', fault: '4 stalled SSE subscribers on an 8 MB session (smaller run of e2e/delivery)' },
       async (row) => {
-        const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fault-stall-'));
-        const owner = `mgx-fault-stall-${randomBytes(4).toString('hex')}`;
-        const server = new ServerProcess(
-          {
-            MGX_PORT: String(await freePort()),
-            MGX_DATA_DIR: dataDir,
-            MGX_OWNER: owner,
-            MGX_LOG_LEVEL: 'fatal',
-            MGX_MAX_EVENTS_PER_SECOND: '0',
-            AGENT_CONTAINER_MEMORY_LIMIT: '512m',
-          },
-          [],
+        const { server, dataDir, owner } = await newServerProcess(
+          'mgx-fault-stall',
+          { MGX_LOG_LEVEL: 'fatal', MGX_MAX_EVENTS_PER_SECOND: '0', AGENT_CONTAINER_MEMORY_LIMIT: '512m' },
           { memoryProbe: true },
         );
         cleanups.push(async () => {
@@ -208,8 +190,6 @@ describe('stalled subscribers', () => {
         });
         await server.start();
         const client = createMgxClient({ url: server.url });
-        const streamUrl = (id: string) =>
-          `${server.url}/trpc/sessions.stream?input=${encodeURIComponent(JSON.stringify({ sessionId: id }))}`;
         const COUNT = 8000;
         /**
          * Server memory still reachable once one reader has followed the whole session while
@@ -221,20 +201,7 @@ describe('stalled subscribers', () => {
             prompt: script({ sleep: 500 }, { events: { count: COUNT, size: 1000 } }),
           });
           row.sessions++;
-          const paused: IncomingMessage[] = [];
-          await Promise.all(
-            Array.from(
-              { length: stalled },
-              () =>
-                new Promise<void>((resolve, reject) => {
-                  get(streamUrl(s.id), (res) => {
-                    res.pause();
-                    paused.push(res);
-                    resolve();
-                  }).on('error', reject);
-                }),
-            ),
-          );
+          const paused = await pausedReaders(server.url, s.id, stalled);
           const events = await follow(client, s.id, 60_000);
           const retained = await server.retainedMb();
           for (const res of paused) res.destroy();

@@ -4,18 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createMgxClient } from '@mgx/client';
-import { follow, ownedContainers, sleep } from './helpers.js';
-import { freePort, ServerProcess } from '../support/server-process.js';
-import { measured, writeReport } from '../support/reliability.js';
+import { follow, sleep } from '../support/sessions.js';
+import { ownedContainers } from '../support/engine.js';
+import { freePort, newServerProcess } from '../support/server-process.js';
+import { cleanupsThenReport, measured } from '../support/reliability.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const cleanups: Array<() => Promise<void> | void> = [];
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
-  writeReport();
-});
+const cleanups = cleanupsThenReport();
 
 const elapsed = async <T>(p: Promise<T>): Promise<[T, number]> => {
   const t0 = Date.now();
@@ -26,12 +23,7 @@ const elapsed = async <T>(p: Promise<T>): Promise<[T, number]> => {
 describe('the SQLite store locked by another process', () => {
   it('fails writes with an error naming the store within the busy timeout, stays up, and recovers when the lock goes', async () => {
     await measured({ area: 'faults/storage', fault: 'store locked (BEGIN EXCLUSIVE held by another process)' }, async (row) => {
-      const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fault-lock-'));
-      const owner = `mgx-fault-lock-${randomBytes(4).toString('hex')}`;
-      const server = new ServerProcess({
-        MGX_PORT: String(await freePort()),
-        MGX_DATA_DIR: dataDir,
-        MGX_OWNER: owner,
+      const { server, dataDir, owner } = await newServerProcess('mgx-fault-lock', {
         MGX_LOG_LEVEL: 'fatal',
         AGENT_MONITOR_POLL_SECONDS: '1',
         AGENT_CONTAINER_MEMORY_LIMIT: '256m',

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { script, startPlatform, type Platform } from '../e2e/platform.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { script, follow } from '../support/sessions.js';
 import { measured, writeReport } from '../support/reliability.js';
-import { containerOf, follow, ownedContainers } from '../faults/helpers.js';
+import { containerOf, ownedContainers } from '../support/engine.js';
 
 // The escape surface as an agent sees it: probes run inside a real session's container (an
 // engine exec joins the container's namespaces, user and limits), and read the agent

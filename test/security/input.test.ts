@@ -2,9 +2,10 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MgxClient } from '@mgx/client';
-import { script, startPlatform, type Platform } from '../e2e/platform.js';
+import { startPlatform, type Platform } from '../support/platform.js';
+import { script, codeOf, follow, within } from '../support/sessions.js';
 import { measured, writeReport } from '../support/reliability.js';
-import { codeOf, containerOf, follow, ownedContainers, within } from '../faults/helpers.js';
+import { containerOf, ownedContainers } from '../support/engine.js';
 
 // Hostile input over real HTTP with the real client: every refusal must be a clean 4xx, and
 // nothing may reach the disk, the engine or another session.

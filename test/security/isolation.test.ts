@@ -8,9 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSettings } from '@mgx/config';
 import { createMgxClient, type MgxClient, type SessionEvent } from '@mgx/client';
 import { startServer, type RunningServer } from '@mgx/server';
-import { script } from '../e2e/platform.js';
+import { script, codeOf, follow, within } from '../support/sessions.js';
 import { measured, writeReport } from '../support/reliability.js';
-import { codeOf, containerOf, docker, follow, ownedContainers, within } from '../faults/helpers.js';
+import { containerOf, docker, ownedContainers } from '../support/engine.js';
 
 // Sessions and tenants kept apart: by the mounts each container gets, by the API's tenant
 // checks, and by secrets that never leave memory and the agent's socket.

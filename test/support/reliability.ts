@@ -2,16 +2,20 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { afterAll } from 'vitest';
 
 /**
  * The fault and security suite's recorder: every test appends what it measured as one
- * NDJSON row, and every file's afterAll regenerates test/RELIABILITY.md from all rows so far.
+ * NDJSON row, and every file's afterAll regenerates the report from all rows so far. The
+ * report goes to test/.reliability/RELIABILITY.md (untracked); the tracked
+ * test/RELIABILITY.md is written only when asked: MGX_WRITE_REPORTS=1, as
+ * `npm run reliability:write` does.
  */
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const DIR = join(ROOT, 'test', '.reliability');
 export const ROWS_FILE = join(DIR, 'rows.ndjson');
-export const REPORT_FILE = join(ROOT, 'test', 'RELIABILITY.md');
+export const REPORT_FILE = process.env.MGX_WRITE_REPORTS === '1' ? join(ROOT, 'test', 'RELIABILITY.md') : join(DIR, 'RELIABILITY.md');
 /** Rows older than this belong to an earlier run (a run takes a few minutes). */
 const RUN_MAX_AGE_MS = 30 * 60 * 1000;
 
@@ -51,6 +55,22 @@ try {
 const count = (n: number, name: string) => {
   if (!Number.isInteger(n) || n < 0) throw new Error(`reliability row: ${name} must be a whole number >= 0, got ${n}`);
 };
+
+/**
+ * The test file's clean-ups: pushed as it goes, run after all its tests, last pushed first,
+ * each one's failure ignored; then the report is written.
+ */
+export function cleanupsThenReport(): Array<() => unknown> {
+  const cleanups: Array<() => unknown> = [];
+  afterAll(async () => {
+    for (const c of cleanups.reverse())
+      await Promise.resolve()
+        .then(c)
+        .catch(() => undefined);
+    writeReport();
+  });
+  return cleanups;
+}
 
 /** Appends one measured row. */
 export function record(row: ReliabilityRow): void {
@@ -129,7 +149,7 @@ function engineVersion(): string {
 
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
-/** Writes test/RELIABILITY.md from every row recorded in this run so far. */
+/** Writes the report (REPORT_FILE) from every row recorded in this run so far. */
 export function writeReport(): void {
   const rows = readRows();
   const sum = (k: 'lostEvents' | 'orphans' | 'leaks' | 'sessions' | 'completed' | 'tries') => rows.reduce((n, r) => n + r[k], 0);
@@ -143,7 +163,7 @@ export function writeReport(): void {
     '',
     `Machine: ${cpus().length} cores, ${(totalmem() / 1024 ** 3).toFixed(1)} GiB memory, Podman ${engineVersion()}, Node ${process.version}`,
     '',
-    'Every row is measured in this run by `test/faults` and `test/security` (`npx vitest run test/faults test/security`).',
+    'Every row is measured in this run by `test/faults` and `test/security` (`npm run reliability:write`).',
     '',
     '| area | fault / attack | tries | sessions completed/total | lost events | orphans | leaks | result | observed |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |',
@@ -156,6 +176,7 @@ export function writeReport(): void {
       `lost events ${sum('lostEvents')}, orphans ${sum('orphans')}, leaks ${sum('leaks')}, ${failed} failed.`,
     '',
   ];
+  mkdirSync(DIR, { recursive: true });
   const tmp = `${REPORT_FILE}.${process.pid}.tmp`;
   writeFileSync(tmp, lines.join('\n'));
   // rename: a reader (or a parallel writer) never sees half a report

@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { serverLogFile, tail } from './server-log.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -16,9 +17,13 @@ export const freePort = () =>
     });
   });
 
-/** The real server as its own process, so it can be killed like in production. */
+/**
+ * The real server as its own process, so it can be killed like in production. Its stdout
+ * and stderr go to a log file of its own (`logFile`), shown only when a test fails.
+ */
 export class ServerProcess {
   child: ChildProcess | undefined;
+  readonly logFile: string;
   private probeFile: string | undefined;
   constructor(
     readonly env: Record<string, string>,
@@ -30,6 +35,7 @@ export class ServerProcess {
       this.nodeArgs = [...nodeArgs, '--expose-gc', '--require', join(import.meta.dirname, 'memory-probe.cjs')];
       this.env = { ...env, MGX_TEST_MEMORY_PROBE: this.probeFile };
     }
+    this.logFile = serverLogFile(`server process ${env.MGX_OWNER ?? ''}`.trim());
   }
   get pid(): number | undefined {
     return this.child?.pid;
@@ -38,11 +44,17 @@ export class ServerProcess {
     return `http://127.0.0.1:${this.env.MGX_PORT}`;
   }
   async start(): Promise<void> {
-    this.child = spawn(process.execPath, [...this.nodeArgs, '--import', 'tsx', join(ROOT, 'apps/server/src/main.ts')], {
-      cwd: ROOT,
-      env: { ...process.env, ...this.env },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
+    // appended to across restarts: one log for every life of this server
+    const log = openSync(this.logFile, 'a');
+    try {
+      this.child = spawn(process.execPath, [...this.nodeArgs, '--import', 'tsx', join(ROOT, 'apps/server/src/main.ts')], {
+        cwd: ROOT,
+        env: { ...process.env, ...this.env },
+        stdio: ['ignore', log, log],
+      });
+    } finally {
+      closeSync(log);
+    }
     // a test or bench that dies must not leave its server running (and its pool, its sessions)
     const child = this.child;
     const orphan = () => child.kill('SIGTERM');
@@ -51,7 +63,7 @@ export class ServerProcess {
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
       if (this.child.exitCode !== null || this.child.signalCode !== null)
-        throw new Error(`server exited with ${this.child.exitCode ?? this.child.signalCode}`);
+        throw new Error(`server exited with ${this.child.exitCode ?? this.child.signalCode}; its log ends:\n${this.logTail()}`);
       const ok = await fetch(`${this.url}/healthz`).then(
         (r) => r.ok,
         () => false,
@@ -59,7 +71,10 @@ export class ServerProcess {
       if (ok) return;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error('server did not become ready in 30 s');
+    throw new Error(`server did not become ready in 30 s; its log ends:\n${this.logTail()}`);
+  }
+  private logTail(): string {
+    return tail(this.logFile, 0, 20).join('\n');
   }
   /**
    * MB of heap and buffers still reachable after a full garbage collection in the server
@@ -89,4 +104,19 @@ export class ServerProcess {
     child.kill(signal);
     return exited;
   }
+}
+
+/**
+ * A ServerProcess on a free port with a fresh data directory and owner label
+ * (`<prefix>-<random>`, the data directory named after the prefix too); `env` adds the rest.
+ */
+export async function newServerProcess(
+  prefix: string,
+  env: Record<string, string>,
+  options: { memoryProbe?: boolean } = {},
+): Promise<{ server: ServerProcess; dataDir: string; owner: string }> {
+  const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  const owner = `${prefix}-${randomBytes(4).toString('hex')}`;
+  const server = new ServerProcess({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: owner, ...env }, [], options);
+  return { server, dataDir, owner };
 }

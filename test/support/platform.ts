@@ -4,20 +4,24 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { loadSettings } from '@mgx/config';
-import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
+import { createMgxClient, type MgxClient } from '@mgx/client';
 import { startServer, type RunningServer } from '@mgx/server';
+import { serverLogFile } from './server-log.js';
 
 export interface Platform {
   server: RunningServer;
   client: MgxClient;
   dataDir: string;
   env: Record<string, string>;
+  /** The file the server logs to (printed when a test fails). */
+  logFile: string;
   close(): Promise<void>;
 }
 
 /**
  * A real all-in-one server on port 0 with its own data directory and owner label, so
- * parallel test files never see (or reconcile away) each other's containers.
+ * parallel test files never see (or reconcile away) each other's containers. It logs to a
+ * file of its own (MGX_TEST_LOG_LEVEL, default info), shown only when a test fails.
  */
 export async function startPlatform(env: Record<string, string> = {}): Promise<Platform> {
   const dataDir = mkdtempSync(join(tmpdir(), 'mgx-e2e-'));
@@ -37,25 +41,20 @@ export async function startPlatform(env: Record<string, string> = {}): Promise<P
     ...env,
   };
   const settings = loadSettings(fullEnv, process.cwd());
-  const server = await startServer(settings, { logger: pino({ level: process.env.MGX_TEST_LOG_LEVEL ?? 'warn' }) });
+  const logFile = serverLogFile(`server ${fullEnv.MGX_OWNER}`);
+  // synchronous writes: the file is complete when a failing test reads it
+  const logger = pino({ level: process.env.MGX_TEST_LOG_LEVEL ?? 'info' }, pino.destination({ dest: logFile, sync: true }));
+  const server = await startServer(settings, { logger });
   const client = createMgxClient({ url: server.url });
   return {
     server,
     client,
     dataDir,
     env: fullEnv,
+    logFile,
     async close() {
       await server.close({ drain: true });
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
-
-/** Every event of a session through the real tRPC subscription, until FINISH. */
-export async function collect(client: MgxClient, sessionId: string, lastEventId?: number): Promise<SessionEvent[]> {
-  const events: SessionEvent[] = [];
-  for await (const ev of followSession(client, sessionId, lastEventId !== undefined ? { lastEventId } : {})) events.push(ev);
-  return events;
-}
-
-export const script = (...steps: unknown[]) => JSON.stringify({ steps });
