@@ -34,6 +34,7 @@ export const TERMINAL_REASONS = [
   'cancelled',
   'runtime_error',
   'lost',
+  'workspace_unavailable',
 ] as const;
 export type TerminalReason = (typeof TERMINAL_REASONS)[number];
 

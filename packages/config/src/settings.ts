@@ -1,5 +1,5 @@
 import { hostname, availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, type SettingProblem } from './errors.js';
 import { formatMemory, MIN_CPUS, MIN_MEMORY_BYTES, minCpuQuota, parseMemory } from './units.js';
@@ -39,13 +39,24 @@ export interface Settings {
   monitor: { pollMs: number };
   /** Warm pool: `size` started, idle containers kept per spec; the server's defaults first. */
   pool: { size: number; specs: PoolSpec[] };
-  scheduler: { maxConcurrent: number; maxConcurrentPerTenant: number; maxQueued: number };
+  scheduler: {
+    maxConcurrent: number;
+    /** Fleet-wide: claimed sessions per tenant, counted in the store; 0 means no limit. */
+    maxConcurrentPerTenant: number;
+    /** Fleet-wide cap on claimed (starting or running) sessions; 0 means none. */
+    maxClaimed: number;
+    maxQueued: number;
+  };
+  /** Workers of a fleet: leases in the shared store, workspaces per host unless shared. */
+  fleet: { heartbeatMs: number; leaseMs: number; workspacesShared: boolean };
   limits: { maxEventBytes: number; maxEventsPerSecond: number; maxPromptBytes: number; logCaptureBytes: number };
   store: {
     kind: EventStoreKind;
     mongodbUri: string | undefined;
     mongodbDb: string;
     dataDir: string;
+    /** Where workspaces live (MGX_WORKSPACE_ROOT); by default <MGX_DATA_DIR>/workspaces. */
+    workspaceRoot: string;
     /** Days a terminal session and its events are kept after it ended; 0 keeps them forever. */
     retentionDays: number;
   };
@@ -56,6 +67,9 @@ export interface Settings {
     role: ServerRole;
     apiTokens: string | undefined;
     apiTokensFile: string | undefined;
+    /** Operators see every tenant's sessions and the fleet (same shape as MGX_API_TOKENS). */
+    operatorTokens: string | undefined;
+    operatorTokensFile: string | undefined;
     ssePingMs: number;
   };
   /** Names this platform instance in container labels, so it finds its own containers after a restart. */
@@ -163,6 +177,12 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       maxQueued: read('MGX_MAX_QUEUED_SESSIONS', int(1, 10_000_000), '10000'),
       // 0: no per-tenant limit, only AGENT_MAX_CONCURRENT_CONTAINERS
       maxConcurrentPerTenant: read('MGX_MAX_CONCURRENT_PER_TENANT', int(0, 10_000), '0'),
+      maxClaimed: read('MGX_MAX_RUNNING_SESSIONS', int(0, 1_000_000), '0'),
+    },
+    fleet: {
+      heartbeatMs: read('MGX_WORKER_HEARTBEAT_SECONDS', seconds(0.1, 3600), '5'),
+      leaseMs: read('MGX_WORKER_LEASE_SECONDS', seconds(0.5, 86_400), '30'),
+      workspacesShared: read('MGX_WORKSPACES_SHARED', bool, 'false'),
     },
     limits: {
       maxEventBytes: read('MGX_MAX_EVENT_BYTES', int(1024, 64 * 1024 ** 2), String(256 * 1024)),
@@ -175,6 +195,8 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       mongodbUri: read('MONGODB_URI', nonEmpty.regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://'), undefined),
       mongodbDb: read('MGX_MONGODB_DB', nonEmpty.regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be a plain database name'), 'mgx'),
       dataDir: resolve(cwd, read('MGX_DATA_DIR', nonEmpty, './data') ?? './data'),
+      // relative to the data directory's default below when unset
+      workspaceRoot: read('MGX_WORKSPACE_ROOT', nonEmpty, undefined) ?? '',
       retentionDays: read('MGX_EVENT_RETENTION_DAYS', int(0, 36_500), '30'),
     },
     runtime: {
@@ -188,6 +210,8 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       role: read('MGX_ROLE', z.enum(['all', 'api', 'worker'], 'must be all, api or worker'), 'all'),
       apiTokens: read('MGX_API_TOKENS', nonEmpty, undefined),
       apiTokensFile: read('MGX_API_TOKENS_FILE', nonEmpty, undefined),
+      operatorTokens: read('MGX_OPERATOR_TOKENS', nonEmpty, undefined),
+      operatorTokensFile: read('MGX_OPERATOR_TOKENS_FILE', nonEmpty, undefined),
       ssePingMs: read('MGX_SSE_PING_SECONDS', seconds(0.1, 300), '10'),
     },
     owner: read('MGX_OWNER', nonEmpty.regex(ID_PATTERN, 'must be 1-64 letters, digits, _ or -'), defaultOwner()),
@@ -202,6 +226,13 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
     const defaults: PoolSpec = { memoryBytes: settings.agent.memoryBytes, cpuQuota: settings.agent.cpuQuota, network: 'none' };
     const extra = parsePoolSpecs(env.MGX_WARM_POOL_SPECS ?? '', defaults, settings.agent, problems);
     settings.pool.specs = [defaults, ...extra.filter((x) => poolSpecKey(x) !== poolSpecKey(defaults))];
+  }
+  settings.store.workspaceRoot = resolve(cwd, settings.store.workspaceRoot || join(settings.store.dataDir, 'workspaces'));
+  if (settings.fleet.leaseMs <= 2 * settings.fleet.heartbeatMs) {
+    problems.push({
+      variable: 'MGX_WORKER_LEASE_SECONDS',
+      message: `must be more than twice MGX_WORKER_HEARTBEAT_SECONDS (${settings.fleet.heartbeatMs / 1000}), so one late heartbeat does not lose the lease`,
+    });
   }
   if (settings.store.kind === 'mongodb' && !settings.store.mongodbUri) {
     problems.push({ variable: 'MONGODB_URI', message: 'is required when MGX_EVENT_STORE=mongodb' });

@@ -11,10 +11,16 @@ export type {
   DecideResult,
   DecideOptions,
   ClaimOptions,
+  WorkerStore,
+  WorkerInfo,
+  WorkerRecord,
+  WorkerState,
+  RegisterResult,
   ListQuery,
   SessionPage,
   TailOptions,
 } from './ports.js';
+export { WORKER_STATES } from './ports.js';
 export { StoreError, StoreErrorCode } from './errors.js';
 export { SqliteStore } from './sqlite-store.js';
 export type { SqliteStoreOptions } from './sqlite-store.js';

@@ -32,7 +32,9 @@ import type {
   SessionStore,
   Store,
   TailOptions,
+  WorkerStore,
 } from './ports.js';
+import { MongoWorkers, type WorkerDoc } from './mongodb-workers.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
 import { Tails } from './tail.js';
@@ -211,6 +213,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #sessions: Collection<SessionDoc>;
   readonly #events: Collection<EventDoc>;
   readonly #counters: Collection<CounterDoc>;
+  readonly #workers: MongoWorkers;
   readonly #transactions: boolean;
   readonly #changeStreams: boolean;
   readonly #retention: Retention;
@@ -236,6 +239,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
     this.#sessions = db.collection<SessionDoc>('sessions');
     this.#events = db.collection<EventDoc>('events');
     this.#counters = db.collection<CounterDoc>('counters');
+    this.#workers = new MongoWorkers(db.collection<WorkerDoc>('workers'), (what, fn) => this.#guard(what, fn));
     this.#transactions = features.transactions;
     this.#changeStreams = features.changeStreams;
     this.#retention = retention;
@@ -296,6 +300,10 @@ export class MongoStore implements Store, SessionStore, EventStore {
 
   get events(): EventStore {
     return this;
+  }
+
+  get workers(): WorkerStore {
+    return this.#workers;
   }
 
   /** Which code paths this deployment gets (health output, tests). */

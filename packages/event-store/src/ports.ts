@@ -72,6 +72,24 @@ export interface Outcome {
 export interface ClaimOptions {
   /** Skip the sessions of these tenants (they are at their concurrency limit). */
   excludeTenants?: string[];
+  /**
+   * Fleet-wide limit of claimed (starting or running) sessions per tenant, counted in the store
+   * in the same atomic step as the claim; 0 or absent: no limit.
+   */
+  maxPerTenant?: number;
+  /** Fleet-wide cap on claimed sessions of all tenants; 0 or absent: no cap. */
+  maxClaimed?: number;
+  /**
+   * The claiming worker's lease: the claim happens only while this worker's lease (epoch) is
+   * valid in the store, so a worker declared dead can claim nothing.
+   */
+  lease?: { epoch: number; now?: number };
+  /**
+   * Workspaces: a session whose workspace is held by another worker is not claimable here,
+   * unless workspaces are shared; a session whose workspace has a claimed session waits.
+   * The first claim of a new workspace makes this worker its holder.
+   */
+  workspaces?: { shared: boolean };
 }
 
 export interface DecideOptions {
@@ -157,11 +175,74 @@ export interface EventStore {
   tailBatches(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent[]>;
 }
 
+export type WorkerState = 'alive' | 'draining' | 'dead' | 'stopped';
+export const WORKER_STATES: readonly WorkerState[] = ['alive', 'draining', 'dead', 'stopped'];
+
+/** What a worker says of itself when it registers. `id` is stable per host (MGX_OWNER). */
+export interface WorkerInfo {
+  id: string;
+  hostname: string;
+  /** The engine it drives (e.g. "podman 4.3.1 unix:///run/podman/podman.sock"). */
+  engine: string;
+  /** AGENT_MAX_CONCURRENT_CONTAINERS of this worker. */
+  capacity: number;
+  version: string;
+}
+
+export interface WorkerRecord extends WorkerInfo {
+  state: WorkerState;
+  /** Sessions it holds a slot for, as of its last heartbeat. */
+  inUse: number;
+  startedAt: number;
+  heartbeatAt: number;
+  /** The lease is valid until this time (ms); after it any process may declare the worker dead. */
+  leaseUntil: number;
+  /** Bumped at every registration: a heartbeat or claim of an older epoch is refused. */
+  epoch: number;
+}
+
+export interface RegisterResult {
+  worker: WorkerRecord;
+  /**
+   * The record as it was before this registration. A previous lease still valid (state alive or
+   * draining, leaseUntil in the future) means the worker restarted within its lease and adopts
+   * its sessions; a dead one means they were settled and it resurrects nothing.
+   */
+  previous: WorkerRecord | null;
+}
+
+/** Workers and their leases, shared by every process of a fleet. */
+export interface WorkerStore {
+  /** Registers the worker with a new epoch and a lease of `leaseMs` from `now`. */
+  register(info: WorkerInfo, leaseMs: number, now?: number): Promise<RegisterResult>;
+  /**
+   * Renews the lease of `id` at `epoch` and records its state and use. False when the lease
+   * is lost (declared dead, or a newer epoch registered): the worker must stop claiming.
+   */
+  heartbeat(
+    id: string,
+    epoch: number,
+    update: { inUse: number; state: 'alive' | 'draining' },
+    leaseMs: number,
+    now?: number,
+  ): Promise<boolean>;
+  get(id: string): Promise<WorkerRecord | null>;
+  list(): Promise<WorkerRecord[]>;
+  /**
+   * The compare-and-set that declares a worker dead: alive or draining with leaseUntil < now
+   * becomes dead. Exactly one caller wins and then settles the worker's sessions.
+   */
+  markDead(id: string, now?: number): Promise<boolean>;
+  /** A graceful stop: state stopped, lease released. Only for the current epoch. */
+  deregister(id: string, epoch: number): Promise<void>;
+}
+
 /** One opened store: both ports over the same connection. */
 export interface Store {
   readonly kind: 'sqlite' | 'mongodb';
   readonly sessions: SessionStore;
   readonly events: EventStore;
+  readonly workers: WorkerStore;
   /** A short description for health output (file path, database name). */
   describe(): string;
   /**

@@ -21,9 +21,11 @@ import type {
   SessionStore,
   Store,
   TailOptions,
+  WorkerStore,
 } from './ports.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
+import { SqliteWorkers, WORKERS_SCHEMA } from './sqlite-workers.js';
 import { Tails } from './tail.js';
 
 const SCHEMA = `
@@ -193,6 +195,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   readonly #db: Database.Database;
   readonly #tails: Tails;
   readonly #retention: Retention;
+  readonly #workers: SqliteWorkers;
   readonly #stmts;
 
   private constructor(
@@ -204,6 +207,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
     this.#db = db;
     this.#tails = new Tails((sessionId, afterSeq, limit) => this.read(sessionId, afterSeq, limit), tailPollMs);
     this.#retention = retention;
+    this.#workers = new SqliteWorkers({ db, call: (what, fn) => this.#call(what, fn), tx: (what, fn) => this.#tx(what, fn) });
     this.#stmts = {
       getSession: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
       insertSession: db.prepare(
@@ -262,6 +266,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
       db.exec(SCHEMA);
+      db.exec(WORKERS_SCHEMA);
       migrate(db);
       store = new SqliteStore(options.file, db, options.tailPollMs ?? 250, retention);
     } catch (cause) {
@@ -279,6 +284,10 @@ export class SqliteStore implements Store, SessionStore, EventStore {
 
   get events(): EventStore {
     return this;
+  }
+
+  get workers(): WorkerStore {
+    return this.#workers;
   }
 
   describe(): string {

@@ -339,6 +339,51 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       expect((await store.sessions.findByStatus(['queued', 'running'])).map((s) => s.id).sort()).toEqual([queued.id, running.id].sort());
     });
 
+    it('registers workers with a lease, renews it only for the current epoch, and lists them', async () => {
+      const id = `w${randomBytes(4).toString('hex')}`;
+      const info = { id, hostname: 'host-a', engine: 'podman 4.3.1', capacity: 4, version: '0.1.0' };
+      const t0 = 1_000_000;
+      const first = await store.workers.register(info, 30_000, t0);
+      expect(first.previous).toBeNull();
+      expect(first.worker).toMatchObject({
+        ...info,
+        state: 'alive',
+        inUse: 0,
+        startedAt: t0,
+        heartbeatAt: t0,
+        leaseUntil: t0 + 30_000,
+        epoch: 1,
+      });
+      expect(await store.workers.heartbeat(id, 1, { inUse: 3, state: 'draining' }, 30_000, t0 + 5000)).toBe(true);
+      expect(await store.workers.get(id)).toMatchObject({ state: 'draining', inUse: 3, heartbeatAt: t0 + 5000, leaseUntil: t0 + 35_000 });
+      // a restart within the lease: a new epoch, and the old one's heartbeats are refused
+      const second = await store.workers.register({ ...info, capacity: 8 }, 30_000, t0 + 6000);
+      expect(second.previous).toMatchObject({ state: 'draining', epoch: 1, leaseUntil: t0 + 35_000 });
+      expect(second.worker).toMatchObject({ state: 'alive', capacity: 8, epoch: 2, inUse: 0 });
+      expect(await store.workers.heartbeat(id, 1, { inUse: 1, state: 'alive' }, 30_000, t0 + 7000)).toBe(false);
+      expect(await store.workers.heartbeat(id, 2, { inUse: 1, state: 'alive' }, 30_000, t0 + 7000)).toBe(true);
+      expect((await store.workers.list()).map((w) => w.id)).toContain(id);
+      expect(await store.workers.get('nobody')).toBeNull();
+    });
+
+    it('declares a worker dead once, only after its lease; a dead worker renews nothing until it registers again', async () => {
+      const id = `w${randomBytes(4).toString('hex')}`;
+      const t0 = 2_000_000;
+      await store.workers.register({ id, hostname: 'h', engine: 'e', capacity: 1, version: 'v' }, 10_000, t0);
+      expect(await store.workers.markDead(id, t0 + 9_999)).toBe(false);
+      const race = await Promise.all(Array.from({ length: 8 }, () => store.workers.markDead(id, t0 + 10_001)));
+      expect(race.filter(Boolean)).toHaveLength(1);
+      expect((await store.workers.get(id))?.state).toBe('dead');
+      expect(await store.workers.heartbeat(id, 1, { inUse: 0, state: 'alive' }, 10_000, t0 + 10_002)).toBe(false);
+      const back = await store.workers.register({ id, hostname: 'h', engine: 'e', capacity: 1, version: 'v' }, 10_000, t0 + 20_000);
+      expect(back.previous?.state).toBe('dead');
+      expect(back.worker).toMatchObject({ state: 'alive', epoch: 2 });
+      // a graceful stop releases the lease: nothing to declare dead
+      await store.workers.deregister(id, 2);
+      expect((await store.workers.get(id))?.state).toBe('stopped');
+      expect(await store.workers.markDead(id, t0 + 100_000)).toBe(false);
+    });
+
     it('keeps everything when the retention is 0', async () => {
       const keep = await openStore({ retentionDays: 0 });
       const s = await keep.sessions.createSession(session());

@@ -35,6 +35,7 @@ if (!uri) {
       kind: store.kind,
       sessions: store.sessions,
       events: store.events,
+      workers: store.workers,
       describe: () => store.describe(),
       purgeExpired: (now?: number) => store.purgeExpired(now),
       close: async () => {
@@ -128,6 +129,7 @@ describe('mongodb store without a server', () => {
           mongodbUri: 'mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500',
           mongodbDb: 'mgx',
           dataDir: '/nonexistent',
+          workspaceRoot: '/nonexistent/workspaces',
           retentionDays: 30,
         },
       }),
