@@ -57,71 +57,89 @@ function fresh(): { file: string; go: string } {
 }
 
 describe('sqlite store shared by several processes', () => {
-  it('claims each session once and never past the per-tenant limit, across 3 worker processes', { timeout: 180_000 }, async () => {
-    const { file, go } = fresh();
-    const setup = SqliteStore.open({ file });
-    const tenants = ['ta', 'tb', 'tc', 'td'];
-    const ids: string[] = [];
-    for (let i = 0; i < 12; i++) {
-      for (const tenant of tenants)
-        ids.push((await setup.createSession(newSession(`p${tenant}${i}`, { tenant, workspaceId: `w${i}` }))).id);
-    }
-    await setup.close();
-    const maxPerTenant = 2;
-    const children = ['wa', 'wb', 'wc'].map((w) => start(['claim', file, go, w, String(maxPerTenant)]));
-    await Promise.all(children.map((c) => c.ready));
-
-    // the parent samples committed states while the processes race: each read is one snapshot
-    const sampler = new Database(file, { readonly: true, timeout: 60_000 });
-    const perTenant = sampler.prepare<[], { tenant: string; n: number }>(
-      "SELECT tenant, COUNT(*) AS n FROM sessions WHERE status IN ('starting', 'running') GROUP BY tenant",
-    );
-    let running = true;
-    let samples = 0;
-    let highest = 0;
-    let sawFull = false;
-    const exited = Promise.all(children.map((c) => c.exited)).finally(() => {
-      running = false;
-    });
-    writeFileSync(go, '');
-    while (running) {
-      for (const { n } of perTenant.all()) {
-        highest = Math.max(highest, n);
-        if (n === maxPerTenant) sawFull = true;
+  it(
+    'claims each session once, never past the per-tenant limit, one per workspace on its holder, across 3 worker processes',
+    { timeout: 300_000 },
+    async () => {
+      const { file, go } = fresh();
+      const setup = SqliteStore.open({ file });
+      const tenants = ['ta', 'tb', 'tc', 'td'];
+      const ids: string[] = [];
+      for (let i = 0; i < 12; i++) {
+        for (const tenant of tenants)
+          ids.push((await setup.createSession(newSession(`p${tenant}${i}`, { tenant, workspaceId: `w${i}` }))).id);
       }
-      samples++;
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    const codes = await exited;
-    sampler.close();
-    expect(codes).toEqual([0, 0, 0]);
-    expect(samples).toBeGreaterThan(0);
-    expect(highest).toBeLessThanOrEqual(maxPerTenant);
+      await setup.close();
+      const maxPerTenant = 2;
+      const children = ['wa', 'wb', 'wc'].map((w) => start(['claim', file, go, w, String(maxPerTenant), 'sticky']));
+      await Promise.all(children.map((c) => c.ready));
 
-    const claims = children.flatMap((c) => results<{ claimed?: string; worker: string }>(c)).filter((r) => r.claimed !== undefined);
-    const claimed = claims.map((r) => r.claimed);
-    expect(claimed).toHaveLength(ids.length);
-    expect(new Set(claimed).size).toBe(ids.length);
-    expect([...claimed].sort()).toEqual([...ids].sort());
-
-    const check = SqliteStore.open({ file });
-    try {
-      for (const id of ids) {
-        const s = await check.getSession(id);
-        expect(s?.status).toBe('succeeded');
-        // each claimed by the worker that reported it
-        expect(s?.workerId).toBe(claims.find((c) => c.claimed === id)?.worker);
+      // the parent samples committed states while the processes race: each read is one snapshot
+      const sampler = new Database(file, { readonly: true, timeout: 60_000 });
+      const perTenant = sampler.prepare<[], { tenant: string; n: number }>(
+        "SELECT tenant, COUNT(*) AS n FROM sessions WHERE status IN ('starting', 'running') GROUP BY tenant",
+      );
+      const perWorkspace = sampler.prepare<[], { n: number }>(
+        "SELECT COUNT(*) AS n FROM sessions WHERE status IN ('starting', 'running') GROUP BY workspace_id ORDER BY n DESC LIMIT 1",
+      );
+      let busiestWorkspace = 0;
+      let running = true;
+      let samples = 0;
+      let highest = 0;
+      let sawFull = false;
+      const exited = Promise.all(children.map((c) => c.exited)).finally(() => {
+        running = false;
+      });
+      writeFileSync(go, '');
+      while (running) {
+        for (const { n } of perTenant.all()) {
+          highest = Math.max(highest, n);
+          if (n === maxPerTenant) sawFull = true;
+        }
+        busiestWorkspace = Math.max(busiestWorkspace, perWorkspace.get()?.n ?? 0);
+        samples++;
+        await new Promise((r) => setTimeout(r, 2));
       }
-      expect(await check.countByStatus('queued')).toBe(0);
-    } finally {
-      await check.close();
-    }
-    // a record of what the race looked like, not an assertion on timing
-    console.log(
-      `3 processes claimed ${ids.length} sessions (${children.map((c, i) => `w${'abc'[i]}: ${results(c).length / 2}`).join(', ')}); ` +
-        `${samples} samples, a full tenant seen: ${sawFull}`,
-    );
-  });
+      const codes = await exited;
+      sampler.close();
+      expect(codes).toEqual([0, 0, 0]);
+      expect(samples).toBeGreaterThan(0);
+      expect(highest).toBeLessThanOrEqual(maxPerTenant);
+      expect(busiestWorkspace).toBeLessThanOrEqual(1);
+
+      const claims = children
+        .flatMap((c) => results<{ claimed?: string; workspace: string; worker: string }>(c))
+        .filter((r) => r.claimed !== undefined);
+      const claimed = claims.map((r) => r.claimed);
+      expect(claimed).toHaveLength(ids.length);
+      expect(new Set(claimed).size).toBe(ids.length);
+      expect([...claimed].sort()).toEqual([...ids].sort());
+
+      // every session of a workspace ran on the worker that first claimed it, which holds it
+      const check = SqliteStore.open({ file });
+      try {
+        for (const ws of new Set(claims.map((c) => c.workspace))) {
+          const workers = new Set(claims.filter((c) => c.workspace === ws).map((c) => c.worker));
+          expect(workers.size).toBe(1);
+          expect(await check.workspaceHolder(ws)).toBe([...workers][0]);
+        }
+        for (const id of ids) {
+          const s = await check.getSession(id);
+          expect(s?.status).toBe('succeeded');
+          // each claimed by the worker that reported it
+          expect(s?.workerId).toBe(claims.find((c) => c.claimed === id)?.worker);
+        }
+        expect(await check.countByStatus('queued')).toBe(0);
+      } finally {
+        await check.close();
+      }
+      // a record of what the race looked like, not an assertion on timing
+      console.log(
+        `3 processes claimed ${ids.length} sessions (${children.map((c, i) => `w${'abc'[i]}: ${results(c).length / 2}`).join(', ')}); ` +
+          `${samples} samples, a full tenant seen: ${sawFull}`,
+      );
+    },
+  );
 
   it('lets exactly one of two processes decide a session, with one FINISH', { timeout: 180_000 }, async () => {
     const { file, go } = fresh();
