@@ -1116,6 +1116,13 @@ async function createIndexes(db: Db): Promise<void> {
     { key: { workspaceId: 1, status: 1, pos: 1 }, name: 'sessions_workspace_queue' },
   ]);
   await db.collection('workspaces').createIndexes([{ key: { holder: 1 }, name: 'workspaces_holder' }]);
+  // the fleet's claim count exists before the first claim (a server before 4.4 creates no collection in a transaction)
+  await db
+    .collection<ClaimCountDoc>('claims')
+    .updateOne({ _id: ALL_CLAIMS }, { $setOnInsert: { count: 0 } }, { upsert: true })
+    .catch((err: unknown) => {
+      if (!isDuplicateKey(err)) throw err;
+    });
   await db
     .collection<CounterDoc>('counters')
     .updateOne({ _id: POS_COUNTER }, { $setOnInsert: { value: 0 } }, { upsert: true })

@@ -440,9 +440,13 @@ export function storeContract(
         const claims = await Promise.all(
           Array.from({ length: 16 }, (_, i) => (i % 2 ? other : store).sessions.claimNext(`w${i % 4}`, { maxPerTenant: 2 })),
         );
-        const claimed = claims.filter((c) => c !== null);
-        expect(new Set(claimed.map((c) => c.id)).size).toBe(claimed.length);
-        expect(claimed).toHaveLength(6);
+        const raced = claims.filter((c) => c !== null);
+        for (const tenant of tenants) expect(raced.filter((c) => c.tenant === tenant).length).toBeLessThanOrEqual(2);
+        // what the race left (a claim may find a tenant full while another's claim is in flight) is claimed now
+        const rest = await claimIds(store, 'w9', { maxPerTenant: 2 }, 7);
+        expect(rest.at(-1)).toBeNull();
+        const claimed = await store.sessions.findByStatus(['starting']);
+        expect(claimed.map((c) => c.id).sort()).toEqual([...raced.map((c) => c.id), ...rest.filter((id) => id !== null)].sort());
         for (const tenant of tenants) expect(claimed.filter((c) => c.tenant === tenant)).toHaveLength(2);
       });
 
