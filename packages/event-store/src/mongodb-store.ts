@@ -592,9 +592,10 @@ export class MongoStore implements Store, SessionStore, EventStore {
     const skipTenants = new Set(options.excludeTenants ?? []);
     // a workspace seen once in this claim: later sessions on it never jump the first
     const seenWorkspaces = new Set<string>();
-    let afterPos = -Infinity;
+    let afterPos: number | undefined;
     for (;;) {
-      const filter: Filter<SessionDoc> = { status: 'queued', cancelRequested: false, pos: { $gt: afterPos } };
+      const filter: Filter<SessionDoc> = { status: 'queued', cancelRequested: false };
+      if (afterPos !== undefined) filter.pos = { $gt: afterPos };
       if (skipTenants.size > 0) filter.tenant = { $nin: [...skipTenants] };
       const page = await this.#sessions
         .find(filter, { projection: { _id: 1, tenant: 1, workspaceId: 1, pos: 1 }, ...opt })

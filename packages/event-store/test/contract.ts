@@ -527,6 +527,28 @@ export function storeContract(
         expect(await store.sessions.findQueuedOnWorkspacesOf('wa')).toEqual([]);
       });
 
+      it('does not hold a workspace for a queued session whose cancel is requested', async () => {
+        const ws = { workspaces: { shared: false } };
+        const wsId = `ws-${randomBytes(4).toString('hex')}`;
+        const first = await store.sessions.createSession(session({ workspaceId: wsId }));
+        const later = await store.sessions.createSession(session({ workspaceId: wsId }));
+        await store.sessions.requestCancel(first.id);
+        expect((await store.sessions.claimNext('wa', ws))?.id).toBe(later.id);
+        expect(await store.sessions.workspaceHolder(wsId)).toBe('wa');
+        // a claimed session holds its workspace for every tenant; a full tenant's session elsewhere waits too
+        const other = `ws-${randomBytes(4).toString('hex')}`;
+        const full = await store.sessions.createSession(session({ tenant: 'full', workspaceId: other }));
+        await store.sessions.createSession(session({ tenant: 'free', workspaceId: other }));
+        const blocker = await store.sessions.createSession(
+          session({ tenant: 'full', workspaceId: `ws-${randomBytes(4).toString('hex')}` }),
+        );
+        expect((await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.id).toBe(full.id);
+        expect(await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 })).toBeNull();
+        await store.sessions.decide(full.id, { status: 'succeeded', reason: 'finished' });
+        expect((await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.tenant).toBe('free');
+        expect((await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.id).toBe(blocker.id);
+      });
+
       it('lets any worker claim on a shared workspace root, still one session at a time', async () => {
         const other = await second();
         const shared = { workspaces: { shared: true } };
