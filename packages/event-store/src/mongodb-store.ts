@@ -99,7 +99,41 @@ interface CounterDoc {
   value: number;
 }
 
+/**
+ * A count of claimed (starting or running) sessions: `all` for the fleet, `tenant:<name>` per
+ * tenant. A claim takes a slot with a conditional $inc (count < max) before it moves a session,
+ * and gives it back when it moves none; the step that moves a session out of starting or running
+ * (decide, requeue) gives its slots back.
+ */
+interface ClaimCountDoc {
+  _id: string;
+  count: number;
+}
+
+/**
+ * A workspace's holder: the worker whose claim first used it (its files are on that worker's
+ * host). `activeSessionId` is the session claimed on it, the lock that keeps one session at a
+ * time per workspace; it is cleared when that session leaves starting or running.
+ */
+interface WorkspaceDoc {
+  _id: string;
+  holder: string;
+  tenant: string;
+  lastSessionId: string;
+  activeSessionId: string | null;
+  claimedAt: number;
+}
+
+/** What a claim needs of a queued session to decide whether it may take it. */
+type ClaimCandidate = Pick<SessionDoc, '_id' | 'tenant' | 'workspaceId' | 'pos'>;
+type ClaimAttempt = { claimed: SessionDoc } | { skip: 'tenant' | 'fleet' | 'workspace' | 'taken' };
+
 const POS_COUNTER = 'sessions.pos';
+const ALL_CLAIMS = 'all';
+const tenantClaims = (tenant: string): string => `tenant:${tenant}`;
+const CLAIMED: SessionStatus[] = ['starting', 'running'];
+/** Queued sessions a claim reads per page while it looks for one it may take. */
+const CLAIM_PAGE = 50;
 const TERMINAL: SessionStatus[] = [...TERMINAL_STATUSES];
 const NON_TERMINAL: SessionStatus[] = SESSION_STATUSES.filter((s) => !isTerminal(s));
 const TX_OPTIONS: TransactionOptions = {
@@ -213,6 +247,9 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #sessions: Collection<SessionDoc>;
   readonly #events: Collection<EventDoc>;
   readonly #counters: Collection<CounterDoc>;
+  readonly #claims: Collection<ClaimCountDoc>;
+  readonly #workspaces: Collection<WorkspaceDoc>;
+  readonly #workerDocs: Collection<WorkerDoc>;
   readonly #workers: MongoWorkers;
   readonly #transactions: boolean;
   readonly #changeStreams: boolean;
@@ -239,7 +276,10 @@ export class MongoStore implements Store, SessionStore, EventStore {
     this.#sessions = db.collection<SessionDoc>('sessions');
     this.#events = db.collection<EventDoc>('events');
     this.#counters = db.collection<CounterDoc>('counters');
-    this.#workers = new MongoWorkers(db.collection<WorkerDoc>('workers'), (what, fn) => this.#guard(what, fn));
+    this.#claims = db.collection<ClaimCountDoc>('claims');
+    this.#workspaces = db.collection<WorkspaceDoc>('workspaces');
+    this.#workerDocs = db.collection<WorkerDoc>('workers');
+    this.#workers = new MongoWorkers(this.#workerDocs, (what, fn) => this.#guard(what, fn));
     this.#transactions = features.transactions;
     this.#changeStreams = features.changeStreams;
     this.#retention = retention;
@@ -501,16 +541,226 @@ export class MongoStore implements Store, SessionStore, EventStore {
     return result;
   }
 
+  /**
+   * Claims the oldest queued session this worker may take. The steps, each a single-document
+   * compare-and-set: (1) with a lease, a write to the worker's document filtered on its epoch,
+   * state alive and unexpired lease; (2) for the oldest queued candidate (pages in queue order,
+   * skipping excluded and full tenants), a slot of its tenant and one of the fleet, by $inc
+   * filtered on count < max; (3) with workspace rules, the workspace's lock (activeSessionId),
+   * taken only from its holder (or anyone, shared) and only when no earlier queued session waits
+   * on it; (4) the session itself, queued → starting. A step that fails gives back what the
+   * earlier ones took, and the claim moves on to the next candidate.
+   *
+   * On a replica set all of it is one transaction: it commits whole or not at all, and the write
+   * in (1) conflicts with a concurrent markDead or registration, so a claim never lands under a
+   * lost lease. On a standalone server a crash between steps can leave a slot taken (the fleet
+   * then runs below its limits until the counts are repaired, never above them), and the lease
+   * is checked again after the claim: lost by then, the session goes back to the queue.
+   */
   async claimNext(workerId: string, options: ClaimOptions = {}): Promise<SessionRecord | null> {
-    const exclude = options.excludeTenants ?? [];
+    const now = options.lease?.now ?? Date.now();
     return this.#guard('claimNext', async () => {
-      const doc = await this.#sessions.findOneAndUpdate(
-        { status: 'queued', cancelRequested: false, ...(exclude.length > 0 ? { tenant: { $nin: exclude } } : {}) },
-        { $set: { status: 'starting', workerId } },
-        { sort: { pos: 1 }, returnDocument: 'after' },
-      );
-      return doc ? toSession(doc) : null;
+      const doc = await this.#atomically((session) => this.#claimSteps(workerId, options, now, session));
+      if (!doc) return null;
+      if (!this.#transactions && options.lease && !(await this.#holdsLease(workerId, options.lease.epoch, now, undefined, false))) {
+        await this.#unclaim(doc);
+        return null;
+      }
+      return toSession(doc);
     });
+  }
+
+  async workspaceHolder(workspaceId: string): Promise<string | null> {
+    return this.#guard('workspaceHolder', async () => (await this.#workspaces.findOne({ _id: workspaceId }))?.holder ?? null);
+  }
+
+  async findQueuedOnWorkspacesOf(workerId: string): Promise<SessionRecord[]> {
+    return this.#guard('findQueuedOnWorkspacesOf', async () => {
+      const held = await this.#workspaces.find({ holder: workerId }, { projection: { _id: 1 } }).toArray();
+      if (held.length === 0) return [];
+      const docs = await this.#sessions
+        .find({ status: 'queued', workspaceId: { $in: held.map((w) => w._id) } })
+        .sort({ pos: 1 })
+        .toArray();
+      return docs.map(toSession);
+    });
+  }
+
+  async #claimSteps(workerId: string, options: ClaimOptions, now: number, session: ClientSession | undefined): Promise<SessionDoc | null> {
+    const opt = session ? { session } : {};
+    if (options.lease && !(await this.#holdsLease(workerId, options.lease.epoch, now, session, true))) return null;
+    const skipTenants = new Set(options.excludeTenants ?? []);
+    // a workspace seen once in this claim: later sessions on it never jump the first
+    const seenWorkspaces = new Set<string>();
+    let afterPos: number | undefined;
+    for (;;) {
+      const filter: Filter<SessionDoc> = { status: 'queued', cancelRequested: false };
+      if (afterPos !== undefined) filter.pos = { $gt: afterPos };
+      if (skipTenants.size > 0) filter.tenant = { $nin: [...skipTenants] };
+      const page = await this.#sessions
+        .find(filter, { projection: { _id: 1, tenant: 1, workspaceId: 1, pos: 1 }, ...opt })
+        .sort({ pos: 1 })
+        .limit(CLAIM_PAGE)
+        .toArray();
+      for (const candidate of page) {
+        afterPos = candidate.pos;
+        if (skipTenants.has(candidate.tenant)) continue;
+        if (options.workspaces) {
+          if (seenWorkspaces.has(candidate.workspaceId)) continue;
+          seenWorkspaces.add(candidate.workspaceId);
+          const earlier = await this.#sessions.findOne(
+            { workspaceId: candidate.workspaceId, status: 'queued', cancelRequested: false, pos: { $lt: candidate.pos } },
+            { projection: { _id: 1 }, ...opt },
+          );
+          if (earlier) continue;
+        }
+        const attempt = await this.#tryClaim(candidate, workerId, options, now, session);
+        if ('claimed' in attempt) return attempt.claimed;
+        if (attempt.skip === 'fleet') return null;
+        if (attempt.skip === 'tenant') skipTenants.add(candidate.tenant);
+      }
+      if (page.length < CLAIM_PAGE) return null;
+    }
+  }
+
+  /**
+   * The lease check of a claim. As a write (`bump`) it changes the worker's document, so inside a
+   * transaction it conflicts with a markDead or registration racing the claim; as a read it is
+   * the re-check a standalone server gets after the claim.
+   */
+  async #holdsLease(workerId: string, epoch: number, now: number, session: ClientSession | undefined, bump: boolean): Promise<boolean> {
+    const filter: Filter<WorkerDoc> = { _id: workerId, epoch, state: 'alive', leaseUntil: { $gt: now } };
+    if (!bump) return (await this.#workerDocs.countDocuments(filter, { limit: 1 })) === 1;
+    const r = await this.#workerDocs.updateOne(filter, { $inc: { claims: 1 } }, session ? { session } : {});
+    return r.matchedCount === 1;
+  }
+
+  async #tryClaim(
+    candidate: ClaimCandidate,
+    workerId: string,
+    options: ClaimOptions,
+    now: number,
+    session: ClientSession | undefined,
+  ): Promise<ClaimAttempt> {
+    const opt = session ? { session } : {};
+    const tenantKey = tenantClaims(candidate.tenant);
+    if (!(await this.#takeSlot(tenantKey, options.maxPerTenant ?? 0, session))) return { skip: 'tenant' };
+    if (!(await this.#takeSlot(ALL_CLAIMS, options.maxClaimed ?? 0, session))) {
+      await this.#giveSlot(tenantKey, session);
+      return { skip: 'fleet' };
+    }
+    if (options.workspaces && !(await this.#holdWorkspace(candidate, workerId, options.workspaces.shared, now, session))) {
+      await this.#giveSlot(tenantKey, session);
+      await this.#giveSlot(ALL_CLAIMS, session);
+      return { skip: 'workspace' };
+    }
+    const claimed = await this.#sessions.findOneAndUpdate(
+      { _id: candidate._id, status: 'queued', cancelRequested: false },
+      { $set: { status: 'starting', workerId } },
+      { returnDocument: 'after', ...opt },
+    );
+    if (claimed) return { claimed };
+    // another worker took it, or it was cancelled, since the page was read
+    await this.#releaseClaim(candidate, session);
+    return { skip: 'taken' };
+  }
+
+  /** Takes one claimed-session slot of `key` if fewer than `max` are taken (0: no limit, but counted). */
+  async #takeSlot(key: string, max: number, session: ClientSession | undefined): Promise<boolean> {
+    const opt = session ? { session } : {};
+    if (max <= 0) {
+      await this.#claims.updateOne({ _id: key }, { $inc: { count: 1 } }, { upsert: true, ...opt });
+      return true;
+    }
+    const filter: Filter<ClaimCountDoc> = { _id: key, count: { $lt: max } };
+    if ((await this.#claims.updateOne(filter, { $inc: { count: 1 } }, opt)).matchedCount === 1) return true;
+    // the first claim of this key creates its count; a full one is left as it is
+    try {
+      await this.#claims.updateOne({ _id: key }, { $setOnInsert: { count: 0 } }, { upsert: true, ...opt });
+    } catch (err) {
+      // two processes creating it at once: the other one did (in a transaction it conflicts and retries)
+      if (session || !isDuplicateKey(err)) throw err;
+    }
+    return (await this.#claims.updateOne(filter, { $inc: { count: 1 } }, opt)).matchedCount === 1;
+  }
+
+  /** Gives back a slot; never below 0 (counts that started after sessions were already claimed). */
+  async #giveSlot(key: string, session: ClientSession | undefined): Promise<void> {
+    await this.#claims.updateOne({ _id: key, count: { $gt: 0 } }, { $inc: { count: -1 } }, session ? { session } : {});
+  }
+
+  /**
+   * Takes the workspace's lock for `candidate`: the workspace is new (this worker becomes its
+   * holder), or held by this worker (any worker, shared) with no claimed session on it. A lock
+   * whose session has left starting or running without giving it back (a crash between two steps
+   * on a standalone server) is taken over.
+   */
+  async #holdWorkspace(
+    candidate: ClaimCandidate,
+    workerId: string,
+    shared: boolean,
+    now: number,
+    session: ClientSession | undefined,
+  ): Promise<boolean> {
+    const opt = session ? { session } : {};
+    const fields = {
+      holder: workerId,
+      tenant: candidate.tenant,
+      lastSessionId: candidate._id,
+      activeSessionId: candidate._id,
+      claimedAt: now,
+    };
+    const current = await this.#workspaces.findOne({ _id: candidate.workspaceId }, opt);
+    if (!current) {
+      try {
+        await this.#workspaces.insertOne({ _id: candidate.workspaceId, ...fields }, opt);
+        return true;
+      } catch (err) {
+        // another worker's first claim of it came first (in a transaction it conflicts and retries)
+        if (session || !isDuplicateKey(err)) throw err;
+        return false;
+      }
+    }
+    if (!shared && current.holder !== workerId) return false;
+    if (current.activeSessionId !== null) {
+      const active = await this.#sessions.findOne(
+        { _id: current.activeSessionId, status: { $in: CLAIMED } },
+        { projection: { _id: 1 }, ...opt },
+      );
+      if (active) return false;
+    }
+    const r = await this.#workspaces.updateOne(
+      { _id: candidate.workspaceId, holder: current.holder, activeSessionId: current.activeSessionId },
+      { $set: fields },
+      opt,
+    );
+    return r.matchedCount === 1;
+  }
+
+  /**
+   * Gives back what a claim of this session took (its slots, its workspace's lock), in the same
+   * step as the change that moved it out of starting or running, by the one caller whose
+   * compare-and-set made that change: so exactly once.
+   */
+  async #releaseClaim(doc: Pick<SessionDoc, '_id' | 'tenant' | 'workspaceId'>, session: ClientSession | undefined): Promise<void> {
+    await this.#giveSlot(tenantClaims(doc.tenant), session);
+    await this.#giveSlot(ALL_CLAIMS, session);
+    await this.#workspaces.updateOne(
+      { _id: doc.workspaceId, activeSessionId: doc._id },
+      { $set: { activeSessionId: null } },
+      session ? { session } : {},
+    );
+  }
+
+  /** Puts back a claim made under a lease found lost right after it (standalone server only). */
+  async #unclaim(doc: SessionDoc): Promise<void> {
+    const back = await this.#sessions.findOneAndUpdate(
+      { _id: doc._id, status: 'starting', workerId: doc.workerId, containerId: null },
+      { $set: { status: 'queued', workerId: null } },
+      { projection: { _id: 1, tenant: 1, workspaceId: 1 } },
+    );
+    // null: the worker's settlement already requeued or ended it, and released it then
+    if (back) await this.#releaseClaim(back, undefined);
   }
 
   async setContainer(id: string, containerId: string): Promise<void> {
@@ -524,14 +774,22 @@ export class MongoStore implements Store, SessionStore, EventStore {
     });
   }
 
+  /** starting → queued; the caller whose compare-and-set wins gives back the claim's slots in the same step. */
   async requeue(id: string): Promise<boolean> {
-    return this.#guard('requeue', async () => {
-      const r = await this.#sessions.updateOne(
-        { _id: id, status: 'starting' },
-        { $set: { status: 'queued', workerId: null, containerId: null } },
-      );
-      return r.matchedCount === 1;
-    });
+    return this.#guard('requeue', () =>
+      this.#serial(id, () =>
+        this.#atomically(async (session) => {
+          const before = await this.#sessions.findOneAndUpdate(
+            { _id: id, status: 'starting' },
+            { $set: { status: 'queued', workerId: null, containerId: null } },
+            { returnDocument: 'before', projection: { _id: 1, tenant: 1, workspaceId: 1 }, ...(session ? { session } : {}) },
+          );
+          if (!before) return false;
+          await this.#releaseClaim(before, session);
+          return true;
+        }),
+      ),
+    );
   }
 
   async requestCancel(id: string): Promise<SessionRecord | null> {
@@ -559,24 +817,26 @@ export class MongoStore implements Store, SessionStore, EventStore {
       this.#serial(id, () =>
         this.#atomically(async (session) => {
           const opt = session ? { session } : {};
-          const won = await this.#sessions.findOneAndUpdate(
+          const decided = {
+            status: outcome.status,
+            reason: outcome.reason,
+            message: outcome.message ?? null,
+            exitCode: outcome.exitCode ?? null,
+            endedAt: at,
+          };
+          const before = await this.#sessions.findOneAndUpdate(
             { _id: id, status: { $in: allowed } },
-            {
-              $set: {
-                status: outcome.status,
-                reason: outcome.reason,
-                message: outcome.message ?? null,
-                exitCode: outcome.exitCode ?? null,
-                endedAt: at,
-              },
-            },
-            { returnDocument: 'after', ...opt },
+            { $set: decided },
+            { returnDocument: 'before', ...opt },
           );
-          if (!won) {
+          if (!before) {
             const current = await this.#sessions.findOne({ _id: id }, opt);
             if (!current) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
             return { won: false, session: toSession(current), stored: [] as SessionEvent[] };
           }
+          // a claimed session gives back its slots and workspace with the decision that ends it
+          if (CLAIMED.includes(before.status)) await this.#releaseClaim(before, session);
+          const won: SessionDoc = { ...before, ...decided };
           const stored = events.length > 0 ? (await this.#appendSteps(id, events, at, session)).stored : [];
           const record = toSession(won);
           const last = stored.at(-1);
@@ -853,7 +1113,17 @@ async function createIndexes(db: Db): Promise<void> {
     // the retention sweep
     { key: { endedAt: 1 }, name: 'sessions_ended' },
     { key: { expireAt: 1 }, name: 'sessions_ttl', expireAfterSeconds: 0 },
+    // the claim's queue order per workspace
+    { key: { workspaceId: 1, status: 1, pos: 1 }, name: 'sessions_workspace_queue' },
   ]);
+  await db.collection('workspaces').createIndexes([{ key: { holder: 1 }, name: 'workspaces_holder' }]);
+  // the fleet's claim count exists before the first claim (a server before 4.4 creates no collection in a transaction)
+  await db
+    .collection<ClaimCountDoc>('claims')
+    .updateOne({ _id: ALL_CLAIMS }, { $setOnInsert: { count: 0 } }, { upsert: true })
+    .catch((err: unknown) => {
+      if (!isDuplicateKey(err)) throw err;
+    });
   await db
     .collection<CounterDoc>('counters')
     .updateOne({ _id: POS_COUNTER }, { $setOnInsert: { value: 0 } }, { upsert: true })

@@ -2,12 +2,16 @@ import type { Collection } from 'mongodb';
 import { StoreError, StoreErrorCode } from './errors.js';
 import type { RegisterResult, WorkerInfo, WorkerRecord, WorkerState, WorkerStore } from './ports.js';
 
-/** A worker as stored: its id is the document's _id. */
+/**
+ * A worker as stored: its id is the document's _id. `claims` counts its claims: each claim
+ * under a lease writes it, so the claim's transaction conflicts with a markDead or registration.
+ */
 export interface WorkerDoc extends Omit<WorkerRecord, 'id'> {
   _id: string;
+  claims?: number;
 }
 
-const toWorker = ({ _id, ...rest }: WorkerDoc): WorkerRecord => ({ id: _id, ...rest });
+const toWorker = ({ _id, claims: _claims, ...rest }: WorkerDoc): WorkerRecord => ({ id: _id, ...rest });
 const LIVE: WorkerState[] = ['alive', 'draining'];
 
 /**

@@ -80,14 +80,19 @@ export interface ClaimOptions {
   /** Fleet-wide cap on claimed sessions of all tenants; 0 or absent: no cap. */
   maxClaimed?: number;
   /**
-   * The claiming worker's lease: the claim happens only while this worker's lease (epoch) is
-   * valid in the store, so a worker declared dead can claim nothing.
+   * The claiming worker's lease: the claim happens only while the worker's record in the store
+   * has this epoch, state `alive` (not draining, dead or stopped) and `leaseUntil` > `now`
+   * (default: the current time), checked in the same atomic step as the claim, so a worker
+   * declared dead, draining or superseded by a newer registration claims nothing.
    */
   lease?: { epoch: number; now?: number };
   /**
    * Workspaces: a session whose workspace is held by another worker is not claimable here,
-   * unless workspaces are shared; a session whose workspace has a claimed session waits.
-   * The first claim of a new workspace makes this worker its holder.
+   * unless workspaces are shared; a session whose workspace has a claimed (starting or running)
+   * session waits, and so does one with an earlier queued session on its workspace (one session
+   * per workspace at a time, in queue order). The first claim of a new workspace makes this
+   * worker its holder (see `SessionStore.workspaceHolder`); with shared workspaces the holder
+   * is the last worker that claimed on it.
    */
   workspaces?: { shared: boolean };
 }
@@ -151,6 +156,18 @@ export interface SessionStore {
   decide(id: string, outcome: Outcome, options?: DecideOptions): Promise<DecideResult>;
   /** Appends the FINISH event of a decided session (idempotent; FINISH is stored once). */
   appendFinish(id: string, data: FinishData, rid?: number): Promise<SessionEvent>;
+  /**
+   * The worker that holds a workspace: the one whose claim (with `ClaimOptions.workspaces`) first
+   * used it, so its files live on that worker's host. Null when no such claim was ever made. Only
+   * that worker claims the workspace's sessions unless workspaces are shared; when it is declared
+   * dead, the sessions waiting on the workspace end `workspace_unavailable`.
+   */
+  workspaceHolder(workspaceId: string): Promise<string | null>;
+  /**
+   * Queued sessions whose workspace is held by `workerId`, oldest first: the sessions only that
+   * worker may claim (when workspaces are not shared), to be ended when it is lost.
+   */
+  findQueuedOnWorkspacesOf(workerId: string): Promise<SessionRecord[]>;
 }
 
 export interface TailOptions {

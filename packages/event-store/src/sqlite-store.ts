@@ -70,7 +70,51 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS events_session_rid ON events (session_id, rid) WHERE rid IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_session_type ON events (session_id, type);
+-- the claim's counts: claimed (starting or running) sessions per tenant and per workspace
+CREATE INDEX IF NOT EXISTS sessions_claimed_tenant ON sessions (tenant) WHERE status IN ('starting', 'running');
+CREATE INDEX IF NOT EXISTS sessions_claimed_workspace ON sessions (workspace_id) WHERE status IN ('starting', 'running');
+-- the claim's queue order per workspace
+CREATE INDEX IF NOT EXISTS sessions_queued_workspace ON sessions (workspace_id, pos) WHERE status = 'queued';
+-- which worker holds a workspace (its files are on that worker's host)
+CREATE TABLE IF NOT EXISTS workspaces (
+  id TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  tenant TEXT,
+  last_session_id TEXT,
+  claimed_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workspaces_holder ON workspaces (holder);
 `;
+
+/**
+ * The claim, one statement in the claim's IMMEDIATE transaction, so the counts it checks and
+ * the row it moves are one state for every process sharing the file. The oldest queued session
+ * that is not cancel-requested, whose tenant is neither excluded nor at @maxPerTenant claimed
+ * sessions, moves to starting, if the fleet has fewer than @maxClaimed claimed sessions and
+ * (with @epoch set) the worker's row has that epoch, state alive and an unexpired lease. With
+ * @workspaces = 1 the session's workspace must have no claimed session, no earlier queued
+ * session, and no holder other than this worker unless @shared = 1. The uncorrelated
+ * subqueries (full tenants, the fleet count, the lease) run once; the correlated ones use the
+ * partial indexes above.
+ */
+const CLAIM_SQL = `
+UPDATE sessions SET status = 'starting', worker_id = @worker
+WHERE pos = (
+  SELECT s.pos FROM sessions s
+  WHERE s.status = 'queued' AND s.cancel_requested = 0
+    AND s.tenant NOT IN (SELECT value FROM json_each(@exclude))
+    AND (@maxPerTenant <= 0 OR s.tenant NOT IN (
+      SELECT tenant FROM sessions WHERE status IN ('starting', 'running') GROUP BY tenant HAVING COUNT(*) >= @maxPerTenant))
+    AND (@maxClaimed <= 0 OR (SELECT COUNT(*) FROM sessions WHERE status IN ('starting', 'running')) < @maxClaimed)
+    AND (@epoch IS NULL OR EXISTS (
+      SELECT 1 FROM workers WHERE id = @worker AND epoch = @epoch AND state = 'alive' AND lease_until > @now))
+    AND (@workspaces = 0 OR (
+      NOT EXISTS (SELECT 1 FROM sessions b WHERE b.workspace_id = s.workspace_id AND b.status IN ('starting', 'running'))
+      AND NOT EXISTS (SELECT 1 FROM sessions e WHERE e.workspace_id = s.workspace_id AND e.status = 'queued'
+                      AND e.pos < s.pos AND e.cancel_requested = 0)
+      AND (@shared = 1 OR NOT EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id AND w.holder <> @worker))))
+  ORDER BY s.pos LIMIT 1)
+RETURNING *`;
 
 interface SessionRow {
   pos: number;
@@ -105,6 +149,19 @@ interface EventRow {
   type: SessionEvent['type'];
   ts: number;
   data: string;
+}
+
+/** The named parameters of CLAIM_SQL. */
+interface ClaimParams {
+  worker: string;
+  /** JSON array of tenants to skip. */
+  exclude: string;
+  maxPerTenant: number;
+  maxClaimed: number;
+  epoch: number | null;
+  now: number;
+  workspaces: 0 | 1;
+  shared: 0 | 1;
 }
 
 const toSession = (r: SessionRow): SessionRecord => ({
@@ -225,10 +282,15 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       finishEvent: db.prepare<[string], EventRow>(
         "SELECT session_id, seq, type, ts, data FROM events WHERE session_id = ? AND type = 'FINISH'",
       ),
-      claim: db.prepare<[string], SessionRow>(
-        `UPDATE sessions SET status = 'starting', worker_id = ?
-         WHERE pos = (SELECT pos FROM sessions WHERE status = 'queued' AND cancel_requested = 0 ORDER BY pos LIMIT 1)
-         RETURNING *`,
+      claim: db.prepare<[ClaimParams], SessionRow>(CLAIM_SQL),
+      holdWorkspace: db.prepare(
+        `INSERT INTO workspaces (id, holder, tenant, last_session_id, claimed_at) VALUES (@id, @holder, @tenant, @sessionId, @now)
+         ON CONFLICT (id) DO UPDATE SET holder = @holder, last_session_id = @sessionId, claimed_at = @now`,
+      ),
+      workspaceHolder: db.prepare<[string], { holder: string }>('SELECT holder FROM workspaces WHERE id = ?'),
+      queuedOnWorkspacesOf: db.prepare<[string], SessionRow>(
+        `SELECT s.* FROM sessions s JOIN workspaces w ON w.id = s.workspace_id
+         WHERE w.holder = ? AND s.status = 'queued' ORDER BY s.pos`,
       ),
       setContainer: db.prepare("UPDATE sessions SET container_id = ? WHERE id = ? AND status = 'starting'"),
       markRunning: db.prepare(
@@ -374,19 +436,33 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   }
 
   async claimNext(workerId: string, options: ClaimOptions = {}): Promise<SessionRecord | null> {
-    const exclude = options.excludeTenants ?? [];
+    const now = options.lease?.now ?? Date.now();
+    const params: ClaimParams = {
+      worker: workerId,
+      exclude: JSON.stringify(options.excludeTenants ?? []),
+      maxPerTenant: options.maxPerTenant ?? 0,
+      maxClaimed: options.maxClaimed ?? 0,
+      epoch: options.lease?.epoch ?? null,
+      now,
+      workspaces: options.workspaces ? 1 : 0,
+      shared: options.workspaces?.shared ? 1 : 0,
+    };
     const row = this.#tx('claimNext', () => {
-      if (exclude.length === 0) return this.#stmts.claim.get(workerId);
-      return this.#db
-        .prepare<unknown[], SessionRow>(
-          `UPDATE sessions SET status = 'starting', worker_id = ?
-           WHERE pos = (SELECT pos FROM sessions WHERE status = 'queued' AND cancel_requested = 0
-                        AND tenant NOT IN (${exclude.map(() => '?').join(',')}) ORDER BY pos LIMIT 1)
-           RETURNING *`,
-        )
-        .get(workerId, ...exclude);
+      const claimed = this.#stmts.claim.get(params);
+      if (claimed && options.workspaces) {
+        this.#stmts.holdWorkspace.run({ id: claimed.workspace_id, holder: workerId, tenant: claimed.tenant, sessionId: claimed.id, now });
+      }
+      return claimed;
     });
     return row ? toSession(row) : null;
+  }
+
+  async workspaceHolder(workspaceId: string): Promise<string | null> {
+    return this.#call('workspaceHolder', () => this.#stmts.workspaceHolder.get(workspaceId)?.holder ?? null);
+  }
+
+  async findQueuedOnWorkspacesOf(workerId: string): Promise<SessionRecord[]> {
+    return this.#call('findQueuedOnWorkspacesOf', () => this.#stmts.queuedOnWorkspacesOf.all(workerId)).map(toSession);
   }
 
   async setContainer(id: string, containerId: string): Promise<void> {

@@ -27,8 +27,14 @@ export interface ContractStoreOptions {
 /**
  * The contract every store adapter passes, run against each one (SQLite here, MongoDB when
  * MONGODB_URI is set). `open` gives a fresh, empty store; its `close` disposes of it.
+ * `openSecond` opens another instance on the same backing store (the SQLite file, the MongoDB
+ * database), as a second process of a fleet would; it is closed before the first.
  */
-export function storeContract(name: string, open: (options: ContractStoreOptions) => Promise<Store>): void {
+export function storeContract(
+  name: string,
+  open: (options: ContractStoreOptions) => Promise<Store>,
+  openSecond: (first: Store) => Promise<Store>,
+): void {
   describe(`store contract: ${name}`, () => {
     let store: Store;
     const opened: Store[] = [];
@@ -41,8 +47,14 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       store = await openStore({ retentionDays: 30 });
     });
     afterEach(async () => {
-      for (const s of opened.splice(0)) await s.close();
+      for (const s of opened.splice(0).reverse()) await s.close();
     });
+    /** A second instance on the store's backing store: another worker process of the fleet. */
+    const second = async (): Promise<Store> => {
+      const s = await openSecond(store);
+      opened.push(s);
+      return s;
+    };
 
     const session = (over: Partial<NewSession> = {}): NewSession => {
       const id = `s${randomBytes(6).toString('hex')}`;
@@ -382,6 +394,173 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       await store.workers.deregister(id, 2);
       expect((await store.workers.get(id))?.state).toBe('stopped');
       expect(await store.workers.markDead(id, t0 + 100_000)).toBe(false);
+    });
+
+    describe('fleet claims', () => {
+      const claimIds = async (st: Store, worker: string, options: Parameters<Store['sessions']['claimNext']>[1], n: number) => {
+        const ids: (string | null)[] = [];
+        for (let i = 0; i < n; i++) ids.push((await st.sessions.claimNext(worker, options))?.id ?? null);
+        return ids;
+      };
+
+      it('holds the per-tenant limit across two workers on two store instances, skipping only the full tenant', async () => {
+        const other = await second();
+        const a = [];
+        for (let i = 0; i < 4; i++) a.push(await store.sessions.createSession(session({ tenant: 'ta' })));
+        const b1 = await store.sessions.createSession(session({ tenant: 'tb' }));
+        const b2 = await store.sessions.createSession(session({ tenant: 'tb' }));
+        const opts = { maxPerTenant: 2 };
+        expect((await store.sessions.claimNext('w1', opts))?.id).toBe(a[0]!.id);
+        expect((await other.sessions.claimNext('w2', opts))?.id).toBe(a[1]!.id);
+        // ta is full fleet-wide: the other tenant's sessions go ahead, oldest first
+        expect((await store.sessions.claimNext('w1', opts))?.id).toBe(b1.id);
+        expect((await other.sessions.claimNext('w2', opts))?.id).toBe(b2.id);
+        expect(await store.sessions.claimNext('w1', opts)).toBeNull();
+        // running still counts; a decided session frees its slot, and so does a requeued claim
+        await other.sessions.markRunning(a[1]!.id, 1, 2);
+        expect(await other.sessions.claimNext('w2', opts)).toBeNull();
+        await store.sessions.decide(a[0]!.id, { status: 'succeeded', reason: 'finished' });
+        expect((await other.sessions.claimNext('w2', opts))?.id).toBe(a[2]!.id);
+        expect(await store.sessions.claimNext('w1', opts)).toBeNull();
+        expect(await other.sessions.requeue(a[2]!.id)).toBe(true);
+        expect((await store.sessions.claimNext('w1', opts))?.id).toBe(a[2]!.id);
+        // excludeTenants still applies on top of the limit
+        await store.sessions.decide(b1.id, { status: 'failed', reason: 'lost' });
+        const b3 = await store.sessions.createSession(session({ tenant: 'tb' }));
+        expect(await store.sessions.claimNext('w1', { ...opts, excludeTenants: ['tb'] })).toBeNull();
+        expect((await store.sessions.claimNext('w1', opts))?.id).toBe(b3.id);
+        // without a limit the rest is claimed as before
+        expect((await other.sessions.claimNext('w2'))?.id).toBe(a[3]!.id);
+      });
+
+      it('never exceeds the per-tenant limit when claims from two instances race', async () => {
+        const other = await second();
+        const tenants = ['r1', 'r2', 'r3'];
+        for (let i = 0; i < 5; i++) for (const tenant of tenants) await store.sessions.createSession(session({ tenant }));
+        const claims = await Promise.all(
+          Array.from({ length: 16 }, (_, i) => (i % 2 ? other : store).sessions.claimNext(`w${i % 4}`, { maxPerTenant: 2 })),
+        );
+        const raced = claims.filter((c) => c !== null);
+        for (const tenant of tenants) expect(raced.filter((c) => c.tenant === tenant).length).toBeLessThanOrEqual(2);
+        // what the race left (a claim may find a tenant full while another's claim is in flight) is claimed now
+        const rest = await claimIds(store, 'w9', { maxPerTenant: 2 }, 7);
+        expect(rest.at(-1)).toBeNull();
+        const claimed = await store.sessions.findByStatus(['starting']);
+        expect(claimed.map((c) => c.id).sort()).toEqual([...raced.map((c) => c.id), ...rest.filter((id) => id !== null)].sort());
+        for (const tenant of tenants) expect(claimed.filter((c) => c.tenant === tenant)).toHaveLength(2);
+      });
+
+      it('caps claimed sessions fleet-wide', async () => {
+        const other = await second();
+        for (let i = 0; i < 5; i++) await store.sessions.createSession(session({ tenant: `c${i}` }));
+        const opts = { maxClaimed: 3 };
+        const first = await claimIds(store, 'w1', opts, 2);
+        const next = await claimIds(other, 'w2', opts, 2);
+        expect(first.every((id) => id !== null)).toBe(true);
+        expect(next[0]).not.toBeNull();
+        expect(next[1]).toBeNull();
+        await store.sessions.markRunning(first[0]!, 1, 2);
+        expect(await store.sessions.claimNext('w1', opts)).toBeNull();
+        await other.sessions.decide(first[0]!, { status: 'cancelled', reason: 'cancelled' });
+        expect(await other.sessions.claimNext('w2', opts)).not.toBeNull();
+        expect(await other.sessions.claimNext('w2', opts)).toBeNull();
+        // a larger cap (or none) lets the rest through
+        expect(await store.sessions.claimNext('w1', { maxClaimed: 5 })).not.toBeNull();
+      });
+
+      it('claims only under a valid lease: current epoch, alive, unexpired', async () => {
+        const now = Date.now();
+        const info = (id: string) => ({ id, hostname: 'h', engine: 'e', capacity: 2, version: 'v' });
+        for (let i = 0; i < 3; i++) await store.sessions.createSession(session());
+        // never registered
+        expect(await store.sessions.claimNext('ghost', { lease: { epoch: 1 } })).toBeNull();
+        const { worker } = await store.workers.register(info('lw'), 60_000, now);
+        expect(await store.sessions.claimNext('lw', { lease: { epoch: worker.epoch } })).toMatchObject({ workerId: 'lw' });
+        // a stale epoch: the worker registered again since
+        const again = await store.workers.register(info('lw'), 60_000, now);
+        expect(await store.sessions.claimNext('lw', { lease: { epoch: worker.epoch } })).toBeNull();
+        // an expired lease, though nobody declared the worker dead yet
+        expect(await store.sessions.claimNext('lw', { lease: { epoch: again.worker.epoch, now: now + 60_001 } })).toBeNull();
+        // draining
+        expect(await store.workers.heartbeat('lw', again.worker.epoch, { inUse: 1, state: 'draining' }, 60_000, now)).toBe(true);
+        expect(await store.sessions.claimNext('lw', { lease: { epoch: again.worker.epoch } })).toBeNull();
+        expect(await store.workers.heartbeat('lw', again.worker.epoch, { inUse: 1, state: 'alive' }, 60_000, now)).toBe(true);
+        expect(await store.sessions.claimNext('lw', { lease: { epoch: again.worker.epoch } })).not.toBeNull();
+        // dead
+        const short = await store.workers.register(info('dw'), 1000, now - 10_000);
+        expect(await store.workers.markDead('dw', now)).toBe(true);
+        expect(await store.sessions.claimNext('dw', { lease: { epoch: short.worker.epoch, now: now - 9_999 } })).toBeNull();
+        // stopped
+        const stopping = await store.workers.register(info('sw'), 60_000, now);
+        await store.workers.deregister('sw', stopping.worker.epoch);
+        expect(await store.sessions.claimNext('sw', { lease: { epoch: stopping.worker.epoch } })).toBeNull();
+        // what was refused is still queued
+        expect((await store.sessions.findByStatus(['queued'])).length).toBe(1);
+      });
+
+      it('keeps a workspace on the worker that holds it, one session at a time, in queue order', async () => {
+        const other = await second();
+        const ws = { workspaces: { shared: false } };
+        const ws1 = `ws-${randomBytes(4).toString('hex')}`;
+        const ws2 = `ws-${randomBytes(4).toString('hex')}`;
+        const x1 = await store.sessions.createSession(session({ workspaceId: ws1 }));
+        const x2 = await store.sessions.createSession(session({ workspaceId: ws1 }));
+        const y1 = await store.sessions.createSession(session({ workspaceId: ws2 }));
+        expect(await store.sessions.workspaceHolder(ws1)).toBeNull();
+        expect((await store.sessions.claimNext('wa', ws))?.id).toBe(x1.id);
+        expect(await other.sessions.workspaceHolder(ws1)).toBe('wa');
+        // x2 waits while x1 is claimed; y1 (a new workspace) goes to whoever claims first
+        expect((await other.sessions.claimNext('wb', ws))?.id).toBe(y1.id);
+        expect(await store.sessions.workspaceHolder(ws2)).toBe('wb');
+        expect(await store.sessions.claimNext('wa', ws)).toBeNull();
+        expect((await other.sessions.findQueuedOnWorkspacesOf('wa')).map((s) => s.id)).toEqual([x2.id]);
+        expect(await other.sessions.findQueuedOnWorkspacesOf('wb')).toEqual([]);
+        // x1 goes back to the queue: it is claimed again before x2, which never jumps it
+        expect(await store.sessions.requeue(x1.id)).toBe(true);
+        expect((await store.sessions.claimNext('wa', ws))?.id).toBe(x1.id);
+        await store.sessions.markRunning(x1.id, 1, 2);
+        expect(await store.sessions.claimNext('wa', ws)).toBeNull();
+        await store.sessions.decide(x1.id, { status: 'succeeded', reason: 'finished' });
+        // ended: x2 is free to go, but only to the holder
+        expect(await other.sessions.claimNext('wb', ws)).toBeNull();
+        expect((await store.sessions.claimNext('wa', ws))?.id).toBe(x2.id);
+        expect(await store.sessions.findQueuedOnWorkspacesOf('wa')).toEqual([]);
+      });
+
+      it('does not hold a workspace for a queued session whose cancel is requested', async () => {
+        const ws = { workspaces: { shared: false } };
+        const wsId = `ws-${randomBytes(4).toString('hex')}`;
+        const first = await store.sessions.createSession(session({ workspaceId: wsId }));
+        const later = await store.sessions.createSession(session({ workspaceId: wsId }));
+        await store.sessions.requestCancel(first.id);
+        expect((await store.sessions.claimNext('wa', ws))?.id).toBe(later.id);
+        expect(await store.sessions.workspaceHolder(wsId)).toBe('wa');
+        // a claimed session holds its workspace for every tenant; a full tenant's session elsewhere waits too
+        const other = `ws-${randomBytes(4).toString('hex')}`;
+        const full = await store.sessions.createSession(session({ tenant: 'full', workspaceId: other }));
+        await store.sessions.createSession(session({ tenant: 'free', workspaceId: other }));
+        const blocker = await store.sessions.createSession(
+          session({ tenant: 'full', workspaceId: `ws-${randomBytes(4).toString('hex')}` }),
+        );
+        expect((await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.id).toBe(full.id);
+        expect(await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 })).toBeNull();
+        await store.sessions.decide(full.id, { status: 'succeeded', reason: 'finished' });
+        expect((await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.tenant).toBe('free');
+        expect((await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.id).toBe(blocker.id);
+      });
+
+      it('lets any worker claim on a shared workspace root, still one session at a time', async () => {
+        const other = await second();
+        const shared = { workspaces: { shared: true } };
+        const wsId = `ws-${randomBytes(4).toString('hex')}`;
+        const s1 = await store.sessions.createSession(session({ workspaceId: wsId }));
+        const s2 = await store.sessions.createSession(session({ workspaceId: wsId }));
+        expect((await store.sessions.claimNext('wa', shared))?.id).toBe(s1.id);
+        expect(await other.sessions.claimNext('wb', shared)).toBeNull();
+        await store.sessions.decide(s1.id, { status: 'failed', reason: 'lost' });
+        expect((await other.sessions.claimNext('wb', shared))?.id).toBe(s2.id);
+        expect(await store.sessions.workspaceHolder(wsId)).toBe('wb');
+      });
     });
 
     it('keeps everything when the retention is 0', async () => {

@@ -48,11 +48,24 @@ if (!uri) {
     };
   };
   const freshName = () => `mgx_test_${randomBytes(6).toString('hex')}`;
-  const fresh = (paths: Paths) => (options: { retentionDays: number }) => disposable(freshName(), options.retentionDays, paths);
+  /** Where each disposable contract store lives, for a second instance on the same database. */
+  const databases = new WeakMap<Store, { dbName: string; retentionDays: number; paths: Paths }>();
+  const fresh = (paths: Paths) => async (options: { retentionDays: number }) => {
+    const dbName = freshName();
+    const store = await disposable(dbName, options.retentionDays, paths);
+    databases.set(store, { dbName, retentionDays: options.retentionDays, paths });
+    return store;
+  };
+  /** Another connection to the first store's database, as another process holds; its close leaves the database. */
+  const second = async (first: Store): Promise<Store> => {
+    const where = databases.get(first);
+    if (!where) throw new Error('not a contract store');
+    return MongoStore.open({ uri: serverUri, dbName: where.dbName, retentionDays: where.retentionDays, tailPollMs: 100, ...where.paths });
+  };
 
-  storeContract('mongodb', fresh({}));
+  storeContract('mongodb', fresh({}), second);
   // the path a standalone server takes, checked on the same server
-  storeContract('mongodb, ordered steps and polling', fresh({ useTransactions: false, useChangeStreams: false }));
+  storeContract('mongodb, ordered steps and polling', fresh({ useTransactions: false, useChangeStreams: false }), second);
 
   it('tails writes made through another connection (change stream, else polling)', async () => {
     const dbName = freshName();

@@ -7,8 +7,14 @@ import { CodedError, silentLogger } from '@mgx/config';
 import { SqliteStore, StoreError, type SqliteStoreOptions } from '../src/index.js';
 import { newSession, storeContract } from './contract.js';
 
-storeContract('sqlite', async ({ retentionDays }) =>
-  SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite'), retentionDays }),
+storeContract(
+  'sqlite',
+  async ({ retentionDays }) => SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite'), retentionDays }),
+  // a second connection to the same file, as another process holds
+  async (first) => {
+    if (!(first instanceof SqliteStore)) throw new Error('the sqlite contract opens SqliteStore');
+    return SqliteStore.open({ file: first.file });
+  },
 );
 
 /** A store and a second connection to its file, as another process would hold; both closed after `fn`. */
