@@ -34,6 +34,7 @@ import type {
   TailOptions,
   WorkerStore,
 } from './ports.js';
+import { describeMongoUri, scrubMongoUri } from './mongodb-uri.js';
 import { MongoWorkers, type WorkerDoc } from './mongodb-workers.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
@@ -156,40 +157,6 @@ const eventDoc = (sessionId: string, seq: number, ev: NewEvent, ts: number, rid:
 const isDuplicateKey = (err: unknown): boolean => err instanceof MongoServerError && err.code === 11000;
 
 /**
- * Where a connection string points, for messages: scheme and hosts, never the user or password.
- * Everything up to the last `@` before the options is credentials, even when not percent-encoded.
- */
-function describeMongoUri(uri: string): string {
-  const scheme = /^mongodb(\+srv)?:\/\//.exec(uri)?.[0];
-  if (!scheme) return '(not a mongodb:// URI)';
-  const rest = uri.slice(scheme.length).split('?')[0] ?? '';
-  const hosts = rest.slice(rest.lastIndexOf('@') + 1).split('/')[0] ?? '';
-  return `${scheme}${hosts}`;
-}
-
-/** Removes the URI's credentials from a driver message, in case the driver ever echoes them. */
-function scrub(message: string, uri: string): string {
-  const scheme = /^mongodb(\+srv)?:\/\//.exec(uri)?.[0];
-  if (!scheme) return message;
-  const authority = uri.slice(scheme.length).split('?')[0] ?? '';
-  const at = authority.lastIndexOf('@');
-  if (at <= 0) return message;
-  const userinfo = authority.slice(0, at);
-  let out = message.split(userinfo).join('***');
-  const password = userinfo.slice(userinfo.indexOf(':') + 1);
-  // a very short password would garble the message wherever its letters occur
-  if (userinfo.includes(':') && password.length >= 3) {
-    out = out.split(password).join('***');
-    try {
-      out = out.split(decodeURIComponent(password)).join('***');
-    } catch {
-      // not percent-encoded text: the raw form is already scrubbed
-    }
-  }
-  return out;
-}
-
-/**
  * The MongoDB store. Sessions and events live in the `sessions` and `events` collections;
  * `counters` numbers sessions for FIFO claims and listing. Every write uses write concern
  * majority.
@@ -288,9 +255,13 @@ export class MongoStore implements Store, SessionStore, EventStore {
     } catch (cause) {
       await client?.close().catch(() => undefined);
       const message = cause instanceof Error ? cause.message : String(cause);
-      throw new StoreError(StoreErrorCode.UNAVAILABLE, `cannot open the MongoDB store at ${where}: ${scrub(message, options.uri)}`, {
-        cause,
-      });
+      throw new StoreError(
+        StoreErrorCode.UNAVAILABLE,
+        `cannot open the MongoDB store at ${where}: ${scrubMongoUri(message, options.uri)}`,
+        {
+          cause,
+        },
+      );
     }
   }
 
