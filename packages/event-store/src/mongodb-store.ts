@@ -4,7 +4,6 @@ import {
   MongoError,
   MongoServerError,
   WriteConcern,
-  type ChangeStream,
   type ClientSession,
   type Collection,
   type Db,
@@ -34,6 +33,7 @@ import type {
   TailOptions,
   WorkerStore,
 } from './ports.js';
+import { KeptChangeStream } from './change-stream.js';
 import { describeMongoUri, scrubMongoUri } from './mongodb-uri.js';
 import { MongoWorkers, type WorkerDoc } from './mongodb-workers.js';
 import { dropResent } from './resend.js';
@@ -187,7 +187,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #tails: Tails;
   readonly #logger: Logger;
   readonly #queues = new Map<string, Promise<unknown>>();
-  #stream: ChangeStream | undefined;
+  readonly #stream: KeptChangeStream | undefined;
   #closed = false;
 
   private constructor(
@@ -215,8 +215,9 @@ export class MongoStore implements Store, SessionStore, EventStore {
     this.#tails = new Tails(
       (sessionId, afterSeq, limit) => this.read(sessionId, afterSeq, limit),
       tailPollMs,
-      () => this.#ensureChangeStream(),
+      () => this.#stream?.start(),
     );
+    this.#stream = features.changeStreams ? this.#eventsStream() : undefined;
   }
 
   /** Connects, learns what the deployment supports, creates the indexes, and returns the store. */
@@ -291,9 +292,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
     this.#closed = true;
     this.#retention.stop();
     this.#tails.close();
-    const stream = this.#stream;
-    this.#stream = undefined;
-    await stream?.close().catch(() => undefined);
+    await this.#stream?.close();
     await this.#client.close();
   }
 
@@ -777,33 +776,20 @@ export class MongoStore implements Store, SessionStore, EventStore {
    * One change stream per store (not per tail) on inserts into `events`, projected to the
    * session id and fanned out to this process's tails. A stream per follower would hold a
    * pooled connection per awaiting getMore, so a few hundred followers would starve the pool.
-   * It opens with the first tail and stays open until close(); if it fails, tails keep
-   * polling and the next tail opens a new one. Never throws: a tail subscribes through it.
+   * It opens with the first tail and stays open until close(); when it fails it is reopened
+   * with back-off (tails poll meanwhile, and all re-read once it is back).
    */
-  #ensureChangeStream(): void {
-    if (!this.#changeStreams || this.#stream || this.#closed) return;
-    let stream: ChangeStream;
-    try {
-      stream = this.#events.watch<Document>([{ $match: { operationType: 'insert' } }, { $project: { 'fullDocument.sessionId': 1 } }]);
-    } catch (err) {
-      // no live wake-ups from other processes: the tails poll
-      this.#logger.warn({ err }, 'event store: cannot open the change stream; tails poll');
-      return;
-    }
-    this.#stream = stream;
-    stream.on('change', (change) => {
-      const sessionId: unknown = (change as { fullDocument?: { sessionId?: unknown } }).fullDocument?.sessionId;
-      if (typeof sessionId === 'string') this.#tails.wake(sessionId);
+  #eventsStream(): KeptChangeStream {
+    return new KeptChangeStream({
+      name: 'events',
+      open: () => this.#events.watch<Document>([{ $match: { operationType: 'insert' } }, { $project: { 'fullDocument.sessionId': 1 } }]),
+      onChange: (change) => {
+        const sessionId: unknown = (change as { fullDocument?: { sessionId?: unknown } }).fullDocument?.sessionId;
+        if (typeof sessionId === 'string') this.#tails.wake(sessionId);
+      },
+      onReopen: () => this.#tails.wakeAll(),
+      logger: this.#logger,
     });
-    const drop = () => {
-      if (this.#stream === stream) this.#stream = undefined;
-      void stream.close().catch(() => undefined);
-    };
-    stream.on('error', (err) => {
-      if (!this.#closed) this.#logger.warn({ err }, 'event store: the change stream failed; tails poll until the next tail reopens it');
-      drop();
-    });
-    stream.on('close', drop);
   }
 }
 
