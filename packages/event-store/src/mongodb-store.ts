@@ -1,6 +1,7 @@
 import {
   BSON,
   MongoClient,
+  MongoBulkWriteError,
   MongoError,
   MongoServerError,
   WriteConcern,
@@ -60,9 +61,19 @@ export interface MongoStoreOptions {
   useTransactions?: boolean;
   /** Set false to tail by polling even where change streams are available. */
   useChangeStreams?: boolean;
-  /** Where the store reports what it cannot hand to a caller (a failed purge, expiry mark or change stream). */
+  /**
+   * How long a write waits for a majority of the replica set to acknowledge it (wtimeoutMS; for
+   * a transaction, maxCommitTimeMS on its commit) before it fails with STORE_UNAVAILABLE. Such a
+   * write may still be applied, as after any lost reply: the callers' retries are idempotent
+   * (re-sent rids, decide's compare-and-set, FINISH once). Finding a primary at all is bounded
+   * by the driver's serverSelectionTimeoutMS (a URI option, 30 s by default). Default 10000 ms.
+   */
+  writeTimeoutMs?: number;
+  /** Where the store reports what it cannot hand to a caller (a failed purge or change stream). */
   logger?: Logger;
 }
+
+const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
 
 /**
  * A session document. `_id` is the session id (so the id is unique by the _id index).
@@ -103,11 +114,15 @@ interface CounterDoc {
 const POS_COUNTER = 'sessions.pos';
 const TERMINAL: SessionStatus[] = [...TERMINAL_STATUSES];
 const NON_TERMINAL: SessionStatus[] = SESSION_STATUSES.filter((s) => !isTerminal(s));
-const TX_OPTIONS: TransactionOptions = {
-  readConcern: { level: 'snapshot' },
-  writeConcern: new WriteConcern('majority'),
-  readPreference: 'primary',
-};
+/** MaxTimeMSExpired, and WriteConcernFailed (a wtimeout). */
+const TIMEOUT_CODES = new Set<unknown>([50, 64]);
+
+/** Whether a write failed because a majority did not acknowledge it in time (wtimeout, or maxCommitTimeMS of a commit). */
+function majorityTimedOut(err: MongoError): boolean {
+  if (err instanceof MongoBulkWriteError && err.err) return TIMEOUT_CODES.has(err.err.code);
+  if (err instanceof MongoServerError) return TIMEOUT_CODES.has(err.code) || TIMEOUT_CODES.has(err.writeConcernError?.code);
+  return false;
+}
 const EVENT_FIELDS = { _id: 0, sessionId: 1, seq: 1, type: 1, ts: 1, data: 1 } as const;
 
 const toSession = (d: SessionDoc): SessionRecord => ({
@@ -179,6 +194,10 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #description: string;
   readonly #sessions: Collection<SessionDoc>;
   readonly #events: Collection<EventDoc>;
+  /** `events` for what callers read (read, getFinishEvent, tails): majority read concern on a replica set. */
+  readonly #eventReads: Collection<EventDoc>;
+  /** `sessions` read with majority read concern (lastRid: a runner resumes after what it returns). */
+  readonly #sessionReads: Collection<SessionDoc>;
   readonly #counters: Collection<CounterDoc>;
   readonly #workers: MongoWorkers;
   readonly #transactions: boolean;
@@ -186,6 +205,8 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #retention: Retention;
   readonly #tails: Tails;
   readonly #logger: Logger;
+  readonly #writeTimeoutMs: number;
+  readonly #txOptions: TransactionOptions;
   readonly #queues = new Map<string, Promise<unknown>>();
   readonly #stream: KeptChangeStream | undefined;
   #closed = false;
@@ -195,22 +216,38 @@ export class MongoStore implements Store, SessionStore, EventStore {
     db: Db,
     where: string,
     description: string,
-    features: { transactions: boolean; changeStreams: boolean },
+    features: { transactions: boolean; changeStreams: boolean; replicated: boolean },
     retention: Retention,
     tailPollMs: number,
     logger: Logger,
+    writeTimeoutMs: number,
   ) {
     this.#client = client;
     this.#where = where;
     this.#description = description;
     this.#sessions = db.collection<SessionDoc>('sessions');
     this.#events = db.collection<EventDoc>('events');
+    // Reads that callers see must not show what a failover rolls back (a write applied on the
+    // primary but not yet on a majority): majority read concern. The write path's own reads stay
+    // local (fresher): what they find only decides where a write goes, and the unique indexes
+    // settle a stale view. A standalone server has no rollback and no majority to wait for.
+    const majority = features.replicated ? { readConcern: { level: 'majority' as const } } : {};
+    this.#eventReads = db.collection<EventDoc>('events', majority);
+    this.#sessionReads = db.collection<SessionDoc>('sessions', majority);
     this.#counters = db.collection<CounterDoc>('counters');
     this.#workers = new MongoWorkers(db.collection<WorkerDoc>('workers'), (what, fn) => this.#guard(what, fn));
     this.#transactions = features.transactions;
     this.#changeStreams = features.changeStreams;
     this.#retention = retention;
     this.#logger = logger;
+    this.#writeTimeoutMs = writeTimeoutMs;
+    // no wtimeout on the commit: maxCommitTimeMS bounds it and, unlike a wtimeout, is not retried by withTransaction
+    this.#txOptions = {
+      readConcern: { level: 'snapshot' },
+      writeConcern: new WriteConcern('majority'),
+      readPreference: 'primary',
+      maxCommitTimeMS: writeTimeoutMs,
+    };
     // the change stream opens with the first tail: it wakes the tails for other processes' writes
     this.#tails = new Tails(
       (sessionId, afterSeq, limit) => this.read(sessionId, afterSeq, limit),
@@ -225,11 +262,15 @@ export class MongoStore implements Store, SessionStore, EventStore {
     const where = `${describeMongoUri(options.uri)} (database ${options.dbName})`;
     const retention = new Retention(options.retentionDays, `MongoDB store ${where}`);
     const logger = options.logger ?? silentLogger;
+    const writeTimeoutMs = options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
+    if (!Number.isInteger(writeTimeoutMs) || writeTimeoutMs <= 0) {
+      throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${where}: writeTimeoutMs must be a whole number > 0`);
+    }
     let client: MongoClient | undefined;
     try {
       client = new MongoClient(options.uri, {
         appName: 'mgx',
-        writeConcern: { w: 'majority' },
+        writeConcern: { w: 'majority', wtimeoutMS: writeTimeoutMs },
         // an optional field left undefined is absent, as in JSON, not stored as null
         ignoreUndefined: true,
       });
@@ -245,10 +286,15 @@ export class MongoStore implements Store, SessionStore, EventStore {
         db,
         where,
         `${describeMongoUri(options.uri)}/${options.dbName}`,
-        { transactions: replicated && options.useTransactions !== false, changeStreams: replicated && options.useChangeStreams !== false },
+        {
+          transactions: replicated && options.useTransactions !== false,
+          changeStreams: replicated && options.useChangeStreams !== false,
+          replicated,
+        },
         retention,
         options.tailPollMs ?? (replicated && options.useChangeStreams !== false ? 1000 : 250),
         logger,
+        writeTimeoutMs,
       );
       // TTL removes what expired normally; the sweep catches sessions whose expireAt was never set
       retention.start(() => store.purgeExpired(), logger);
@@ -304,6 +350,13 @@ export class MongoStore implements Store, SessionStore, EventStore {
       return await fn();
     } catch (cause) {
       if (cause instanceof StoreError) throw cause;
+      if (cause instanceof MongoError && majorityTimedOut(cause)) {
+        throw new StoreError(
+          StoreErrorCode.UNAVAILABLE,
+          `MongoDB store ${this.#where}: ${what}: no majority of the replica set acknowledged the write within ${this.#writeTimeoutMs} ms (it may still be applied): ${cause.message}`,
+          { cause },
+        );
+      }
       if (cause instanceof MongoError || BSON.BSONError.isBSONError(cause)) {
         throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: ${what}: ${cause.message}`, { cause });
       }
@@ -314,8 +367,22 @@ export class MongoStore implements Store, SessionStore, EventStore {
   /** The steps in one transaction where the deployment has them, else one after the other. */
   async #atomically<T>(fn: (session: ClientSession | undefined) => Promise<T>): Promise<T> {
     if (!this.#transactions) return fn(undefined);
-    // withTransaction retries `fn` on transient errors (write conflicts), so `fn` keeps no state outside its result
-    return this.#client.withSession((session) => session.withTransaction(() => fn(session), TX_OPTIONS));
+    // withTransaction retries `fn` on transient errors (write conflicts, a lost primary) for up
+    // to two minutes; past the write timeout a retry is not started, so a write is bounded
+    const giveUpAt = Date.now() + this.#writeTimeoutMs;
+    let attempts = 0;
+    // `fn` keeps no state outside its result: a retry starts over
+    return this.#client.withSession((session) =>
+      session.withTransaction(() => {
+        if (attempts++ > 0 && Date.now() > giveUpAt) {
+          throw new StoreError(
+            StoreErrorCode.UNAVAILABLE,
+            `MongoDB store ${this.#where}: a transaction kept failing for ${this.#writeTimeoutMs} ms (write conflicts or no primary)`,
+          );
+        }
+        return fn(session);
+      }, this.#txOptions),
+    );
   }
 
   /** Queues writes to one session in this process: no self-inflicted write conflicts, and seq order is insert order. */
@@ -741,7 +808,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
     if (limit <= 0) return [];
     return this.#guard('read', async () =>
       (
-        await this.#events
+        await this.#eventReads
           .find({ sessionId, seq: { $gt: afterSeq } }, { projection: EVENT_FIELDS })
           .sort({ seq: 1 })
           .limit(limit)
@@ -752,14 +819,14 @@ export class MongoStore implements Store, SessionStore, EventStore {
 
   async getFinishEvent(sessionId: string): Promise<SessionEvent | null> {
     return this.#guard('getFinishEvent', async () => {
-      const doc = await this.#events.findOne({ sessionId, type: 'FINISH' }, { projection: EVENT_FIELDS });
+      const doc = await this.#eventReads.findOne({ sessionId, type: 'FINISH' }, { projection: EVENT_FIELDS });
       return doc ? toEvent(doc) : null;
     });
   }
 
   async lastRid(sessionId: string): Promise<number> {
     return this.#guard('lastRid', async () => {
-      const doc = await this.#sessions.findOne({ _id: sessionId }, { projection: { lastRid: 1 } });
+      const doc = await this.#sessionReads.findOne({ _id: sessionId }, { projection: { lastRid: 1 } });
       return doc?.lastRid ?? 0;
     });
   }

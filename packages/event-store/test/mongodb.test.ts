@@ -121,6 +121,14 @@ describe('mongodb store without a server', () => {
     );
   });
 
+  it('refuses a write timeout that would not bound anything', async () => {
+    for (const writeTimeoutMs of [0, -1, 1.5]) {
+      await expect(
+        MongoStore.open({ uri: 'mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500', dbName: 'mgx', retentionDays: 30, writeTimeoutMs }),
+      ).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', message: expect.stringContaining('writeTimeoutMs') });
+    }
+  });
+
   it('is what openStore opens for MGX_EVENT_STORE=mongodb', async () => {
     await expect(
       openStore({
