@@ -91,8 +91,6 @@ interface SessionDoc extends Omit<SessionRecord, 'id' | 'options' | 'env'> {
   env?: string;
   lastRid: number;
   closingSeq: number | null;
-  /** Set once FINISH and the events' own expireAt are stored; the TTL index removes the session then. */
-  expireAt: Date | null;
 }
 
 interface EventDoc {
@@ -103,7 +101,6 @@ interface EventDoc {
   type: EventType;
   ts: number;
   data: string;
-  expireAt?: Date;
 }
 
 interface CounterDoc {
@@ -112,6 +109,11 @@ interface CounterDoc {
 }
 
 const POS_COUNTER = 'sessions.pos';
+/** TTL indexes of earlier versions, dropped at open (see purgeExpired). */
+export const LEGACY_TTL_INDEXES: readonly (readonly [string, string])[] = [
+  ['events', 'events_ttl'],
+  ['sessions', 'sessions_ttl'],
+];
 const TERMINAL: SessionStatus[] = [...TERMINAL_STATUSES];
 const NON_TERMINAL: SessionStatus[] = SESSION_STATUSES.filter((s) => !isTerminal(s));
 /** MaxTimeMSExpired, and WriteConcernFailed (a wtimeout). */
@@ -296,7 +298,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
         logger,
         writeTimeoutMs,
       );
-      // TTL removes what expired normally; the sweep catches sessions whose expireAt was never set
+      // the sweep applies this process's current retention (see purgeExpired)
       retention.start(() => store.purgeExpired(), logger);
       return store;
     } catch (cause) {
@@ -498,7 +500,6 @@ export class MongoStore implements Store, SessionStore, EventStore {
         lastRid: 0,
         closingSeq: null,
         finishSeq: null,
-        expireAt: null,
       };
       const queued = eventDoc(
         s.id,
@@ -639,7 +640,6 @@ export class MongoStore implements Store, SessionStore, EventStore {
       this.#serial(id, () => this.#atomically((session) => this.#finishSteps(id, data, rid, session))),
     );
     if (result.fresh) this.#tails.wake(id);
-    if (result.endedAt !== null) await this.#markExpiry(id, result.endedAt);
     return result.event;
   }
 
@@ -719,30 +719,15 @@ export class MongoStore implements Store, SessionStore, EventStore {
   }
 
   /**
-   * Gives a finished session and its events their expiry time, for the TTL indexes. Outside
-   * the transaction (a session may hold many events) and in this order: the session document
-   * expires only once its events are marked, so a crash in between leaves the session to the
-   * purge sweep, which removes its events first. No event is left without its session.
-   * Best effort for the same reason: FINISH is stored, so a failure here is not the caller's.
-   */
-  async #markExpiry(id: string, endedAt: number): Promise<void> {
-    if (this.#retention.ms <= 0) return;
-    const expireAt = new Date(endedAt + this.#retention.ms);
-    try {
-      await this.#events.updateMany({ sessionId: id }, { $set: { expireAt } });
-      await this.#sessions.updateOne({ _id: id }, { $set: { expireAt } });
-    } catch (err) {
-      // the hourly purge removes the session by its end time instead
-      this.#logger.warn({ err, sessionId: id }, 'event store: could not mark a finished session for expiry; the purge removes it');
-    }
-  }
-
-  /**
    * Removes terminal sessions that ended before `now` minus the retention, and their events;
-   * returns how many sessions it removed. The TTL indexes do the same on the server (within
-   * a minute of expireAt, for sessions with FINISH); this removes eagerly what TTL would, and
-   * also sessions that ended without FINISH. Events go first, so an interrupted purge leaves
-   * sessions that the next one finds again, never orphaned events.
+   * returns how many sessions it removed. It runs a minute after open and hourly (Retention),
+   * in every process, with the retention this process was opened with, so a change of
+   * MGX_EVENT_RETENTION_DAYS (0 included: keep) applies to every session already ended, as in
+   * the SQLite store. Nothing is stamped on a session when it ends and no TTL index removes
+   * anything on the server's own schedule (an expiry time stamped at the end would outlive a
+   * change of the setting). Events go first, so an interrupted purge leaves sessions that the
+   * next one finds again, never orphaned events. Removing by endedAt also covers sessions that
+   * ended without FINISH.
    */
   async purgeExpired(now: number = Date.now()): Promise<number> {
     return this.#guard('purgeExpired', () =>
@@ -867,7 +852,6 @@ async function createIndexes(db: Db): Promise<void> {
     { key: { sessionId: 1, rid: 1 }, name: 'events_session_rid', unique: true, partialFilterExpression: { rid: { $exists: true } } },
     // the FINISH lookup, and the guarantee of one FINISH per session
     { key: { sessionId: 1, type: 1 }, name: 'events_session_finish', unique: true, partialFilterExpression: { type: 'FINISH' } },
-    { key: { expireAt: 1 }, name: 'events_ttl', expireAfterSeconds: 0 },
   ]);
   await db.collection('sessions').createIndexes([
     { key: { status: 1, pos: 1 }, name: 'sessions_status_pos' },
@@ -876,8 +860,18 @@ async function createIndexes(db: Db): Promise<void> {
     { key: { finishSeq: 1, pos: 1 }, name: 'sessions_unfinished' },
     // the retention sweep
     { key: { endedAt: 1 }, name: 'sessions_ended' },
-    { key: { expireAt: 1 }, name: 'sessions_ttl', expireAfterSeconds: 0 },
   ]);
+  // Earlier versions stamped expireAt when a session ended and let these TTL indexes remove it
+  // then, whatever the retention became later; without them a stamped expireAt is inert.
+  for (const [collection, index] of LEGACY_TTL_INDEXES) {
+    await db
+      .collection(collection)
+      .dropIndex(index)
+      .catch((err: unknown) => {
+        // already gone (another process dropped it, or it never existed)
+        if (!(err instanceof MongoServerError && (err.code === 26 || err.code === 27 || err.codeName === 'IndexNotFound'))) throw err;
+      });
+  }
   await db
     .collection<CounterDoc>('counters')
     .updateOne({ _id: POS_COUNTER }, { $setOnInsert: { value: 0 } }, { upsert: true })

@@ -22,11 +22,17 @@ export function newSession(id: string, over: Partial<NewSession> = {}): NewSessi
 export interface ContractStoreOptions {
   /** The retention the store is opened with (the suite uses 30 days, and 0 for keep-forever). */
   retentionDays: number;
+  /**
+   * Open another handle on the data of this store (as another process, or a restart with other
+   * settings, would) instead of a fresh one. Both stay open until the test ends.
+   */
+  sameAs?: Store;
 }
 
 /**
  * The contract every store adapter passes, run against each one (SQLite here, MongoDB when
- * MONGODB_URI is set). `open` gives a fresh, empty store; its `close` disposes of it.
+ * MONGODB_URI is set). `open` gives a fresh, empty store, or with `sameAs` another handle on an
+ * open store's data; its `close` disposes of it.
  */
 export function storeContract(name: string, open: (options: ContractStoreOptions) => Promise<Store>): void {
   describe(`store contract: ${name}`, () => {
@@ -382,6 +388,42 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       await store.workers.deregister(id, 2);
       expect((await store.workers.get(id))?.state).toBe('stopped');
       expect(await store.workers.markDead(id, t0 + 100_000)).toBe(false);
+    });
+
+    it('purges by the retention it is opened with now, not the one in force when sessions ended', async () => {
+      const day = 24 * 3600 * 1000;
+      const now = Date.now();
+      const ended = async (at: number) => {
+        const s = await store.sessions.createSession(session());
+        await store.events.append(s.id, [{ type: 'LOG', data: { line: 'x' }, rid: 1 }]);
+        await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' }, { at });
+        await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
+        return s.id;
+      };
+      // ended under a retention of 30 days
+      const twoDays = await ended(now - 2 * day);
+      const tenDays = await ended(now - 10 * day);
+      const justNow = await ended(now);
+      const all = [twoDays, tenDays, justNow];
+      expect(await store.purgeExpired(now)).toBe(0);
+
+      // the setting becomes 0, keep: nothing goes, however far ahead
+      const keep = await openStore({ retentionDays: 0, sameAs: store });
+      expect(await keep.purgeExpired(now + 1000 * day)).toBe(0);
+      for (const id of all) expect((await keep.events.read(id, 0, 10)).map((e) => e.type)).toEqual(['SESSION_QUEUED', 'LOG', 'FINISH']);
+
+      // the setting becomes 1 day: what ended more than a day ago goes, with its events
+      const short = await openStore({ retentionDays: 1, sameAs: store });
+      expect(await short.purgeExpired(now)).toBe(2);
+      for (const id of [twoDays, tenDays]) {
+        expect(await short.sessions.getSession(id)).toBeNull();
+        expect(await short.events.read(id, 0, 10)).toEqual([]);
+      }
+      expect((await short.sessions.getSession(justNow))?.id).toBe(justNow);
+      expect(await short.events.read(justNow, 0, 10)).toHaveLength(3);
+      // and what ends later goes a day after it ended
+      expect(await short.purgeExpired(now + day - 1000)).toBe(0);
+      expect(await short.purgeExpired(now + day + 1000)).toBe(1);
     });
 
     it('keeps everything when the retention is 0', async () => {

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MongoClient } from 'mongodb';
 import { MongoStore, openStore, StoreError, type Store } from '../src/index.js';
-import { newSession, storeContract } from './contract.js';
+import { newSession, storeContract, type ContractStoreOptions } from './contract.js';
+import { LEGACY_TTL_INDEXES } from '../src/mongodb-store.js';
 
 /**
  * The store contract against a real MongoDB, when MONGODB_URI names one (a replica set runs
@@ -28,10 +29,16 @@ if (!uri) {
 
   type Paths = { useTransactions?: boolean; useChangeStreams?: boolean };
 
-  /** A store on `dbName` whose close() also drops that database. */
+  /** How many handles each test database has open: the last to close drops it. */
+  const handles = new Map<string, number>();
+  /** The database of each store the contract opened, so another handle can open on it. */
+  const databases = new WeakMap<object, string>();
+
+  /** A store on `dbName` whose close() also drops that database (once no other handle has it open). */
   const disposable = async (dbName: string, retentionDays: number, paths: Paths): Promise<Store> => {
     const store = await MongoStore.open({ uri: serverUri, dbName, retentionDays, tailPollMs: 100, ...paths });
-    return {
+    handles.set(dbName, (handles.get(dbName) ?? 0) + 1);
+    const handle: Store = {
       kind: store.kind,
       sessions: store.sessions,
       events: store.events,
@@ -42,13 +49,20 @@ if (!uri) {
         try {
           await store.close();
         } finally {
-          await admin.db(dbName).dropDatabase();
+          const left = (handles.get(dbName) ?? 1) - 1;
+          handles.set(dbName, left);
+          if (left === 0) await admin.db(dbName).dropDatabase();
         }
       },
     };
+    databases.set(handle, dbName);
+    return handle;
   };
   const freshName = () => `mgx_test_${randomBytes(6).toString('hex')}`;
-  const fresh = (paths: Paths) => (options: { retentionDays: number }) => disposable(freshName(), options.retentionDays, paths);
+  const fresh =
+    (paths: Paths) =>
+    ({ retentionDays, sameAs }: ContractStoreOptions): Promise<Store> =>
+      disposable((sameAs && databases.get(sameAs)) ?? freshName(), retentionDays, paths);
 
   storeContract('mongodb', fresh({}));
   // the path a standalone server takes, checked on the same server
@@ -74,6 +88,25 @@ if (!uri) {
     } finally {
       await b.close();
       await a.close(); // drops the database
+    }
+  });
+
+  it('drops the TTL indexes of earlier versions, so an expiry stamped then does not outlive a change of the retention', async () => {
+    const dbName = freshName();
+    const db = admin.db(dbName);
+    for (const [collection, index] of LEGACY_TTL_INDEXES) {
+      await db.collection(collection).createIndex({ expireAt: 1 }, { name: index, expireAfterSeconds: 0 });
+    }
+    const store = await disposable(dbName, 0, {});
+    try {
+      for (const collection of ['events', 'sessions']) {
+        const indexes = await db.collection(collection).listIndexes().toArray();
+        expect(indexes.filter((i) => 'expireAfterSeconds' in i)).toEqual([]);
+      }
+      // a second open finds nothing to drop
+      await (await disposable(dbName, 0, {})).close();
+    } finally {
+      await store.close();
     }
   });
 

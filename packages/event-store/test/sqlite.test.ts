@@ -7,9 +7,14 @@ import { CodedError, silentLogger } from '@mgx/config';
 import { SqliteStore, StoreError, type SqliteStoreOptions } from '../src/index.js';
 import { newSession, storeContract } from './contract.js';
 
-storeContract('sqlite', async ({ retentionDays }) =>
-  SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite'), retentionDays }),
-);
+/** The file of each store the contract opened, so another handle can open on it. */
+const contractFiles = new WeakMap<object, string>();
+storeContract('sqlite', async ({ retentionDays, sameAs }) => {
+  const file = (sameAs && contractFiles.get(sameAs)) ?? join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite');
+  const store = SqliteStore.open({ file, retentionDays });
+  contractFiles.set(store, file);
+  return store;
+});
 
 /** A store and a second connection to its file, as another process would hold; both closed after `fn`. */
 async function withOtherConnection(
