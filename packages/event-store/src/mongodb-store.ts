@@ -11,6 +11,7 @@ import {
   type Document,
   type Filter,
   type TransactionOptions,
+  type WriteError,
 } from 'mongodb';
 import type { EventType, FinishData, SessionEvent, SessionStatus } from '@mgx/agent-sdk';
 import { isTerminal, SESSION_STATUSES, TERMINAL_STATUSES } from '@mgx/agent-sdk';
@@ -77,9 +78,10 @@ const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
 
 /**
  * A session document. `_id` is the session id (so the id is unique by the _id index).
- * `lastSeq`/`lastRid` are the per-session counters appends reserve from; `closingSeq` is the seq
- * reserved for FINISH (the stream takes no more events from then on) and `finishSeq` is set once
- * FINISH is stored. Client and agent JSON (`options`, event `data`) is kept as JSON text: any key
+ * `lastSeq`/`lastRid` are the seq and runner id of the last stored event, moved up only after
+ * events are stored (they may lag behind, never run ahead; see #appendSteps); `closingSeq` is
+ * set when FINISH is being stored (the stream takes no more events from then on) and
+ * `finishSeq` once FINISH is stored (both then hold its seq). Client and agent JSON (`options`, event `data`) is kept as JSON text: any key
  * (`$schema`, dotted names) and any depth round-trips exactly as in the SQLite store, and the
  * event size limit ingest enforces on the JSON is the size stored.
  */
@@ -174,6 +176,20 @@ const eventDoc = (sessionId: string, seq: number, ev: NewEvent, ts: number, rid:
 const isDuplicateKey = (err: unknown): boolean => err instanceof MongoServerError && err.code === 11000;
 
 /**
+ * An ordered insert that stopped at a duplicate key, every write acknowledged: another writer
+ * took the seq (look again and retry) or stored the same runner event (a duplicate). A write
+ * concern error means what was stored may roll back: that is a failure.
+ */
+function isConflict(err: unknown): boolean {
+  if (!(err instanceof MongoBulkWriteError) || err.result.getWriteConcernError()) return false;
+  const errors: WriteError[] = Array.isArray(err.writeErrors) ? (err.writeErrors as WriteError[]) : [err.writeErrors as WriteError];
+  return errors.length > 0 && errors.every((e) => e.code === 11000);
+}
+
+/** Attempts of a write that keeps meeting other writers' events before it gives up (each loss means one of them progressed). */
+const MAX_WRITE_ATTEMPTS = 50;
+
+/**
  * The MongoDB store. Sessions and events live in the `sessions` and `events` collections;
  * `counters` numbers sessions for FIFO claims and listing. Every write uses write concern
  * majority.
@@ -184,10 +200,9 @@ const isDuplicateKey = (err: unknown): boolean => err instanceof MongoServerErro
  * document (a write conflict retries the whole transaction). On a standalone server the same
  * steps run without one; each method says why the order keeps it correct, and what a crash
  * between two steps leaves. Within this process, writes to one session are queued, so they
- * never conflict with each other and become visible in seq order. (On a standalone server two
- * processes appending to one session at once could make seq n+1 visible before n, and a tail
- * could pass over n; in mgx one process at a time writes a session's events: the API while it
- * is queued, then the worker that claimed it.)
+ * never conflict with each other and become visible in seq order. Across processes, without
+ * transactions, the unique indexes on (sessionId, seq) and (sessionId, rid) keep seq dense and
+ * each event once, and no event is lost (see #appendSteps for what holds and why).
  */
 export class MongoStore implements Store, SessionStore, EventStore {
   readonly kind = 'mongodb' as const;
@@ -416,50 +431,120 @@ export class MongoStore implements Store, SessionStore, EventStore {
   }
 
   /**
-   * Reserves seqs for `events` and inserts them. One findOneAndUpdate, guarded by the stream
-   * being open, moves lastSeq past the new events and lastRid to the highest rid; the new
-   * events are those whose rid is above the stored lastRid (runner rids increase), so the
-   * reservation and the de-duplication are one atomic step on the session document.
-   *
-   * Without a transaction, a crash between the reservation and the insert leaves those seqs
-   * unused (readers go by seq and pass over the gap; nothing is stored twice) and their rids
-   * counted as stored, so the runner does not re-send them: those events are lost. That window
-   * exists only on a standalone server; a replica set runs both steps in one transaction.
+   * Where a session's stream stands. From the session document alone (`verify` false) its
+   * counters, which move only after events are stored, so they never claim more than is stored;
+   * with `verify`, from the events themselves (the highest seq, and the highest rid through the
+   * rid index), for when the counters may lag behind what another writer stored. `closed` once
+   * FINISH is being stored (closingSeq) or is stored.
    */
-  async #appendSteps(sessionId: string, events: NewEvent[], now: number, session: ClientSession | undefined): Promise<AppendResult> {
+  async #streamState(
+    sessionId: string,
+    verify: boolean,
+    session: ClientSession | undefined,
+  ): Promise<{ lastSeq: number; lastRid: number; closed: boolean }> {
+    const opt = session ? { session } : {};
+    const doc = await this.#sessions.findOne({ _id: sessionId }, { projection: { lastSeq: 1, lastRid: 1, closingSeq: 1 }, ...opt });
+    if (!doc) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${sessionId} does not exist`);
+    if (doc.closingSeq !== null || !verify) return { lastSeq: doc.lastSeq, lastRid: doc.lastRid, closed: doc.closingSeq !== null };
+    const tip = await this.#storedTip(sessionId, session);
+    return { lastSeq: Math.max(doc.lastSeq, tip.lastSeq), lastRid: Math.max(doc.lastRid, tip.lastRid), closed: tip.finished };
+  }
+
+  /** The highest seq and rid stored in `events` for a session, and whether its last event is FINISH. */
+  async #storedTip(
+    sessionId: string,
+    session: ClientSession | undefined,
+  ): Promise<{ lastSeq: number; lastRid: number; finished: boolean }> {
+    const opt = session ? { session } : {};
+    const last = await this.#events.findOne({ sessionId }, { sort: { seq: -1 }, projection: { _id: 0, seq: 1, type: 1 }, ...opt });
+    const rid = await this.#events.findOne(
+      { sessionId, rid: { $exists: true } },
+      { sort: { rid: -1 }, projection: { _id: 0, rid: 1 }, ...opt },
+    );
+    return { lastSeq: last?.seq ?? 0, lastRid: rid?.rid ?? 0, finished: last?.type === 'FINISH' };
+  }
+
+  /**
+   * Stores the new events of `events` after the last stored one, then moves the session's
+   * counters (lastSeq, lastRid) up to them: the counters never run ahead of what is stored.
+   *
+   * The seq of each event is the one after the last stored seq, and the insert is ordered, so a
+   * failure stores a prefix of the batch and nothing after it: the unique (sessionId, seq) index
+   * makes each seq one event's, and the unique (sessionId, rid) index each runner event one
+   * seq's. In a transaction (replica set) all of it commits or none, and concurrent writers to
+   * a session conflict on its document and are retried by withTransaction. Without one (a
+   * standalone server), what holds with writers in several processes:
+   * - Dense seq, no gap: seq n+1 is inserted only by a writer that saw n stored (as the last
+   *   event, or just stored by itself in the same ordered insert). A writer that read stale
+   *   counters tries a seq that is taken, gets a duplicate key, and looks again at the events
+   *   themselves (`verify`); so does one that raced another writer for the same seq.
+   * - Nothing lost: an event is dropped only when its rid is not above a rid already stored
+   *   (runner rids increase; dropResent), and the counters move only after the insert, so a
+   *   failed insert leaves the rest of its batch unstored and unclaimed and a re-send stores it.
+   *   A duplicate key on the rid index means another writer stored that event: it is counted
+   *   as a duplicate on the next look.
+   * - Nothing after FINISH: FINISH goes through the same seq index (see #finishSteps), and a
+   *   writer stops once it sees closingSeq or FINISH as the last event; one that had already
+   *   passed that check collides with FINISH's seq, or FINISH with its seq and FINISH moves on.
+   * - Readers never see seq n+1 without n: n is stored before n+1 is attempted.
+   * A crash between the insert and the counters leaves them behind the events, never ahead: the
+   * next append collides and re-reads (above), and lastRid makes the runner re-send a little
+   * more than needed, which is dropped.
+   */
+  async #appendSteps(
+    sessionId: string,
+    events: NewEvent[],
+    now: number,
+    session: ClientSession | undefined,
+    verifyFirst = false,
+  ): Promise<AppendResult> {
+    const opt = session ? { session } : {};
     // a rid not above every earlier rid of the batch is a duplicate whatever is stored
     const batch = dropResent(events, 0);
-    const rids = batch.fresh.flatMap((ev) => (ev.rid !== undefined ? [ev.rid] : []));
-    const withoutRid = batch.fresh.length - rids.length;
-    const before = await this.#sessions.findOneAndUpdate(
-      { _id: sessionId, closingSeq: null },
-      [
-        {
-          $set: {
-            lastSeq: { $add: ['$lastSeq', withoutRid, { $size: { $filter: { input: rids, cond: { $gt: ['$$this', '$lastRid'] } } } }] },
-            lastRid: { $max: ['$lastRid', batch.lastRid] },
-          },
-        },
-      ],
-      { returnDocument: 'before', projection: { lastSeq: 1, lastRid: 1 }, ...(session ? { session } : {}) },
-    );
-    if (!before) {
-      const exists = await this.#sessions.findOne({ _id: sessionId }, { projection: { _id: 1 }, ...(session ? { session } : {}) });
-      if (!exists) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${sessionId} does not exist`);
-      return { stored: [], duplicates: 0, closed: true };
-    }
-    // the batch's rids increase, so those above the stored lastRid are the ones the reservation counted
-    const { fresh, duplicates } = dropResent(batch.fresh, before.lastRid);
-    const docs: EventDoc[] = [];
+    let pending = batch.fresh;
+    let duplicates = batch.duplicates;
     const stored: SessionEvent[] = [];
-    for (const [i, ev] of fresh.entries()) {
-      const seq = before.lastSeq + 1 + i;
-      const ts = ev.ts ?? now;
-      docs.push(eventDoc(sessionId, seq, ev, ts, ev.rid));
-      stored.push({ sessionId, seq, type: ev.type, ts, data: ev.data });
+    let verify = verifyFirst;
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      if (attempt >= MAX_WRITE_ATTEMPTS) {
+        throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: session ${sessionId} kept changing during append`);
+      }
+      const state = await this.#streamState(sessionId, verify, session);
+      if (state.closed) return { stored, duplicates, closed: true };
+      const { fresh, duplicates: resent } = dropResent(pending, state.lastRid);
+      duplicates += resent;
+      if (fresh.length === 0) break;
+      const docs = fresh.map((ev, i) => eventDoc(sessionId, state.lastSeq + 1 + i, ev, ev.ts ?? now, ev.rid));
+      let inserted = docs.length;
+      let failure: MongoBulkWriteError | undefined;
+      try {
+        await this.#events.insertMany(docs, { ordered: true, ...opt });
+      } catch (err) {
+        // in a transaction the server has aborted it and nothing is stored: the error goes up
+        if (session || !(err instanceof MongoBulkWriteError)) throw err;
+        // ordered: the first `insertedCount` are stored, none after the failed one
+        inserted = Math.min(err.result.insertedCount, docs.length);
+        failure = err;
+      }
+      const mine = fresh.slice(0, inserted);
+      for (const [i, ev] of mine.entries()) {
+        stored.push({ sessionId, seq: state.lastSeq + 1 + i, type: ev.type, ts: ev.ts ?? now, data: ev.data });
+      }
+      const last = stored.at(-1);
+      if (inserted > 0 && last) {
+        const highestRid = mine.reduce((max, ev) => Math.max(max, ev.rid ?? 0), 0);
+        const advance = this.#sessions.updateOne({ _id: sessionId }, { $max: { lastSeq: last.seq, lastRid: highestRid } }, opt);
+        // after a failure, best effort: the counters may lag (see above), the failure is what the caller gets
+        if (failure) await advance.catch(() => undefined);
+        else await advance;
+      }
+      if (failure) {
+        if (!isConflict(failure)) throw failure;
+        verify = true;
+      }
+      pending = fresh.slice(inserted);
     }
-    if (docs.length > 0) await this.#events.insertMany(docs, { ordered: true, ...(session ? { session } : {}) });
-    return { stored, duplicates: batch.duplicates + duplicates, closed: false };
+    return { stored, duplicates, closed: false };
   }
 
   // ---- writes ------------------------------------------------------------------------
@@ -532,8 +617,17 @@ export class MongoStore implements Store, SessionStore, EventStore {
 
   async append(sessionId: string, events: NewEvent[]): Promise<AppendResult> {
     if (events.length === 0) return { stored: [], duplicates: 0, closed: false };
+    const now = Date.now();
+    const attempt = (verify: boolean) => this.#atomically((session) => this.#appendSteps(sessionId, events, now, session, verify));
     const result = await this.#guard('append', () =>
-      this.#serial(sessionId, () => this.#atomically((session) => this.#appendSteps(sessionId, events, Date.now(), session))),
+      this.#serial(sessionId, () =>
+        attempt(false).catch((err: unknown) => {
+          // A duplicate key aborts a transaction (a writer without transactions, e.g. a process
+          // opened with useTransactions false, left the counters behind): once more, from the events.
+          if (this.#transactions && isDuplicateKey(err)) return attempt(true);
+          throw err;
+        }),
+      ),
     );
     this.#tails.notify(sessionId, result.stored);
     return result;
@@ -628,12 +722,15 @@ export class MongoStore implements Store, SessionStore, EventStore {
   }
 
   /**
-   * Stores FINISH once. Steps: (1) one findOneAndUpdate on a decided session whose stream is
-   * open reserves FINISH's seq and closes the stream (closingSeq), so no event can follow it;
-   * (2) FINISH is inserted at that seq; (3) finishSeq is set. Every step is idempotent and a
-   * later call resumes where an earlier one stopped: without a transaction, a crash after (1)
-   * leaves finishSeq null, so recovery (findUnfinished) calls this again, which finds the
-   * reserved seq and writes FINISH there. A unique index allows one FINISH per session.
+   * Stores FINISH once, as the session's last event. Steps: (1) on a decided session, closingSeq
+   * is set, so appends that start from then on store nothing; (2) FINISH is inserted after the
+   * last stored event, through the same unique seq index as appends, so an append that had
+   * passed its check before (1) either lands before FINISH or collides and stops, and FINISH
+   * moves on past an event that took its seq; (3) finishSeq (and closingSeq) become FINISH's seq.
+   * Every step is idempotent and a later call resumes where an earlier one stopped: without a
+   * transaction, a crash after (1) or (2) leaves finishSeq null, so recovery (findUnfinished)
+   * calls this again, which stores FINISH or finds it. A unique index allows one FINISH per
+   * session, so two processes finishing at once store one; the other returns it.
    */
   async appendFinish(id: string, data: FinishData, rid?: number): Promise<SessionEvent> {
     const result = await this.#guard('appendFinish', () =>
@@ -643,79 +740,66 @@ export class MongoStore implements Store, SessionStore, EventStore {
     return result.event;
   }
 
-  /** The steps of appendFinish; `endedAt` is set when this call completed the finish (for expiry). */
+  /** The steps of appendFinish; `fresh` when this call stored FINISH. */
   async #finishSteps(
     id: string,
     data: FinishData,
     rid: number | undefined,
     session: ClientSession | undefined,
-  ): Promise<{ event: SessionEvent; fresh: boolean; endedAt: number | null }> {
+  ): Promise<{ event: SessionEvent; fresh: boolean }> {
     const opt = session ? { session } : {};
     const now = Date.now();
-    let seq: number | undefined;
-    let eventRid: number | undefined;
-    let endedAt = now;
-    // at most a second pass: without a transaction the session may be decided between the two reads below
-    for (let attempt = 0; seq === undefined; attempt++) {
-      const before = await this.#sessions.findOneAndUpdate(
-        { _id: id, status: { $in: TERMINAL }, closingSeq: null },
-        [
-          {
-            $set: {
-              lastSeq: { $add: ['$lastSeq', 1] },
-              closingSeq: { $add: ['$lastSeq', 1] },
-              lastRid: { $max: ['$lastRid', rid ?? 0] },
-            },
-          },
-        ],
-        { returnDocument: 'before', ...opt },
-      );
-      if (before) {
-        seq = before.lastSeq + 1;
-        eventRid = rid !== undefined && rid > before.lastRid ? rid : undefined;
-        endedAt = before.endedAt ?? now;
-        break;
+    for (let attempt = 0; ; attempt++) {
+      if (attempt >= MAX_WRITE_ATTEMPTS) {
+        throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: session ${id} kept changing during appendFinish`);
       }
       const current = await this.#sessions.findOne({ _id: id }, opt);
       if (!current) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
       if (!isTerminal(current.status)) {
         throw new StoreError(StoreErrorCode.NOT_DECIDED, `session ${id} is ${current.status}; decide it before FINISH`);
       }
-      if (current.closingSeq === null) {
-        if (attempt > 0)
-          throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: session ${id} kept changing during appendFinish`);
+      if (current.closingSeq !== null) {
+        // closing or closed: FINISH is stored, or an earlier call stopped before storing it
+        const existing = await this.#events.findOne({ sessionId: id, type: 'FINISH' }, { projection: EVENT_FIELDS, ...opt });
+        if (existing) {
+          if (current.finishSeq === null) {
+            await this.#sessions.updateOne(
+              { _id: id },
+              { $set: { finishSeq: existing.seq, closingSeq: existing.seq }, $max: { lastSeq: existing.seq } },
+              opt,
+            );
+          }
+          return { event: toEvent(existing), fresh: false };
+        }
+        // FINISH was stored and has since been removed: the session is being purged
+        if (current.finishSeq !== null) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} has expired`);
+      } else {
+        // (1) close the stream; the value is where FINISH is expected, corrected in (3)
+        const closed = await this.#sessions.updateOne({ _id: id, closingSeq: null }, { $set: { closingSeq: current.lastSeq + 1 } }, opt);
+        // another call closed it first: look again
+        if (closed.matchedCount === 0) continue;
+      }
+      // (2) after the last stored event (the counters may lag behind it)
+      const tip = await this.#storedTip(id, session);
+      const seq = Math.max(current.lastSeq, tip.lastSeq) + 1;
+      const eventRid = rid !== undefined && rid > Math.max(current.lastRid, tip.lastRid) ? rid : undefined;
+      const doc = eventDoc(id, seq, { type: 'FINISH', data: { ...data } }, now, eventRid);
+      try {
+        await this.#events.insertOne(doc, opt);
+      } catch (err) {
+        // Without a transaction: an append still in flight took this seq, or another process
+        // stored FINISH first; look again. In a transaction the server has aborted it: it goes up.
+        if (session || !isDuplicateKey(err)) throw err;
         continue;
       }
-      // the stream is closed: FINISH is stored, or an earlier call stopped after reserving its seq
-      const existing = await this.#events.findOne({ sessionId: id, type: 'FINISH' }, { projection: EVENT_FIELDS, ...opt });
-      if (!existing && current.finishSeq !== null) {
-        // FINISH was stored and has since expired: the session is being removed by retention
-        throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} has expired`);
-      }
-      if (existing) {
-        if (current.finishSeq !== null) return { event: toEvent(existing), fresh: false, endedAt: null };
-        await this.#sessions.updateOne({ _id: id, finishSeq: null }, { $set: { finishSeq: existing.seq } }, opt);
-        return { event: toEvent(existing), fresh: false, endedAt: current.endedAt ?? now };
-      }
-      seq = current.closingSeq;
-      endedAt = current.endedAt ?? now;
+      // (3)
+      await this.#sessions.updateOne(
+        { _id: id },
+        { $set: { finishSeq: seq, closingSeq: seq }, $max: { lastSeq: seq, lastRid: eventRid ?? 0 } },
+        opt,
+      );
+      return { event: toEvent(doc), fresh: true };
     }
-    const doc = eventDoc(id, seq, { type: 'FINISH', data: { ...data } }, now, eventRid);
-    let event = toEvent(doc);
-    let fresh = true;
-    try {
-      await this.#events.insertOne(doc, opt);
-    } catch (err) {
-      // Without a transaction another process may have written FINISH at this seq first; theirs
-      // stands. In a transaction an error must propagate (the server has aborted it).
-      if (session || !isDuplicateKey(err)) throw err;
-      const theirs = await this.#events.findOne({ sessionId: id, type: 'FINISH' }, { projection: EVENT_FIELDS });
-      if (!theirs) throw err;
-      event = toEvent(theirs);
-      fresh = false;
-    }
-    await this.#sessions.updateOne({ _id: id, finishSeq: null }, { $set: { finishSeq: event.seq } }, opt);
-    return { event, fresh, endedAt };
   }
 
   /**

@@ -29,12 +29,21 @@ export interface ContractStoreOptions {
   sameAs?: Store;
 }
 
+/** Real failures of the database behind a store, caused from outside it (no hook in the adapter). */
+export interface ContractFaults {
+  /**
+   * Until the returned function runs, the database refuses to store any event whose data holds
+   * `marker` (SQLite: a trigger; MongoDB: a collection validator), so a batch fails part-way.
+   */
+  rejectEventsMarked(store: Store, marker: string): Promise<() => Promise<void>>;
+}
+
 /**
  * The contract every store adapter passes, run against each one (SQLite here, MongoDB when
  * MONGODB_URI is set). `open` gives a fresh, empty store, or with `sameAs` another handle on an
- * open store's data; its `close` disposes of it.
+ * open store's data; its `close` disposes of it. `faults` makes the database fail on purpose.
  */
-export function storeContract(name: string, open: (options: ContractStoreOptions) => Promise<Store>): void {
+export function storeContract(name: string, open: (options: ContractStoreOptions) => Promise<Store>, faults?: ContractFaults): void {
   describe(`store contract: ${name}`, () => {
     let store: Store;
     const opened: Store[] = [];
@@ -124,6 +133,36 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       expect(again.stored.map((e) => e.data.rid)).toEqual([4]);
       expect(await store.events.lastRid(s.id)).toBe(4);
       expect((await store.events.read(s.id, 0, 100)).length).toBe(5);
+    });
+
+    (faults ? it : it.skip)('stores a batch that failed part-way once it is re-sent: nothing lost, nothing twice, seq dense', async () => {
+      const s = await store.sessions.createSession(session());
+      const marker = `reject${randomBytes(6).toString('hex')}`;
+      const batch = [1, 2, 3, 4, 5].map((rid) => ({ type: 'LOG' as const, data: rid === 3 ? { rid, marker } : { rid }, rid }));
+      const heal = await faults!.rejectEventsMarked(store, marker);
+      try {
+        await expect(store.events.append(s.id, batch)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+        // what the failed write left: at most the part of the batch before the failure, and
+        // counters that claim no more than is stored
+        const left = await store.events.read(s.id, 0, 100);
+        const kept = left.slice(1).map((e) => e.data.rid as number);
+        expect([[], [1], [1, 2]]).toContainEqual(kept);
+        expect(left.map((e) => e.seq)).toEqual(left.map((_, i) => i + 1));
+        expect((await store.sessions.getSession(s.id))?.lastSeq).toBe(left.at(-1)?.seq);
+        expect(await store.events.lastRid(s.id)).toBe(kept.at(-1) ?? 0);
+      } finally {
+        await heal();
+      }
+      // the runner re-sends the batch
+      const retry = await store.events.append(s.id, batch);
+      expect(retry.stored.length + retry.duplicates).toBe(5);
+      const all = await store.events.read(s.id, 0, 100);
+      expect(all.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(all.slice(1).map((e) => e.data.rid)).toEqual([1, 2, 3, 4, 5]);
+      expect(await store.events.lastRid(s.id)).toBe(5);
+      expect((await store.sessions.getSession(s.id))?.lastSeq).toBe(6);
+      // and the stream goes on from there
+      expect((await store.events.append(s.id, [{ type: 'LOG', data: {}, rid: 6 }])).stored.map((e) => e.seq)).toEqual([7]);
     });
 
     it('refuses appends to a session that does not exist', async () => {

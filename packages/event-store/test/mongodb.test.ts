@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MongoClient } from 'mongodb';
 import { MongoStore, openStore, StoreError, type Store } from '../src/index.js';
-import { newSession, storeContract, type ContractStoreOptions } from './contract.js';
+import { newSession, storeContract, type ContractFaults, type ContractStoreOptions } from './contract.js';
 import { LEGACY_TTL_INDEXES } from '../src/mongodb-store.js';
 
 /**
@@ -64,9 +64,26 @@ if (!uri) {
     ({ retentionDays, sameAs }: ContractStoreOptions): Promise<Store> =>
       disposable((sameAs && databases.get(sameAs)) ?? freshName(), retentionDays, paths);
 
-  storeContract('mongodb', fresh({}));
+  const faults: ContractFaults = {
+    // a collection validator: the server refuses the marked event wherever it is in a batch
+    rejectEventsMarked: async (store, marker) => {
+      const dbName = databases.get(store);
+      if (!dbName) throw new Error('not a store of this suite');
+      const db = admin.db(dbName);
+      await db.command({
+        collMod: 'events',
+        validator: { data: { $not: { $regex: marker } } },
+        validationLevel: 'strict',
+        validationAction: 'error',
+      });
+      return async () => {
+        await db.command({ collMod: 'events', validator: {} });
+      };
+    },
+  };
+  storeContract('mongodb', fresh({}), faults);
   // the path a standalone server takes, checked on the same server
-  storeContract('mongodb, ordered steps and polling', fresh({ useTransactions: false, useChangeStreams: false }));
+  storeContract('mongodb, ordered steps and polling', fresh({ useTransactions: false, useChangeStreams: false }), faults);
 
   it('tails writes made through another connection (change stream, else polling)', async () => {
     const dbName = freshName();
@@ -88,6 +105,46 @@ if (!uri) {
     } finally {
       await b.close();
       await a.close(); // drops the database
+    }
+  });
+
+  it('keeps seq dense and each runner event once when two processes append to one session without transactions', async () => {
+    const dbName = freshName();
+    const paths = { useTransactions: false, useChangeStreams: false };
+    const a = await disposable(dbName, 0, paths);
+    const b = await disposable(dbName, 0, paths);
+    try {
+      const s = await a.sessions.createSession(newSession(`r${randomBytes(6).toString('hex')}`));
+      // every runner batch goes through both (a re-send through another process), with platform events of each between
+      const sends: Promise<unknown>[] = [];
+      for (let first = 1; first <= 40; first += 4) {
+        const batch = [0, 1, 2, 3].map((i) => ({ type: 'LOG' as const, data: { rid: first + i }, rid: first + i }));
+        sends.push(a.events.append(s.id, batch), b.events.append(s.id, batch));
+        sends.push((first % 8 === 1 ? a : b).events.append(s.id, [{ type: 'LOG', data: { platform: first } }]));
+      }
+      await Promise.all(sends);
+      const [x, y] = await Promise.all([
+        a.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' }),
+        b.sessions.decide(s.id, { status: 'failed', reason: 'lost' }),
+      ]);
+      expect([x.won, y.won].filter(Boolean)).toHaveLength(1);
+      const finishes = await Promise.all([
+        a.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' }),
+        b.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' }),
+      ]);
+      expect(finishes[0].seq).toBe(finishes[1].seq);
+      const events = await a.events.read(s.id, 0, 1000);
+      expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+      const rids = events.flatMap((e) => (typeof e.data.rid === 'number' ? [e.data.rid] : []));
+      expect(rids).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+      expect(events.filter((e) => e.data.platform !== undefined)).toHaveLength(10);
+      expect(events.at(-1)?.type).toBe('FINISH');
+      expect(events.at(-1)?.seq).toBe(finishes[0].seq);
+      expect(await b.events.lastRid(s.id)).toBe(40);
+      expect((await b.sessions.getSession(s.id))?.lastSeq).toBe(finishes[0].seq);
+    } finally {
+      await b.close();
+      await a.close();
     }
   });
 
