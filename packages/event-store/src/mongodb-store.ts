@@ -1,16 +1,17 @@
 import {
   BSON,
   MongoClient,
+  MongoBulkWriteError,
   MongoError,
   MongoServerError,
   WriteConcern,
-  type ChangeStream,
   type ClientSession,
   type Collection,
   type Db,
   type Document,
   type Filter,
   type TransactionOptions,
+  type WriteError,
 } from 'mongodb';
 import type { EventType, FinishData, SessionEvent, SessionStatus } from '@mgx/agent-sdk';
 import { isTerminal, SESSION_STATUSES, TERMINAL_STATUSES } from '@mgx/agent-sdk';
@@ -34,6 +35,8 @@ import type {
   TailOptions,
   WorkerStore,
 } from './ports.js';
+import { KeptChangeStream } from './change-stream.js';
+import { describeMongoUri, scrubMongoUri } from './mongodb-uri.js';
 import { MongoWorkers, type WorkerDoc } from './mongodb-workers.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
@@ -59,15 +62,26 @@ export interface MongoStoreOptions {
   useTransactions?: boolean;
   /** Set false to tail by polling even where change streams are available. */
   useChangeStreams?: boolean;
-  /** Where the store reports what it cannot hand to a caller (a failed purge, expiry mark or change stream). */
+  /**
+   * How long a write waits for a majority of the replica set to acknowledge it (wtimeoutMS; for
+   * a transaction, maxCommitTimeMS on its commit) before it fails with STORE_UNAVAILABLE. Such a
+   * write may still be applied, as after any lost reply: the callers' retries are idempotent
+   * (re-sent rids, decide's compare-and-set, FINISH once). Finding a primary at all is bounded
+   * by the driver's serverSelectionTimeoutMS (a URI option, 30 s by default). Default 10000 ms.
+   */
+  writeTimeoutMs?: number;
+  /** Where the store reports what it cannot hand to a caller (a failed purge or change stream). */
   logger?: Logger;
 }
 
+const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
+
 /**
  * A session document. `_id` is the session id (so the id is unique by the _id index).
- * `lastSeq`/`lastRid` are the per-session counters appends reserve from; `closingSeq` is the seq
- * reserved for FINISH (the stream takes no more events from then on) and `finishSeq` is set once
- * FINISH is stored. Client and agent JSON (`options`, event `data`) is kept as JSON text: any key
+ * `lastSeq`/`lastRid` are the seq and runner id of the last stored event, moved up only after
+ * events are stored (they may lag behind, never run ahead; see #appendSteps); `closingSeq` is
+ * set when FINISH is being stored (the stream takes no more events from then on) and
+ * `finishSeq` once FINISH is stored (both then hold its seq). Client and agent JSON (`options`, event `data`) is kept as JSON text: any key
  * (`$schema`, dotted names) and any depth round-trips exactly as in the SQLite store, and the
  * event size limit ingest enforces on the JSON is the size stored.
  */
@@ -79,8 +93,6 @@ interface SessionDoc extends Omit<SessionRecord, 'id' | 'options' | 'env'> {
   env?: string;
   lastRid: number;
   closingSeq: number | null;
-  /** Set once FINISH and the events' own expireAt are stored; the TTL index removes the session then. */
-  expireAt: Date | null;
 }
 
 interface EventDoc {
@@ -91,7 +103,6 @@ interface EventDoc {
   type: EventType;
   ts: number;
   data: string;
-  expireAt?: Date;
 }
 
 interface CounterDoc {
@@ -134,13 +145,22 @@ const tenantClaims = (tenant: string): string => `tenant:${tenant}`;
 const CLAIMED: SessionStatus[] = ['starting', 'running'];
 /** Queued sessions a claim reads per page while it looks for one it may take. */
 const CLAIM_PAGE = 50;
+/** TTL indexes of earlier versions, dropped at open (see purgeExpired). */
+export const LEGACY_TTL_INDEXES: readonly (readonly [string, string])[] = [
+  ['events', 'events_ttl'],
+  ['sessions', 'sessions_ttl'],
+];
 const TERMINAL: SessionStatus[] = [...TERMINAL_STATUSES];
 const NON_TERMINAL: SessionStatus[] = SESSION_STATUSES.filter((s) => !isTerminal(s));
-const TX_OPTIONS: TransactionOptions = {
-  readConcern: { level: 'snapshot' },
-  writeConcern: new WriteConcern('majority'),
-  readPreference: 'primary',
-};
+/** MaxTimeMSExpired, and WriteConcernFailed (a wtimeout). */
+const TIMEOUT_CODES = new Set<unknown>([50, 64]);
+
+/** Whether a write failed because a majority did not acknowledge it in time (wtimeout, or maxCommitTimeMS of a commit). */
+function majorityTimedOut(err: MongoError): boolean {
+  if (err instanceof MongoBulkWriteError && err.err) return TIMEOUT_CODES.has(err.err.code);
+  if (err instanceof MongoServerError) return TIMEOUT_CODES.has(err.code) || TIMEOUT_CODES.has(err.writeConcernError?.code);
+  return false;
+}
 const EVENT_FIELDS = { _id: 0, sessionId: 1, seq: 1, type: 1, ts: 1, data: 1 } as const;
 
 const toSession = (d: SessionDoc): SessionRecord => ({
@@ -190,38 +210,18 @@ const eventDoc = (sessionId: string, seq: number, ev: NewEvent, ts: number, rid:
 const isDuplicateKey = (err: unknown): boolean => err instanceof MongoServerError && err.code === 11000;
 
 /**
- * Where a connection string points, for messages: scheme and hosts, never the user or password.
- * Everything up to the last `@` before the options is credentials, even when not percent-encoded.
+ * An ordered insert that stopped at a duplicate key, every write acknowledged: another writer
+ * took the seq (look again and retry) or stored the same runner event (a duplicate). A write
+ * concern error means what was stored may roll back: that is a failure.
  */
-function describeMongoUri(uri: string): string {
-  const scheme = /^mongodb(\+srv)?:\/\//.exec(uri)?.[0];
-  if (!scheme) return '(not a mongodb:// URI)';
-  const rest = uri.slice(scheme.length).split('?')[0] ?? '';
-  const hosts = rest.slice(rest.lastIndexOf('@') + 1).split('/')[0] ?? '';
-  return `${scheme}${hosts}`;
+function isConflict(err: unknown): boolean {
+  if (!(err instanceof MongoBulkWriteError) || err.result.getWriteConcernError()) return false;
+  const errors: WriteError[] = Array.isArray(err.writeErrors) ? (err.writeErrors as WriteError[]) : [err.writeErrors as WriteError];
+  return errors.length > 0 && errors.every((e) => e.code === 11000);
 }
 
-/** Removes the URI's credentials from a driver message, in case the driver ever echoes them. */
-function scrub(message: string, uri: string): string {
-  const scheme = /^mongodb(\+srv)?:\/\//.exec(uri)?.[0];
-  if (!scheme) return message;
-  const authority = uri.slice(scheme.length).split('?')[0] ?? '';
-  const at = authority.lastIndexOf('@');
-  if (at <= 0) return message;
-  const userinfo = authority.slice(0, at);
-  let out = message.split(userinfo).join('***');
-  const password = userinfo.slice(userinfo.indexOf(':') + 1);
-  // a very short password would garble the message wherever its letters occur
-  if (userinfo.includes(':') && password.length >= 3) {
-    out = out.split(password).join('***');
-    try {
-      out = out.split(decodeURIComponent(password)).join('***');
-    } catch {
-      // not percent-encoded text: the raw form is already scrubbed
-    }
-  }
-  return out;
-}
+/** Attempts of a write that keeps meeting other writers' events before it gives up (each loss means one of them progressed). */
+const MAX_WRITE_ATTEMPTS = 50;
 
 /**
  * The MongoDB store. Sessions and events live in the `sessions` and `events` collections;
@@ -234,10 +234,9 @@ function scrub(message: string, uri: string): string {
  * document (a write conflict retries the whole transaction). On a standalone server the same
  * steps run without one; each method says why the order keeps it correct, and what a crash
  * between two steps leaves. Within this process, writes to one session are queued, so they
- * never conflict with each other and become visible in seq order. (On a standalone server two
- * processes appending to one session at once could make seq n+1 visible before n, and a tail
- * could pass over n; in mgx one process at a time writes a session's events: the API while it
- * is queued, then the worker that claimed it.)
+ * never conflict with each other and become visible in seq order. Across processes, without
+ * transactions, the unique indexes on (sessionId, seq) and (sessionId, rid) keep seq dense and
+ * each event once, and no event is lost (see #appendSteps for what holds and why).
  */
 export class MongoStore implements Store, SessionStore, EventStore {
   readonly kind = 'mongodb' as const;
@@ -246,6 +245,10 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #description: string;
   readonly #sessions: Collection<SessionDoc>;
   readonly #events: Collection<EventDoc>;
+  /** `events` for what callers read (read, getFinishEvent, tails): majority read concern on a replica set. */
+  readonly #eventReads: Collection<EventDoc>;
+  /** `sessions` read with majority read concern (lastRid: a runner resumes after what it returns). */
+  readonly #sessionReads: Collection<SessionDoc>;
   readonly #counters: Collection<CounterDoc>;
   readonly #claims: Collection<ClaimCountDoc>;
   readonly #workspaces: Collection<WorkspaceDoc>;
@@ -256,8 +259,10 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #retention: Retention;
   readonly #tails: Tails;
   readonly #logger: Logger;
+  readonly #writeTimeoutMs: number;
+  readonly #txOptions: TransactionOptions;
   readonly #queues = new Map<string, Promise<unknown>>();
-  #stream: ChangeStream | undefined;
+  readonly #stream: KeptChangeStream | undefined;
   #closed = false;
 
   private constructor(
@@ -265,16 +270,24 @@ export class MongoStore implements Store, SessionStore, EventStore {
     db: Db,
     where: string,
     description: string,
-    features: { transactions: boolean; changeStreams: boolean },
+    features: { transactions: boolean; changeStreams: boolean; replicated: boolean },
     retention: Retention,
     tailPollMs: number,
     logger: Logger,
+    writeTimeoutMs: number,
   ) {
     this.#client = client;
     this.#where = where;
     this.#description = description;
     this.#sessions = db.collection<SessionDoc>('sessions');
     this.#events = db.collection<EventDoc>('events');
+    // Reads that callers see must not show what a failover rolls back (a write applied on the
+    // primary but not yet on a majority): majority read concern. The write path's own reads stay
+    // local (fresher): what they find only decides where a write goes, and the unique indexes
+    // settle a stale view. A standalone server has no rollback and no majority to wait for.
+    const majority = features.replicated ? { readConcern: { level: 'majority' as const } } : {};
+    this.#eventReads = db.collection<EventDoc>('events', majority);
+    this.#sessionReads = db.collection<SessionDoc>('sessions', majority);
     this.#counters = db.collection<CounterDoc>('counters');
     this.#claims = db.collection<ClaimCountDoc>('claims');
     this.#workspaces = db.collection<WorkspaceDoc>('workspaces');
@@ -284,12 +297,21 @@ export class MongoStore implements Store, SessionStore, EventStore {
     this.#changeStreams = features.changeStreams;
     this.#retention = retention;
     this.#logger = logger;
+    this.#writeTimeoutMs = writeTimeoutMs;
+    // no wtimeout on the commit: maxCommitTimeMS bounds it and, unlike a wtimeout, is not retried by withTransaction
+    this.#txOptions = {
+      readConcern: { level: 'snapshot' },
+      writeConcern: new WriteConcern('majority'),
+      readPreference: 'primary',
+      maxCommitTimeMS: writeTimeoutMs,
+    };
     // the change stream opens with the first tail: it wakes the tails for other processes' writes
     this.#tails = new Tails(
       (sessionId, afterSeq, limit) => this.read(sessionId, afterSeq, limit),
       tailPollMs,
-      () => this.#ensureChangeStream(),
+      () => this.#stream?.start(),
     );
+    this.#stream = features.changeStreams ? this.#eventsStream() : undefined;
   }
 
   /** Connects, learns what the deployment supports, creates the indexes, and returns the store. */
@@ -297,11 +319,15 @@ export class MongoStore implements Store, SessionStore, EventStore {
     const where = `${describeMongoUri(options.uri)} (database ${options.dbName})`;
     const retention = new Retention(options.retentionDays, `MongoDB store ${where}`);
     const logger = options.logger ?? silentLogger;
+    const writeTimeoutMs = options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
+    if (!Number.isInteger(writeTimeoutMs) || writeTimeoutMs <= 0) {
+      throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${where}: writeTimeoutMs must be a whole number > 0`);
+    }
     let client: MongoClient | undefined;
     try {
       client = new MongoClient(options.uri, {
         appName: 'mgx',
-        writeConcern: { w: 'majority' },
+        writeConcern: { w: 'majority', wtimeoutMS: writeTimeoutMs },
         // an optional field left undefined is absent, as in JSON, not stored as null
         ignoreUndefined: true,
       });
@@ -317,20 +343,29 @@ export class MongoStore implements Store, SessionStore, EventStore {
         db,
         where,
         `${describeMongoUri(options.uri)}/${options.dbName}`,
-        { transactions: replicated && options.useTransactions !== false, changeStreams: replicated && options.useChangeStreams !== false },
+        {
+          transactions: replicated && options.useTransactions !== false,
+          changeStreams: replicated && options.useChangeStreams !== false,
+          replicated,
+        },
         retention,
         options.tailPollMs ?? (replicated && options.useChangeStreams !== false ? 1000 : 250),
         logger,
+        writeTimeoutMs,
       );
-      // TTL removes what expired normally; the sweep catches sessions whose expireAt was never set
+      // the sweep applies this process's current retention (see purgeExpired)
       retention.start(() => store.purgeExpired(), logger);
       return store;
     } catch (cause) {
       await client?.close().catch(() => undefined);
       const message = cause instanceof Error ? cause.message : String(cause);
-      throw new StoreError(StoreErrorCode.UNAVAILABLE, `cannot open the MongoDB store at ${where}: ${scrub(message, options.uri)}`, {
-        cause,
-      });
+      throw new StoreError(
+        StoreErrorCode.UNAVAILABLE,
+        `cannot open the MongoDB store at ${where}: ${scrubMongoUri(message, options.uri)}`,
+        {
+          cause,
+        },
+      );
     }
   }
 
@@ -360,9 +395,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
     this.#closed = true;
     this.#retention.stop();
     this.#tails.close();
-    const stream = this.#stream;
-    this.#stream = undefined;
-    await stream?.close().catch(() => undefined);
+    await this.#stream?.close();
     await this.#client.close();
   }
 
@@ -374,6 +407,13 @@ export class MongoStore implements Store, SessionStore, EventStore {
       return await fn();
     } catch (cause) {
       if (cause instanceof StoreError) throw cause;
+      if (cause instanceof MongoError && majorityTimedOut(cause)) {
+        throw new StoreError(
+          StoreErrorCode.UNAVAILABLE,
+          `MongoDB store ${this.#where}: ${what}: no majority of the replica set acknowledged the write within ${this.#writeTimeoutMs} ms (it may still be applied): ${cause.message}`,
+          { cause },
+        );
+      }
       if (cause instanceof MongoError || BSON.BSONError.isBSONError(cause)) {
         throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: ${what}: ${cause.message}`, { cause });
       }
@@ -384,8 +424,22 @@ export class MongoStore implements Store, SessionStore, EventStore {
   /** The steps in one transaction where the deployment has them, else one after the other. */
   async #atomically<T>(fn: (session: ClientSession | undefined) => Promise<T>): Promise<T> {
     if (!this.#transactions) return fn(undefined);
-    // withTransaction retries `fn` on transient errors (write conflicts), so `fn` keeps no state outside its result
-    return this.#client.withSession((session) => session.withTransaction(() => fn(session), TX_OPTIONS));
+    // withTransaction retries `fn` on transient errors (write conflicts, a lost primary) for up
+    // to two minutes; past the write timeout a retry is not started, so a write is bounded
+    const giveUpAt = Date.now() + this.#writeTimeoutMs;
+    let attempts = 0;
+    // `fn` keeps no state outside its result: a retry starts over
+    return this.#client.withSession((session) =>
+      session.withTransaction(() => {
+        if (attempts++ > 0 && Date.now() > giveUpAt) {
+          throw new StoreError(
+            StoreErrorCode.UNAVAILABLE,
+            `MongoDB store ${this.#where}: a transaction kept failing for ${this.#writeTimeoutMs} ms (write conflicts or no primary)`,
+          );
+        }
+        return fn(session);
+      }, this.#txOptions),
+    );
   }
 
   /** Queues writes to one session in this process: no self-inflicted write conflicts, and seq order is insert order. */
@@ -417,50 +471,120 @@ export class MongoStore implements Store, SessionStore, EventStore {
   }
 
   /**
-   * Reserves seqs for `events` and inserts them. One findOneAndUpdate, guarded by the stream
-   * being open, moves lastSeq past the new events and lastRid to the highest rid; the new
-   * events are those whose rid is above the stored lastRid (runner rids increase), so the
-   * reservation and the de-duplication are one atomic step on the session document.
-   *
-   * Without a transaction, a crash between the reservation and the insert leaves those seqs
-   * unused (readers go by seq and pass over the gap; nothing is stored twice) and their rids
-   * counted as stored, so the runner does not re-send them: those events are lost. That window
-   * exists only on a standalone server; a replica set runs both steps in one transaction.
+   * Where a session's stream stands. From the session document alone (`verify` false) its
+   * counters, which move only after events are stored, so they never claim more than is stored;
+   * with `verify`, from the events themselves (the highest seq, and the highest rid through the
+   * rid index), for when the counters may lag behind what another writer stored. `closed` once
+   * FINISH is being stored (closingSeq) or is stored.
    */
-  async #appendSteps(sessionId: string, events: NewEvent[], now: number, session: ClientSession | undefined): Promise<AppendResult> {
+  async #streamState(
+    sessionId: string,
+    verify: boolean,
+    session: ClientSession | undefined,
+  ): Promise<{ lastSeq: number; lastRid: number; closed: boolean }> {
+    const opt = session ? { session } : {};
+    const doc = await this.#sessions.findOne({ _id: sessionId }, { projection: { lastSeq: 1, lastRid: 1, closingSeq: 1 }, ...opt });
+    if (!doc) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${sessionId} does not exist`);
+    if (doc.closingSeq !== null || !verify) return { lastSeq: doc.lastSeq, lastRid: doc.lastRid, closed: doc.closingSeq !== null };
+    const tip = await this.#storedTip(sessionId, session);
+    return { lastSeq: Math.max(doc.lastSeq, tip.lastSeq), lastRid: Math.max(doc.lastRid, tip.lastRid), closed: tip.finished };
+  }
+
+  /** The highest seq and rid stored in `events` for a session, and whether its last event is FINISH. */
+  async #storedTip(
+    sessionId: string,
+    session: ClientSession | undefined,
+  ): Promise<{ lastSeq: number; lastRid: number; finished: boolean }> {
+    const opt = session ? { session } : {};
+    const last = await this.#events.findOne({ sessionId }, { sort: { seq: -1 }, projection: { _id: 0, seq: 1, type: 1 }, ...opt });
+    const rid = await this.#events.findOne(
+      { sessionId, rid: { $exists: true } },
+      { sort: { rid: -1 }, projection: { _id: 0, rid: 1 }, ...opt },
+    );
+    return { lastSeq: last?.seq ?? 0, lastRid: rid?.rid ?? 0, finished: last?.type === 'FINISH' };
+  }
+
+  /**
+   * Stores the new events of `events` after the last stored one, then moves the session's
+   * counters (lastSeq, lastRid) up to them: the counters never run ahead of what is stored.
+   *
+   * The seq of each event is the one after the last stored seq, and the insert is ordered, so a
+   * failure stores a prefix of the batch and nothing after it: the unique (sessionId, seq) index
+   * makes each seq one event's, and the unique (sessionId, rid) index each runner event one
+   * seq's. In a transaction (replica set) all of it commits or none, and concurrent writers to
+   * a session conflict on its document and are retried by withTransaction. Without one (a
+   * standalone server), what holds with writers in several processes:
+   * - Dense seq, no gap: seq n+1 is inserted only by a writer that saw n stored (as the last
+   *   event, or just stored by itself in the same ordered insert). A writer that read stale
+   *   counters tries a seq that is taken, gets a duplicate key, and looks again at the events
+   *   themselves (`verify`); so does one that raced another writer for the same seq.
+   * - Nothing lost: an event is dropped only when its rid is not above a rid already stored
+   *   (runner rids increase; dropResent), and the counters move only after the insert, so a
+   *   failed insert leaves the rest of its batch unstored and unclaimed and a re-send stores it.
+   *   A duplicate key on the rid index means another writer stored that event: it is counted
+   *   as a duplicate on the next look.
+   * - Nothing after FINISH: FINISH goes through the same seq index (see #finishSteps), and a
+   *   writer stops once it sees closingSeq or FINISH as the last event; one that had already
+   *   passed that check collides with FINISH's seq, or FINISH with its seq and FINISH moves on.
+   * - Readers never see seq n+1 without n: n is stored before n+1 is attempted.
+   * A crash between the insert and the counters leaves them behind the events, never ahead: the
+   * next append collides and re-reads (above), and lastRid makes the runner re-send a little
+   * more than needed, which is dropped.
+   */
+  async #appendSteps(
+    sessionId: string,
+    events: NewEvent[],
+    now: number,
+    session: ClientSession | undefined,
+    verifyFirst = false,
+  ): Promise<AppendResult> {
+    const opt = session ? { session } : {};
     // a rid not above every earlier rid of the batch is a duplicate whatever is stored
     const batch = dropResent(events, 0);
-    const rids = batch.fresh.flatMap((ev) => (ev.rid !== undefined ? [ev.rid] : []));
-    const withoutRid = batch.fresh.length - rids.length;
-    const before = await this.#sessions.findOneAndUpdate(
-      { _id: sessionId, closingSeq: null },
-      [
-        {
-          $set: {
-            lastSeq: { $add: ['$lastSeq', withoutRid, { $size: { $filter: { input: rids, cond: { $gt: ['$$this', '$lastRid'] } } } }] },
-            lastRid: { $max: ['$lastRid', batch.lastRid] },
-          },
-        },
-      ],
-      { returnDocument: 'before', projection: { lastSeq: 1, lastRid: 1 }, ...(session ? { session } : {}) },
-    );
-    if (!before) {
-      const exists = await this.#sessions.findOne({ _id: sessionId }, { projection: { _id: 1 }, ...(session ? { session } : {}) });
-      if (!exists) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${sessionId} does not exist`);
-      return { stored: [], duplicates: 0, closed: true };
-    }
-    // the batch's rids increase, so those above the stored lastRid are the ones the reservation counted
-    const { fresh, duplicates } = dropResent(batch.fresh, before.lastRid);
-    const docs: EventDoc[] = [];
+    let pending = batch.fresh;
+    let duplicates = batch.duplicates;
     const stored: SessionEvent[] = [];
-    for (const [i, ev] of fresh.entries()) {
-      const seq = before.lastSeq + 1 + i;
-      const ts = ev.ts ?? now;
-      docs.push(eventDoc(sessionId, seq, ev, ts, ev.rid));
-      stored.push({ sessionId, seq, type: ev.type, ts, data: ev.data });
+    let verify = verifyFirst;
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      if (attempt >= MAX_WRITE_ATTEMPTS) {
+        throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: session ${sessionId} kept changing during append`);
+      }
+      const state = await this.#streamState(sessionId, verify, session);
+      if (state.closed) return { stored, duplicates, closed: true };
+      const { fresh, duplicates: resent } = dropResent(pending, state.lastRid);
+      duplicates += resent;
+      if (fresh.length === 0) break;
+      const docs = fresh.map((ev, i) => eventDoc(sessionId, state.lastSeq + 1 + i, ev, ev.ts ?? now, ev.rid));
+      let inserted = docs.length;
+      let failure: MongoBulkWriteError | undefined;
+      try {
+        await this.#events.insertMany(docs, { ordered: true, ...opt });
+      } catch (err) {
+        // in a transaction the server has aborted it and nothing is stored: the error goes up
+        if (session || !(err instanceof MongoBulkWriteError)) throw err;
+        // ordered: the first `insertedCount` are stored, none after the failed one
+        inserted = Math.min(err.result.insertedCount, docs.length);
+        failure = err;
+      }
+      const mine = fresh.slice(0, inserted);
+      for (const [i, ev] of mine.entries()) {
+        stored.push({ sessionId, seq: state.lastSeq + 1 + i, type: ev.type, ts: ev.ts ?? now, data: ev.data });
+      }
+      const last = stored.at(-1);
+      if (inserted > 0 && last) {
+        const highestRid = mine.reduce((max, ev) => Math.max(max, ev.rid ?? 0), 0);
+        const advance = this.#sessions.updateOne({ _id: sessionId }, { $max: { lastSeq: last.seq, lastRid: highestRid } }, opt);
+        // after a failure, best effort: the counters may lag (see above), the failure is what the caller gets
+        if (failure) await advance.catch(() => undefined);
+        else await advance;
+      }
+      if (failure) {
+        if (!isConflict(failure)) throw failure;
+        verify = true;
+      }
+      pending = fresh.slice(inserted);
     }
-    if (docs.length > 0) await this.#events.insertMany(docs, { ordered: true, ...(session ? { session } : {}) });
-    return { stored, duplicates: batch.duplicates + duplicates, closed: false };
+    return { stored, duplicates, closed: false };
   }
 
   // ---- writes ------------------------------------------------------------------------
@@ -501,7 +625,6 @@ export class MongoStore implements Store, SessionStore, EventStore {
         lastRid: 0,
         closingSeq: null,
         finishSeq: null,
-        expireAt: null,
       };
       const queued = eventDoc(
         s.id,
@@ -534,8 +657,17 @@ export class MongoStore implements Store, SessionStore, EventStore {
 
   async append(sessionId: string, events: NewEvent[]): Promise<AppendResult> {
     if (events.length === 0) return { stored: [], duplicates: 0, closed: false };
+    const now = Date.now();
+    const attempt = (verify: boolean) => this.#atomically((session) => this.#appendSteps(sessionId, events, now, session, verify));
     const result = await this.#guard('append', () =>
-      this.#serial(sessionId, () => this.#atomically((session) => this.#appendSteps(sessionId, events, Date.now(), session))),
+      this.#serial(sessionId, () =>
+        attempt(false).catch((err: unknown) => {
+          // A duplicate key aborts a transaction (a writer without transactions, e.g. a process
+          // opened with useTransactions false, left the counters behind): once more, from the events.
+          if (this.#transactions && isDuplicateKey(err)) return attempt(true);
+          throw err;
+        }),
+      ),
     );
     this.#tails.notify(sessionId, result.stored);
     return result;
@@ -850,122 +982,96 @@ export class MongoStore implements Store, SessionStore, EventStore {
   }
 
   /**
-   * Stores FINISH once. Steps: (1) one findOneAndUpdate on a decided session whose stream is
-   * open reserves FINISH's seq and closes the stream (closingSeq), so no event can follow it;
-   * (2) FINISH is inserted at that seq; (3) finishSeq is set. Every step is idempotent and a
-   * later call resumes where an earlier one stopped: without a transaction, a crash after (1)
-   * leaves finishSeq null, so recovery (findUnfinished) calls this again, which finds the
-   * reserved seq and writes FINISH there. A unique index allows one FINISH per session.
+   * Stores FINISH once, as the session's last event. Steps: (1) on a decided session, closingSeq
+   * is set, so appends that start from then on store nothing; (2) FINISH is inserted after the
+   * last stored event, through the same unique seq index as appends, so an append that had
+   * passed its check before (1) either lands before FINISH or collides and stops, and FINISH
+   * moves on past an event that took its seq; (3) finishSeq (and closingSeq) become FINISH's seq.
+   * Every step is idempotent and a later call resumes where an earlier one stopped: without a
+   * transaction, a crash after (1) or (2) leaves finishSeq null, so recovery (findUnfinished)
+   * calls this again, which stores FINISH or finds it. A unique index allows one FINISH per
+   * session, so two processes finishing at once store one; the other returns it.
    */
   async appendFinish(id: string, data: FinishData, rid?: number): Promise<SessionEvent> {
     const result = await this.#guard('appendFinish', () =>
       this.#serial(id, () => this.#atomically((session) => this.#finishSteps(id, data, rid, session))),
     );
     if (result.fresh) this.#tails.wake(id);
-    if (result.endedAt !== null) await this.#markExpiry(id, result.endedAt);
     return result.event;
   }
 
-  /** The steps of appendFinish; `endedAt` is set when this call completed the finish (for expiry). */
+  /** The steps of appendFinish; `fresh` when this call stored FINISH. */
   async #finishSteps(
     id: string,
     data: FinishData,
     rid: number | undefined,
     session: ClientSession | undefined,
-  ): Promise<{ event: SessionEvent; fresh: boolean; endedAt: number | null }> {
+  ): Promise<{ event: SessionEvent; fresh: boolean }> {
     const opt = session ? { session } : {};
     const now = Date.now();
-    let seq: number | undefined;
-    let eventRid: number | undefined;
-    let endedAt = now;
-    // at most a second pass: without a transaction the session may be decided between the two reads below
-    for (let attempt = 0; seq === undefined; attempt++) {
-      const before = await this.#sessions.findOneAndUpdate(
-        { _id: id, status: { $in: TERMINAL }, closingSeq: null },
-        [
-          {
-            $set: {
-              lastSeq: { $add: ['$lastSeq', 1] },
-              closingSeq: { $add: ['$lastSeq', 1] },
-              lastRid: { $max: ['$lastRid', rid ?? 0] },
-            },
-          },
-        ],
-        { returnDocument: 'before', ...opt },
-      );
-      if (before) {
-        seq = before.lastSeq + 1;
-        eventRid = rid !== undefined && rid > before.lastRid ? rid : undefined;
-        endedAt = before.endedAt ?? now;
-        break;
+    for (let attempt = 0; ; attempt++) {
+      if (attempt >= MAX_WRITE_ATTEMPTS) {
+        throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: session ${id} kept changing during appendFinish`);
       }
       const current = await this.#sessions.findOne({ _id: id }, opt);
       if (!current) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
       if (!isTerminal(current.status)) {
         throw new StoreError(StoreErrorCode.NOT_DECIDED, `session ${id} is ${current.status}; decide it before FINISH`);
       }
-      if (current.closingSeq === null) {
-        if (attempt > 0)
-          throw new StoreError(StoreErrorCode.UNAVAILABLE, `MongoDB store ${this.#where}: session ${id} kept changing during appendFinish`);
+      if (current.closingSeq !== null) {
+        // closing or closed: FINISH is stored, or an earlier call stopped before storing it
+        const existing = await this.#events.findOne({ sessionId: id, type: 'FINISH' }, { projection: EVENT_FIELDS, ...opt });
+        if (existing) {
+          if (current.finishSeq === null) {
+            await this.#sessions.updateOne(
+              { _id: id },
+              { $set: { finishSeq: existing.seq, closingSeq: existing.seq }, $max: { lastSeq: existing.seq } },
+              opt,
+            );
+          }
+          return { event: toEvent(existing), fresh: false };
+        }
+        // FINISH was stored and has since been removed: the session is being purged
+        if (current.finishSeq !== null) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} has expired`);
+      } else {
+        // (1) close the stream; the value is where FINISH is expected, corrected in (3)
+        const closed = await this.#sessions.updateOne({ _id: id, closingSeq: null }, { $set: { closingSeq: current.lastSeq + 1 } }, opt);
+        // another call closed it first: look again
+        if (closed.matchedCount === 0) continue;
+      }
+      // (2) after the last stored event (the counters may lag behind it)
+      const tip = await this.#storedTip(id, session);
+      const seq = Math.max(current.lastSeq, tip.lastSeq) + 1;
+      const eventRid = rid !== undefined && rid > Math.max(current.lastRid, tip.lastRid) ? rid : undefined;
+      const doc = eventDoc(id, seq, { type: 'FINISH', data: { ...data } }, now, eventRid);
+      try {
+        await this.#events.insertOne(doc, opt);
+      } catch (err) {
+        // Without a transaction: an append still in flight took this seq, or another process
+        // stored FINISH first; look again. In a transaction the server has aborted it: it goes up.
+        if (session || !isDuplicateKey(err)) throw err;
         continue;
       }
-      // the stream is closed: FINISH is stored, or an earlier call stopped after reserving its seq
-      const existing = await this.#events.findOne({ sessionId: id, type: 'FINISH' }, { projection: EVENT_FIELDS, ...opt });
-      if (!existing && current.finishSeq !== null) {
-        // FINISH was stored and has since expired: the session is being removed by retention
-        throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} has expired`);
-      }
-      if (existing) {
-        if (current.finishSeq !== null) return { event: toEvent(existing), fresh: false, endedAt: null };
-        await this.#sessions.updateOne({ _id: id, finishSeq: null }, { $set: { finishSeq: existing.seq } }, opt);
-        return { event: toEvent(existing), fresh: false, endedAt: current.endedAt ?? now };
-      }
-      seq = current.closingSeq;
-      endedAt = current.endedAt ?? now;
-    }
-    const doc = eventDoc(id, seq, { type: 'FINISH', data: { ...data } }, now, eventRid);
-    let event = toEvent(doc);
-    let fresh = true;
-    try {
-      await this.#events.insertOne(doc, opt);
-    } catch (err) {
-      // Without a transaction another process may have written FINISH at this seq first; theirs
-      // stands. In a transaction an error must propagate (the server has aborted it).
-      if (session || !isDuplicateKey(err)) throw err;
-      const theirs = await this.#events.findOne({ sessionId: id, type: 'FINISH' }, { projection: EVENT_FIELDS });
-      if (!theirs) throw err;
-      event = toEvent(theirs);
-      fresh = false;
-    }
-    await this.#sessions.updateOne({ _id: id, finishSeq: null }, { $set: { finishSeq: event.seq } }, opt);
-    return { event, fresh, endedAt };
-  }
-
-  /**
-   * Gives a finished session and its events their expiry time, for the TTL indexes. Outside
-   * the transaction (a session may hold many events) and in this order: the session document
-   * expires only once its events are marked, so a crash in between leaves the session to the
-   * purge sweep, which removes its events first. No event is left without its session.
-   * Best effort for the same reason: FINISH is stored, so a failure here is not the caller's.
-   */
-  async #markExpiry(id: string, endedAt: number): Promise<void> {
-    if (this.#retention.ms <= 0) return;
-    const expireAt = new Date(endedAt + this.#retention.ms);
-    try {
-      await this.#events.updateMany({ sessionId: id }, { $set: { expireAt } });
-      await this.#sessions.updateOne({ _id: id }, { $set: { expireAt } });
-    } catch (err) {
-      // the hourly purge removes the session by its end time instead
-      this.#logger.warn({ err, sessionId: id }, 'event store: could not mark a finished session for expiry; the purge removes it');
+      // (3)
+      await this.#sessions.updateOne(
+        { _id: id },
+        { $set: { finishSeq: seq, closingSeq: seq }, $max: { lastSeq: seq, lastRid: eventRid ?? 0 } },
+        opt,
+      );
+      return { event: toEvent(doc), fresh: true };
     }
   }
 
   /**
    * Removes terminal sessions that ended before `now` minus the retention, and their events;
-   * returns how many sessions it removed. The TTL indexes do the same on the server (within
-   * a minute of expireAt, for sessions with FINISH); this removes eagerly what TTL would, and
-   * also sessions that ended without FINISH. Events go first, so an interrupted purge leaves
-   * sessions that the next one finds again, never orphaned events.
+   * returns how many sessions it removed. It runs a minute after open and hourly (Retention),
+   * in every process, with the retention this process was opened with, so a change of
+   * MGX_EVENT_RETENTION_DAYS (0 included: keep) applies to every session already ended, as in
+   * the SQLite store. Nothing is stamped on a session when it ends and no TTL index removes
+   * anything on the server's own schedule (an expiry time stamped at the end would outlive a
+   * change of the setting). Events go first, so an interrupted purge leaves sessions that the
+   * next one finds again, never orphaned events. Removing by endedAt also covers sessions that
+   * ended without FINISH.
    */
   async purgeExpired(now: number = Date.now()): Promise<number> {
     return this.#guard('purgeExpired', () =>
@@ -1031,7 +1137,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
     if (limit <= 0) return [];
     return this.#guard('read', async () =>
       (
-        await this.#events
+        await this.#eventReads
           .find({ sessionId, seq: { $gt: afterSeq } }, { projection: EVENT_FIELDS })
           .sort({ seq: 1 })
           .limit(limit)
@@ -1042,14 +1148,14 @@ export class MongoStore implements Store, SessionStore, EventStore {
 
   async getFinishEvent(sessionId: string): Promise<SessionEvent | null> {
     return this.#guard('getFinishEvent', async () => {
-      const doc = await this.#events.findOne({ sessionId, type: 'FINISH' }, { projection: EVENT_FIELDS });
+      const doc = await this.#eventReads.findOne({ sessionId, type: 'FINISH' }, { projection: EVENT_FIELDS });
       return doc ? toEvent(doc) : null;
     });
   }
 
   async lastRid(sessionId: string): Promise<number> {
     return this.#guard('lastRid', async () => {
-      const doc = await this.#sessions.findOne({ _id: sessionId }, { projection: { lastRid: 1 } });
+      const doc = await this.#sessionReads.findOne({ _id: sessionId }, { projection: { lastRid: 1 } });
       return doc?.lastRid ?? 0;
     });
   }
@@ -1066,33 +1172,20 @@ export class MongoStore implements Store, SessionStore, EventStore {
    * One change stream per store (not per tail) on inserts into `events`, projected to the
    * session id and fanned out to this process's tails. A stream per follower would hold a
    * pooled connection per awaiting getMore, so a few hundred followers would starve the pool.
-   * It opens with the first tail and stays open until close(); if it fails, tails keep
-   * polling and the next tail opens a new one. Never throws: a tail subscribes through it.
+   * It opens with the first tail and stays open until close(); when it fails it is reopened
+   * with back-off (tails poll meanwhile, and all re-read once it is back).
    */
-  #ensureChangeStream(): void {
-    if (!this.#changeStreams || this.#stream || this.#closed) return;
-    let stream: ChangeStream;
-    try {
-      stream = this.#events.watch<Document>([{ $match: { operationType: 'insert' } }, { $project: { 'fullDocument.sessionId': 1 } }]);
-    } catch (err) {
-      // no live wake-ups from other processes: the tails poll
-      this.#logger.warn({ err }, 'event store: cannot open the change stream; tails poll');
-      return;
-    }
-    this.#stream = stream;
-    stream.on('change', (change) => {
-      const sessionId: unknown = (change as { fullDocument?: { sessionId?: unknown } }).fullDocument?.sessionId;
-      if (typeof sessionId === 'string') this.#tails.wake(sessionId);
+  #eventsStream(): KeptChangeStream {
+    return new KeptChangeStream({
+      name: 'events',
+      open: () => this.#events.watch<Document>([{ $match: { operationType: 'insert' } }, { $project: { 'fullDocument.sessionId': 1 } }]),
+      onChange: (change) => {
+        const sessionId: unknown = (change as { fullDocument?: { sessionId?: unknown } }).fullDocument?.sessionId;
+        if (typeof sessionId === 'string') this.#tails.wake(sessionId);
+      },
+      onReopen: () => this.#tails.wakeAll(),
+      logger: this.#logger,
     });
-    const drop = () => {
-      if (this.#stream === stream) this.#stream = undefined;
-      void stream.close().catch(() => undefined);
-    };
-    stream.on('error', (err) => {
-      if (!this.#closed) this.#logger.warn({ err }, 'event store: the change stream failed; tails poll until the next tail reopens it');
-      drop();
-    });
-    stream.on('close', drop);
   }
 }
 
@@ -1103,7 +1196,6 @@ async function createIndexes(db: Db): Promise<void> {
     { key: { sessionId: 1, rid: 1 }, name: 'events_session_rid', unique: true, partialFilterExpression: { rid: { $exists: true } } },
     // the FINISH lookup, and the guarantee of one FINISH per session
     { key: { sessionId: 1, type: 1 }, name: 'events_session_finish', unique: true, partialFilterExpression: { type: 'FINISH' } },
-    { key: { expireAt: 1 }, name: 'events_ttl', expireAfterSeconds: 0 },
   ]);
   await db.collection('sessions').createIndexes([
     { key: { status: 1, pos: 1 }, name: 'sessions_status_pos' },
@@ -1112,7 +1204,6 @@ async function createIndexes(db: Db): Promise<void> {
     { key: { finishSeq: 1, pos: 1 }, name: 'sessions_unfinished' },
     // the retention sweep
     { key: { endedAt: 1 }, name: 'sessions_ended' },
-    { key: { expireAt: 1 }, name: 'sessions_ttl', expireAfterSeconds: 0 },
     // the claim's queue order per workspace
     { key: { workspaceId: 1, status: 1, pos: 1 }, name: 'sessions_workspace_queue' },
   ]);
@@ -1124,6 +1215,17 @@ async function createIndexes(db: Db): Promise<void> {
     .catch((err: unknown) => {
       if (!isDuplicateKey(err)) throw err;
     });
+  // Earlier versions stamped expireAt when a session ended and let these TTL indexes remove it
+  // then, whatever the retention became later; without them a stamped expireAt is inert.
+  for (const [collection, index] of LEGACY_TTL_INDEXES) {
+    await db
+      .collection(collection)
+      .dropIndex(index)
+      .catch((err: unknown) => {
+        // already gone (another process dropped it, or it never existed)
+        if (!(err instanceof MongoServerError && (err.code === 26 || err.code === 27 || err.codeName === 'IndexNotFound'))) throw err;
+      });
+  }
   await db
     .collection<CounterDoc>('counters')
     .updateOne({ _id: POS_COUNTER }, { $setOnInsert: { value: 0 } }, { upsert: true })

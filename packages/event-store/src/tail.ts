@@ -13,17 +13,22 @@ export interface TailSource {
   batch?: number;
 }
 
+/** The bus event that wakes every tail (a symbol, so no session id can collide with it). */
+const WAKE_ALL = Symbol('wake all tails');
+
 /**
  * A tail's subscription to an adapter's in-process bus: woken by appends to the session
- * (the adapter emits the session id) and by the store closing (`close`).
+ * (the adapter emits the session id), by the store closing (`close`) and by a wake of all.
  */
 export function busSubscription(bus: EventEmitter, sessionId: string): TailSource['subscribe'] {
   return (wake) => {
     bus.on(sessionId, wake);
     bus.on('close', wake);
+    bus.on(WAKE_ALL, wake);
     return () => {
       bus.off(sessionId, wake);
       bus.off('close', wake);
+      bus.off(WAKE_ALL, wake);
     };
   };
 }
@@ -113,6 +118,11 @@ export class Tails {
   /** Wakes the tails of a session when `stored` holds events. */
   notify(sessionId: string, stored: readonly SessionEvent[]): void {
     if (stored.length > 0) this.wake(sessionId);
+  }
+
+  /** Wakes every tail to re-read (e.g. after a gap in the wake-ups from other processes). */
+  wakeAll(): void {
+    this.#bus.emit(WAKE_ALL);
   }
 
   /** Wakes every tail: the store is closing. */

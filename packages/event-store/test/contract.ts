@@ -22,19 +22,28 @@ export function newSession(id: string, over: Partial<NewSession> = {}): NewSessi
 export interface ContractStoreOptions {
   /** The retention the store is opened with (the suite uses 30 days, and 0 for keep-forever). */
   retentionDays: number;
+  /**
+   * Open another handle on the data of this store (as another process, or a restart with other
+   * settings, would) instead of a fresh one. Both stay open until the test ends.
+   */
+  sameAs?: Store;
+}
+
+/** Real failures of the database behind a store, caused from outside it (no hook in the adapter). */
+export interface ContractFaults {
+  /**
+   * Until the returned function runs, the database refuses to store any event whose data holds
+   * `marker` (SQLite: a trigger; MongoDB: a collection validator), so a batch fails part-way.
+   */
+  rejectEventsMarked(store: Store, marker: string): Promise<() => Promise<void>>;
 }
 
 /**
  * The contract every store adapter passes, run against each one (SQLite here, MongoDB when
- * MONGODB_URI is set). `open` gives a fresh, empty store; its `close` disposes of it.
- * `openSecond` opens another instance on the same backing store (the SQLite file, the MongoDB
- * database), as a second process of a fleet would; it is closed before the first.
+ * MONGODB_URI is set). `open` gives a fresh, empty store, or with `sameAs` another handle on an
+ * open store's data; its `close` disposes of it. `faults` makes the database fail on purpose.
  */
-export function storeContract(
-  name: string,
-  open: (options: ContractStoreOptions) => Promise<Store>,
-  openSecond: (first: Store) => Promise<Store>,
-): void {
+export function storeContract(name: string, open: (options: ContractStoreOptions) => Promise<Store>, faults?: ContractFaults): void {
   describe(`store contract: ${name}`, () => {
     let store: Store;
     const opened: Store[] = [];
@@ -51,9 +60,7 @@ export function storeContract(
     });
     /** A second instance on the store's backing store: another worker process of the fleet. */
     const second = async (): Promise<Store> => {
-      const s = await openSecond(store);
-      opened.push(s);
-      return s;
+      return openStore({ retentionDays: 30, sameAs: store });
     };
 
     const session = (over: Partial<NewSession> = {}): NewSession => {
@@ -130,6 +137,36 @@ export function storeContract(
       expect(again.stored.map((e) => e.data.rid)).toEqual([4]);
       expect(await store.events.lastRid(s.id)).toBe(4);
       expect((await store.events.read(s.id, 0, 100)).length).toBe(5);
+    });
+
+    (faults ? it : it.skip)('stores a batch that failed part-way once it is re-sent: nothing lost, nothing twice, seq dense', async () => {
+      const s = await store.sessions.createSession(session());
+      const marker = `reject${randomBytes(6).toString('hex')}`;
+      const batch = [1, 2, 3, 4, 5].map((rid) => ({ type: 'LOG' as const, data: rid === 3 ? { rid, marker } : { rid }, rid }));
+      const heal = await faults!.rejectEventsMarked(store, marker);
+      try {
+        await expect(store.events.append(s.id, batch)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+        // what the failed write left: at most the part of the batch before the failure, and
+        // counters that claim no more than is stored
+        const left = await store.events.read(s.id, 0, 100);
+        const kept = left.slice(1).map((e) => e.data.rid as number);
+        expect([[], [1], [1, 2]]).toContainEqual(kept);
+        expect(left.map((e) => e.seq)).toEqual(left.map((_, i) => i + 1));
+        expect((await store.sessions.getSession(s.id))?.lastSeq).toBe(left.at(-1)?.seq);
+        expect(await store.events.lastRid(s.id)).toBe(kept.at(-1) ?? 0);
+      } finally {
+        await heal();
+      }
+      // the runner re-sends the batch
+      const retry = await store.events.append(s.id, batch);
+      expect(retry.stored.length + retry.duplicates).toBe(5);
+      const all = await store.events.read(s.id, 0, 100);
+      expect(all.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(all.slice(1).map((e) => e.data.rid)).toEqual([1, 2, 3, 4, 5]);
+      expect(await store.events.lastRid(s.id)).toBe(5);
+      expect((await store.sessions.getSession(s.id))?.lastSeq).toBe(6);
+      // and the stream goes on from there
+      expect((await store.events.append(s.id, [{ type: 'LOG', data: {}, rid: 6 }])).stored.map((e) => e.seq)).toEqual([7]);
     });
 
     it('refuses appends to a session that does not exist', async () => {
@@ -561,6 +598,42 @@ export function storeContract(
         expect((await other.sessions.claimNext('wb', shared))?.id).toBe(s2.id);
         expect(await store.sessions.workspaceHolder(wsId)).toBe('wb');
       });
+    });
+
+    it('purges by the retention it is opened with now, not the one in force when sessions ended', async () => {
+      const day = 24 * 3600 * 1000;
+      const now = Date.now();
+      const ended = async (at: number) => {
+        const s = await store.sessions.createSession(session());
+        await store.events.append(s.id, [{ type: 'LOG', data: { line: 'x' }, rid: 1 }]);
+        await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' }, { at });
+        await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
+        return s.id;
+      };
+      // ended under a retention of 30 days
+      const twoDays = await ended(now - 2 * day);
+      const tenDays = await ended(now - 10 * day);
+      const justNow = await ended(now);
+      const all = [twoDays, tenDays, justNow];
+      expect(await store.purgeExpired(now)).toBe(0);
+
+      // the setting becomes 0, keep: nothing goes, however far ahead
+      const keep = await openStore({ retentionDays: 0, sameAs: store });
+      expect(await keep.purgeExpired(now + 1000 * day)).toBe(0);
+      for (const id of all) expect((await keep.events.read(id, 0, 10)).map((e) => e.type)).toEqual(['SESSION_QUEUED', 'LOG', 'FINISH']);
+
+      // the setting becomes 1 day: what ended more than a day ago goes, with its events
+      const short = await openStore({ retentionDays: 1, sameAs: store });
+      expect(await short.purgeExpired(now)).toBe(2);
+      for (const id of [twoDays, tenDays]) {
+        expect(await short.sessions.getSession(id)).toBeNull();
+        expect(await short.events.read(id, 0, 10)).toEqual([]);
+      }
+      expect((await short.sessions.getSession(justNow))?.id).toBe(justNow);
+      expect(await short.events.read(justNow, 0, 10)).toHaveLength(3);
+      // and what ends later goes a day after it ended
+      expect(await short.purgeExpired(now + day - 1000)).toBe(0);
+      expect(await short.purgeExpired(now + day + 1000)).toBe(1);
     });
 
     it('keeps everything when the retention is 0', async () => {

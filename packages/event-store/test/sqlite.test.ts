@@ -7,13 +7,30 @@ import { CodedError, silentLogger } from '@mgx/config';
 import { SqliteStore, StoreError, type SqliteStoreOptions } from '../src/index.js';
 import { newSession, storeContract } from './contract.js';
 
+/** The file of each store the contract opened, so another handle can open on it. */
+const contractFiles = new WeakMap<object, string>();
 storeContract(
   'sqlite',
-  async ({ retentionDays }) => SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite'), retentionDays }),
-  // a second connection to the same file, as another process holds
-  async (first) => {
-    if (!(first instanceof SqliteStore)) throw new Error('the sqlite contract opens SqliteStore');
-    return SqliteStore.open({ file: first.file });
+  async ({ retentionDays, sameAs }) => {
+    const file = (sameAs && contractFiles.get(sameAs)) ?? join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite');
+    const store = SqliteStore.open({ file, retentionDays });
+    contractFiles.set(store, file);
+    return store;
+  },
+  {
+    // a trigger added through another connection, as another process could
+    rejectEventsMarked: async (store, marker) => {
+      const file = contractFiles.get(store);
+      if (!file || !/^\w+$/.test(marker)) throw new Error('not a store of this suite, or a marker that is not a word');
+      const other = new Database(file);
+      other.exec(
+        `CREATE TRIGGER reject_${marker} BEFORE INSERT ON events WHEN instr(NEW.data, '${marker}') > 0 BEGIN SELECT RAISE(ABORT, 'rejected on purpose'); END`,
+      );
+      return async () => {
+        other.exec(`DROP TRIGGER reject_${marker}`);
+        other.close();
+      };
+    },
   },
 );
 
