@@ -34,6 +34,7 @@ import type {
   TailOptions,
   WorkerStore,
 } from './ports.js';
+import { watchCancelRequests } from './mongodb-cancels.js';
 import { MongoWorkers, type WorkerDoc } from './mongodb-workers.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
@@ -543,6 +544,12 @@ export class MongoStore implements Store, SessionStore, EventStore {
       );
       return doc ? toSession(doc) : null;
     });
+  }
+
+  /** A change stream on `sessions` (see watchCancelRequests); nothing without change streams (the poll remains). */
+  watchCancels(workerId: string, onCancel: (sessionId: string) => void): () => void {
+    if (!this.#changeStreams || this.#closed) return () => undefined;
+    return watchCancelRequests(this.#sessions, workerId, NON_TERMINAL, onCancel, this.#logger, () => this.#closed);
   }
 
   /**

@@ -13,17 +13,21 @@ export interface TailSource {
   batch?: number;
 }
 
+/** The bus event that wakes every tail: the store is closing, or another process wrote. */
+const ALL = Symbol('all sessions');
+
 /**
  * A tail's subscription to an adapter's in-process bus: woken by appends to the session
- * (the adapter emits the session id) and by the store closing (`close`).
+ * (the adapter emits the session id), and by the store closing or another process writing
+ * (both wake every tail).
  */
 export function busSubscription(bus: EventEmitter, sessionId: string): TailSource['subscribe'] {
   return (wake) => {
     bus.on(sessionId, wake);
-    bus.on('close', wake);
+    bus.on(ALL, wake);
     return () => {
       bus.off(sessionId, wake);
-      bus.off('close', wake);
+      bus.off(ALL, wake);
     };
   };
 }
@@ -115,9 +119,17 @@ export class Tails {
     if (stored.length > 0) this.wake(sessionId);
   }
 
+  /**
+   * Wakes every tail: another process stored something the adapter cannot attribute to a
+   * session. Each tail re-reads after its last seq, so a wake-up with nothing new costs one read.
+   */
+  wakeAll(): void {
+    this.#bus.emit(ALL);
+  }
+
   /** Wakes every tail: the store is closing. */
   close(): void {
-    this.#bus.emit('close');
+    this.wakeAll();
   }
 
   events(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {
