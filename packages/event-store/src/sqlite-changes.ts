@@ -17,6 +17,8 @@ import type Database from 'better-sqlite3';
  */
 export class DataVersionWatcher {
   readonly #db: Database.Database;
+  /** Prepared once: `db.pragma()` prepares on every call, which costs more than the read itself. */
+  readonly #dataVersion: Database.Statement<[], number>;
   readonly #intervalMs: number;
   readonly #listeners = new Set<() => void>();
   #timer: NodeJS.Timeout | undefined;
@@ -27,6 +29,7 @@ export class DataVersionWatcher {
 
   constructor(db: Database.Database, intervalMs: number) {
     this.#db = db;
+    this.#dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
     this.#intervalMs = intervalMs;
   }
 
@@ -54,7 +57,7 @@ export class DataVersionWatcher {
 
   #read(): number | undefined {
     try {
-      return this.#db.pragma('data_version', { simple: true }) as number;
+      return this.#dataVersion.get();
     } catch {
       // a busy or closing file: the next tick tries again, and the slow polls stay as a net
       return undefined;
