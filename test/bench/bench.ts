@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import Docker from 'dockerode';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
 import { discoverSocket, hardenedCreateOptions, LABELS } from '@mgx/runtime';
-import { newServerProcess, type ServerProcess } from '../support/server-process.js';
+import { freePort, newServerProcess, ServerProcess } from '../support/server-process.js';
 import { collect, script, sleep } from '../support/sessions.js';
 
 const { values: args } = parseArgs({
@@ -275,6 +275,79 @@ const started = Date.now();
   results.concurrency_exceeded = exceeded;
 }
 
+// 4b. across processes: an API process and a worker process on one SQLite file, the client on
+// the API process. Cancel: sessions.cancel sent → FINISH cancelled received by a follower (and →
+// the CANCELLED decision stored, by its ts). Tail: the agent emits an event → the follower
+// receives it through the API process, which learns of the worker's writes from the store.
+{
+  const n = quick ? 6 : 20;
+  log(`cross-process: API process + worker process, ${n} cancels and one followed session`);
+  const env = { MGX_LOG_LEVEL: 'error', AGENT_CONTAINER_MEMORY_LIMIT: '256m', MGX_MAX_EVENTS_PER_SECOND: '0' };
+  const { server: api, dataDir } = await newServerProcess('mgx-bench-xproc', { ...env, MGX_ROLE: 'api' });
+  const worker = new ServerProcess({
+    ...env,
+    MGX_ROLE: 'worker',
+    MGX_PORT: String(await freePort()),
+    MGX_DATA_DIR: dataDir,
+    MGX_OWNER: `mgx-bench-xproc-worker-${randomBytes(4).toString('hex')}`,
+    AGENT_MAX_CONCURRENT_CONTAINERS: String(n + 1),
+  });
+  await Promise.all([api.start(), worker.start()]);
+  const client = createMgxClient({ url: api.url });
+
+  // the tail first, alone: small bursts with pauses, so each event meets an idle tail or a busy one
+  const steps = [];
+  for (let i = 0; i < (quick ? 60 : 200); i++) steps.push({ events: { count: 5, size: 100 } }, { sleep: 30 });
+  const tailed = await client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 500 }, ...steps) });
+  const tailDelays: number[] = [];
+  for await (const ev of followSession(client, tailed.id))
+    if (ev.type === 'LOG' && typeof ev.data.i === 'number') tailDelays.push(Date.now() - ev.ts);
+
+  // then the cancels, one at a time, of sessions all running on the worker
+  const ids = await Promise.all(
+    Array.from({ length: n }, () =>
+      client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'up' }, { sleep: 600_000 }) }).then((s) => s.id),
+    ),
+  );
+  const followers = ids.map((id) => {
+    let up: () => void = () => undefined;
+    const isUp = new Promise<void>((r) => (up = r));
+    let finished: (t: number) => void = () => undefined;
+    const finish = new Promise<number>((r) => (finished = r));
+    const events = (async () => {
+      const out: SessionEvent[] = [];
+      for await (const ev of followSession(client, id)) {
+        out.push(ev);
+        if (ev.type === 'MESSAGE' && ev.data.text === 'up') up();
+        if (ev.type === 'FINISH') finished(Date.now());
+      }
+      return out;
+    })();
+    return { id, isUp, finish, events };
+  });
+  await Promise.all(followers.map((f) => f.isUp));
+  const toFinish: number[] = [];
+  const toDecision: number[] = [];
+  for (const f of followers) {
+    const t0 = Date.now();
+    await client.sessions.cancel.mutate({ sessionId: f.id });
+    toFinish.push((await f.finish) - t0);
+    const events = await f.events;
+    const cancelled = events.find((e) => e.type === 'CANCELLED');
+    if (events.at(-1)?.data.status !== 'cancelled' || !cancelled) throw new Error(`session ${f.id} did not end cancelled`);
+    toDecision.push(cancelled.ts - t0);
+  }
+  await api.stop('SIGTERM');
+  await worker.stop('SIGTERM');
+  rmSync(dataDir, { recursive: true, force: true });
+  results.cross_process_cancel_ms_p50 = pct(toFinish, 50);
+  results.cross_process_cancel_ms_p99 = pct(toFinish, 99);
+  results.cross_process_cancel_decided_ms_p99 = pct(toDecision, 99);
+  results.cross_process_tail_events = tailDelays.length;
+  results.cross_process_tail_ms_p50 = pct(tailDelays, 50);
+  results.cross_process_tail_ms_p99 = pct(tailDelays, 99);
+}
+
 // 5. server memory with 50 sessions running at once (the server as its own process)
 {
   const n = 50;
@@ -329,6 +402,8 @@ const targets: Array<[string, string, (v: number) => boolean]> = [
   ['events_lost', '0', (v) => v === 0],
   ['concurrency_exceeded', '0', (v) => v === 0],
   ['server_rss_mb', '≤ 200', (v) => v <= 200],
+  ['cross_process_cancel_ms_p99', '≤ 500', (v) => v <= 500],
+  ['cross_process_tail_ms_p99', '≤ 250', (v) => v <= 250],
 ];
 const engine = (await docker.version()) as unknown as { Version: string; Components?: Array<{ Name: string; Version: string }> };
 const engineName = engine.Components?.find((c) => /podman/i.test(c.Name)) ? `podman ${engine.Version}` : `docker ${engine.Version}`;
@@ -350,6 +425,8 @@ Raw engine and platform are measured in the same run with the same image and har
 \`finish_detect_ms\` = the agent sending FINISH → the session terminal in the store (socket, batching, compare-and-set).
 \`ingest_events_per_s\` = events stored per second from 10 agents writing at once into SQLite.
 \`sse_fanout_*_ms\` = event created in the container → received by each subscriber (\`followSession\`, which uses \`sessions.streamBatches\`).
+\`cross_process_cancel_ms\` = an API process and a worker process on one SQLite file: sessions.cancel sent to the API process → FINISH cancelled received by a client following there (\`cross_process_cancel_decided_ms\`: → the CANCELLED decision stored by the worker).
+\`cross_process_tail_ms\` = the same two processes: event created in the container on the worker → received by a client following through the API process.
 \`server_rss_mb\` = resident memory of the server process (run through tsx) with ${results.rss_sessions} sessions running.
 
 | figure | value | target |

@@ -161,6 +161,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       finishGraceMs: settings.agent.finishGraceMs,
       pollMs: settings.monitor.pollMs,
       logCaptureBytes: settings.limits.logCaptureBytes,
+      // the id the scheduler claims under
+      workerId: settings.owner,
     });
     if (settings.pool.size > 0) pool = new WarmPool({ runtime, settings, metrics, logger: logger.child({ component: 'pool' }) });
     scheduler = new Scheduler({

@@ -37,6 +37,7 @@ import type {
 } from './ports.js';
 import { KeptChangeStream } from './change-stream.js';
 import { describeMongoUri, scrubMongoUri } from './mongodb-uri.js';
+import { watchCancelRequests } from './mongodb-cancels.js';
 import { MongoWorkers, type WorkerDoc } from './mongodb-workers.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
@@ -933,6 +934,12 @@ export class MongoStore implements Store, SessionStore, EventStore {
       );
       return doc ? toSession(doc) : null;
     });
+  }
+
+  /** A change stream on `sessions` (see watchCancelRequests); nothing without change streams (the poll remains). */
+  watchCancels(workerId: string, onCancel: (sessionId: string) => void): () => void {
+    if (!this.#changeStreams || this.#closed) return () => undefined;
+    return watchCancelRequests(this.#sessions, workerId, NON_TERMINAL, onCancel, this.#logger, () => this.#closed);
   }
 
   /**

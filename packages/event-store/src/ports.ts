@@ -149,6 +149,13 @@ export interface SessionStore {
   /** Records a cancel request; the worker that runs the session acts on it. */
   requestCancel(id: string): Promise<SessionRecord | null>;
   /**
+   * Tells the worker `workerId` promptly of cancel requests that other processes store for its
+   * undecided sessions: `onCancel` gets the session id, possibly more than once (it must ignore
+   * what it already acts on). Best effort: a caller keeps a slower poll of `cancelRequested`
+   * as the fallback. Returns the function that stops the watch.
+   */
+  watchCancels(workerId: string, onCancel: (sessionId: string) => void): () => void;
+  /**
    * The terminal compare-and-set: moves a non-terminal session to `outcome` and appends
    * `events` (TIMEOUT, CANCELLED, ...) in the same step. Exactly one call wins; the rest get
    * `won: false` and change nothing. FINISH is appended later by `appendFinish`, after teardown.

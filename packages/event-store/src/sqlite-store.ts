@@ -25,6 +25,7 @@ import type {
 } from './ports.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
+import { CANCELS_SCHEMA, DataVersionWatcher } from './sqlite-changes.js';
 import { SqliteWorkers, WORKERS_SCHEMA } from './sqlite-workers.js';
 import { Tails } from './tail.js';
 
@@ -200,8 +201,16 @@ const toEvent = (r: EventRow): SessionEvent => ({
 export interface SqliteStoreOptions {
   /** Path of the database file; created with its directory when missing. */
   file: string;
-  /** How often a tail re-reads when no in-process append woke it (writers in other processes). */
+  /**
+   * How often a tail re-reads when nothing woke it: a safety net, since the change check wakes
+   * tails for other processes' writes. Default 2000 ms.
+   */
   tailPollMs?: number;
+  /**
+   * How often the store checks whether another connection (another process) committed
+   * (`PRAGMA data_version`), to wake tails and cancel watchers. Default 25 ms; 0 turns it off.
+   */
+  changeCheckMs?: number;
   /**
    * Terminal sessions and their events are removed this many days after they ended, by
    * purgeExpired on an hourly timer. Default 0: keep forever.
@@ -253,16 +262,29 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   readonly #tails: Tails;
   readonly #retention: Retention;
   readonly #workers: SqliteWorkers;
+  readonly #changes: DataVersionWatcher;
+  #tailsWatching = false;
   readonly #stmts;
 
   private constructor(
     readonly file: string,
     db: Database.Database,
     tailPollMs: number,
+    changeCheckMs: number,
     retention: Retention,
   ) {
     this.#db = db;
-    this.#tails = new Tails((sessionId, afterSeq, limit) => this.read(sessionId, afterSeq, limit), tailPollMs);
+    this.#changes = new DataVersionWatcher(db, changeCheckMs);
+    // the first tail starts the change check; from then on another process's commit wakes every tail
+    this.#tails = new Tails(
+      (sessionId, afterSeq, limit) => this.read(sessionId, afterSeq, limit),
+      tailPollMs,
+      () => {
+        if (this.#tailsWatching) return;
+        this.#tailsWatching = true;
+        this.#changes.subscribe(() => this.#tails.wakeAll());
+      },
+    );
     this.#retention = retention;
     this.#workers = new SqliteWorkers({ db, call: (what, fn) => this.#call(what, fn), tx: (what, fn) => this.#tx(what, fn) });
     this.#stmts = {
@@ -307,6 +329,9 @@ export class SqliteStore implements Store, SessionStore, EventStore {
          WHERE id = @id AND status NOT IN ${TERMINAL_SQL}`,
       ),
       setFinish: db.prepare('UPDATE sessions SET finish_seq = ? WHERE id = ?'),
+      cancelsOf: db.prepare<[string], { id: string }>(
+        `SELECT id FROM sessions WHERE worker_id = ? AND cancel_requested = 1 AND status NOT IN ${TERMINAL_SQL}`,
+      ),
       countStatus: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM sessions WHERE status = ?'),
       expired: db.prepare<[number, number], { id: string }>(
         `SELECT id FROM sessions WHERE ended_at < ? AND status IN ${TERMINAL_SQL} LIMIT ?`,
@@ -330,7 +355,8 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       db.exec(SCHEMA);
       db.exec(WORKERS_SCHEMA);
       migrate(db);
-      store = new SqliteStore(options.file, db, options.tailPollMs ?? 250, retention);
+      db.exec(CANCELS_SCHEMA);
+      store = new SqliteStore(options.file, db, options.tailPollMs ?? 2000, options.changeCheckMs ?? 25, retention);
     } catch (cause) {
       db?.close();
       const message = cause instanceof Error ? cause.message : String(cause);
@@ -358,6 +384,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
 
   async close(): Promise<void> {
     this.#retention.stop();
+    this.#changes.stop();
     this.#tails.close();
     this.#call('close', () => this.#db.close());
   }
@@ -480,6 +507,31 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   async requestCancel(id: string): Promise<SessionRecord | null> {
     const row = this.#tx('requestCancel', () => this.#stmts.requestCancel.get(id));
     return row ? toSession(row) : null;
+  }
+
+  /**
+   * After each commit by another process (the change check), one indexed query for this
+   * worker's undecided sessions with a cancel request; `onCancel` hears each of them, again at
+   * later commits until the session is decided (the caller ignores what it already acts on).
+   * This process's own requestCancel is not reported: its caller acts on it directly.
+   */
+  watchCancels(workerId: string, onCancel: (sessionId: string) => void): () => void {
+    return this.#changes.subscribe(() => {
+      if (!this.#db.open) return;
+      let rows: { id: string }[];
+      try {
+        rows = this.#stmts.cancelsOf.all(workerId);
+      } catch {
+        // busy or closing: the next commit, or the monitor's own poll, catches it
+        return;
+      }
+      for (const { id } of rows) onCancel(id);
+    });
+  }
+
+  /** How many commits by other connections the change check has noticed. */
+  get changesSeen(): number {
+    return this.#changes.changes;
   }
 
   async decide(id: string, outcome: Outcome, options: DecideOptions = {}): Promise<DecideResult> {

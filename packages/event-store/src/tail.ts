@@ -127,7 +127,7 @@ export class Tails {
 
   /** Wakes every tail: the store is closing. */
   close(): void {
-    this.#bus.emit('close');
+    this.wakeAll();
   }
 
   events(sessionId: string, options: TailOptions): AsyncIterable<SessionEvent> {

@@ -23,6 +23,12 @@ export interface MonitorOptions {
   /** How long to wait for a runner's last events after its container exited. */
   drainMs?: number;
   clock?: Clock;
+  /**
+   * The worker id sessions are claimed under: when set, cancels that other processes store for
+   * its sessions are acted on as the store reports them (SessionStore.watchCancels), not only
+   * at the next fallback poll.
+   */
+  workerId?: string;
 }
 
 interface Watch {
@@ -61,9 +67,10 @@ interface Watch {
  * is visible the session's container is gone.
  */
 export class Monitor {
-  readonly #o: Required<Omit<MonitorOptions, 'logger' | 'clock'>> & { logger: Logger; clock: Clock };
+  readonly #o: Required<Omit<MonitorOptions, 'logger' | 'clock' | 'workerId'>> & { logger: Logger; clock: Clock; workerId?: string };
   readonly #watches = new Map<string, Watch>();
   readonly #lifecycle: SessionLifecycle;
+  #stopCancelWatch: (() => void) | undefined;
 
   constructor(options: MonitorOptions) {
     this.#o = { drainMs: 2000, logger: silentLogger, clock: systemClock, ...options };
@@ -85,6 +92,7 @@ export class Monitor {
   watch(session: SessionRecord, containerId: string, startedAt: number): Promise<void> {
     const existing = this.#watches.get(session.id);
     if (existing) return existing.tornDown;
+    this.#watchCancels();
     const { promise: tornDown, resolve: resolveTornDown } = deferred();
     const w: Watch = {
       session,
@@ -207,6 +215,18 @@ export class Monitor {
     return true;
   }
 
+  /** From the first watched session on: cancels stored by other processes, as the store reports them. */
+  #watchCancels(): void {
+    const { workerId, store } = this.#o;
+    if (workerId === undefined || this.#stopCancelWatch) return;
+    this.#stopCancelWatch = store.sessions.watchCancels(workerId, (id) => {
+      const w = this.#watches.get(id);
+      if (!w || w.decided) return;
+      w.log.info({}, 'cancel requested through another process');
+      this.cancel(id);
+    });
+  }
+
   /** Resolves when every watched session is torn down. */
   async idle(): Promise<void> {
     await Promise.all([...this.#watches.values()].map((w) => w.tornDown));
@@ -214,6 +234,8 @@ export class Monitor {
 
   /** Stops watching without deciding (graceful shutdown: the next start adopts the sessions). */
   detachAll(): void {
+    this.#stopCancelWatch?.();
+    this.#stopCancelWatch = undefined;
     for (const w of this.#watches.values()) {
       for (const t of w.timers) this.#o.clock.clearTimeout(t);
       w.timers = [];

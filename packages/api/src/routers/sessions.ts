@@ -98,7 +98,7 @@ export function sessionsRouter({ router, authed }: Trpc) {
         { from: ['queued'], events: [{ type: 'CANCELLED', data: { while: 'queued' } }], ifLost: 'leave' },
       );
       if (queued.won) return { sessionId: s.id, status: 'cancelled' as const, cancelled: true };
-      // starting or running: the worker holding it stops it (here at once, elsewhere on its next poll)
+      // starting or running: the worker holding it stops it (here at once, in another process as its store reports the request)
       worker.cancelRunning(s.id);
       return { sessionId: s.id, status: queued.session.status, cancelled: true };
     }),
