@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
-import { createAppRouter, TokenAuth, type ApiDeps, type FrameworkInfo } from '@mgx/api';
+import { AuthConfigError, createAppRouter, TokenAuth, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type Store } from '@mgx/event-store';
 import { IngestHub, toStoredEvent } from '@mgx/ingest';
@@ -92,7 +92,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   try {
     auth = TokenAuth.fromSettings(settings.server);
   } catch (cause) {
-    throw new StartupError('BAD_TOKENS', (cause as Error).message, { cause });
+    if (cause instanceof AuthConfigError) throw new StartupError('BAD_TOKENS', cause.message, { cause });
+    throw cause;
   }
   if (!auth.enabled && !isLoopback(settings.server.host)) {
     throw new StartupError(
@@ -207,7 +208,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     createContext: ({ req, info }) => {
       const fromParams = (info.connectionParams as { token?: unknown } | null)?.token;
       const header = req.headers.authorization ?? (typeof fromParams === 'string' ? `Bearer ${fromParams}` : undefined);
-      return { deps, tenant: auth.tenantOf(header) };
+      const caller = auth.callerOf(header);
+      return { deps, tenant: caller?.tenant ?? null, operator: caller?.operator ?? false };
     },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ path, err: error }, 'request failed');
