@@ -13,6 +13,7 @@ import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog } from '@m
 import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runtime';
 import { Scheduler, WarmPool } from '@mgx/scheduler';
 import rootPackage from '../../../package.json' with { type: 'json' };
+import { fleetMetricsRefresher } from './fleet-metrics.js';
 import { MemorySecrets } from './secrets.js';
 
 /** The version of mgx (the root package.json's). */
@@ -117,6 +118,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     ? Promise.resolve(options.frameworks)
     : imageFrameworks(runtime, settings.agent.image, logger.child({ component: 'frameworks' }));
   const store = await openStore(settings);
+  // the fleet's workers are read from the store at each scrape
+  metrics.onRender(fleetMetricsRefresher(store, metrics, logger.child({ component: 'metrics' })));
   const worker = settings.server.role !== 'api';
 
   let monitor: Monitor | undefined;
