@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
-import { AuthConfigError, createAppRouter, TokenAuth, type ApiDeps, type FrameworkInfo } from '@mgx/api';
+import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type Store } from '@mgx/event-store';
 import { IngestHub, toStoredEvent } from '@mgx/ingest';
@@ -239,7 +239,10 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         engine = { error: (err as Error).message };
       }
       res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
-      return res.end(JSON.stringify({ ok, ready, version: VERSION, role: settings.server.role, engine, store: store.describe() }));
+      // no token here: no server paths (engine socket, store file) either
+      return res.end(
+        JSON.stringify({ ok, ready, version: VERSION, role: settings.server.role, engine: withoutSocket(engine), store: store.kind }),
+      );
     }
     res.writeHead(404, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ error: 'not found' }));

@@ -6,7 +6,7 @@ export type { SessionView } from './views.js';
 export type { ApiDeps, ApiContext, FrameworkInfo, WorkerBridge, SecretKeeper } from './context.js';
 export { TokenAuth, AuthConfigError, DEFAULT_TENANT } from './auth.js';
 export type { Caller, TokenSettings } from './auth.js';
-export { workerView } from './routers/system.js';
+export { workerView, withoutSocket } from './routers/system.js';
 export type { WorkerView } from './routers/system.js';
 export { newSessionId } from './ids.js';
 export { envProblem, ENV_NAME, MAX_ENV_VARS, MAX_ENV_VALUE_BYTES } from './env-policy.js';

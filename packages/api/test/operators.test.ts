@@ -47,7 +47,7 @@ const worker = (over: Partial<WorkerRecord> = {}): WorkerRecord => ({
 
 const SESSIONS = [session('s-acme', 'acme'), session('s-globex', 'globex')];
 
-function api(caller: { tenant: string; operator: boolean }) {
+function api(caller: { tenant: string | null; operator: boolean }) {
   const lists: ListQuery[] = [];
   const counter = { inc: () => undefined, dec: () => undefined };
   const deps = {
@@ -75,7 +75,9 @@ function api(caller: { tenant: string; operator: boolean }) {
       socket: '/run/podman/podman.sock',
       info: async () => ({ engine: 'podman', version: '4.3.1', socket: '/run/podman/podman.sock' }),
       imageExists: async () => true,
+      ping: async () => undefined,
     },
+    ready: () => true,
     metrics: { rejections: counter, sseSubscribers: counter } as unknown as Metrics,
     logger: silentLogger,
     frameworks: [],
@@ -159,5 +161,20 @@ describe('operators', () => {
     const op = await api({ tenant: 'ops', operator: true }).caller.system.info();
     expect(op.store).toBe('sqlite:/var/lib/mgx/mgx.db');
     expect(op.engine).toMatchObject({ socket: '/run/podman/podman.sock' });
+  });
+
+  it('system.health shows server paths to operators only, not to tenants or callers without a token', async () => {
+    for (const caller of [
+      { tenant: null, operator: false },
+      { tenant: 'acme', operator: false },
+    ]) {
+      const health = await api(caller).caller.system.health();
+      expect(health.checks).toEqual({ engine: { ok: true, detail: 'reachable' }, store: { ok: true, detail: 'sqlite' } });
+    }
+    const op = await api({ tenant: 'ops', operator: true }).caller.system.health();
+    expect(op.checks).toEqual({
+      engine: { ok: true, detail: '/run/podman/podman.sock' },
+      store: { ok: true, detail: 'sqlite:/var/lib/mgx/mgx.db' },
+    });
   });
 });

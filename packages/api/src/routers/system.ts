@@ -38,7 +38,7 @@ export function workerView(w: WorkerRecord, now: number): WorkerView {
 }
 
 /** The engine's description without its socket: where it listens is the server's business. */
-function withoutSocket(engine: unknown): unknown {
+export function withoutSocket(engine: unknown): unknown {
   if (engine === null || typeof engine !== 'object' || !('socket' in engine)) return engine;
   const { socket: _socket, ...rest } = engine as Record<string, unknown>;
   return rest;
@@ -46,16 +46,17 @@ function withoutSocket(engine: unknown): unknown {
 
 export function systemRouter({ router, procedure, authed, operatorProcedure }: Trpc) {
   return router({
-    /** Liveness and readiness; no token needed. */
+    /** Liveness and readiness; no token needed. Server paths (engine socket, store file) only for operators. */
     health: procedure.query(async ({ ctx }) => {
       const checks: Record<string, { ok: boolean; detail?: string }> = {};
+      const operator = ctx.tenant !== null && ctx.operator === true;
       try {
         await ctx.deps.runtime.ping();
-        checks.engine = { ok: true, detail: ctx.deps.runtime.socket };
+        checks.engine = { ok: true, detail: operator ? ctx.deps.runtime.socket : 'reachable' };
       } catch (err) {
         checks.engine = { ok: false, detail: (err as Error).message };
       }
-      checks.store = { ok: true, detail: ctx.deps.store.describe() };
+      checks.store = { ok: true, detail: operator ? ctx.deps.store.describe() : ctx.deps.store.kind };
       const ok = ctx.deps.ready() && Object.values(checks).every((c) => c.ok);
       return { ok, ready: ctx.deps.ready(), checks };
     }),
