@@ -12,13 +12,16 @@ import { collect, script } from '../support/sessions.js';
 
 const ACME = 'acme-token-0123456789abcdef';
 const GLOBEX = 'globex-token-0123456789abcdef';
+const OPS = 'ops-token-0123456789abcdef';
 
 let p: Platform;
 let acme: MgxClient;
 let globex: MgxClient;
+let ops: MgxClient;
 beforeAll(async () => {
   p = await startPlatform({
     MGX_API_TOKENS: `acme:${ACME},globex:${GLOBEX}`,
+    MGX_OPERATOR_TOKENS: `ops:${OPS}`,
     MGX_MAX_PROMPT_BYTES: '4096',
     AGENT_CONTAINER_MEMORY_MAX: '512m',
     AGENT_TASK_TIMEOUT_MAX_SECONDS: '120',
@@ -27,6 +30,7 @@ beforeAll(async () => {
   });
   acme = createMgxClient({ url: p.server.url, token: ACME });
   globex = createMgxClient({ url: p.server.url, token: GLOBEX });
+  ops = createMgxClient({ url: p.server.url, token: OPS });
 });
 afterAll(async () => {
   await p?.close();
@@ -80,6 +84,60 @@ describe('authentication and tenants', () => {
     );
     const weak = loadSettings({ MGX_PORT: '0', MGX_DATA_DIR: dir, MGX_API_TOKENS: 'acme:short' });
     await expect(startServer(weak, { logger: pino({ level: 'silent' }) })).rejects.toThrow(/at least 16 characters/);
+  });
+});
+
+describe('operators', () => {
+  it("see every tenant's sessions: get, events, list by tenant, stream and cancel", async () => {
+    const s = await acme.sessions.create.mutate({ framework: 'script', prompt: 'acme, seen by an operator' });
+    expect(await ops.sessions.get.query({ sessionId: s.id })).toMatchObject({ id: s.id, tenant: 'acme' });
+    expect((await ops.sessions.list.query({ tenant: 'acme' })).items.map((x) => x.id)).toContain(s.id);
+    // without the filter, the operator's own tenant; a tenant may not use the filter
+    expect((await ops.sessions.list.query({})).items.map((x) => x.id)).not.toContain(s.id);
+    expect(await code(globex.sessions.list.query({ tenant: 'acme' }))).toBe('FORBIDDEN');
+    expect((await collect(ops, s.id)).at(-1)?.data).toMatchObject({ status: 'succeeded' });
+    expect((await ops.sessions.events.query({ sessionId: s.id })).events.at(-1)?.type).toBe('FINISH');
+    expect(await ops.sessions.cancel.mutate({ sessionId: s.id })).toMatchObject({ sessionId: s.id, cancelled: false });
+    // an operator's own sessions belong to its tenant, and tenants still see only theirs
+    const own = await ops.sessions.create.mutate({ framework: 'script', prompt: 'the operator runs one too' });
+    expect(await code(acme.sessions.get.query({ sessionId: own.id }))).toBe('NOT_FOUND');
+    expect((await ops.sessions.list.query({ tenant: 'ops' })).items.map((x) => x.id)).toContain(own.id);
+    await collect(ops, own.id);
+  });
+
+  it('cancel a running session of another tenant', async () => {
+    const s = await globex.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 60_000 }) });
+    for (let i = 0; i < 300 && (await globex.sessions.get.query({ sessionId: s.id })).status !== 'running'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(await ops.sessions.cancel.mutate({ sessionId: s.id })).toMatchObject({ cancelled: true });
+    expect((await collect(globex, s.id)).at(-1)?.data).toMatchObject({ status: 'cancelled' });
+  });
+
+  it('system.workers lists the workers of the store to operators only', async () => {
+    // nothing registers this server as a worker yet: the test registers one record itself
+    const { worker } = await p.server.store.workers.register(
+      { id: 'e2e-worker', hostname: 'e2e.example', engine: 'podman test', capacity: 3, version: '0.0.0-test' },
+      30_000,
+    );
+    const { workers } = await ops.system.workers.query();
+    expect(workers.find((w) => w.id === 'e2e-worker')).toEqual({
+      id: 'e2e-worker',
+      hostname: 'e2e.example',
+      state: 'alive',
+      leaseExpired: false,
+      capacity: 3,
+      inUse: 0,
+      lastHeartbeat: worker.heartbeatAt,
+      leaseUntil: worker.leaseUntil,
+      engine: 'podman test',
+      version: '0.0.0-test',
+      startedAt: worker.startedAt,
+    });
+    expect(await code(acme.system.workers.query())).toBe('FORBIDDEN');
+    await expect(acme.system.workers.query()).rejects.toThrow(/operators only/);
+    await p.server.store.workers.deregister('e2e-worker', worker.epoch);
+    expect((await ops.system.workers.query()).workers.find((w) => w.id === 'e2e-worker')?.state).toBe('stopped');
   });
 });
 
@@ -181,9 +239,25 @@ describe('reading', () => {
     const info = await acme.system.info.query();
     expect(info.engine).toMatchObject({ engine: expect.stringMatching(/podman|docker/) });
     expect(info.image).toMatchObject({ name: 'mgx-agent:latest', present: true });
-    expect(info.store).toMatch(/^sqlite:/);
     expect(info.limits).toMatchObject({ maxMemoryBytes: 512 * 1024 ** 2, maxTimeoutSeconds: 120, maxPromptBytes: 4096 });
     expect(info.version).toMatch(/^\d+\.\d+\.\d+/);
+    // server paths (the store's file, the engine's socket) only for operators
+    expect(info.store).toBe('sqlite');
+    expect(info.engine).not.toHaveProperty('socket');
+    expect(JSON.stringify(info)).not.toContain(p.dataDir);
+    const opsInfo = await ops.system.info.query();
+    expect(opsInfo.store).toMatch(/^sqlite:/);
+    expect(opsInfo.store).toContain(p.dataDir);
+    expect(opsInfo.engine).toMatchObject({ socket: p.server.runtime.socket });
+    // nor in the health checks of a caller without a token, or in /healthz
+    const health = await createMgxClient({ url: p.server.url }).system.health.query();
+    expect(health.checks.store?.detail).toBe('sqlite');
+    expect(JSON.stringify(health)).not.toContain(p.dataDir);
+    expect(JSON.stringify(health)).not.toContain(p.server.runtime.socket);
+    const healthz = await fetch(`${p.server.url}/healthz`).then((r) => r.text());
+    expect(healthz).not.toContain(p.dataDir);
+    expect(healthz).not.toContain(p.server.runtime.socket);
+    expect((await ops.system.health.query()).checks.store?.detail).toContain(p.dataDir);
   });
 
   it('streams one event per SSE message on sessions.stream, stored batches on sessions.streamBatches, both resumable by seq', async () => {

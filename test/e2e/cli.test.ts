@@ -168,3 +168,44 @@ describe('mgx CLI against a real server', () => {
     expect(down.stdout).toMatch(/✖ server/);
   });
 });
+
+describe('mgx workers', () => {
+  const OPS = 'ops-token-0123456789abcdef';
+  const ACME = 'acme-token-0123456789abcdef';
+  let fleet: Platform;
+  beforeAll(async () => {
+    fleet = await startPlatform({ MGX_API_TOKENS: `acme:${ACME}`, MGX_OPERATOR_TOKENS: `ops:${OPS}` });
+    // nothing registers this server as a worker of the fleet yet: the test registers one record itself
+    await fleet.server.store.workers.register(
+      { id: 'cli-worker', hostname: 'cli.example', engine: 'podman test', capacity: 2, version: '0.0.0-test' },
+      60_000,
+    );
+  });
+  afterAll(async () => {
+    await fleet?.close();
+  });
+
+  it('lists the workers to an operator as a table and as JSON lines', async () => {
+    const table = await mgxWithEnv({ MGX_TOKEN: OPS }, '--url', fleet.server.url, 'workers');
+    expect(table.code, table.stderr).toBe(0);
+    const lines = table.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^ID\s+STATE\s+IN USE\s+HEARTBEAT\s+ENGINE$/);
+    expect(lines).toContainEqual(expect.stringMatching(/^cli-worker\s+alive\s+0\/2\s+\d+s ago\s+podman test$/));
+    const json = await mgxWithEnv({ MGX_TOKEN: OPS }, '--url', fleet.server.url, 'workers', '--json');
+    expect(json.code, json.stderr).toBe(0);
+    const workers = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(workers).toContainEqual(
+      expect.objectContaining({ id: 'cli-worker', state: 'alive', leaseExpired: false, capacity: 2, inUse: 0, engine: 'podman test' }),
+    );
+  });
+
+  it("exits 2 with a clear message on a tenant's token", async () => {
+    const r = await mgxWithEnv({ MGX_TOKEN: ACME }, '--url', fleet.server.url, 'workers');
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^mgx: `mgx workers` needs an operator token/);
+  });
+});

@@ -109,14 +109,14 @@ describe('Prometheus config, alert rules and their unit tests (promtool)', () =>
       copyFileSync(join(INFRA, 'prometheus', 'prometheus.yml'), join(dir, 'prometheus.yml'));
       copyFileSync(ALERTS, join(dir, 'alerts.yml'));
       const out = mustRun(PROMTOOL, ['check', 'config', join(dir, 'prometheus.yml')]);
-      expect(out).toMatch(/SUCCESS: 7 rules found/);
+      expect(out).toMatch(/SUCCESS: 8 rules found/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
   it('promtool check rules accepts alerts.yml', () => {
-    expect(mustRun(PROMTOOL, ['check', 'rules', 'infra/prometheus/alerts.yml'])).toMatch(/SUCCESS: 7 rules found/);
+    expect(mustRun(PROMTOOL, ['check', 'rules', 'infra/prometheus/alerts.yml'])).toMatch(/SUCCESS: 8 rules found/);
   });
 
   it('promtool test rules passes: every alert fires on its input and stays quiet on the rest', () => {
@@ -149,6 +149,11 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
       collect(client, timeout.id),
       collect(client, oom.id),
     ]);
+    // nothing registers this server as a worker of the fleet yet: the test registers one record itself
+    await server.store.workers.register(
+      { id: 'prom-worker', hostname: 'prom.example', engine: 'podman test', capacity: 5, version: '0.0.0-test' },
+      60_000,
+    );
     // FINISH is stored before the container is removed and the counters move: wait for them
     exposition = await until('/metrics to count 3 ended sessions', async () => {
       const res = await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) });
@@ -204,6 +209,16 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     expect(v('mgx_container_create_duration_seconds_count')).toBe(3);
     expect(v('mgx_container_start_duration_seconds_count')).toBe(3);
     expect(v('mgx_containers_running')).toBe(0);
+    // the fleet, read from the store at each scrape, and the claims of this worker
+    expect(v('mgx_workers', { state: 'alive' })).toBe(1);
+    expect(v('mgx_workers', { state: 'dead' })).toBe(0);
+    expect(v('mgx_workers', { state: 'draining' })).toBe(0);
+    expect(v('mgx_workers', { state: 'stopped' })).toBe(0);
+    expect(v('mgx_fleet_capacity')).toBe(5);
+    expect(v('mgx_fleet_in_use')).toBe(0);
+    expect(v('mgx_sessions_lost_total')).toBe(0);
+    expect(v('mgx_session_end_reasons_total', { reason: 'lost' })).toBe(0);
+    expect(v('mgx_claim_duration_seconds_count')).toBeGreaterThanOrEqual(3);
     const build = exposition.find((s) => s.name === 'mgx_build_info');
     expect(build).toMatchObject({ value: 1, labels: { node: process.version } });
     expect(build?.labels.version).toMatch(/^\d+\.\d+\.\d+/);
@@ -271,6 +286,8 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     expect(await scalar('mgx_container_oom_kills_total')).toBe(1);
     expect(await scalar('up{job="mgx"}')).toBe(1);
     expect(await scalar('mgx_session_timeouts_total')).toBe(1);
+    expect(await scalar('mgx_workers{state="alive"}')).toBe(1);
+    expect(await scalar('mgx_fleet_capacity')).toBe(5);
 
     // every alert evaluates against real series without error
     type Rules = { data: { groups: { rules: { name: string; health: string; lastError?: string }[] }[] } };
@@ -287,6 +304,7 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
       'MgxSessionTimeoutRateHigh',
       'MgxTargetDown',
       'MgxWarmPoolEmpty',
+      'MgxWorkerLost',
     ]);
 
     // every dashboard query parses and runs (Grafana's variables replaced with what they expand to)

@@ -6,6 +6,7 @@ import { createMgxClient, followSession, type MgxClient, type SessionEvent } fro
 import { doctor } from './doctor.js';
 import { formatEvent } from './format.js';
 import { collect, runInput, UsageError, type RunFlags } from './run-input.js';
+import { formatWorkers } from './workers.js';
 
 /**
  * Exit codes (also in the README):
@@ -238,6 +239,33 @@ program
     process.stdout.write(
       o.json ? `${JSON.stringify(r)}\n` : `${r.sessionId} ${r.cancelled ? 'cancelling' : 'already ended'} (${r.status})\n`,
     );
+  });
+
+program
+  .command('workers')
+  .description("list the fleet's workers: state, slots in use, last heartbeat, engine (operators only)")
+  .option('--json', 'one JSON object per worker, one per line')
+  .action(async (o: { json?: boolean }) => {
+    let answer: Awaited<ReturnType<MgxClient['system']['workers']['query']>>;
+    try {
+      answer = await client().system.workers.query();
+    } catch (err) {
+      if ((err as { data?: { code?: string } }).data?.code === 'FORBIDDEN') {
+        throw new UsageError(
+          "`mgx workers` needs an operator token (one of the server's MGX_OPERATOR_TOKENS): pass it with --token or MGX_TOKEN",
+        );
+      }
+      throw err;
+    }
+    if (o.json) {
+      for (const w of answer.workers) process.stdout.write(`${JSON.stringify(w)}\n`);
+      return;
+    }
+    if (answer.workers.length === 0) {
+      process.stdout.write('no workers registered\n');
+      return;
+    }
+    for (const line of formatWorkers(answer.workers, answer.now)) process.stdout.write(`${line}\n`);
   });
 
 program

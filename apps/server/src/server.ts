@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
-import { createAppRouter, TokenAuth, type ApiDeps, type FrameworkInfo } from '@mgx/api';
+import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type Store } from '@mgx/event-store';
 import { IngestHub, toStoredEvent } from '@mgx/ingest';
@@ -13,6 +13,7 @@ import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog } from '@m
 import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runtime';
 import { Scheduler, WarmPool } from '@mgx/scheduler';
 import rootPackage from '../../../package.json' with { type: 'json' };
+import { fleetMetricsRefresher } from './fleet-metrics.js';
 import { MemorySecrets } from './secrets.js';
 
 /** The version of mgx (the root package.json's). */
@@ -92,7 +93,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   try {
     auth = TokenAuth.fromSettings(settings.server);
   } catch (cause) {
-    throw new StartupError('BAD_TOKENS', (cause as Error).message, { cause });
+    if (cause instanceof AuthConfigError) throw new StartupError('BAD_TOKENS', cause.message, { cause });
+    throw cause;
   }
   if (!auth.enabled && !isLoopback(settings.server.host)) {
     throw new StartupError(
@@ -116,6 +118,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     ? Promise.resolve(options.frameworks)
     : imageFrameworks(runtime, settings.agent.image, logger.child({ component: 'frameworks' }));
   const store = await openStore(settings);
+  // the fleet's workers are read from the store at each scrape
+  metrics.onRender(fleetMetricsRefresher(store, metrics, logger.child({ component: 'metrics' })));
   const worker = settings.server.role !== 'api';
 
   let monitor: Monitor | undefined;
@@ -209,7 +213,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     createContext: ({ req, info }) => {
       const fromParams = (info.connectionParams as { token?: unknown } | null)?.token;
       const header = req.headers.authorization ?? (typeof fromParams === 'string' ? `Bearer ${fromParams}` : undefined);
-      return { deps, tenant: auth.tenantOf(header) };
+      const caller = auth.callerOf(header);
+      return { deps, tenant: caller?.tenant ?? null, operator: caller?.operator ?? false };
     },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ path, err: error }, 'request failed');
@@ -236,7 +241,10 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         engine = { error: (err as Error).message };
       }
       res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
-      return res.end(JSON.stringify({ ok, ready, version: VERSION, role: settings.server.role, engine, store: store.describe() }));
+      // no token here: no server paths (engine socket, store file) either
+      return res.end(
+        JSON.stringify({ ok, ready, version: VERSION, role: settings.server.role, engine: withoutSocket(engine), store: store.kind }),
+      );
     }
     res.writeHead(404, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ error: 'not found' }));

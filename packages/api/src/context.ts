@@ -45,8 +45,12 @@ export interface ApiDeps {
   ready: () => boolean;
 }
 
-/** Per request: the deps plus the caller's tenant (null when the token is missing or wrong). */
+/**
+ * Per request: the deps plus the caller's tenant (null when the token is missing or wrong) and
+ * whether the caller is an operator (sees every tenant's sessions and the fleet).
+ */
 export interface ApiContext {
   deps: ApiDeps;
   tenant: string | null;
+  operator?: boolean;
 }

@@ -37,13 +37,21 @@ export function createTrpc(options: RouterOptions) {
       ctx.deps.metrics.rejections.inc({ cause: 'unauthorized' });
       throw new TRPCError({ code: 'UNAUTHORIZED', message: 'missing or unknown bearer token' });
     }
-    return next({ ctx: { ...ctx, tenant: ctx.tenant } });
+    return next({ ctx: { ...ctx, tenant: ctx.tenant, operator: ctx.operator === true } });
   });
 
-  return { router: t.router, procedure, authed };
+  /** Calls for operators only (the fleet); a tenant's token gets FORBIDDEN. */
+  const operatorProcedure = authed.use(({ ctx, next }) => {
+    if (!ctx.operator) {
+      throw new TRPCError({ code: 'FORBIDDEN', message: 'this call is for operators only: use a token from MGX_OPERATOR_TOKENS' });
+    }
+    return next({ ctx });
+  });
+
+  return { router: t.router, procedure, authed, operatorProcedure };
 }
 
 export type Trpc = ReturnType<typeof createTrpc>;
 
 /** The context of an authenticated call. */
-export type AuthedContext = ApiContext & { tenant: string };
+export type AuthedContext = ApiContext & { tenant: string; operator: boolean };

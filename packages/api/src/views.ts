@@ -1,8 +1,10 @@
 import type { SessionRecord } from '@mgx/event-store';
 
-/** What clients see of a session. The prompt only in `get`; secrets never. */
+/** What clients see of a session. The prompt only in `get`; the tenant only for operators; secrets never. */
 export interface SessionView {
   id: string;
+  /** For operators, who see every tenant's sessions. */
+  tenant?: string;
   status: SessionRecord['status'];
   framework: string;
   workspaceId: string;
@@ -22,9 +24,10 @@ export interface SessionView {
   prompt?: string;
 }
 
-export function toView(s: SessionRecord, withPrompt: boolean): SessionView {
+export function toView(s: SessionRecord, withPrompt: boolean, withTenant = false): SessionView {
   return {
     id: s.id,
+    ...(withTenant ? { tenant: s.tenant } : {}),
     status: s.status,
     framework: s.framework,
     workspaceId: s.workspaceId,

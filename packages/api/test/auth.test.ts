@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_TENANT, TokenAuth } from '../src/index.js';
+import { AuthConfigError, DEFAULT_TENANT, TokenAuth } from '../src/index.js';
 
 const TOKEN_A = 'a-token-of-sixteen-chars';
 const TOKEN_B = 'b-token-of-sixteen-chars';
@@ -64,5 +64,62 @@ describe('TokenAuth', () => {
     expect(() => TokenAuth.fromSettings({ apiTokens: undefined, apiTokensFile: join(tmpdir(), 'mgx-no-such-tokens-file') })).toThrow(
       /ENOENT/,
     );
+  });
+});
+
+describe('TokenAuth with operator tokens', () => {
+  const OPS = 'ops-token-of-sixteen-chars';
+
+  it('resolves API tokens to tenants and operator tokens to operators of their own tenant', () => {
+    const file = tokensFile(`# operators\nroot:${OPS}-file\n`);
+    const auth = TokenAuth.fromSettings({
+      apiTokens: `alpha:${TOKEN_A}`,
+      apiTokensFile: undefined,
+      operatorTokens: `ops:${OPS}`,
+      operatorTokensFile: file,
+    });
+    expect(auth.enabled).toBe(true);
+    expect(auth.callerOf(`Bearer ${TOKEN_A}`)).toEqual({ tenant: 'alpha', operator: false });
+    expect(auth.callerOf(`Bearer ${OPS}`)).toEqual({ tenant: 'ops', operator: true });
+    expect(auth.callerOf(`Bearer ${OPS}-file`)).toEqual({ tenant: 'root', operator: true });
+    expect(auth.tenantOf(`Bearer ${OPS}`)).toBe('ops');
+    expect(auth.callerOf(`Bearer ${TOKEN_B}`)).toBeNull();
+    expect(auth.callerOf(undefined)).toBeNull();
+  });
+
+  it('turns tokens on with operator tokens alone', () => {
+    const auth = TokenAuth.fromSettings({ apiTokens: undefined, apiTokensFile: undefined, operatorTokens: `ops:${OPS}` });
+    expect(auth.enabled).toBe(true);
+    expect(auth.callerOf('Bearer nobody-has-this-token')).toBeNull();
+  });
+
+  it('without any token, the one caller is the default tenant and the operator of its own server', () => {
+    const auth = TokenAuth.fromSettings({ apiTokens: undefined, apiTokensFile: undefined });
+    expect(auth.callerOf(undefined)).toEqual({ tenant: DEFAULT_TENANT, operator: true });
+  });
+
+  it.each([
+    ['a short token', { operatorTokens: 'ops:short' }, /^MGX_OPERATOR_TOKENS: each entry must be tenant:token/],
+    ['no tenant', { operatorTokensFile: tokensFile(`:${OPS}\n`) }, /^MGX_OPERATOR_TOKENS_FILE: each entry/],
+    ['a token that is also a tenant token', { apiTokens: `alpha:${OPS}`, operatorTokens: `ops:${OPS}` }, /given twice/],
+    [
+      'an unreadable file',
+      { operatorTokensFile: join(tmpdir(), 'mgx-no-such-operator-file') },
+      /^MGX_OPERATOR_TOKENS_FILE: cannot read .*ENOENT/,
+    ],
+  ])('refuses %s with an AuthConfigError (AUTH_TOKENS_INVALID)', (_name, given, message) => {
+    let err: unknown;
+    try {
+      TokenAuth.fromSettings({ apiTokens: undefined, apiTokensFile: undefined, ...given });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(AuthConfigError);
+    expect(err).toMatchObject({ name: 'AuthConfigError', code: 'AUTH_TOKENS_INVALID' });
+    expect((err as Error).message).toMatch(message);
+  });
+
+  it('throws AuthConfigError for a malformed API token too', () => {
+    expect(() => TokenAuth.fromSettings({ apiTokens: 'alpha:short', apiTokensFile: undefined })).toThrow(AuthConfigError);
   });
 });

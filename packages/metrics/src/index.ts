@@ -1,5 +1,5 @@
 export type { Metrics, CounterPort, GaugePort, HistogramPort, LabelValues } from './ports.js';
-export { noopMetrics } from './ports.js';
+export { noopMetrics, timed } from './ports.js';
 export {
   createPrometheusMetrics,
   createMetrics,
@@ -8,5 +8,7 @@ export {
   RUNTIME_OPS,
   EXIT_REASONS,
   POOL_MISS_REASONS,
+  WORKER_STATES,
+  STORE_BUCKETS,
 } from './prometheus-metrics.js';
 export type { PrometheusMetrics, PrometheusOptions, BuildInfo } from './prometheus-metrics.js';

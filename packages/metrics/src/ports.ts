@@ -56,6 +56,26 @@ export interface Metrics {
   poolTarget: GaugePort;
   poolHits: CounterPort;
   poolMisses: CounterPort<'reason'>;
+  /** Workers of the fleet by state, as the shared store has them (fleet-wide: every process reports the same). */
+  workers: GaugePort<'state'>;
+  /** Slots of the workers that hold a lease (alive or draining), fleet-wide. */
+  fleetCapacity: GaugePort;
+  /** Slots those workers use, as of their last heartbeat, fleet-wide. */
+  fleetInUse: GaugePort;
+  /** Sessions that ended `lost` (their worker died), counted by the process that settled them. */
+  sessionsLost: CounterPort;
+  /** Time one claim of the queue took in the store. */
+  claimDuration: HistogramPort;
+}
+
+/** Runs `work` and observes how long it took in seconds, also when it fails. */
+export async function timed<T>(histogram: HistogramPort, work: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await work();
+  } finally {
+    histogram.observe((performance.now() - t0) / 1000);
+  }
 }
 
 const noop = (): void => {};
@@ -89,4 +109,9 @@ export const noopMetrics: Metrics = {
   poolTarget: gauge,
   poolHits: counter,
   poolMisses: counter,
+  workers: gauge,
+  fleetCapacity: gauge,
+  fleetInUse: gauge,
+  sessionsLost: counter,
+  claimDuration: histogram,
 };

@@ -25,6 +25,10 @@ export const RUNTIME_OPS = [
 /** empty: none ready; no_pool: no pool for the session's limits; workspace_exists: a pooled container can only take a new workspace. */
 export const POOL_MISS_REASONS = ['empty', 'no_pool', 'workspace_exists'] as const;
 export const EXIT_REASONS = ['exited', 'oom_killed', 'killed'] as const;
+/** The states of a fleet's workers (WorkerState of the store), each exported from 0. */
+export const WORKER_STATES = ['alive', 'draining', 'dead', 'stopped'] as const;
+/** Buckets for one store call (a claim): 1 ms to 10 s. */
+export const STORE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export interface BuildInfo {
   version: string;
@@ -61,12 +65,26 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
   const registry = new Registry();
   if (options.defaultMetrics !== false) collectLintCleanDefaults(registry, 'mgx_');
   const r = [registry];
+  const refreshers: Array<() => Promise<void>> = [];
 
   const m = {
     registry,
     contentType: registry.contentType,
-    /** The exposition text of every metric, for GET /metrics. */
-    render: () => registry.metrics(),
+    /**
+     * The exposition text of every metric, for GET /metrics, after the refreshers (`onRender`)
+     * have set the gauges they own. A refresher that fails leaves its gauges as they were.
+     */
+    render: async () => {
+      await Promise.all(refreshers.map((refresh) => refresh().catch(() => undefined)));
+      return registry.metrics();
+    },
+    /**
+     * Runs `refresh` before each render: for gauges read from elsewhere at scrape time (the fleet's
+     * workers from the store). It reports its own failures; render ignores them.
+     */
+    onRender: (refresh: () => Promise<void>) => {
+      refreshers.push(refresh);
+    },
     containerCreate: new Histogram({
       name: 'mgx_container_create_duration_seconds',
       help: 'Time to create an agent container.',
@@ -172,6 +190,33 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
       labelNames: ['reason'] as const,
       registers: r,
     }),
+    workers: new Gauge({
+      name: 'mgx_workers',
+      help: 'Workers of the fleet by state, as the shared store has them (the same on every process).',
+      labelNames: ['state'] as const,
+      registers: r,
+    }),
+    fleetCapacity: new Gauge({
+      name: 'mgx_fleet_capacity',
+      help: 'Session slots of the workers that hold a lease (alive or draining), fleet-wide.',
+      registers: r,
+    }),
+    fleetInUse: new Gauge({
+      name: 'mgx_fleet_in_use',
+      help: 'Session slots in use on the workers that hold a lease, as of their last heartbeat, fleet-wide.',
+      registers: r,
+    }),
+    sessionsLost: new Counter({
+      name: 'mgx_sessions_lost_total',
+      help: 'Sessions that ended lost because their worker died, counted by the process that settled them.',
+      registers: r,
+    }),
+    claimDuration: new Histogram({
+      name: 'mgx_claim_duration_seconds',
+      help: 'Time one claim of the queue took in the store.',
+      buckets: STORE_BUCKETS,
+      registers: r,
+    }),
     buildInfo: new Gauge({
       name: 'mgx_build_info',
       help: 'Version of this mgx build.',
@@ -187,6 +232,7 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
   for (const op of RUNTIME_OPS) m.runtimeErrors.inc({ op }, 0);
   for (const reason of POOL_MISS_REASONS) m.poolMisses.inc({ reason }, 0);
   for (const cause of ['queue_full', 'invalid_input', 'unauthorized']) m.rejections.inc({ cause }, 0);
+  for (const state of WORKER_STATES) m.workers.set({ state }, 0);
   return m;
 }
 

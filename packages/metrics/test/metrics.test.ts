@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { TERMINAL_REASONS, TERMINAL_STATUSES } from '@mgx/agent-sdk';
-import { createPrometheusMetrics, EXIT_REASONS, noopMetrics, POOL_MISS_REASONS, RUNTIME_OPS, type Metrics } from '../src/index.js';
+import {
+  createPrometheusMetrics,
+  EXIT_REASONS,
+  noopMetrics,
+  POOL_MISS_REASONS,
+  RUNTIME_OPS,
+  timed,
+  WORKER_STATES,
+  type Metrics,
+} from '../src/index.js';
 
 const build = { version: '1.2.3', node: 'v20.0.0' };
 
@@ -30,6 +39,11 @@ const EXPORTED: Record<keyof Metrics, { name: string; type: 'counter' | 'gauge' 
   poolTarget: { name: 'mgx_warm_pool_target', type: 'gauge' },
   poolHits: { name: 'mgx_warm_pool_hits_total', type: 'counter' },
   poolMisses: { name: 'mgx_warm_pool_misses_total', type: 'counter' },
+  workers: { name: 'mgx_workers', type: 'gauge' },
+  fleetCapacity: { name: 'mgx_fleet_capacity', type: 'gauge' },
+  fleetInUse: { name: 'mgx_fleet_in_use', type: 'gauge' },
+  sessionsLost: { name: 'mgx_sessions_lost_total', type: 'counter' },
+  claimDuration: { name: 'mgx_claim_duration_seconds', type: 'histogram' },
 };
 
 /** `# TYPE` lines of an exposition: metric name to type. */
@@ -74,6 +88,12 @@ function useEveryInstrument(m: Metrics): void {
   m.poolTarget.set(2);
   m.poolHits.inc();
   m.poolMisses.inc({ reason: 'empty' });
+  m.workers.set({ state: 'alive' }, 2);
+  m.workers.set({ state: 'dead' }, 1);
+  m.fleetCapacity.set(8);
+  m.fleetInUse.set(5);
+  m.sessionsLost.inc();
+  m.claimDuration.observe(0.003);
 }
 
 describe('noopMetrics', () => {
@@ -117,6 +137,37 @@ describe('createPrometheusMetrics', () => {
     expect(sample(text, 'mgx_container_create_duration_seconds_sum')).toBe(0.2);
     expect(sample(text, 'mgx_finish_detect_seconds_bucket{le="0.005"}')).toBe(1);
     expect(sample(text, 'mgx_build_info{version="1.2.3",node="v20.0.0"}')).toBe(1);
+    expect(sample(text, 'mgx_workers{state="alive"}')).toBe(2);
+    expect(sample(text, 'mgx_workers{state="dead"}')).toBe(1);
+    expect(sample(text, 'mgx_fleet_capacity')).toBe(8);
+    expect(sample(text, 'mgx_fleet_in_use')).toBe(5);
+    expect(sample(text, 'mgx_sessions_lost_total')).toBe(1);
+    expect(sample(text, 'mgx_claim_duration_seconds_bucket{le="0.005"}')).toBe(1);
+  });
+
+  it('runs the render refreshers before rendering, and renders when one fails', async () => {
+    const m = createPrometheusMetrics(build, { defaultMetrics: false });
+    let calls = 0;
+    m.onRender(async () => {
+      calls++;
+      m.fleetCapacity.set(calls * 10);
+    });
+    m.onRender(async () => {
+      throw new Error('the store is away');
+    });
+    expect(sample(await m.render(), 'mgx_fleet_capacity')).toBe(10);
+    expect(sample(await m.render(), 'mgx_fleet_capacity')).toBe(20);
+  });
+
+  it('timed observes the duration of work, also when it fails', async () => {
+    const m = createPrometheusMetrics(build, { defaultMetrics: false });
+    expect(await timed(m.claimDuration, async () => 'claimed')).toBe('claimed');
+    await expect(
+      timed(m.claimDuration, async () => {
+        throw new Error('store down');
+      }),
+    ).rejects.toThrow('store down');
+    expect(sample(await m.render(), 'mgx_claim_duration_seconds_count')).toBe(2);
   });
 
   it('starts every known label value at 0', async () => {
@@ -126,6 +177,7 @@ describe('createPrometheusMetrics', () => {
     for (const reason of EXIT_REASONS) expect(sample(text, `mgx_container_exits_total{reason="${reason}"}`), reason).toBe(0);
     for (const op of RUNTIME_OPS) expect(sample(text, `mgx_runtime_errors_total{op="${op}"}`), op).toBe(0);
     for (const reason of POOL_MISS_REASONS) expect(sample(text, `mgx_warm_pool_misses_total{reason="${reason}"}`), reason).toBe(0);
+    for (const state of WORKER_STATES) expect(sample(text, `mgx_workers{state="${state}"}`), state).toBe(0);
     for (const cause of ['queue_full', 'invalid_input', 'unauthorized'])
       expect(sample(text, `mgx_session_rejections_total{cause="${cause}"}`), cause).toBe(0);
   });

@@ -86,5 +86,6 @@ export class SessionLifecycle {
     if (outcome.status === 'timed_out') metrics.sessionTimeouts.inc();
     metrics.sessions.inc({ status: outcome.status });
     metrics.sessionReasons.inc({ reason: outcome.reason });
+    if (outcome.reason === 'lost') metrics.sessionsLost.inc();
   }
 }

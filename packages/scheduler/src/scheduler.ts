@@ -3,7 +3,7 @@ import { silentLogger } from '@mgx/config';
 import { isTerminal } from '@mgx/agent-sdk';
 import type { SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub, SessionTask } from '@mgx/ingest';
-import type { Metrics } from '@mgx/metrics';
+import { timed, type Metrics } from '@mgx/metrics';
 import { outcomeOfRecord, SessionLifecycle, type Monitor } from '@mgx/monitor';
 import { LABELS, RuntimeError, type ContainerRuntime } from '@mgx/runtime';
 import { agentContainerSpec } from './container-spec.js';
@@ -102,7 +102,9 @@ export class Scheduler {
     const max = this.#o.settings.scheduler.maxConcurrent;
     try {
       while (this.#running && this.#inUse < max) {
-        const session = await this.#o.store.sessions.claimNext(this.workerId, { excludeTenants: this.#fullTenants() });
+        const session = await timed(this.#o.metrics.claimDuration, () =>
+          this.#o.store.sessions.claimNext(this.workerId, { excludeTenants: this.#fullTenants() }),
+        );
         if (!session) break;
         this.#hold(session.tenant);
         this.#o.metrics.concurrencyInUse.set(this.#inUse);

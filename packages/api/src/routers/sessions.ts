@@ -2,6 +2,7 @@ import { TRPCError, tracked } from '@trpc/server';
 import { z } from 'zod';
 import { isTerminal, SESSION_STATUSES } from '@mgx/agent-sdk';
 import type { SessionRecord } from '@mgx/event-store';
+import { ID_PATTERN } from '@mgx/config';
 import { SessionLifecycle } from '@mgx/monitor';
 import { admit, createSessionInput, type AdmissionCode } from '../admission.js';
 import { newSessionId } from '../ids.js';
@@ -15,12 +16,14 @@ const ADMISSION_CODES: Record<AdmissionCode, TRPCError['code']> = {
   forbidden: 'FORBIDDEN',
 };
 
-/** The caller's session, or NOT_FOUND, also for another tenant's session. */
+/** A session the caller may see (its tenant's; any for an operator), or NOT_FOUND, also for another tenant's session. */
 async function ownSession(ctx: AuthedContext, id: string): Promise<SessionRecord> {
   const s = await ctx.deps.store.sessions.getSession(id);
-  if (!s || s.tenant !== ctx.tenant) throw new TRPCError({ code: 'NOT_FOUND', message: `session ${id} not found` });
+  if (!s || (s.tenant !== ctx.tenant && !ctx.operator)) throw new TRPCError({ code: 'NOT_FOUND', message: `session ${id} not found` });
   return s;
 }
+
+const tenantId = z.string().regex(ID_PATTERN, 'tenant must be 1-64 letters, digits, _ or -');
 
 export function sessionsRouter({ router, authed }: Trpc) {
   return router({
@@ -59,10 +62,12 @@ export function sessionsRouter({ router, authed }: Trpc) {
       });
       ctx.deps.logger.info({ sessionId: id, tenant: ctx.tenant, framework: spec.framework, secrets: secretCount }, 'session queued');
       worker.queued();
-      return toView(session, false);
+      return toView(session, false, ctx.operator);
     }),
 
-    get: authed.input(z.strictObject({ sessionId })).query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true)),
+    get: authed
+      .input(z.strictObject({ sessionId }))
+      .query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true, ctx.operator)),
 
     list: authed
       .input(
@@ -71,18 +76,26 @@ export function sessionsRouter({ router, authed }: Trpc) {
             status: z.array(z.enum(SESSION_STATUSES)).optional(),
             limit: z.number().int().min(1).max(200).default(50),
             cursor: z.string().max(32).optional(),
+            /** Operators only: the tenant whose sessions to list (default: the caller's own). */
+            tenant: tenantId.optional(),
           })
           .default({ limit: 50 }),
       )
       .query(async ({ ctx, input }) => {
+        if (input.tenant !== undefined && !ctx.operator) {
+          throw new TRPCError({
+            code: 'FORBIDDEN',
+            message: 'the tenant filter is for operators only: use a token from MGX_OPERATOR_TOKENS',
+          });
+        }
         // a bad cursor is a StoreError the procedure maps to BAD_REQUEST
         const page = await ctx.deps.store.sessions.listSessions({
-          tenant: ctx.tenant,
+          tenant: input.tenant ?? ctx.tenant,
           limit: input.limit,
           ...(input.status ? { status: input.status } : {}),
           ...(input.cursor !== undefined ? { cursor: input.cursor } : {}),
         });
-        return { items: page.items.map((s) => toView(s, false)), nextCursor: page.nextCursor };
+        return { items: page.items.map((s) => toView(s, false, ctx.operator)), nextCursor: page.nextCursor };
       }),
 
     /** Cancels a queued session (it never starts) or a running one (stopped, FINISH cancelled). */

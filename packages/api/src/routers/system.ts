@@ -1,21 +1,70 @@
+import type { WorkerRecord } from '@mgx/event-store';
 import type { Trpc } from '../trpc.js';
 
-export function systemRouter({ router, procedure, authed }: Trpc) {
+/** What operators see of a worker of the fleet. */
+export interface WorkerView {
+  id: string;
+  hostname: string;
+  /** As the store has it: a worker is `dead` once some process declared it so. */
+  state: WorkerRecord['state'];
+  /**
+   * The lease ran out (no heartbeat in time) while the store still says alive or draining:
+   * the worker is lost, and the next reaper pass declares it dead.
+   */
+  leaseExpired: boolean;
+  capacity: number;
+  inUse: number;
+  lastHeartbeat: number;
+  leaseUntil: number;
+  engine: string;
+  version: string;
+  startedAt: number;
+}
+
+export function workerView(w: WorkerRecord, now: number): WorkerView {
+  return {
+    id: w.id,
+    hostname: w.hostname,
+    state: w.state,
+    leaseExpired: (w.state === 'alive' || w.state === 'draining') && w.leaseUntil < now,
+    capacity: w.capacity,
+    inUse: w.inUse,
+    lastHeartbeat: w.heartbeatAt,
+    leaseUntil: w.leaseUntil,
+    engine: w.engine,
+    version: w.version,
+    startedAt: w.startedAt,
+  };
+}
+
+/** The engine's description without its socket: where it listens is the server's business. */
+export function withoutSocket(engine: unknown): unknown {
+  if (engine === null || typeof engine !== 'object' || !('socket' in engine)) return engine;
+  const { socket: _socket, ...rest } = engine as Record<string, unknown>;
+  return rest;
+}
+
+export function systemRouter({ router, procedure, authed, operatorProcedure }: Trpc) {
   return router({
-    /** Liveness and readiness; no token needed. */
+    /** Liveness and readiness; no token needed. Server paths (engine socket, store file) only for operators. */
     health: procedure.query(async ({ ctx }) => {
       const checks: Record<string, { ok: boolean; detail?: string }> = {};
+      const operator = ctx.tenant !== null && ctx.operator === true;
       try {
         await ctx.deps.runtime.ping();
-        checks.engine = { ok: true, detail: ctx.deps.runtime.socket };
+        checks.engine = { ok: true, detail: operator ? ctx.deps.runtime.socket : 'reachable' };
       } catch (err) {
         checks.engine = { ok: false, detail: (err as Error).message };
       }
-      checks.store = { ok: true, detail: ctx.deps.store.describe() };
+      checks.store = { ok: true, detail: operator ? ctx.deps.store.describe() : ctx.deps.store.kind };
       const ok = ctx.deps.ready() && Object.values(checks).every((c) => c.ok);
       return { ok, ready: ctx.deps.ready(), checks };
     }),
 
+    /**
+     * The version, engine, image, store and limits. Server paths (the store's file, the engine's
+     * socket) only for operators: a tenant sees the store's kind and the engine without its socket.
+     */
     info: authed.query(async ({ ctx }) => {
       const { settings, runtime, store, version } = ctx.deps;
       let engine: unknown = null;
@@ -29,9 +78,9 @@ export function systemRouter({ router, procedure, authed }: Trpc) {
       return {
         version,
         role: settings.server.role,
-        engine,
+        engine: ctx.operator ? engine : withoutSocket(engine),
         image: { name: settings.agent.image, present: imagePresent },
-        store: store.describe(),
+        store: ctx.operator ? store.describe() : store.kind,
         limits: {
           maxConcurrent: settings.scheduler.maxConcurrent,
           maxQueued: settings.scheduler.maxQueued,
@@ -47,6 +96,13 @@ export function systemRouter({ router, procedure, authed }: Trpc) {
         // sessions with exactly these limits and a new workspace start on a ready container
         warmPool: settings.pool.size > 0 ? { size: settings.pool.size, specs: settings.pool.specs } : null,
       };
+    }),
+
+    /** The workers of the fleet as the shared store has them (operators only). */
+    workers: operatorProcedure.query(async ({ ctx }) => {
+      const now = Date.now();
+      const workers = await ctx.deps.store.workers.list();
+      return { now, workers: workers.map((w) => workerView(w, now)) };
     }),
   });
 }

@@ -1,0 +1,180 @@
+import { TRPCError } from '@trpc/server';
+import { describe, expect, it } from 'vitest';
+import { silentLogger, type Settings } from '@mgx/config';
+import type { ListQuery, SessionRecord, Store, WorkerRecord } from '@mgx/event-store';
+import type { Metrics } from '@mgx/metrics';
+import { createAppRouter, workerView, type ApiContext, type ApiDeps } from '../src/index.js';
+
+const session = (id: string, tenant: string): SessionRecord => ({
+  id,
+  tenant,
+  status: 'queued',
+  framework: 'script',
+  prompt: 'p',
+  workspaceId: id,
+  options: {},
+  env: {},
+  limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1000 },
+  network: 'none',
+  createdAt: 1,
+  startedAt: null,
+  endedAt: null,
+  deadlineAt: null,
+  workerId: null,
+  containerId: null,
+  reason: null,
+  exitCode: null,
+  message: null,
+  cancelRequested: false,
+  lastSeq: 1,
+  finishSeq: null,
+});
+
+const worker = (over: Partial<WorkerRecord> = {}): WorkerRecord => ({
+  id: 'host-a',
+  hostname: 'a.example',
+  engine: 'podman 4.3.1 unix:///run/podman/podman.sock',
+  capacity: 4,
+  version: '1.0.0',
+  state: 'alive',
+  inUse: 1,
+  startedAt: 1000,
+  heartbeatAt: 5000,
+  leaseUntil: 35_000,
+  epoch: 1,
+  ...over,
+});
+
+const SESSIONS = [session('s-acme', 'acme'), session('s-globex', 'globex')];
+
+function api(caller: { tenant: string | null; operator: boolean }) {
+  const lists: ListQuery[] = [];
+  const counter = { inc: () => undefined, dec: () => undefined };
+  const deps = {
+    settings: { agent: { image: 'img' }, server: { role: 'all' }, scheduler: {}, limits: {}, pool: { size: 0 } } as unknown as Settings,
+    store: {
+      kind: 'sqlite',
+      describe: () => 'sqlite:/var/lib/mgx/mgx.db',
+      sessions: {
+        getSession: async (id: string) => SESSIONS.find((s) => s.id === id) ?? null,
+        listSessions: async (q: ListQuery) => {
+          lists.push(q);
+          return { items: SESSIONS.filter((s) => s.tenant === q.tenant), nextCursor: null };
+        },
+      },
+      events: { read: async () => [] },
+      workers: {
+        list: async () => [
+          worker(),
+          worker({ id: 'host-b', state: 'alive', leaseUntil: 0 }),
+          worker({ id: 'host-c', state: 'dead', leaseUntil: 0 }),
+        ],
+      },
+    } as unknown as Store,
+    runtime: {
+      socket: '/run/podman/podman.sock',
+      info: async () => ({ engine: 'podman', version: '4.3.1', socket: '/run/podman/podman.sock' }),
+      imageExists: async () => true,
+      ping: async () => undefined,
+    },
+    ready: () => true,
+    metrics: { rejections: counter, sseSubscribers: counter } as unknown as Metrics,
+    logger: silentLogger,
+    frameworks: [],
+    version: '1.0.0',
+  } as unknown as ApiDeps;
+  const ctx: ApiContext = { deps, ...caller };
+  return { caller: createAppRouter({ ssePingMs: 1000 }).createCaller(ctx), lists };
+}
+
+const codeOf = async (p: Promise<unknown>) => {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(TRPCError);
+  return err as TRPCError;
+};
+
+describe('operators', () => {
+  it("see another tenant's session with its tenant; a tenant gets NOT_FOUND", async () => {
+    const op = api({ tenant: 'ops', operator: true }).caller;
+    expect(await op.sessions.get({ sessionId: 's-globex' })).toMatchObject({ id: 's-globex', tenant: 'globex' });
+    expect((await op.sessions.events({ sessionId: 's-acme' })).events).toEqual([]);
+    const acme = api({ tenant: 'acme', operator: false }).caller;
+    expect((await codeOf(acme.sessions.get({ sessionId: 's-globex' }))).code).toBe('NOT_FOUND');
+    expect(await acme.sessions.get({ sessionId: 's-acme' })).not.toHaveProperty('tenant');
+  });
+
+  it('list any tenant with the tenant filter; a tenant may not use it', async () => {
+    const op = api({ tenant: 'ops', operator: true });
+    expect((await op.caller.sessions.list({ tenant: 'globex' })).items.map((s) => s.id)).toEqual(['s-globex']);
+    await op.caller.sessions.list({});
+    expect(op.lists.map((q) => q.tenant)).toEqual(['globex', 'ops']);
+    const acme = api({ tenant: 'acme', operator: false });
+    const err = await codeOf(acme.caller.sessions.list({ tenant: 'globex' }));
+    expect(err.code).toBe('FORBIDDEN');
+    expect(err.message).toMatch(/operators only.*MGX_OPERATOR_TOKENS/);
+    expect(acme.lists).toEqual([]);
+  });
+
+  it('system.workers refuses a tenant with FORBIDDEN and a clear message', async () => {
+    const err = await codeOf(api({ tenant: 'acme', operator: false }).caller.system.workers());
+    expect(err.code).toBe('FORBIDDEN');
+    expect(err.message).toBe('this call is for operators only: use a token from MGX_OPERATOR_TOKENS');
+  });
+
+  it('system.workers lists the workers with their state as stored and whether their lease ran out', async () => {
+    const { workers, now } = await api({ tenant: 'ops', operator: true }).caller.system.workers();
+    expect(now).toBeGreaterThan(0);
+    expect(workers.map((w) => [w.id, w.state, w.leaseExpired])).toEqual([
+      ['host-a', 'alive', true],
+      ['host-b', 'alive', true],
+      ['host-c', 'dead', false],
+    ]);
+    expect(workers[0]).toEqual({
+      id: 'host-a',
+      hostname: 'a.example',
+      state: 'alive',
+      leaseExpired: true,
+      capacity: 4,
+      inUse: 1,
+      lastHeartbeat: 5000,
+      leaseUntil: 35_000,
+      engine: 'podman 4.3.1 unix:///run/podman/podman.sock',
+      version: '1.0.0',
+      startedAt: 1000,
+    });
+  });
+
+  it('workerView: a lease in the future is not expired; stopped and dead workers never are', () => {
+    expect(workerView(worker({ leaseUntil: 2000 }), 1000).leaseExpired).toBe(false);
+    expect(workerView(worker({ state: 'draining', leaseUntil: 500 }), 1000).leaseExpired).toBe(true);
+    expect(workerView(worker({ state: 'stopped', leaseUntil: 500 }), 1000).leaseExpired).toBe(false);
+  });
+
+  it('system.info shows server paths to operators only', async () => {
+    const tenant = await api({ tenant: 'acme', operator: false }).caller.system.info();
+    expect(tenant.store).toBe('sqlite');
+    expect(tenant.engine).toEqual({ engine: 'podman', version: '4.3.1' });
+    expect(JSON.stringify(tenant)).not.toMatch(/\/run\/podman|\/var\/lib/);
+    const op = await api({ tenant: 'ops', operator: true }).caller.system.info();
+    expect(op.store).toBe('sqlite:/var/lib/mgx/mgx.db');
+    expect(op.engine).toMatchObject({ socket: '/run/podman/podman.sock' });
+  });
+
+  it('system.health shows server paths to operators only, not to tenants or callers without a token', async () => {
+    for (const caller of [
+      { tenant: null, operator: false },
+      { tenant: 'acme', operator: false },
+    ]) {
+      const health = await api(caller).caller.system.health();
+      expect(health.checks).toEqual({ engine: { ok: true, detail: 'reachable' }, store: { ok: true, detail: 'sqlite' } });
+    }
+    const op = await api({ tenant: 'ops', operator: true }).caller.system.health();
+    expect(op.checks).toEqual({
+      engine: { ok: true, detail: '/run/podman/podman.sock' },
+      store: { ok: true, detail: 'sqlite:/var/lib/mgx/mgx.db' },
+    });
+  });
+});
