@@ -1105,7 +1105,8 @@ export class MongoStore implements Store, SessionStore, EventStore {
   async listSessions(q: ListQuery): Promise<SessionPage> {
     const before = decodeCursor(q.cursor);
     return this.#guard('listSessions', async () => {
-      const filter: Filter<SessionDoc> = { tenant: q.tenant, pos: { $lt: before } };
+      const filter: Filter<SessionDoc> = { pos: { $lt: before } };
+      if (q.tenant !== undefined) filter.tenant = q.tenant;
       if (q.status && q.status.length > 0) filter.status = { $in: q.status };
       const docs = await this.#sessions
         .find(filter)

@@ -113,7 +113,8 @@ export interface DecideResult {
 }
 
 export interface ListQuery {
-  tenant: string;
+  /** Only this tenant's sessions; absent: every tenant's (operators). */
+  tenant?: string;
   status?: SessionStatus[];
   limit: number;
   /** Opaque cursor from the previous page. */

@@ -606,8 +606,12 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   }
 
   async listSessions(q: ListQuery): Promise<SessionPage> {
-    const params: unknown[] = [q.tenant, decodeCursor(q.cursor)];
-    let where = 'tenant = ? AND pos < ?';
+    const params: unknown[] = [decodeCursor(q.cursor)];
+    let where = 'pos < ?';
+    if (q.tenant !== undefined) {
+      where += ' AND tenant = ?';
+      params.push(q.tenant);
+    }
     if (q.status && q.status.length > 0) {
       where += ` AND status IN (${q.status.map(() => '?').join(',')})`;
       params.push(...q.status);

@@ -279,6 +279,9 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       await store.sessions.decide(ids[0]!, { status: 'failed', reason: 'lost' });
       const failed = await store.sessions.listSessions({ tenant: 'pager', limit: 10, status: ['failed'] });
       expect(failed.items.map((s) => s.id)).toEqual([ids[0]]);
+      // without a tenant (an operator's view): every tenant's sessions, newest first
+      const everyone = await store.sessions.listSessions({ limit: 100 });
+      expect(everyone.items.map((s) => s.tenant).slice(0, 6)).toEqual(['other', 'pager', 'pager', 'pager', 'pager', 'pager']);
     });
 
     it('tails a session from mid-stream with no gap and no duplicate, ending after FINISH', async () => {

@@ -76,7 +76,7 @@ export function sessionsRouter({ router, authed }: Trpc) {
             status: z.array(z.enum(SESSION_STATUSES)).optional(),
             limit: z.number().int().min(1).max(200).default(50),
             cursor: z.string().max(32).optional(),
-            /** Operators only: the tenant whose sessions to list (default: the caller's own). */
+            /** Operators only: the tenant whose sessions to list (default for operators: every tenant). */
             tenant: tenantId.optional(),
           })
           .default({ limit: 50 }),
@@ -90,7 +90,8 @@ export function sessionsRouter({ router, authed }: Trpc) {
         }
         // a bad cursor is a StoreError the procedure maps to BAD_REQUEST
         const page = await ctx.deps.store.sessions.listSessions({
-          tenant: input.tenant ?? ctx.tenant,
+          // a tenant sees its own sessions; an operator every tenant's, or the one it names
+          ...(ctx.operator ? (input.tenant !== undefined ? { tenant: input.tenant } : {}) : { tenant: ctx.tenant }),
           limit: input.limit,
           ...(input.status ? { status: input.status } : {}),
           ...(input.cursor !== undefined ? { cursor: input.cursor } : {}),
