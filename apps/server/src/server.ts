@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
@@ -11,7 +12,7 @@ import { createPrometheusMetrics, type PrometheusMetrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
 import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog } from '@mgx/runner/catalog';
 import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runtime';
-import { Scheduler, WarmPool } from '@mgx/scheduler';
+import { Reaper, Scheduler, WarmPool, WorkerLease } from '@mgx/scheduler';
 import rootPackage from '../../../package.json' with { type: 'json' };
 import { MemorySecrets } from './secrets.js';
 
@@ -41,10 +42,14 @@ export interface RunningServer {
   monitor: Monitor | undefined;
   /** The warm pool, when MGX_WARM_POOL_SIZE > 0 and this process runs sessions. */
   pool: WarmPool | undefined;
+  /** Declares workers whose lease ran out dead and settles their sessions (every role). */
+  reaper: Reaper;
   logger: Logger;
   /**
    * Stops taking requests and claiming sessions. Running sessions are left to the next
-   * start (it reconciles them); pass `drain` to wait for them to finish first.
+   * start (it reconciles them), and the worker keeps its lease in the store until it runs
+   * out: a start within it adopts them, after it the fleet settles them as lost. Pass
+   * `drain` to claim nothing more (state draining), wait for them to finish, then deregister.
    */
   close(options?: { drain?: boolean }): Promise<void>;
 }
@@ -163,7 +168,21 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       logCaptureBytes: settings.limits.logCaptureBytes,
     });
     if (settings.pool.size > 0) pool = new WarmPool({ runtime, settings, metrics, logger: logger.child({ component: 'pool' }) });
+    const engine = await runtime.info().then(
+      (i) => `${i.engine} ${i.version} ${runtime.socket}`,
+      () => `unknown ${runtime.socket}`,
+    );
+    const lease = new WorkerLease({
+      workers: store.workers,
+      info: { id: settings.owner, hostname: hostname(), engine, capacity: settings.scheduler.maxConcurrent, version: VERSION },
+      heartbeatMs: settings.fleet.heartbeatMs,
+      leaseMs: settings.fleet.leaseMs,
+      inUse: () => scheduler?.inUse ?? 0,
+      renewed: () => scheduler?.notify(),
+      logger: logger.child({ component: 'lease' }),
+    });
     scheduler = new Scheduler({
+      lease,
       pool,
       store,
       runtime,
@@ -175,6 +194,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       secrets: (id) => secrets?.get(id) ?? {},
       ended: (id) => secrets?.forget(id),
     });
+    // before reconcile: the record it replaces says whether there is anything left to adopt
+    await scheduler.register();
     try {
       await scheduler.reconcile();
     } catch (err) {
@@ -182,6 +203,14 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       logger.error({ err }, 'reconcile failed; continuing');
     }
   }
+
+  const reaper = new Reaper({
+    store,
+    metrics,
+    intervalMs: settings.fleet.heartbeatMs,
+    workspacesShared: settings.fleet.workspacesShared,
+    logger: logger.child({ component: 'reaper' }),
+  });
 
   let ready = false;
   const deps: ApiDeps = {
@@ -262,6 +291,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   // after reconcile: it removed the containers an earlier pool left
   await pool?.start().catch((err: unknown) => logger.error({ err }, 'warm pool did not start; sessions start cold'));
   scheduler?.start();
+  reaper.start();
   ready = true;
   logger.info(
     { url, role: settings.server.role, store: store.describe(), engine: runtime.socket, owner: settings.owner },
@@ -279,13 +309,16 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     scheduler,
     monitor,
     pool,
+    reaper,
     logger,
     close: (opts = {}) =>
       (closing ??= (async () => {
         ready = false;
-        await scheduler?.stop();
+        await reaper.stop();
+        await scheduler?.stop({ drain: opts.drain === true });
         await pool?.close();
         if (opts.drain) await scheduler?.idle();
+        await scheduler?.release({ deregister: opts.drain === true });
         monitor?.detachAll();
         await ingest.closeAll();
         http.closeAllConnections();

@@ -16,6 +16,7 @@ export type {
   WorkerRecord,
   WorkerState,
   RegisterResult,
+  WorkspaceHolders,
   ListQuery,
   SessionPage,
   TailOptions,

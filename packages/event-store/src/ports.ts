@@ -211,6 +211,19 @@ export interface RegisterResult {
   previous: WorkerRecord | null;
 }
 
+/**
+ * Workspace holders, as the session store sees them: the store records which worker holds
+ * each workspace (its first claim makes the claiming worker its holder).
+ */
+export interface WorkspaceHolders {
+  /**
+   * Queued sessions whose workspace is held by `workerId`, oldest first: once that worker is
+   * dead they can never be claimed (unless workspaces are shared), so the reaper ends them
+   * failed/workspace_unavailable.
+   */
+  findQueuedOnWorkspacesOf(workerId: string): Promise<SessionRecord[]>;
+}
+
 /** Workers and their leases, shared by every process of a fleet. */
 export interface WorkerStore {
   /** Registers the worker with a new epoch and a lease of `leaseMs` from `now`. */
