@@ -85,6 +85,18 @@ async function imageFrameworks(runtime: ContainerRuntime, image: string, logger:
   return catalog ?? fallback('the agent image has no framework label: it was built before it existed (rebuild it)');
 }
 
+/** "podman 5.4.2 unix:///run/podman/podman.sock": the engine a worker drives, within 3 s, or its socket alone. */
+function engineIdentity(runtime: ContainerRuntime): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    runtime.info().then(
+      (i) => `${i.engine} ${i.version} ${runtime.socket}`,
+      () => runtime.socket,
+    ),
+    new Promise<string>((resolve) => (timer = setTimeout(() => resolve(runtime.socket), 3000))),
+  ]).finally(() => clearTimeout(timer));
+}
+
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 
 /**
@@ -120,8 +132,11 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   const frameworks = options.frameworks
     ? Promise.resolve(options.frameworks)
     : imageFrameworks(runtime, settings.agent.image, logger.child({ component: 'frameworks' }));
-  const store = await openStore(settings);
   const worker = settings.server.role !== 'api';
+  // the engine this worker registers with, asked while the store opens: `podman info` is slow
+  // on a busy host, so registration waits for it only briefly and names the socket alone
+  const engine = worker ? engineIdentity(runtime) : Promise.resolve('');
+  const store = await openStore(settings);
 
   let monitor: Monitor | undefined;
   let scheduler: Scheduler | undefined;
@@ -168,13 +183,15 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       logCaptureBytes: settings.limits.logCaptureBytes,
     });
     if (settings.pool.size > 0) pool = new WarmPool({ runtime, settings, metrics, logger: logger.child({ component: 'pool' }) });
-    const engine = await runtime.info().then(
-      (i) => `${i.engine} ${i.version} ${runtime.socket}`,
-      () => `unknown ${runtime.socket}`,
-    );
     const lease = new WorkerLease({
       workers: store.workers,
-      info: { id: settings.owner, hostname: hostname(), engine, capacity: settings.scheduler.maxConcurrent, version: VERSION },
+      info: {
+        id: settings.owner,
+        hostname: hostname(),
+        engine: await engine,
+        capacity: settings.scheduler.maxConcurrent,
+        version: VERSION,
+      },
       heartbeatMs: settings.fleet.heartbeatMs,
       leaseMs: settings.fleet.leaseMs,
       inUse: () => scheduler?.inUse ?? 0,

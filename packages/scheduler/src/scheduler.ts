@@ -74,6 +74,8 @@ export class Scheduler {
     const lease = this.#o.lease;
     if (!lease) return;
     const { previous } = await lease.register();
+    // renewed from now on: reconcile can take longer than a lease on a busy engine
+    lease.start();
     if (previous?.state === 'dead') {
       this.#o.logger.warn(
         { workerId: this.workerId, epoch: lease.epoch, previousEpoch: previous.epoch },
