@@ -85,7 +85,7 @@ async function imageFrameworks(runtime: ContainerRuntime, image: string, logger:
   return catalog ?? fallback('the agent image has no framework label: it was built before it existed (rebuild it)');
 }
 
-/** "podman 5.4.2 unix:///run/podman/podman.sock": the engine a worker drives, within 3 s, or its socket alone. */
+/** "podman 5.4.2 unix:///run/podman/podman.sock": the engine a worker drives, within 1 s, or its socket alone. */
 function engineIdentity(runtime: ContainerRuntime): Promise<string> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
@@ -93,7 +93,7 @@ function engineIdentity(runtime: ContainerRuntime): Promise<string> {
       (i) => `${i.engine} ${i.version} ${runtime.socket}`,
       () => runtime.socket,
     ),
-    new Promise<string>((resolve) => (timer = setTimeout(() => resolve(runtime.socket), 3000))),
+    new Promise<string>((resolve) => (timer = setTimeout(() => resolve(runtime.socket), 1000))),
   ]).finally(() => clearTimeout(timer));
 }
 
