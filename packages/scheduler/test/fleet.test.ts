@@ -1,7 +1,7 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { dirname, join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { loadSettings, type Logger } from '@mgx/config';
 import { SqliteStore, type SessionRecord, type WorkerInfo, type WorkspaceHolders } from '@mgx/event-store';
 import type { IngestHub } from '@mgx/ingest';
@@ -49,6 +49,7 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
   afterEach(async () => {
     await a.close();
     await b.close();
+    rmSync(dirname(file), { recursive: true, force: true });
   });
 
   const queue = async (workspaceId?: string): Promise<string> => {
@@ -257,6 +258,7 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
 
   it('a worker declared dead registers again, settles what was left, and its reconcile removes their containers and adopts nothing', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fleet-data-'));
+    onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
     const settings = loadSettings({ MGX_DATA_DIR: dataDir, MGX_OWNER: 'w1' }, dataDir);
     await lease(a, 'w1').register();
     const settledByReaper = await claimed('w1', 'running');
