@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
@@ -11,7 +12,7 @@ import { createPrometheusMetrics, type PrometheusMetrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
 import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog } from '@mgx/runner/catalog';
 import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runtime';
-import { Scheduler, WarmPool } from '@mgx/scheduler';
+import { Reaper, Scheduler, WarmPool, WorkerLease } from '@mgx/scheduler';
 import rootPackage from '../../../package.json' with { type: 'json' };
 import { fleetMetricsRefresher } from './fleet-metrics.js';
 import { MemorySecrets } from './secrets.js';
@@ -42,10 +43,14 @@ export interface RunningServer {
   monitor: Monitor | undefined;
   /** The warm pool, when MGX_WARM_POOL_SIZE > 0 and this process runs sessions. */
   pool: WarmPool | undefined;
+  /** Declares workers whose lease ran out dead and settles their sessions (every role). */
+  reaper: Reaper;
   logger: Logger;
   /**
    * Stops taking requests and claiming sessions. Running sessions are left to the next
-   * start (it reconciles them); pass `drain` to wait for them to finish first.
+   * start (it reconciles them), and the worker keeps its lease in the store until it runs
+   * out: a start within it adopts them, after it the fleet settles them as lost. Pass
+   * `drain` to claim nothing more (state draining), wait for them to finish, then deregister.
    */
   close(options?: { drain?: boolean }): Promise<void>;
 }
@@ -79,6 +84,18 @@ async function imageFrameworks(runtime: ContainerRuntime, image: string, logger:
     return fallback('the agent image has a malformed framework label', { err });
   }
   return catalog ?? fallback('the agent image has no framework label: it was built before it existed (rebuild it)');
+}
+
+/** "podman 5.4.2 unix:///run/podman/podman.sock": the engine a worker drives, within 1 s, or its socket alone. */
+function engineIdentity(runtime: ContainerRuntime): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    runtime.info().then(
+      (i) => `${i.engine} ${i.version} ${runtime.socket}`,
+      () => runtime.socket,
+    ),
+    new Promise<string>((resolve) => (timer = setTimeout(() => resolve(runtime.socket), 1000))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
@@ -117,10 +134,13 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   const frameworks = options.frameworks
     ? Promise.resolve(options.frameworks)
     : imageFrameworks(runtime, settings.agent.image, logger.child({ component: 'frameworks' }));
+  const worker = settings.server.role !== 'api';
+  // the engine this worker registers with, asked while the store opens: `podman info` is slow
+  // on a busy host, so registration waits for it only briefly and names the socket alone
+  const engine = worker ? engineIdentity(runtime) : Promise.resolve('');
   const store = await openStore(settings);
   // the fleet's workers are read from the store at each scrape
   metrics.onRender(fleetMetricsRefresher(store, metrics, logger.child({ component: 'metrics' })));
-  const worker = settings.server.role !== 'api';
 
   let monitor: Monitor | undefined;
   let scheduler: Scheduler | undefined;
@@ -169,7 +189,23 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       workerId: settings.owner,
     });
     if (settings.pool.size > 0) pool = new WarmPool({ runtime, settings, metrics, logger: logger.child({ component: 'pool' }) });
+    const lease = new WorkerLease({
+      workers: store.workers,
+      info: {
+        id: settings.owner,
+        hostname: hostname(),
+        engine: await engine,
+        capacity: settings.scheduler.maxConcurrent,
+        version: VERSION,
+      },
+      heartbeatMs: settings.fleet.heartbeatMs,
+      leaseMs: settings.fleet.leaseMs,
+      inUse: () => scheduler?.inUse ?? 0,
+      renewed: () => scheduler?.notify(),
+      logger: logger.child({ component: 'lease' }),
+    });
     scheduler = new Scheduler({
+      lease,
       pool,
       store,
       runtime,
@@ -181,6 +217,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       secrets: (id) => secrets?.get(id) ?? {},
       ended: (id) => secrets?.forget(id),
     });
+    // before reconcile: the record it replaces says whether there is anything left to adopt
+    await scheduler.register();
     try {
       await scheduler.reconcile();
     } catch (err) {
@@ -188,6 +226,14 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       logger.error({ err }, 'reconcile failed; continuing');
     }
   }
+
+  const reaper = new Reaper({
+    store,
+    metrics,
+    intervalMs: settings.fleet.heartbeatMs,
+    workspacesShared: settings.fleet.workspacesShared,
+    logger: logger.child({ component: 'reaper' }),
+  });
 
   let ready = false;
   const deps: ApiDeps = {
@@ -272,6 +318,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   // after reconcile: it removed the containers an earlier pool left
   await pool?.start().catch((err: unknown) => logger.error({ err }, 'warm pool did not start; sessions start cold'));
   scheduler?.start();
+  reaper.start();
   ready = true;
   logger.info(
     { url, role: settings.server.role, store: store.describe(), engine: runtime.socket, owner: settings.owner },
@@ -289,13 +336,16 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     scheduler,
     monitor,
     pool,
+    reaper,
     logger,
     close: (opts = {}) =>
       (closing ??= (async () => {
         ready = false;
-        await scheduler?.stop();
+        await reaper.stop();
+        await scheduler?.stop({ drain: opts.drain === true });
         await pool?.close();
         if (opts.drain) await scheduler?.idle();
+        await scheduler?.release({ deregister: opts.drain === true });
         monitor?.detachAll();
         await ingest.closeAll();
         http.closeAllConnections();

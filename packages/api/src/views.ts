@@ -16,6 +16,8 @@ export interface SessionView {
   endedAt: number | null;
   deadlineAt: number | null;
   containerId: string | null;
+  /** The worker that claimed the session (MGX_OWNER of its process); null while queued. */
+  workerId: string | null;
   reason: SessionRecord['reason'];
   exitCode: number | null;
   message: string | null;
@@ -44,6 +46,7 @@ export function toView(s: SessionRecord, withPrompt: boolean, withTenant = false
     endedAt: s.endedAt,
     deadlineAt: s.deadlineAt,
     containerId: s.containerId,
+    workerId: s.workerId,
     reason: s.reason,
     exitCode: s.exitCode,
     message: s.message,

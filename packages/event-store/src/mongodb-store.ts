@@ -919,6 +919,12 @@ export class MongoStore implements Store, SessionStore, EventStore {
           );
           if (!before) return false;
           await this.#releaseClaim(before, session);
+          // a workspace no session ever ran on is given up with the claim that made its holder
+          const ranBefore = await this.#sessions.findOne(
+            { workspaceId: before.workspaceId, _id: { $ne: id }, workerId: { $ne: null } },
+            { projection: { _id: 1 }, ...(session ? { session } : {}) },
+          );
+          if (!ranBefore) await this.#workspaces.deleteOne({ _id: before.workspaceId, lastSessionId: id }, session ? { session } : {});
           return true;
         }),
       ),

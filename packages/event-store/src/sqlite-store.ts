@@ -321,6 +321,11 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       requeue: db.prepare(
         "UPDATE sessions SET status = 'queued', worker_id = NULL, container_id = NULL WHERE id = ? AND status = 'starting'",
       ),
+      // a workspace no session ever ran on is given up with the claim that made its holder
+      releaseNewWorkspace: db.prepare(
+        `DELETE FROM workspaces WHERE id = (SELECT workspace_id FROM sessions WHERE id = @id) AND last_session_id = @id
+         AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.workspace_id = workspaces.id AND s.id != @id AND s.worker_id IS NOT NULL)`,
+      ),
       requestCancel: db.prepare<[string], SessionRow>(
         `UPDATE sessions SET cancel_requested = 1 WHERE id = ? AND status NOT IN ${TERMINAL_SQL} RETURNING *`,
       ),
@@ -501,7 +506,11 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   }
 
   async requeue(id: string): Promise<boolean> {
-    return this.#tx('requeue', () => this.#stmts.requeue.run(id).changes === 1);
+    return this.#tx('requeue', () => {
+      if (this.#stmts.requeue.run(id).changes !== 1) return false;
+      this.#stmts.releaseNewWorkspace.run({ id });
+      return true;
+    });
   }
 
   async requestCancel(id: string): Promise<SessionRecord | null> {

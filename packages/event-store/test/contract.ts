@@ -538,6 +538,26 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         expect((await store.sessions.findByStatus(['queued'])).length).toBe(1);
       });
 
+      it('gives up a new workspace when its first claim goes back to the queue, and keeps one a session ran on', async () => {
+        const other = await second();
+        const ws = { workspaces: { shared: false } };
+        const fresh = `ws-${randomBytes(4).toString('hex')}`;
+        const s1 = await store.sessions.createSession(session({ workspaceId: fresh }));
+        expect((await store.sessions.claimNext('wa', ws))?.id).toBe(s1.id);
+        expect(await store.sessions.requeue(s1.id)).toBe(true);
+        // nothing ran there: another worker may take it
+        expect(await store.sessions.workspaceHolder(fresh)).toBeNull();
+        expect((await other.sessions.claimNext('wb', ws))?.id).toBe(s1.id);
+        await other.sessions.markRunning(s1.id, 1, 2);
+        await other.sessions.decide(s1.id, { status: 'succeeded', reason: 'finished' });
+        // a later session there that is requeued leaves the holder as it is
+        const s2 = await store.sessions.createSession(session({ workspaceId: fresh }));
+        expect((await other.sessions.claimNext('wb', ws))?.id).toBe(s2.id);
+        expect(await other.sessions.requeue(s2.id)).toBe(true);
+        expect(await store.sessions.workspaceHolder(fresh)).toBe('wb');
+        expect(await store.sessions.claimNext('wa', ws)).toBeNull();
+      });
+
       it('keeps a workspace on the worker that holds it, one session at a time, in queue order', async () => {
         const other = await second();
         const ws = { workspaces: { shared: false } };

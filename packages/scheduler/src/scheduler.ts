@@ -1,14 +1,16 @@
 import type { Logger, Settings } from '@mgx/config';
 import { silentLogger } from '@mgx/config';
 import { isTerminal } from '@mgx/agent-sdk';
-import type { SessionRecord, Store } from '@mgx/event-store';
+import type { ClaimOptions, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub, SessionTask } from '@mgx/ingest';
 import { timed, type Metrics } from '@mgx/metrics';
 import { outcomeOfRecord, SessionLifecycle, type Monitor } from '@mgx/monitor';
 import { LABELS, RuntimeError, type ContainerRuntime } from '@mgx/runtime';
 import { agentContainerSpec } from './container-spec.js';
+import { settleWorker } from './reaper.js';
 import type { WarmPool } from './warm-pool.js';
 import { prepareWorkspace, workspacePath } from './workspaces.js';
+import type { WorkerLease } from './worker-lease.js';
 
 export interface SchedulerOptions {
   store: Store;
@@ -24,6 +26,11 @@ export interface SchedulerOptions {
   ended?: (sessionId: string) => void;
   /** Started containers to hand to sessions instead of creating one (MGX_WARM_POOL_SIZE). */
   pool?: WarmPool | undefined;
+  /**
+   * This worker's lease in the store (a fleet): registered before reconcile, renewed by
+   * heartbeats; claims happen only while it holds. Without it the worker claims freely.
+   */
+  lease?: WorkerLease | undefined;
 }
 
 /**
@@ -56,9 +63,40 @@ export class Scheduler {
     return this.#inUse;
   }
 
+  /**
+   * Registers this worker (a new epoch), before reconcile. If its previous life was declared
+   * dead, the sessions it held were settled by the process that declared it (lost, or back
+   * in the queue); whatever that process did not get to is settled here the same way, so the
+   * reconcile that follows adopts nothing and removes their containers. A previous lease still
+   * alive (a restart within it, or nobody noticed) leaves the sessions to reconcile to adopt.
+   */
+  async register(): Promise<void> {
+    const lease = this.#o.lease;
+    if (!lease) return;
+    const { previous } = await lease.register();
+    // renewed from now on: reconcile can take longer than a lease on a busy engine
+    lease.start();
+    if (previous?.state === 'dead') {
+      this.#o.logger.warn(
+        { workerId: this.workerId, epoch: lease.epoch, previousEpoch: previous.epoch },
+        'this worker was declared dead while it was away: its sessions were settled and nothing of them is adopted',
+      );
+      await settleWorker(
+        {
+          store: this.#o.store,
+          metrics: this.#o.metrics,
+          workspacesShared: this.#o.settings.fleet.workspacesShared,
+          logger: this.#o.logger,
+        },
+        previous,
+      );
+    }
+  }
+
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#o.lease?.start();
     this.#o.metrics.concurrencyLimit.set(this.#o.settings.scheduler.maxConcurrent);
     this.#o.metrics.concurrencyInUse.set(0);
     this.#timer = setInterval(() => this.notify(), this.#o.settings.monitor.pollMs);
@@ -68,12 +106,25 @@ export class Scheduler {
 
   /**
    * Stops claiming and waits for launches in progress to reach their container. Sessions
-   * already running keep running; the next start adopts them.
+   * already running keep running; the next start adopts them. With `drain` the worker also
+   * says so in the store (state draining) and keeps its lease while its sessions finish.
+   * Heartbeats go on until `release`.
    */
-  async stop(): Promise<void> {
+  async stop(options: { drain?: boolean } = {}): Promise<void> {
     this.#running = false;
     clearInterval(this.#timer);
+    if (options.drain) await this.#o.lease?.drain();
     await Promise.allSettled([...this.#starting]);
+  }
+
+  /**
+   * Stops the heartbeats. `deregister` (after a drain, nothing held) releases the lease: the
+   * worker shows as stopped and nothing is left to settle. Without it the lease stays in the
+   * store until it runs out, so a start within it adopts the sessions left running; after it,
+   * another process declares this worker dead and settles them.
+   */
+  async release(options: { deregister?: boolean } = {}): Promise<void> {
+    await this.#o.lease?.stop({ deregister: options.deregister === true && this.#inUse === 0 });
   }
 
   /** Resolves when every session this worker holds has ended (tests, drain on shutdown). */
@@ -101,9 +152,9 @@ export class Scheduler {
   async #pump(): Promise<void> {
     const max = this.#o.settings.scheduler.maxConcurrent;
     try {
-      while (this.#running && this.#inUse < max) {
+      while (this.#running && this.#inUse < max && (this.#o.lease?.canClaim() ?? true)) {
         const session = await timed(this.#o.metrics.claimDuration, () =>
-          this.#o.store.sessions.claimNext(this.workerId, { excludeTenants: this.#fullTenants() }),
+          this.#o.store.sessions.claimNext(this.workerId, this.#claimOptions()),
         );
         if (!session) break;
         this.#hold(session.tenant);
@@ -134,13 +185,13 @@ export class Scheduler {
     void starting.then(() => this.#starting.delete(starting));
     try {
       const limits = { memoryBytes: session.limits.memoryBytes, cpuQuota: session.limits.cpuQuota, network: session.network };
-      const workspace = workspacePath(settings.store.dataDir, session.workspaceId);
+      const workspace = workspacePath(settings.store.workspaceRoot, session.workspaceId);
       const taken = this.#o.pool ? await this.#o.pool.take(limits, { workspace, socketDir: ingest.dirFor(session.id) }) : undefined;
       const warmId = taken && 'containerId' in taken ? taken.containerId : undefined;
       // known before anything else can fail, so a failed start removes it
       containerId = warmId;
       // a pooled container's workspace was made and handed to the agent's user by the pool
-      if (warmId === undefined) await prepareWorkspace(settings.store.dataDir, session.workspaceId, settings.agent.user);
+      if (warmId === undefined) await prepareWorkspace(settings.store.workspaceRoot, session.workspaceId, settings.agent.user);
       const { dir } = await ingest.open(this.#taskOf(session));
       if (warmId !== undefined) {
         // started and waiting: the socket just opened in its directory is its session
@@ -291,6 +342,24 @@ export class Scheduler {
     if (n > 0) this.#byTenant.set(tenant, n);
     else this.#byTenant.delete(tenant);
     this.#o.metrics.concurrencyInUse.set(this.#inUse);
+  }
+
+  /**
+   * The fleet's rules for a claim, applied by the store in the same step: the per-tenant
+   * limit and the cap count every worker's claims; the lease's epoch makes a worker declared
+   * dead claim nothing; workspaces stay with the host that holds them unless shared. The
+   * tenants this worker alone has filled are skipped before asking (a cheap pre-filter).
+   */
+  #claimOptions(): ClaimOptions {
+    const { scheduler, fleet } = this.#o.settings;
+    const epoch = this.#o.lease?.epoch;
+    return {
+      excludeTenants: this.#fullTenants(),
+      maxPerTenant: scheduler.maxConcurrentPerTenant,
+      maxClaimed: scheduler.maxClaimed,
+      ...(epoch !== undefined ? { lease: { epoch } } : {}),
+      workspaces: { shared: fleet.workspacesShared },
+    };
   }
 
   /** Tenants at their own limit: their queued sessions wait, others' go ahead of them. */

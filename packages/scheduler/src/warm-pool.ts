@@ -60,7 +60,8 @@ export class WarmPool {
     this.#o = { logger: silentLogger, ...options };
     const { dataDir } = options.settings.store;
     // per owner: several workers may share a data directory
-    this.#workspaceRoot = join(dataDir, 'workspaces', '.pool', options.settings.owner);
+    // under the workspace root: a pooled workspace is renamed into place, on the same filesystem
+    this.#workspaceRoot = join(options.settings.store.workspaceRoot, '.pool', options.settings.owner);
     this.#socketRoot = join(dataDir, 'run', 'pool', options.settings.owner);
     for (const spec of options.settings.pool.specs) {
       this.#specs.set(poolSpecKey(spec), spec);

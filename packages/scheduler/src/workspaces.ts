@@ -7,23 +7,26 @@ export class WorkspaceError extends Error {
   readonly code = 'WORKSPACE_INVALID';
 }
 
-/** The host path of a workspace, computed from a validated id, never taken from a client. */
-export function workspacePath(dataDir: string, workspaceId: string): string {
+/**
+ * The host path of a workspace under the workspace root (MGX_WORKSPACE_ROOT, by default
+ * <MGX_DATA_DIR>/workspaces), computed from a validated id, never taken from a client.
+ */
+export function workspacePath(root: string, workspaceId: string): string {
   if (!ID_PATTERN.test(workspaceId)) throw new WorkspaceError(`invalid workspace id ${JSON.stringify(workspaceId)}`);
-  return join(dataDir, 'workspaces', workspaceId);
+  return join(root, workspaceId);
 }
 
 /**
- * Workspaces live under <dataDir>/workspaces/<id>, owned by the container's user.
+ * Workspaces live under <root>/<id> (root: MGX_WORKSPACE_ROOT), owned by the container's user.
  *
  * Symlinks: an agent can create links inside its workspace, but they resolve inside its
  * container. The host never follows them: nothing here reads or writes below the workspace
  * root, and the root itself must be a real directory (a link there is refused, so chown or
  * the bind mount cannot be pointed elsewhere).
  */
-export async function prepareWorkspace(dataDir: string, workspaceId: string, containerUser: string): Promise<string> {
-  const path = workspacePath(dataDir, workspaceId);
-  mkdirSync(join(dataDir, 'workspaces'), { recursive: true, mode: 0o711 });
+export async function prepareWorkspace(root: string, workspaceId: string, containerUser: string): Promise<string> {
+  const path = workspacePath(root, workspaceId);
+  mkdirSync(root, { recursive: true, mode: 0o711 });
   await agentOwnedDir(path, containerUser, `workspace ${workspaceId}`);
   return path;
 }
