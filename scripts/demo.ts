@@ -12,7 +12,10 @@ const dataDir = process.env.MGX_DATA_DIR ?? mkdtempSync(join(tmpdir(), 'mgx-demo
 const settings = loadSettings({ MGX_PORT: '0', ...process.env, MGX_DATA_DIR: dataDir });
 const t0 = performance.now();
 const server = await startServer(settings, { logger: pino({ level: 'warn' }) });
-console.log(`mgx server up at ${server.url} (engine ${(await server.runtime.info()).engine}, store ${server.store.describe()})`);
+// all-in-one: the server runs sessions, so it started only with an engine
+const { runtime } = server;
+if (!runtime) throw new Error('the demo server has no container engine');
+console.log(`mgx server up at ${server.url} (engine ${(await runtime.info()).engine}, store ${server.store.describe()})`);
 
 const client = createMgxClient({ url: server.url });
 const prompt = JSON.stringify({
@@ -58,7 +61,7 @@ summary
   create → START   ${startAt ? `${startAt - created} ms` : 'n/a'}
   duration         ${final.endedAt && final.createdAt ? `${final.endedAt - final.createdAt} ms` : 'n/a'}
   workspace files  ${files.join(', ')}
-  containers left  ${(await server.runtime.list({ 'mgx.session-id': final.id })).length}
+  containers left  ${(await runtime.list({ 'mgx.session-id': final.id })).length}
   total            ${Math.round(performance.now() - t0)} ms`);
 
 await server.close({ drain: true });

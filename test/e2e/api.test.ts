@@ -248,15 +248,15 @@ describe('reading', () => {
     const opsInfo = await ops.system.info.query();
     expect(opsInfo.store).toMatch(/^sqlite:/);
     expect(opsInfo.store).toContain(p.dataDir);
-    expect(opsInfo.engine).toMatchObject({ socket: p.server.runtime.socket });
+    expect(opsInfo.engine).toMatchObject({ socket: p.server.runtime!.socket });
     // nor in the health checks of a caller without a token, or in /healthz
     const health = await createMgxClient({ url: p.server.url }).system.health.query();
     expect(health.checks.store?.detail).toBe('sqlite');
     expect(JSON.stringify(health)).not.toContain(p.dataDir);
-    expect(JSON.stringify(health)).not.toContain(p.server.runtime.socket);
+    expect(JSON.stringify(health)).not.toContain(p.server.runtime!.socket);
     const healthz = await fetch(`${p.server.url}/healthz`).then((r) => r.text());
     expect(healthz).not.toContain(p.dataDir);
-    expect(healthz).not.toContain(p.server.runtime.socket);
+    expect(healthz).not.toContain(p.server.runtime!.socket);
     expect((await ops.system.health.query()).checks.store?.detail).toContain(p.dataDir);
   });
 

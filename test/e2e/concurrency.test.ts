@@ -28,7 +28,7 @@ describe('concurrency limit', () => {
     const sampler = (async () => {
       // sample the engine itself, not our own counter
       while (!done) {
-        const running = (await p.server.runtime.list({ [LABELS.owner]: p.env.MGX_OWNER! })).filter((c) => c.state === 'running').length;
+        const running = (await p.server.runtime!.list({ [LABELS.owner]: p.env.MGX_OWNER! })).filter((c) => c.state === 'running').length;
         most = Math.max(most, running);
         samples++;
         await new Promise((r) => setTimeout(r, 25));
@@ -81,7 +81,7 @@ describe('concurrency limit', () => {
       let mostA = 0;
       const sampler = (async () => {
         while (!done) {
-          const running = (await q.server.runtime.list({ [LABELS.tenant]: 'ta', [LABELS.owner]: q.env.MGX_OWNER! })).filter(
+          const running = (await q.server.runtime!.list({ [LABELS.tenant]: 'ta', [LABELS.owner]: q.env.MGX_OWNER! })).filter(
             (c) => c.state === 'running',
           ).length;
           mostA = Math.max(mostA, running);

@@ -14,7 +14,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await p?.close();
 });
-const leftovers = () => p.server.runtime.list({ [LABELS.owner]: p.env.MGX_OWNER! });
+const leftovers = () => p.server.runtime!.list({ [LABELS.owner]: p.env.MGX_OWNER! });
 
 describe('how a container ended', () => {
   it('an agent past its memory limit ends failed, oom_killed', async () => {

@@ -12,7 +12,7 @@ const NODE = '/usr/local/bin/node';
 let p: Platform;
 beforeAll(async () => {
   p = await startPlatform({ AGENT_MAX_CONCURRENT_CONTAINERS: '2' });
-  if (!(await p.server.runtime.imageExists(p.server.settings.agent.image))) {
+  if (!(await p.server.runtime!.imageExists(p.server.settings.agent.image))) {
     throw new Error(`image ${p.server.settings.agent.image} is missing: run \`bash infra/build-agent.sh\` (npm test does this)`);
   }
 });
@@ -22,7 +22,7 @@ afterAll(async () => {
 
 const logs = (events: SessionEvent[], stream: string) =>
   events.filter((e) => e.type === 'LOG' && e.data.stream === stream).map((e) => e.data.text);
-const containersOf = (sessionId: string) => p.server.runtime.list({ [LABELS.sessionId]: sessionId });
+const containersOf = (sessionId: string) => p.server.runtime!.list({ [LABELS.sessionId]: sessionId });
 
 describe('the exec framework end to end, in real containers', () => {
   it('streams stdout/stderr lines as LOG events and NDJSON lines as events, and succeeds on exit 0', async () => {

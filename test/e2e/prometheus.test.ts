@@ -136,7 +136,7 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     requireTool(PROMTOOL);
     p = await startPlatform({ AGENT_CONTAINER_MEMORY_LIMIT: '256m' });
     const { client, server } = p;
-    if (!(await server.runtime.imageExists(server.settings.agent.image))) {
+    if (!(await server.runtime!.imageExists(server.settings.agent.image))) {
       throw new Error(`image ${server.settings.agent.image} is missing: run \`npx nx run runner:build-agent\` (npm test does this)`);
     }
     const [ok, timeout, oom] = await Promise.all([

@@ -8,7 +8,7 @@ import { collect, script } from '../support/sessions.js';
 let p: Platform;
 beforeAll(async () => {
   p = await startPlatform({ AGENT_MAX_CONCURRENT_CONTAINERS: '2' });
-  if (!(await p.server.runtime.imageExists(p.server.settings.agent.image))) {
+  if (!(await p.server.runtime!.imageExists(p.server.settings.agent.image))) {
     throw new Error(`image ${p.server.settings.agent.image} is missing: run \`npx nx run runner:build-agent\` (npm test does this)`);
   }
 });
@@ -16,7 +16,7 @@ afterAll(async () => {
   await p?.close();
 });
 
-const containersOf = (sessionId: string) => p.server.runtime.list({ [LABELS.sessionId]: sessionId });
+const containersOf = (sessionId: string) => p.server.runtime!.list({ [LABELS.sessionId]: sessionId });
 
 describe('one agent session end to end in a real container', () => {
   it('streams every event in order over the tRPC subscription, FINISH last and once, and removes the container', async () => {
@@ -142,7 +142,7 @@ describe('queue and limits', () => {
       await q.client.sessions.cancel.mutate({ sessionId: blocker.id });
       const blockerEvents = await collect(q.client, blocker.id);
       expect(blockerEvents.at(-1)?.data).toMatchObject({ status: 'cancelled' });
-      expect(await q.server.runtime.list({ [LABELS.sessionId]: queued.id })).toEqual([]);
+      expect(await q.server.runtime!.list({ [LABELS.sessionId]: queued.id })).toEqual([]);
     } finally {
       await q.close();
     }
@@ -159,7 +159,7 @@ describe('queue and limits', () => {
         reason: 'runtime_error',
         message: expect.stringContaining('nx run runner:build-agent'),
       });
-      expect(await m.server.runtime.list({ [LABELS.owner]: m.env.MGX_OWNER! })).toEqual([]);
+      expect(await m.server.runtime!.list({ [LABELS.owner]: m.env.MGX_OWNER! })).toEqual([]);
     } finally {
       await m.close();
     }

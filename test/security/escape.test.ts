@@ -42,7 +42,7 @@ beforeAll(async () => {
   const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 30_000 }), timeoutSeconds: 60 });
   sessionId = s.id;
   containerId = (await containerOf(s.id)).Id;
-  const r = await p.server.runtime.exec(containerId, ['/usr/local/bin/node', '-e', PROBE]);
+  const r = await p.server.runtime!.exec(containerId, ['/usr/local/bin/node', '-e', PROBE]);
   if (r.exitCode !== 0) throw new Error(`probe failed (${r.exitCode}): ${r.stderr}`);
   probe = JSON.parse(r.stdout) as Record<string, unknown>;
 });

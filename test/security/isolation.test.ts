@@ -92,7 +92,7 @@ describe('one session cannot reach another', () => {
         const sockOpen = process.getuid?.() === 0 && (sock.mode & 0o077) !== 0 ? 1 : 0;
 
         // and from inside B: only its own socket, A's host path does not exist there
-        const probe = await server.runtime.exec(ib.Id, ['/usr/local/bin/node', '-e', PROBE(join(socketDir(a.id), 'ingest.sock'))]);
+        const probe = await server.runtime!.exec(ib.Id, ['/usr/local/bin/node', '-e', PROBE(join(socketDir(a.id), 'ingest.sock'))]);
         const seen = JSON.parse(probe.stdout) as { runMgx: string[]; otherVisible: boolean; writeRunMgx: string; connectOther: string };
         row.tries = 4;
         row.leaks =

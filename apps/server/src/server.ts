@@ -23,7 +23,7 @@ export const VERSION: string = rootPackage.version;
 export class StartupError extends Error {
   override readonly name = 'StartupError';
   constructor(
-    readonly code: 'UNSAFE_BIND' | 'LISTEN_FAILED' | 'BAD_TOKENS',
+    readonly code: 'UNSAFE_BIND' | 'LISTEN_FAILED' | 'BAD_TOKENS' | 'NO_ENGINE',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -36,7 +36,8 @@ export interface RunningServer {
   port: number;
   settings: Settings;
   store: Store;
-  runtime: ContainerRuntime;
+  /** The container engine; absent on an API node that has none (only workers need one). */
+  runtime: ContainerRuntime | undefined;
   /** The Prometheus adapter: the packages take it as their Metrics port, GET /metrics renders it. */
   metrics: PrometheusMetrics;
   scheduler: Scheduler | undefined;
@@ -58,7 +59,8 @@ export interface RunningServer {
 export interface StartOptions {
   logger?: Logger;
   frameworks?: FrameworkInfo[];
-  runtime?: ContainerRuntime;
+  /** The engine to use instead of discovering one; null: this process has none (an API node). */
+  runtime?: ContainerRuntime | null;
 }
 
 /**
@@ -98,6 +100,28 @@ function engineIdentity(runtime: ContainerRuntime): Promise<string> {
   ]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * The container engine. A process that runs sessions needs one (no socket fails the start); an
+ * API node uses one only if it finds one, for the image's frameworks and engine health.
+ */
+function engineOf(settings: Settings, worker: boolean, metrics: PrometheusMetrics, logger: Logger): ContainerRuntime | undefined {
+  let address: ReturnType<typeof discoverSocket>;
+  try {
+    address = discoverSocket(settings.runtime);
+  } catch (err) {
+    if (worker) throw err;
+    logger.info({ err }, "no container engine here: this API node serves without one (frameworks.list reports this checkout's frameworks)");
+    return undefined;
+  }
+  return new DockerRuntime({
+    address,
+    logger: logger.child({ component: 'runtime' }),
+    onCall: (op, _s, err) => {
+      if (err) metrics.runtimeErrors.inc({ op });
+    },
+  });
+}
+
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 
 /**
@@ -121,23 +145,20 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   }
 
   const metrics = createPrometheusMetrics({ version: VERSION, node: process.version });
-  const runtime =
-    options.runtime ??
-    new DockerRuntime({
-      address: discoverSocket(settings.runtime),
-      logger: logger.child({ component: 'runtime' }),
-      onCall: (op, _s, err) => {
-        if (err) metrics.runtimeErrors.inc({ op });
-      },
-    });
+  const worker = settings.server.role !== 'api';
+  if (options.runtime === null && worker) {
+    throw new StartupError('NO_ENGINE', `MGX_ROLE=${settings.server.role} runs sessions and needs a container engine`);
+  }
+  const runtime = options.runtime === null ? undefined : (options.runtime ?? engineOf(settings, worker, metrics, logger));
   // read while the store opens and sessions are reconciled: a slow engine delays start once
   const frameworks = options.frameworks
     ? Promise.resolve(options.frameworks)
-    : imageFrameworks(runtime, settings.agent.image, logger.child({ component: 'frameworks' }));
-  const worker = settings.server.role !== 'api';
+    : runtime
+      ? imageFrameworks(runtime, settings.agent.image, logger.child({ component: 'frameworks' }))
+      : Promise.resolve(frameworkCatalog());
   // the engine this worker registers with, asked while the store opens: `podman info` is slow
   // on a busy host, so registration waits for it only briefly and names the socket alone
-  const engine = worker ? engineIdentity(runtime) : Promise.resolve('');
+  const engine = worker && runtime ? engineIdentity(runtime) : Promise.resolve('');
   const store = await openStore(settings);
   // the fleet's workers are read from the store at each scrape
   metrics.onRender(fleetMetricsRefresher(store, metrics, logger.child({ component: 'metrics' })));
@@ -174,7 +195,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     },
   });
 
-  if (worker) {
+  // a worker without an engine does not get here: engineOf failed the start
+  if (worker && runtime) {
     monitor = new Monitor({
       store,
       runtime,
@@ -276,15 +298,17 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       return res.end(body);
     }
     if (path === '/healthz' && req.method === 'GET') {
-      let engine: unknown;
+      let engine: unknown = null;
       let ok = ready;
-      try {
-        // ping is never retried: a health check must answer fast when the engine is down
-        await runtime.ping();
-        engine = await runtime.info();
-      } catch (err) {
-        ok = false;
-        engine = { error: (err as Error).message };
+      if (runtime) {
+        try {
+          // ping is never retried: a health check must answer fast when the engine is down
+          await runtime.ping();
+          engine = await runtime.info();
+        } catch (err) {
+          ok = false;
+          engine = { error: (err as Error).message };
+        }
       }
       res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
       // no token here: no server paths (engine socket, store file) either
@@ -321,7 +345,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   reaper.start();
   ready = true;
   logger.info(
-    { url, role: settings.server.role, store: store.describe(), engine: runtime.socket, owner: settings.owner },
+    { url, role: settings.server.role, store: store.describe(), engine: runtime?.socket ?? null, owner: settings.owner },
     'mgx server ready',
   );
 

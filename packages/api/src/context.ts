@@ -33,7 +33,8 @@ export interface WorkerBridge {
 export interface ApiDeps {
   settings: Settings;
   store: Store;
-  runtime: ContainerRuntime;
+  /** Absent on an API node without an engine: only workers need one. */
+  runtime: ContainerRuntime | undefined;
   metrics: Metrics;
   logger: Logger;
   frameworks: FrameworkInfo[];

@@ -50,11 +50,16 @@ export function systemRouter({ router, procedure, authed, operatorProcedure }: T
     health: procedure.query(async ({ ctx }) => {
       const checks: Record<string, { ok: boolean; detail?: string }> = {};
       const operator = ctx.tenant !== null && ctx.operator === true;
-      try {
-        await ctx.deps.runtime.ping();
-        checks.engine = { ok: true, detail: operator ? ctx.deps.runtime.socket : 'reachable' };
-      } catch (err) {
-        checks.engine = { ok: false, detail: (err as Error).message };
+      const { runtime } = ctx.deps;
+      if (!runtime) {
+        checks.engine = { ok: true, detail: 'none here: this API node runs no sessions' };
+      } else {
+        try {
+          await runtime.ping();
+          checks.engine = { ok: true, detail: operator ? runtime.socket : 'reachable' };
+        } catch (err) {
+          checks.engine = { ok: false, detail: (err as Error).message };
+        }
       }
       checks.store = { ok: true, detail: operator ? ctx.deps.store.describe() : ctx.deps.store.kind };
       const ok = ctx.deps.ready() && Object.values(checks).every((c) => c.ok);
@@ -69,11 +74,13 @@ export function systemRouter({ router, procedure, authed, operatorProcedure }: T
       const { settings, runtime, store, version } = ctx.deps;
       let engine: unknown = null;
       let imagePresent: boolean | null = null;
-      try {
-        engine = await runtime.info();
-        imagePresent = await runtime.imageExists(settings.agent.image);
-      } catch (err) {
-        engine = { error: (err as Error).message };
+      if (runtime) {
+        try {
+          engine = await runtime.info();
+          imagePresent = await runtime.imageExists(settings.agent.image);
+        } catch (err) {
+          engine = { error: (err as Error).message };
+        }
       }
       return {
         version,
