@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createMgxClient } from '@mgx/client';
 import { SqliteStore } from '@mgx/event-store';
+import { newSession } from '@mgx/event-store/contract';
 import { IngestClient, IngestHub, type IngestSink, toStoredEvent } from '@mgx/ingest';
 import { follow, pausedReaders, script, sleep } from '../support/sessions.js';
 import { newServerProcess } from '../support/server-process.js';
@@ -29,18 +30,7 @@ async function ingestFixture() {
   const hub = () =>
     new IngestHub({ baseDir: join(dir, 'run'), sink, maxEventBytes: 4096, containerUser: `${process.getuid!()}:${process.getgid!()}` });
   const task = (sessionId: string) => ({ sessionId, framework: 'script', prompt: 'p', options: {}, env: {}, secrets: {} });
-  const session = (id: string) =>
-    store.createSession({
-      id,
-      tenant: 't',
-      framework: 'script',
-      prompt: 'p',
-      workspaceId: id,
-      options: {},
-      env: {},
-      limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
-      network: 'none',
-    });
+  const session = (id: string) => store.createSession(newSession(id, { workspaceId: id, prompt: 'p' }));
   cleanups.push(async () => {
     await store.close();
     rmSync(dir, { recursive: true, force: true });

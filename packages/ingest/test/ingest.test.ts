@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '@mgx/event-store';
+import { newSession } from '@mgx/event-store/contract';
 import { IngestClient, IngestHub, type IngestSink, toStoredEvent } from '../src/index.js';
 
 const task = (sessionId: string) => ({ sessionId, framework: 'script', prompt: 'p', options: {}, env: {}, secrets: { KEY: 'sekret' } });
@@ -30,18 +31,7 @@ async function fixture(maxEventBytes = 4096, maxEventsPerSecond = 0) {
       maxEventsPerSecond,
       containerUser: `${process.getuid!()}:${process.getgid!()}`,
     });
-  const session = async (id: string) =>
-    store.createSession({
-      id,
-      tenant: 't',
-      framework: 'script',
-      prompt: 'p',
-      workspaceId: id,
-      options: {},
-      env: {},
-      limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1 },
-      network: 'none',
-    });
+  const session = async (id: string) => store.createSession(newSession(id, { workspaceId: id, prompt: 'p' }));
   return { dir, store, sink, hub, session, finishes };
 }
 

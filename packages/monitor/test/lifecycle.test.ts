@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '@mgx/event-store';
+import { newSession } from '@mgx/event-store/contract';
 import type { Metrics } from '@mgx/metrics';
 import { SessionLifecycle } from '../src/index.js';
 
@@ -34,17 +35,7 @@ describe('SessionLifecycle', () => {
   /** A session in the queue, or claimed and running. */
   const session = async (running: boolean): Promise<string> => {
     const id = `life-${++n}`;
-    await store.createSession({
-      id,
-      tenant: 't',
-      framework: 'script',
-      prompt: '',
-      workspaceId: id,
-      options: {},
-      env: {},
-      limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1000 },
-      network: 'none',
-    });
+    await store.createSession(newSession(id, { workspaceId: id, limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1000 } }));
     if (running) {
       await store.claimNext('w');
       await store.markRunning(id, Date.now(), Date.now() + 1000);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '@mgx/event-store';
+import { newSession } from '@mgx/event-store/contract';
 import { createMetrics } from '@mgx/metrics';
 import type { ContainerRuntime, ExitInfo } from '@mgx/runtime';
 import { Monitor, type Clock } from '../src/index.js';
@@ -93,17 +94,7 @@ describe('monitor decisions with an injected clock', () => {
       const watches: Array<{ id: string; done: Promise<void>; order: number }> = [];
       for (let i = 0; i < 50; i++) {
         const id = `race-${batch}-${i}`;
-        await store.createSession({
-          id,
-          tenant: 't',
-          framework: 'script',
-          prompt: '',
-          workspaceId: id,
-          options: {},
-          env: {},
-          limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1000 },
-          network: 'none',
-        });
+        await store.createSession(newSession(id, { workspaceId: id, limits: { memoryBytes: 1, cpuQuota: 1, timeoutMs: 1000 } }));
         await store.claimNext('w');
         await store.markRunning(id, clock.now(), clock.now() + 1000);
         const s = (await store.getSession(id))!;
