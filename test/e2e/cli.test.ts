@@ -175,7 +175,7 @@ describe('mgx workers', () => {
   let fleet: Platform;
   beforeAll(async () => {
     fleet = await startPlatform({ MGX_API_TOKENS: `acme:${ACME}`, MGX_OPERATOR_TOKENS: `ops:${OPS}` });
-    // nothing registers this server as a worker of the fleet yet: the test registers one record itself
+    // a worker of another host, as its record in the shared store looks (this server registered itself too)
     await fleet.server.store.workers.register(
       { id: 'cli-worker', hostname: 'cli.example', engine: 'podman test', capacity: 2, version: '0.0.0-test' },
       60_000,

@@ -134,7 +134,8 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     // fail before spending a minute on sessions when Prometheus is not installed
     requireTool(PROMETHEUS);
     requireTool(PROMTOOL);
-    p = await startPlatform({ AGENT_CONTAINER_MEMORY_LIMIT: '256m' });
+    // a short heartbeat: the fleet's in-use gauge is what the worker last reported
+    p = await startPlatform({ AGENT_CONTAINER_MEMORY_LIMIT: '256m', MGX_WORKER_HEARTBEAT_SECONDS: '0.2', MGX_WORKER_LEASE_SECONDS: '5' });
     const { client, server } = p;
     if (!(await server.runtime!.imageExists(server.settings.agent.image))) {
       throw new Error(`image ${server.settings.agent.image} is missing: run \`npx nx run runner:build-agent\` (npm test does this)`);
@@ -149,17 +150,13 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
       collect(client, timeout.id),
       collect(client, oom.id),
     ]);
-    // nothing registers this server as a worker of the fleet yet: the test registers one record itself
-    await server.store.workers.register(
-      { id: 'prom-worker', hostname: 'prom.example', engine: 'podman test', capacity: 5, version: '0.0.0-test' },
-      60_000,
-    );
-    // FINISH is stored before the container is removed and the counters move: wait for them
-    exposition = await until('/metrics to count 3 ended sessions', async () => {
+    // FINISH is stored before the container is removed and the counters move, and the worker
+    // reports its slots free at its next heartbeat: wait for both
+    exposition = await until('/metrics to count 3 ended sessions and no slot in use', async () => {
       const res = await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5000) });
       const text = await res.text();
       const samples = parseExposition(text);
-      if (sumOf(samples, 'mgx_sessions_total') < 3) return undefined;
+      if (sumOf(samples, 'mgx_sessions_total') < 3 || sumOf(samples, 'mgx_fleet_in_use') !== 0) return undefined;
       body = text;
       return samples;
     });
@@ -214,7 +211,8 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     expect(v('mgx_workers', { state: 'dead' })).toBe(0);
     expect(v('mgx_workers', { state: 'draining' })).toBe(0);
     expect(v('mgx_workers', { state: 'stopped' })).toBe(0);
-    expect(v('mgx_fleet_capacity')).toBe(5);
+    // this all-in-one server is the fleet's one worker: it registered itself with its capacity
+    expect(v('mgx_fleet_capacity')).toBe(p!.server.settings.scheduler.maxConcurrent);
     expect(v('mgx_fleet_in_use')).toBe(0);
     expect(v('mgx_sessions_lost_total')).toBe(0);
     expect(v('mgx_session_end_reasons_total', { reason: 'lost' })).toBe(0);
@@ -287,7 +285,7 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     expect(await scalar('up{job="mgx"}')).toBe(1);
     expect(await scalar('mgx_session_timeouts_total')).toBe(1);
     expect(await scalar('mgx_workers{state="alive"}')).toBe(1);
-    expect(await scalar('mgx_fleet_capacity')).toBe(5);
+    expect(await scalar('mgx_fleet_capacity')).toBe(p!.server.settings.scheduler.maxConcurrent);
 
     // every alert evaluates against real series without error
     type Rules = { data: { groups: { rules: { name: string; health: string; lastError?: string }[] }[] } };
