@@ -249,6 +249,9 @@ function migrate(db: Database.Database): void {
   if (!columns.has('env')) db.exec("ALTER TABLE sessions ADD COLUMN env TEXT NOT NULL DEFAULT '{}'");
 }
 
+/** How long a repeated background write waits for another process's lock (see #backgroundTx). */
+const BACKGROUND_BUSY_MS = 200;
+
 const TERMINAL_SQL = `(${TERMINAL_STATUSES.map((s) => `'${s}'`).join(',')})`;
 
 /**
@@ -262,6 +265,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   readonly #tails: Tails;
   readonly #retention: Retention;
   readonly #workers: SqliteWorkers;
+  readonly #busyTimeoutMs: number;
   readonly #changes: DataVersionWatcher;
   #tailsWatching = false;
   readonly #stmts;
@@ -272,8 +276,10 @@ export class SqliteStore implements Store, SessionStore, EventStore {
     tailPollMs: number,
     changeCheckMs: number,
     retention: Retention,
+    busyTimeoutMs: number,
   ) {
     this.#db = db;
+    this.#busyTimeoutMs = busyTimeoutMs;
     this.#changes = new DataVersionWatcher(db, changeCheckMs);
     // the first tail starts the change check; from then on another process's commit wakes every tail
     this.#tails = new Tails(
@@ -286,7 +292,12 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       },
     );
     this.#retention = retention;
-    this.#workers = new SqliteWorkers({ db, call: (what, fn) => this.#call(what, fn), tx: (what, fn) => this.#tx(what, fn) });
+    this.#workers = new SqliteWorkers({
+      db,
+      call: (what, fn) => this.#call(what, fn),
+      tx: (what, fn) => this.#tx(what, fn),
+      backgroundTx: (what, fn) => this.#backgroundTx(what, fn),
+    });
     this.#stmts = {
       getSession: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
       insertSession: db.prepare(
@@ -361,7 +372,14 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       db.exec(WORKERS_SCHEMA);
       migrate(db);
       db.exec(CANCELS_SCHEMA);
-      store = new SqliteStore(options.file, db, options.tailPollMs ?? 2000, options.changeCheckMs ?? 25, retention);
+      store = new SqliteStore(
+        options.file,
+        db,
+        options.tailPollMs ?? 2000,
+        options.changeCheckMs ?? 25,
+        retention,
+        options.busyTimeoutMs ?? 5000,
+      );
     } catch (cause) {
       db?.close();
       const message = cause instanceof Error ? cause.message : String(cause);
@@ -408,6 +426,20 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   /** A write: one IMMEDIATE transaction, so writers in several processes serialize on the file's lock. */
   #tx<T>(what: string, fn: () => T): T {
     return this.#call(what, () => this.#db.transaction(fn).immediate());
+  }
+
+  /**
+   * A write that a timer repeats (claims, heartbeats, declarations of death): it waits for a lock
+   * held by another process only briefly, because better-sqlite3 waits synchronously and a full
+   * busy timeout on every tick would keep the event loop, and every request, waiting.
+   */
+  #backgroundTx<T>(what: string, fn: () => T): T {
+    this.#db.pragma(`busy_timeout = ${BACKGROUND_BUSY_MS}`);
+    try {
+      return this.#tx(what, fn);
+    } finally {
+      this.#db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
+    }
   }
 
   /** The session's row, read inside a transaction that needs it. */
@@ -479,7 +511,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       workspaces: options.workspaces ? 1 : 0,
       shared: options.workspaces?.shared ? 1 : 0,
     };
-    const row = this.#tx('claimNext', () => {
+    const row = this.#backgroundTx('claimNext', () => {
       const claimed = this.#stmts.claim.get(params);
       if (claimed && options.workspaces) {
         this.#stmts.holdWorkspace.run({ id: claimed.workspace_id, holder: workerId, tenant: claimed.tenant, sessionId: claimed.id, now });

@@ -51,6 +51,8 @@ export interface SqliteAccess {
   db: Database.Database;
   call<T>(what: string, fn: () => T): T;
   tx<T>(what: string, fn: () => T): T;
+  /** A write a timer repeats: waits for another process's lock only briefly. */
+  backgroundTx<T>(what: string, fn: () => T): T;
 }
 
 /** Workers and their leases in the store's SQLite file, shared by every process that opens it. */
@@ -96,7 +98,7 @@ export class SqliteWorkers implements WorkerStore {
     leaseMs: number,
     now = Date.now(),
   ): Promise<boolean> {
-    return this.#a.tx(
+    return this.#a.backgroundTx(
       'heartbeat',
       () =>
         this.#stmts.heartbeat.run({ id, epoch, now, leaseUntil: now + leaseMs, inUse: update.inUse, state: update.state }).changes === 1,
@@ -113,7 +115,7 @@ export class SqliteWorkers implements WorkerStore {
   }
 
   async markDead(id: string, now = Date.now()): Promise<boolean> {
-    return this.#a.tx('markDead', () => this.#stmts.markDead.run(id, now).changes === 1);
+    return this.#a.backgroundTx('markDead', () => this.#stmts.markDead.run(id, now).changes === 1);
   }
 
   async deregister(id: string, epoch: number): Promise<void> {

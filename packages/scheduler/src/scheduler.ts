@@ -48,6 +48,9 @@ export class Scheduler {
   #pumping = false;
   #again = false;
   #timer: NodeJS.Timeout | undefined;
+  /** Claims that failed in a row, and when the next may be tried: a failing store is asked less often. */
+  #claimFailures = 0;
+  #claimRetryAt = 0;
   readonly #inflight = new Set<Promise<void>>();
   /** Launches between claim and monitor.watch; shutdown waits for these only. */
   readonly #starting = new Set<Promise<void>>();
@@ -151,6 +154,8 @@ export class Scheduler {
 
   async #pump(): Promise<void> {
     const max = this.#o.settings.scheduler.maxConcurrent;
+    // a store locked past its busy timeout blocks the event loop on every write: back off
+    if (Date.now() < this.#claimRetryAt) return;
     try {
       while (this.#running && this.#inUse < max && (this.#o.lease?.canClaim() ?? true)) {
         const session = await timed(this.#o.metrics.claimDuration, () =>
@@ -169,8 +174,12 @@ export class Scheduler {
         this.#inflight.add(p);
       }
       this.#o.metrics.queueDepth.set(await this.#o.store.sessions.countByStatus('queued'));
+      this.#claimFailures = 0;
     } catch (err) {
-      this.#o.logger.error({ err }, 'claiming sessions failed');
+      this.#claimFailures++;
+      const pollMs = this.#o.settings.monitor.pollMs;
+      this.#claimRetryAt = Date.now() + Math.min(pollMs * 2 ** this.#claimFailures, 30_000) - pollMs;
+      this.#o.logger.error({ err, retryInMs: this.#claimRetryAt - Date.now() }, 'claiming sessions failed');
     }
   }
 

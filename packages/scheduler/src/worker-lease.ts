@@ -41,6 +41,9 @@ export class WorkerLease {
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> | undefined;
   #stopped = false;
+  /** Heartbeats that failed in a row, and when the next may be tried (see #beat). */
+  #failures = 0;
+  #retryAt = 0;
 
   constructor(options: WorkerLeaseOptions) {
     this.#o = { logger: silentLogger, now: () => Date.now(), ...options };
@@ -99,11 +102,18 @@ export class WorkerLease {
   async #beat(): Promise<void> {
     if (this.#stopped || this.#epoch === undefined) return;
     const now = this.#o.now();
+    // a store that fails (a file locked past its busy timeout blocks the event loop for that long
+    // on every write) is asked again less often, but at least three times a lease
+    if (now < this.#retryAt) return;
     const log = this.#o.logger;
     let kept: boolean;
     try {
       kept = await this.#o.workers.heartbeat(this.id, this.#epoch, { inUse: this.#o.inUse(), state: this.#state }, this.#o.leaseMs, now);
+      this.#failures = 0;
     } catch (err) {
+      this.#failures++;
+      const wait = Math.min(this.#o.heartbeatMs * 2 ** this.#failures, Math.max(this.#o.heartbeatMs, this.#o.leaseMs / 3));
+      this.#retryAt = now + wait - this.#o.heartbeatMs;
       log.warn({ err, workerId: this.id, validUntil: this.#validUntil }, 'heartbeat failed; claims stop if the lease runs out');
       return;
     }
