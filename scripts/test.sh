@@ -14,24 +14,42 @@ fi
 echo "[mgx test] type-checking"
 npx tsc -p tsconfig.json --noEmit
 
-reports=()
+# the Docker engine first: the runtime suite runs on it below, and the fleet test runs a
+# worker on it (MGX_TEST_DOCKER_HOST) beside one on Podman
+docker_host=""
 status=0
+if [ "${MGX_TEST_DOCKER:-1}" != 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "[mgx test] SKIPPED the docker engine matrix: needs root to start dockerd (or MGX_TEST_DOCKER=0)"
+  elif docker_host="$(timeout 600 bash infra/docker/setup.sh)"; then
+    export MGX_TEST_DOCKER_HOST="$docker_host"
+  else
+    docker_host=""
+    echo "[mgx test] the Docker engine did not start (see /var/log/mgx-dockerd.log): the docker matrix fails" >&2
+    status=1
+  fi
+fi
+
+reports=()
+# a run that hangs fails here instead of holding the machine: a full run takes about 10 minutes
+RUN_LIMIT="${MGX_TEST_RUN_LIMIT:-30m}"
 run() { # label, env..., -- vitest args...
   local label=$1; shift
   local report; report="$(mktemp /tmp/mgx-vitest.XXXXXX.json)"
   reports+=("$report")
   echo "[mgx test] $label"
-  env "$@" --reporter=default --reporter=json --outputFile.json="$report" || status=1
+  local rc=0
+  timeout -k 30 "$RUN_LIMIT" env "$@" --reporter=default --reporter=json --outputFile.json="$report" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "[mgx test] $label: stopped after $RUN_LIMIT (MGX_TEST_RUN_LIMIT): a test hangs" >&2
+  fi
+  [ "$rc" -eq 0 ] || status=1
 }
 
 run "all tests on podman" npx vitest run "$@"
 
-if [ "${MGX_TEST_DOCKER:-1}" != 0 ] && [ $# -eq 0 ]; then
-  if [ "$(id -u)" -eq 0 ] && docker_host="$(bash infra/docker/setup.sh)"; then
-    run "runtime suite on docker ($docker_host)" CONTAINER_HOST="$docker_host" npx vitest run packages/runtime test/e2e/endings.test.ts
-  else
-    echo "[mgx test] SKIPPED the docker engine matrix: needs root to start dockerd (or MGX_TEST_DOCKER=0)"
-  fi
+if [ -n "$docker_host" ] && [ $# -eq 0 ]; then
+  run "runtime suite on docker ($docker_host)" CONTAINER_HOST="$docker_host" npx vitest run packages/runtime test/e2e/endings.test.ts
 fi
 
 # one plain closing line with the counts of every run

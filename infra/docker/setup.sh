@@ -25,9 +25,10 @@ ping() {
 if ! ping; then
   mkdir -p "$DIR" "$DATA"
   rm -f "$SOCK"
-  # in a directory of its own, like the Podman service: the engine's helpers write into it
-  (cd "$DIR" && setsid nohup dockerd --host "unix://$SOCK" --data-root "$DATA" --exec-root "$DIR/exec" --pidfile "$DIR/docker.pid" \
-    --bridge=none --iptables=false --ip6tables=false >>/var/log/mgx-dockerd.log 2>&1 </dev/null &)
+  # shellcheck source=../daemon.sh
+  . "$(dirname "${BASH_SOURCE[0]}")/../daemon.sh"
+  start_daemon "$DIR" /var/log/mgx-dockerd.log dockerd --host "unix://$SOCK" --data-root "$DATA" --exec-root "$DIR/exec" \
+    --pidfile "$DIR/docker.pid" --bridge=none --iptables=false --ip6tables=false
   for _ in $(seq 1 150); do ping && break; sleep 0.2; done
   ping || { say "dockerd did not answer on $SOCK; see /var/log/mgx-dockerd.log"; exit 1; }
   say "dockerd answers on $SOCK"

@@ -59,9 +59,9 @@ mkdir -p "$(dirname "$SOCK")"
 rm -f "$SOCK"
 say "starting podman system service on $SOCK"
 LOG=/var/log/mgx-podman-service.log
-# in a directory of its own: conmon writes files such as "oom" into its working directory
-mkdir -p /var/lib/mgx/podman
-(cd /var/lib/mgx/podman && setsid nohup podman system service --time=0 "unix://$SOCK" >>"$LOG" 2>&1 < /dev/null &)
+# shellcheck source=../daemon.sh
+. "$HERE/../daemon.sh"
+start_daemon /var/lib/mgx/podman "$LOG" podman system service --time=0 "unix://$SOCK"
 
 for _ in $(seq 1 100); do
   if ping_socket; then say "container API answers on $SOCK"; exit 0; fi

@@ -17,9 +17,16 @@ import { collect, script, sleep, storedEvents } from '../support/sessions.js';
 /** The Docker engine's socket, or why there is none (then both workers run on Podman). */
 function dockerEngine(): { host: string } | { why: string } {
   if (process.env.MGX_TEST_DOCKER === '0') return { why: 'MGX_TEST_DOCKER=0' };
+  // `npm test` starts the engine before any test and passes its socket
+  if (process.env.MGX_TEST_DOCKER_HOST) return { host: process.env.MGX_TEST_DOCKER_HOST };
   if (process.getuid?.() !== 0) return { why: 'starting dockerd needs root' };
   try {
-    const host = execFileSync('bash', ['infra/docker/setup.sh'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+    // run on its own (vitest on this file): this blocks the file's worker, so never for long
+    const host = execFileSync('bash', ['infra/docker/setup.sh'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 300_000,
+    }).trim();
     return host ? { host } : { why: 'infra/docker/setup.sh printed no socket' };
   } catch (err) {
     return { why: `infra/docker/setup.sh failed: ${(err as Error).message.split('\n')[0]}` };
