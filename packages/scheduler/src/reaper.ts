@@ -98,6 +98,8 @@ export interface ReaperOptions extends SettleDeps {
   store: Pick<Store, 'sessions' | 'workers'>;
   /** How often to look (MGX_WORKER_HEARTBEAT_SECONDS). */
   intervalMs: number;
+  /** Every how many looks the workers already dead are settled again (see resettle). */
+  resettleEvery?: number;
   now?: () => number;
 }
 
@@ -110,22 +112,28 @@ export interface ReaperOptions extends SettleDeps {
  * within MGX_WORKER_LEASE_SECONDS (NTP does).
  */
 export class Reaper {
-  readonly #o: ReaperOptions & { logger: Logger; now: () => number };
+  readonly #o: ReaperOptions & { logger: Logger; now: () => number; resettleEvery: number };
   #timer: NodeJS.Timeout | undefined;
   #sweeping: Promise<unknown> | undefined;
+  #looks = 0;
 
   constructor(options: ReaperOptions) {
-    this.#o = { logger: silentLogger, now: () => Date.now(), ...options };
+    this.#o = { logger: silentLogger, now: () => Date.now(), resettleEvery: 6, ...options };
   }
 
   start(): void {
     if (this.#timer) return;
     this.#timer = setInterval(() => {
-      this.#sweeping ??= this.sweep()
+      this.#sweeping ??= this.#look()
         .catch((err: unknown) => this.#o.logger.error({ err }, 'looking for lost workers failed'))
         .finally(() => (this.#sweeping = undefined));
     }, this.#o.intervalMs);
     this.#timer.unref();
+  }
+
+  async #look(): Promise<void> {
+    await this.sweep();
+    if (++this.#looks % this.#o.resettleEvery === 0) await this.resettle();
   }
 
   async stop(): Promise<void> {
@@ -149,5 +157,21 @@ export class Reaper {
       out.push({ worker: dead, settled: await settleWorker(this.#o, dead) });
     }
     return out;
+  }
+
+  /**
+   * Settles every worker already dead again: a settlement cut short (the process that declared
+   * the death stopped, the store failed mid-way) completes, and a session queued after the death
+   * on a workspace the dead worker holds ends instead of waiting for ever. Every step is a
+   * compare-and-set, so when nothing is left this stores nothing. The totals over all of them.
+   */
+  async resettle(): Promise<SettleCounts> {
+    const total: SettleCounts = { requeued: 0, lost: 0, finished: 0, workspaceUnavailable: 0 };
+    for (const w of await this.#o.store.workers.list()) {
+      if (w.state !== 'dead') continue;
+      const counts = await settleWorker(this.#o, w);
+      for (const k of Object.keys(total) as (keyof SettleCounts)[]) total[k] += counts[k];
+    }
+    return total;
   }
 }

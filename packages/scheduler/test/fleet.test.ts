@@ -238,6 +238,25 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
     expect((await get(elsewhere)).status).toBe('queued');
   });
 
+  it('settles dead workers again: a settlement cut short completes, a session queued after the death on its workspace ends', async () => {
+    await lease(a, 'w1').register();
+    const running = await claimed('w1', 'running', 'ws-w1');
+    now += LEASE + 1;
+    // declared dead by a process that stopped before settling anything
+    expect(await b.workers.markDead('w1', now)).toBe(true);
+    expect(await reaper(b).sweep()).toEqual([]);
+    expect((await get(running)).status).toBe('running');
+    const later = await queue('ws-w1');
+
+    expect(await reaper(b).resettle()).toEqual({ requeued: 0, lost: 1, finished: 0, workspaceUnavailable: 1 });
+    expect(await get(running)).toMatchObject({ status: 'failed', reason: 'lost' });
+    expect(await get(later)).toMatchObject({ status: 'failed', reason: 'workspace_unavailable' });
+    for (const id of [running, later]) expect(await finishes(id)).toHaveLength(1);
+    // nothing left: a second pass, from another process, stores nothing
+    expect(await reaper(a).resettle()).toEqual({ requeued: 0, lost: 0, finished: 0, workspaceUnavailable: 0 });
+    for (const id of [running, later]) expect(await finishes(id)).toHaveLength(1);
+  });
+
   it('a worker declared dead registers again, settles what was left, and its reconcile removes their containers and adopts nothing', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fleet-data-'));
     onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
