@@ -69,6 +69,11 @@ export class WarmPool {
     }
   }
 
+  /** True while a top-up is creating containers (a failed one is then waiting for its back-off). */
+  get filling(): boolean {
+    return this.#fills.size > 0;
+  }
+
   /** Ready containers per spec key. */
   get ready(): Record<string, number> {
     return Object.fromEntries([...this.#ready].map(([k, v]) => [k, v.length]));

@@ -112,9 +112,13 @@ describe('WarmPool', () => {
   });
 
   it('backs off when creates fail, instead of looping on a broken image', async () => {
-    // timers and the clock are faked; file system calls still need real time to complete
+    // timers and the clock are faked; file system calls still need real time to complete, as
+    // long as the machine takes: wait until no top-up is in flight
     const realSetTimeout = globalThis.setTimeout;
-    const settle = () => new Promise((r) => realSetTimeout(r, 100));
+    const settle = async () => {
+      do await new Promise((r) => realSetTimeout(r, 20));
+      while (f.pool.filling);
+    };
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     const f = fixture();
     f.runtime.failCreates = true;
