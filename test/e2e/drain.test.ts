@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
@@ -23,7 +23,7 @@ let queuedMeanwhile: { id: string; open: () => void } | undefined;
 
 /** A worker process on the shared store, with a short heartbeat and a fast claim poll. */
 async function startWorker(env: Record<string, string> = {}): Promise<{ worker: ServerProcess; owner: string }> {
-  const owner = `mgx-drain-w-${randomBytes(4).toString('hex')}`;
+  const owner = env.MGX_OWNER ?? `mgx-drain-w-${randomBytes(4).toString('hex')}`;
   const worker = new ServerProcess({
     MGX_LOG_LEVEL: 'info',
     AGENT_CONTAINER_MEMORY_LIMIT: '256m',
@@ -101,6 +101,9 @@ async function statesUntil(id: string, done: Promise<unknown>): Promise<string[]
   return seen;
 }
 
+/** The engine state of a session's container(s). */
+const containerStates = async (owner: string) => (await ownedContainers(owner)).map((c) => c.state);
+
 /** The exit code of a server process, once it exits by itself. */
 const exitOf = (p: ServerProcess) => new Promise<number | null>((resolve) => p.child!.once('exit', (code) => resolve(code)));
 
@@ -170,10 +173,38 @@ describe('draining a worker', () => {
     expect(await states).toEqual(['alive', 'draining', 'stopped']);
     expect(await client.sessions.get.query({ sessionId: queued.id })).toMatchObject({ status: 'queued', workerId: null });
     expect(await ownedContainers(owner)).toEqual([]);
+    // no worker is left to run it
+    await client.sessions.cancel.mutate({ sessionId: queued.id });
     // nothing runs there any more: a second request is refused, and so is one for a worker never seen
     await expect(client.system.drainWorker.mutate({ workerId: owner })).rejects.toMatchObject({ data: { code: 'BAD_REQUEST' } });
     await expect(client.system.drainWorker.mutate({ workerId: 'no-such-worker' })).rejects.toMatchObject({
       data: { code: 'NOT_FOUND' },
     });
+  });
+
+  it('a second SIGTERM during a drain hands over at once: the session keeps running, and the next start adopts it', async () => {
+    const { worker, owner } = await startWorker({ MGX_STOP: 'drain' });
+    const running = await gatedSession();
+    const followed = followUntilUp(running.id);
+    await followed.up;
+
+    const exited = worker.stop('SIGTERM');
+    while ((await workerState(owner)) !== 'draining') await sleep(50);
+    worker.child!.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(readFileSync(worker.logFile, 'utf8')).toMatch(/asked again during the drain: handing over now/);
+    // handed over: the lease is kept (not stopped), the session and its container run on
+    expect(await workerState(owner)).toBe('draining');
+    expect(await client.sessions.get.query({ sessionId: running.id })).toMatchObject({ status: 'running', workerId: owner });
+    expect(await containerStates(owner)).toEqual(['running']);
+
+    const { worker: again } = await startWorker({ MGX_OWNER: owner });
+    expect(await workerState(owner)).toBe('alive');
+    running.open();
+    const events = await followed.events;
+    expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
+    expect(events.some((e) => e.type === 'LOG' && e.data.text === 'end')).toBe(true);
+    expect(await again.stop('SIGTERM')).toBe(0);
+    expect(await ownedContainers(owner)).toEqual([]);
   });
 });
