@@ -14,6 +14,9 @@ import { sleep } from '../support/sessions.js';
 // ends when the test opens its gate (a file in its workspace), not after a fixed time, so each
 // step is seen while the drain waits for it on a machine of any speed.
 
+/** Each test starts worker processes and containers one after the other: on a loaded machine that takes a while. */
+const PROCESSES_MS = 300_000;
+
 let api: ServerProcess;
 let dataDir: string;
 let client: MgxClient;
@@ -121,90 +124,102 @@ afterAll(async () => {
 });
 
 describe('draining a worker', () => {
-  it('MGX_STOP=drain: SIGTERM drains, claims nothing new, lets the running session succeed, deregisters and exits 0', async () => {
-    const { worker, owner } = await startWorker({ MGX_STOP: 'drain' });
-    const running = await gatedSession();
-    const followed = followUntilUp(running.id);
-    await followed.up;
-    expect((await client.sessions.get.query({ sessionId: running.id })).workerId).toBe(owner);
+  it(
+    'MGX_STOP=drain: SIGTERM drains, claims nothing new, lets the running session succeed, deregisters and exits 0',
+    async () => {
+      const { worker, owner } = await startWorker({ MGX_STOP: 'drain' });
+      const running = await gatedSession();
+      const followed = followUntilUp(running.id);
+      await followed.up;
+      expect((await client.sessions.get.query({ sessionId: running.id })).workerId).toBe(owner);
 
-    const exited = worker.stop('SIGTERM');
-    const states = statesUntil(owner, exited);
-    while ((await workerState(owner)) !== 'draining') await sleep(50);
-    // a slot is free and the worker polls the queue every 0.2 s: only the drain keeps it from this one
-    queuedMeanwhile = await gatedSession();
-    await twoHeartbeats(owner);
-    expect(await client.sessions.get.query({ sessionId: queuedMeanwhile.id })).toMatchObject({ status: 'queued', workerId: null });
-    expect(await workerState(owner)).toBe('draining');
-    running.open();
+      const exited = worker.stop('SIGTERM');
+      const states = statesUntil(owner, exited);
+      while ((await workerState(owner)) !== 'draining') await sleep(50);
+      // a slot is free and the worker polls the queue every 0.2 s: only the drain keeps it from this one
+      queuedMeanwhile = await gatedSession();
+      await twoHeartbeats(owner);
+      expect(await client.sessions.get.query({ sessionId: queuedMeanwhile.id })).toMatchObject({ status: 'queued', workerId: null });
+      expect(await workerState(owner)).toBe('draining');
+      running.open();
 
-    const events = await followed.events;
-    expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
-    expect(events.some((e) => e.type === 'LOG' && e.data.text === 'end')).toBe(true);
-    expect(await exited).toBe(0);
-    // the first look may come before the drain was stored
-    expect((await states).filter((st) => st !== 'alive')).toEqual(['draining', 'stopped']);
-    expect(await workerState(owner)).toBe('stopped');
-    expect(await client.sessions.get.query({ sessionId: queuedMeanwhile.id })).toMatchObject({ status: 'queued', workerId: null });
-    expect(await ownedContainers(owner)).toEqual([]);
-  });
+      const events = await followed.events;
+      expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
+      expect(events.some((e) => e.type === 'LOG' && e.data.text === 'end')).toBe(true);
+      expect(await exited).toBe(0);
+      // the first look may come before the drain was stored
+      expect((await states).filter((st) => st !== 'alive')).toEqual(['draining', 'stopped']);
+      expect(await workerState(owner)).toBe('stopped');
+      expect(await client.sessions.get.query({ sessionId: queuedMeanwhile.id })).toMatchObject({ status: 'queued', workerId: null });
+      expect(await ownedContainers(owner)).toEqual([]);
+    },
+    PROCESSES_MS,
+  );
 
-  it('system.drainWorker: the worker hears it at its next heartbeat and drains the same way, then exits 0', async () => {
-    // the session the first worker left queued is this one's to run
-    const running = queuedMeanwhile!;
-    const followed = followUntilUp(running.id);
-    const { worker, owner } = await startWorker();
-    await followed.up;
-    expect((await client.sessions.get.query({ sessionId: running.id })).workerId).toBe(owner);
+  it(
+    'system.drainWorker: the worker hears it at its next heartbeat and drains the same way, then exits 0',
+    async () => {
+      // the session the first worker left queued is this one's to run
+      const running = queuedMeanwhile!;
+      const followed = followUntilUp(running.id);
+      const { worker, owner } = await startWorker();
+      await followed.up;
+      expect((await client.sessions.get.query({ sessionId: running.id })).workerId).toBe(owner);
 
-    const exited = exitOf(worker);
-    const states = statesUntil(owner, exited);
-    const { worker: view } = await client.system.drainWorker.mutate({ workerId: owner });
-    expect(view).toMatchObject({ id: owner, drainRequested: true });
-    while ((await workerState(owner)) !== 'draining') await sleep(50);
-    const queued = await gatedSession();
-    await twoHeartbeats(owner);
-    expect(await client.sessions.get.query({ sessionId: queued.id })).toMatchObject({ status: 'queued', workerId: null });
-    running.open();
+      const exited = exitOf(worker);
+      const states = statesUntil(owner, exited);
+      const { worker: view } = await client.system.drainWorker.mutate({ workerId: owner });
+      expect(view).toMatchObject({ id: owner, drainRequested: true });
+      while ((await workerState(owner)) !== 'draining') await sleep(50);
+      const queued = await gatedSession();
+      await twoHeartbeats(owner);
+      expect(await client.sessions.get.query({ sessionId: queued.id })).toMatchObject({ status: 'queued', workerId: null });
+      running.open();
 
-    const events = await followed.events;
-    expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
-    expect(await exited).toBe(0);
-    expect(await states).toEqual(['alive', 'draining', 'stopped']);
-    expect(await client.sessions.get.query({ sessionId: queued.id })).toMatchObject({ status: 'queued', workerId: null });
-    expect(await ownedContainers(owner)).toEqual([]);
-    // no worker is left to run it
-    await client.sessions.cancel.mutate({ sessionId: queued.id });
-    // nothing runs there any more: a second request is refused, and so is one for a worker never seen
-    await expect(client.system.drainWorker.mutate({ workerId: owner })).rejects.toMatchObject({ data: { code: 'BAD_REQUEST' } });
-    await expect(client.system.drainWorker.mutate({ workerId: 'no-such-worker' })).rejects.toMatchObject({
-      data: { code: 'NOT_FOUND' },
-    });
-  });
+      const events = await followed.events;
+      expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
+      expect(await exited).toBe(0);
+      expect(await states).toEqual(['alive', 'draining', 'stopped']);
+      expect(await client.sessions.get.query({ sessionId: queued.id })).toMatchObject({ status: 'queued', workerId: null });
+      expect(await ownedContainers(owner)).toEqual([]);
+      // no worker is left to run it
+      await client.sessions.cancel.mutate({ sessionId: queued.id });
+      // nothing runs there any more: a second request is refused, and so is one for a worker never seen
+      await expect(client.system.drainWorker.mutate({ workerId: owner })).rejects.toMatchObject({ data: { code: 'BAD_REQUEST' } });
+      await expect(client.system.drainWorker.mutate({ workerId: 'no-such-worker' })).rejects.toMatchObject({
+        data: { code: 'NOT_FOUND' },
+      });
+    },
+    PROCESSES_MS,
+  );
 
-  it('a second SIGTERM during a drain hands over at once: the session keeps running, and the next start adopts it', async () => {
-    const { worker, owner } = await startWorker({ MGX_STOP: 'drain' });
-    const running = await gatedSession();
-    const followed = followUntilUp(running.id);
-    await followed.up;
+  it(
+    'a second SIGTERM during a drain hands over at once: the session keeps running, and the next start adopts it',
+    async () => {
+      const { worker, owner } = await startWorker({ MGX_STOP: 'drain' });
+      const running = await gatedSession();
+      const followed = followUntilUp(running.id);
+      await followed.up;
 
-    const exited = worker.stop('SIGTERM');
-    while ((await workerState(owner)) !== 'draining') await sleep(50);
-    worker.child!.kill('SIGTERM');
-    expect(await exited).toBe(0);
-    expect(readFileSync(worker.logFile, 'utf8')).toMatch(/asked again during the drain: handing over now/);
-    // handed over: the lease is kept (not stopped), the session and its container run on
-    expect(await workerState(owner)).toBe('draining');
-    expect(await client.sessions.get.query({ sessionId: running.id })).toMatchObject({ status: 'running', workerId: owner });
-    expect(await containerStates(owner)).toEqual(['running']);
+      const exited = worker.stop('SIGTERM');
+      while ((await workerState(owner)) !== 'draining') await sleep(50);
+      worker.child!.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(readFileSync(worker.logFile, 'utf8')).toMatch(/asked again during the drain: handing over now/);
+      // handed over: the lease is kept (not stopped), the session and its container run on
+      expect(await workerState(owner)).toBe('draining');
+      expect(await client.sessions.get.query({ sessionId: running.id })).toMatchObject({ status: 'running', workerId: owner });
+      expect(await containerStates(owner)).toEqual(['running']);
 
-    const { worker: again } = await startWorker({ MGX_OWNER: owner });
-    expect(await workerState(owner)).toBe('alive');
-    running.open();
-    const events = await followed.events;
-    expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
-    expect(events.some((e) => e.type === 'LOG' && e.data.text === 'end')).toBe(true);
-    expect(await again.stop('SIGTERM')).toBe(0);
-    expect(await ownedContainers(owner)).toEqual([]);
-  });
+      const { worker: again } = await startWorker({ MGX_OWNER: owner });
+      expect(await workerState(owner)).toBe('alive');
+      running.open();
+      const events = await followed.events;
+      expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'succeeded' } });
+      expect(events.some((e) => e.type === 'LOG' && e.data.text === 'end')).toBe(true);
+      expect(await again.stop('SIGTERM')).toBe(0);
+      expect(await ownedContainers(owner)).toEqual([]);
+    },
+    PROCESSES_MS,
+  );
 });
