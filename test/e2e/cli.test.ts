@@ -208,4 +208,28 @@ describe('mgx workers', () => {
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/^mgx: `mgx workers` needs an operator token/);
   });
+
+  it('asks a worker to drain; exits 2 for an unknown or stopped worker and for a tenant', async () => {
+    const ok = await mgxWithEnv({ MGX_TOKEN: OPS }, '--url', fleet.server.url, 'workers', 'drain', 'cli-worker');
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/^cli-worker: drain requested/);
+    expect(await fleet.server.store.workers.get('cli-worker')).toMatchObject({ state: 'alive', drainRequested: true });
+    const table = await mgxWithEnv({ MGX_TOKEN: OPS }, '--url', fleet.server.url, 'workers');
+    expect(table.stdout).toMatch(/^cli-worker\s+alive \(drain requested\)\s+0\/2/m);
+
+    const unknown = await mgxWithEnv({ MGX_TOKEN: OPS }, '--url', fleet.server.url, 'workers', 'drain', 'no-such-worker');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toBe('mgx: worker no-such-worker does not exist\n');
+    const { worker } = await fleet.server.store.workers.register(
+      { id: 'cli-stopped', hostname: 'cli.example', engine: 'podman test', capacity: 1, version: '0.0.0-test' },
+      60_000,
+    );
+    await fleet.server.store.workers.deregister('cli-stopped', worker.epoch);
+    const stopped = await mgxWithEnv({ MGX_TOKEN: OPS }, '--url', fleet.server.url, 'workers', 'drain', 'cli-stopped');
+    expect(stopped.code).toBe(2);
+    expect(stopped.stderr).toBe('mgx: worker cli-stopped is stopped: there is nothing to drain\n');
+    const tenant = await mgxWithEnv({ MGX_TOKEN: ACME }, '--url', fleet.server.url, 'workers', 'drain', 'cli-worker');
+    expect(tenant.code).toBe(2);
+    expect(tenant.stderr).toMatch(/^mgx: `mgx workers drain` needs an operator token/);
+  });
 });

@@ -23,6 +23,7 @@ interface Service {
   ports?: string[];
   command?: string[];
   depends_on?: Record<string, { condition: string }>;
+  stop_grace_period?: string;
 }
 
 const compose = parse(read(join(FLEET, 'compose.yaml')), { merge: true }) as { services: Record<string, Service> };
@@ -87,6 +88,17 @@ describe('infra/fleet example', () => {
       expect(s.environment?.DOCKER_HOST, name).toBeUndefined();
       expect(s.volumes ?? [], name).toEqual([]);
     }
+  });
+
+  it('drains the worker on SIGTERM, with a stop grace above the default session deadline', () => {
+    const [, worker] = role('worker')[0]!;
+    expect(worker.environment?.MGX_STOP).toBe('drain');
+    const grace = /^\$\{MGX_WORKER_STOP_GRACE:-(\d+)m\}$/.exec(worker.stop_grace_period ?? '');
+    expect(grace, 'stop_grace_period: ${MGX_WORKER_STOP_GRACE:-<minutes>m}').not.toBeNull();
+    const deadline = Number(worker.environment?.AGENT_TASK_TIMEOUT_SECONDS?.replace(/^\$\{AGENT_TASK_TIMEOUT_SECONDS:-(\d+)\}$/, '$1'));
+    expect(Number(grace![1]) * 60).toBeGreaterThan(deadline);
+    // API nodes run no sessions: nothing to drain
+    for (const [name, s] of role('api')) expect(s.environment?.MGX_STOP, name).toBeUndefined();
   });
 
   it('documents every interpolated name in infra/fleet/.env.example, and only those', () => {

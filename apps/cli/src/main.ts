@@ -241,22 +241,26 @@ program
     );
   });
 
-program
+/** An operator's call: a tenant's token gets a usage error naming what is needed. */
+async function asOperator<T>(what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if ((err as { data?: { code?: string } }).data?.code === 'FORBIDDEN') {
+      throw new UsageError(
+        `\`${what}\` needs an operator token (one of the server's MGX_OPERATOR_TOKENS): pass it with --token or MGX_TOKEN`,
+      );
+    }
+    throw err;
+  }
+}
+
+const workers = program
   .command('workers')
   .description("list the fleet's workers: state, slots in use, last heartbeat, engine (operators only)")
   .option('--json', 'one JSON object per worker, one per line')
   .action(async (o: { json?: boolean }) => {
-    let answer: Awaited<ReturnType<MgxClient['system']['workers']['query']>>;
-    try {
-      answer = await client().system.workers.query();
-    } catch (err) {
-      if ((err as { data?: { code?: string } }).data?.code === 'FORBIDDEN') {
-        throw new UsageError(
-          "`mgx workers` needs an operator token (one of the server's MGX_OPERATOR_TOKENS): pass it with --token or MGX_TOKEN",
-        );
-      }
-      throw err;
-    }
+    const answer = await asOperator('mgx workers', () => client().system.workers.query());
     if (o.json) {
       for (const w of answer.workers) process.stdout.write(`${JSON.stringify(w)}\n`);
       return;
@@ -266,6 +270,20 @@ program
       return;
     }
     for (const line of formatWorkers(answer.workers, answer.now)) process.stdout.write(`${line}\n`);
+  });
+
+workers
+  .command('drain')
+  .description('ask a worker to drain: it claims nothing more, lets its sessions finish, deregisters and exits (operators only)')
+  .argument('<workerId>')
+  .option('--json', 'print the worker as JSON')
+  .action(async (workerId: string, o: { json?: boolean }) => {
+    const { worker } = await asOperator('mgx workers drain', () => client().system.drainWorker.mutate({ workerId }));
+    process.stdout.write(
+      o.json
+        ? `${JSON.stringify(worker)}\n`
+        : `${worker.id}: drain requested; it drains at its next heartbeat (${worker.inUse} session(s) running), then exits\n`,
+    );
   });
 
 program

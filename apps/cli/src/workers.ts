@@ -9,8 +9,12 @@ export function age(at: number, now: number): string {
   return `${Math.floor(s / 86_400)}d`;
 }
 
-/** The state as the store has it, flagged when the lease ran out and nobody declared the worker dead yet. */
-const stateOf = (w: WorkerView) => (w.leaseExpired ? `${w.state} (lease expired)` : w.state);
+/**
+ * The state as the store has it, flagged when the lease ran out and nobody declared the worker
+ * dead yet, or when an operator asked it to drain and it has not heard yet.
+ */
+const stateOf = (w: WorkerView) =>
+  w.leaseExpired ? `${w.state} (lease expired)` : w.drainRequested && w.state === 'alive' ? `${w.state} (drain requested)` : w.state;
 
 /** The workers as a table: id, state, in use/capacity, last heartbeat age, engine. */
 export function formatWorkers(workers: WorkerView[], now: number): string[] {

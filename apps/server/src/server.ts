@@ -52,6 +52,8 @@ export interface RunningServer {
    * start (it reconciles them), and the worker keeps its lease in the store until it runs
    * out: a start within it adopts them, after it the fleet settles them as lost. Pass
    * `drain` to claim nothing more (state draining), wait for them to finish, then deregister.
+   * A call without `drain` while a drain waits cuts it short into that hand-over; both calls
+   * resolve when the server has stopped.
    */
   close(options?: { drain?: boolean }): Promise<void>;
 }
@@ -61,6 +63,11 @@ export interface StartOptions {
   frameworks?: FrameworkInfo[];
   /** The engine to use instead of discovering one; null: this process has none (an API node). */
   runtime?: ContainerRuntime | null;
+  /**
+   * An operator asked this worker to drain (`system.drainWorker`, heard at a heartbeat). The
+   * process drains and exits (main.ts); by default the server drains itself with `close`.
+   */
+  onDrainRequested?: () => void;
 }
 
 /**
@@ -224,6 +231,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       leaseMs: settings.fleet.leaseMs,
       inUse: () => scheduler?.inUse ?? 0,
       renewed: () => scheduler?.notify(),
+      drainRequested: () => (options.onDrainRequested ?? (() => void running.close({ drain: true })))(),
       logger: logger.child({ component: 'lease' }),
     });
     scheduler = new Scheduler({
@@ -350,7 +358,10 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   );
 
   let closing: Promise<void> | undefined;
-  return {
+  /** Ends a drain's wait for running sessions early (a hand-over asked during the drain). */
+  let cutDrain: (() => void) | undefined;
+  const drainCut = new Promise<void>((resolve) => (cutDrain = resolve));
+  const running: RunningServer = {
     url,
     port,
     settings,
@@ -362,20 +373,25 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     pool,
     reaper,
     logger,
-    close: (opts = {}) =>
-      (closing ??= (async () => {
+    close: (opts = {}) => {
+      if (closing && !opts.drain) cutDrain?.();
+      return (closing ??= (async () => {
         ready = false;
         await reaper.stop();
         await scheduler?.stop({ drain: opts.drain === true });
         await pool?.close();
-        if (opts.drain) await scheduler?.idle();
-        await scheduler?.release({ deregister: opts.drain === true });
+        // a hand-over asked meanwhile stops the wait: what still runs is left to the next start
+        const idle = scheduler ? scheduler.idle() : Promise.resolve();
+        const drained = opts.drain === true && (await Promise.race([idle.then(() => true), drainCut.then(() => false)]));
+        await scheduler?.release({ deregister: drained });
         monitor?.detachAll();
         await ingest.closeAll();
         http.closeAllConnections();
         await new Promise<void>((resolve) => http.close(() => resolve()));
         await store.close();
         logger.info({}, 'mgx server stopped');
-      })()),
+      })());
+    },
   };
+  return running;
 }

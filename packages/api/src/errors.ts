@@ -12,6 +12,9 @@ const STORE_CODES: Record<StoreErrorCode, TrpcCode> = {
   [StoreErrorCode.NOT_DECIDED]: 'INTERNAL_SERVER_ERROR',
   [StoreErrorCode.UNAVAILABLE]: 'SERVICE_UNAVAILABLE',
   [StoreErrorCode.INVALID_CURSOR]: 'BAD_REQUEST',
+  [StoreErrorCode.WORKER_NOT_FOUND]: 'NOT_FOUND',
+  // a drain asked of a worker that is dead or stopped
+  [StoreErrorCode.WORKER_NOT_LIVE]: 'BAD_REQUEST',
 };
 
 /** What a client sees of the container engine's failures: the engine is this server's upstream. */

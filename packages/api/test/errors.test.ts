@@ -13,6 +13,8 @@ describe('trpcCodeOf', () => {
     [StoreErrorCode.NOT_DECIDED, 'INTERNAL_SERVER_ERROR'],
     [StoreErrorCode.UNAVAILABLE, 'SERVICE_UNAVAILABLE'],
     [StoreErrorCode.INVALID_CURSOR, 'BAD_REQUEST'],
+    [StoreErrorCode.WORKER_NOT_FOUND, 'NOT_FOUND'],
+    [StoreErrorCode.WORKER_NOT_LIVE, 'BAD_REQUEST'],
   ])('maps the store code %s to %s', (code, expected) => {
     expect(trpcCodeOf(new StoreError(code, 'x'))).toBe(expected);
   });

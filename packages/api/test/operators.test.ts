@@ -1,7 +1,10 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { TRPCError } from '@trpc/server';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger, type Settings } from '@mgx/config';
-import type { ListQuery, SessionRecord, Store, WorkerRecord } from '@mgx/event-store';
+import { SqliteStore, type ListQuery, type SessionRecord, type Store, type WorkerRecord } from '@mgx/event-store';
 import type { Metrics } from '@mgx/metrics';
 import { createAppRouter, workerView, type ApiContext, type ApiDeps } from '../src/index.js';
 
@@ -42,6 +45,7 @@ const worker = (over: Partial<WorkerRecord> = {}): WorkerRecord => ({
   heartbeatAt: 5000,
   leaseUntil: 35_000,
   epoch: 1,
+  drainRequested: false,
   ...over,
 });
 
@@ -136,6 +140,7 @@ describe('operators', () => {
       id: 'host-a',
       hostname: 'a.example',
       state: 'alive',
+      drainRequested: false,
       leaseExpired: true,
       capacity: 4,
       inUse: 1,
@@ -176,5 +181,50 @@ describe('operators', () => {
       engine: { ok: true, detail: '/run/podman/podman.sock' },
       store: { ok: true, detail: 'sqlite:/var/lib/mgx/mgx.db' },
     });
+  });
+});
+
+describe('system.drainWorker', () => {
+  let store: SqliteStore | undefined;
+  afterEach(async () => {
+    await store?.close();
+    store = undefined;
+  });
+
+  /** The router over a real store file, called as `caller`. */
+  const over = (st: Store, caller: { tenant: string; operator: boolean }) => {
+    const deps = { store: st, logger: silentLogger, metrics: { rejections: { inc: () => undefined } } } as unknown as ApiDeps;
+    return createAppRouter({ ssePingMs: 1000 }).createCaller({ deps, ...caller });
+  };
+  const info = (id: string) => ({ id, hostname: 'h', engine: 'e', capacity: 2, version: 'v' });
+
+  it('marks a live worker drainRequested, which its next heartbeat carries; system.workers shows it', async () => {
+    store = SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-api-')), 'mgx.sqlite') });
+    const { worker } = await store.workers.register(info('wa'), 60_000);
+    const op = over(store, { tenant: 'ops', operator: true });
+    const { worker: view } = await op.system.drainWorker({ workerId: 'wa' });
+    expect(view).toMatchObject({ id: 'wa', state: 'alive', drainRequested: true });
+    expect((await op.system.workers()).workers.find((w) => w.id === 'wa')?.drainRequested).toBe(true);
+    expect(await store.workers.heartbeat('wa', worker.epoch, { inUse: 0, state: 'alive' }, 60_000)).toEqual({
+      kept: true,
+      drainRequested: true,
+    });
+  });
+
+  it('answers NOT_FOUND for an unknown worker, BAD_REQUEST for a stopped or dead one, FORBIDDEN to a tenant', async () => {
+    store = SqliteStore.open({ file: join(mkdtempSync(join(tmpdir(), 'mgx-api-')), 'mgx.sqlite') });
+    const op = over(store, { tenant: 'ops', operator: true });
+    expect((await codeOf(op.system.drainWorker({ workerId: 'nobody' }))).code).toBe('NOT_FOUND');
+    const stopped = await store.workers.register(info('ws'), 60_000);
+    await store.workers.deregister('ws', stopped.worker.epoch);
+    const err = await codeOf(op.system.drainWorker({ workerId: 'ws' }));
+    expect(err.code).toBe('BAD_REQUEST');
+    expect(err.message).toBe('worker ws is stopped: there is nothing to drain');
+    await store.workers.register(info('wd'), 1000, Date.now() - 10_000);
+    expect(await store.workers.markDead('wd')).toBe(true);
+    expect((await codeOf(op.system.drainWorker({ workerId: 'wd' }))).code).toBe('BAD_REQUEST');
+    await store.workers.register(info('wt'), 60_000);
+    expect((await codeOf(over(store, { tenant: 'acme', operator: false }).system.drainWorker({ workerId: 'wt' }))).code).toBe('FORBIDDEN');
+    expect((await store.workers.get('wt'))?.drainRequested).toBe(false);
   });
 });

@@ -16,6 +16,8 @@ export interface PoolSpec {
   network: 'none' | 'egress';
 }
 export type ServerRole = 'all' | 'api' | 'worker';
+/** What SIGTERM/SIGINT does to a worker: leave its sessions to the next start, or let them finish first. */
+export type StopMode = 'handover' | 'drain';
 
 /** Every setting of the platform, validated and typed. Durations are milliseconds. */
 export interface Settings {
@@ -65,6 +67,8 @@ export interface Settings {
     host: string;
     port: number;
     role: ServerRole;
+    /** MGX_STOP: handover (the next start adopts running sessions) or drain (they finish first). */
+    stop: StopMode;
     apiTokens: string | undefined;
     apiTokensFile: string | undefined;
     /** Operators see every tenant's sessions and the fleet (same shape as MGX_API_TOKENS). */
@@ -208,6 +212,7 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       host: read('MGX_HOST', nonEmpty, '127.0.0.1'),
       port: read('MGX_PORT', int(0, 65535), '8080'),
       role: read('MGX_ROLE', z.enum(['all', 'api', 'worker'], 'must be all, api or worker'), 'all'),
+      stop: read('MGX_STOP', z.enum(['handover', 'drain'], 'must be handover or drain'), 'handover'),
       apiTokens: read('MGX_API_TOKENS', nonEmpty, undefined),
       apiTokensFile: read('MGX_API_TOKENS_FILE', nonEmpty, undefined),
       operatorTokens: read('MGX_OPERATOR_TOKENS', nonEmpty, undefined),

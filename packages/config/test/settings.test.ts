@@ -87,6 +87,13 @@ describe('loadSettings', () => {
     }
   });
 
+  it('stops by hand-over unless MGX_STOP=drain, and names MGX_STOP when it is neither', () => {
+    expect(loadSettings({}).server.stop).toBe('handover');
+    expect(loadSettings({ MGX_STOP: 'drain' }).server.stop).toBe('drain');
+    expect(loadSettings({ MGX_STOP: 'handover' }).server.stop).toBe('handover');
+    expect(() => loadSettings({ MGX_STOP: 'graceful' })).toThrow(/MGX_STOP: must be handover or drain/);
+  });
+
   it('requires MONGODB_URI for the mongodb store', () => {
     expect(() => loadSettings({ MGX_EVENT_STORE: 'mongodb' })).toThrow(/MONGODB_URI: is required/);
   });

@@ -21,6 +21,8 @@ import { StoreError, StoreErrorCode } from './errors.js';
 import type {
   AppendResult,
   ClaimOptions,
+  ClaimRef,
+  ClaimWrite,
   DecideOptions,
   DecideResult,
   EventStore,
@@ -144,6 +146,10 @@ const POS_COUNTER = 'sessions.pos';
 const ALL_CLAIMS = 'all';
 const tenantClaims = (tenant: string): string => `tenant:${tenant}`;
 const CLAIMED: SessionStatus[] = ['starting', 'running'];
+/** Worker states under which a worker's writes on its claims stand (see ClaimRef). */
+const LIVE_WORKER: WorkerDoc['state'][] = ['alive', 'draining'];
+/** The session side of a claim write's condition: still claimed by that worker. */
+const claimedBy = (claim: ClaimRef | undefined): Filter<SessionDoc> => (claim ? { workerId: claim.workerId } : {});
 /** Queued sessions a claim reads per page while it looks for one it may take. */
 const CLAIM_PAGE = 50;
 /** TTL indexes of earlier versions, dropped at open (see purgeExpired). */
@@ -896,39 +902,86 @@ export class MongoStore implements Store, SessionStore, EventStore {
     if (back) await this.#releaseClaim(back, undefined);
   }
 
-  async setContainer(id: string, containerId: string): Promise<void> {
-    await this.#guard('setContainer', () => this.#sessions.updateOne({ _id: id, status: 'starting' }, { $set: { containerId } }));
+  /**
+   * The worker side of a claim write's condition: with an epoch, the worker's record still has it
+   * and is alive or draining. In a transaction it is a write, so it conflicts with a markDead or
+   * registration racing the claim write; without one (a standalone server) it is a read, made
+   * before and again after the write, and a write whose lease was lost in between reports `lost`
+   * (the caller undoes its container; the worker's settlement settles the session).
+   */
+  async #leaseHeld(claim: ClaimRef | undefined, session: ClientSession | undefined): Promise<boolean> {
+    if (claim?.epoch === undefined) return true;
+    const filter: Filter<WorkerDoc> = { _id: claim.workerId, epoch: claim.epoch, state: { $in: LIVE_WORKER } };
+    if (!session) return (await this.#workerDocs.countDocuments(filter, { limit: 1 })) === 1;
+    return (await this.#workerDocs.updateOne(filter, { $inc: { claims: 1 } }, { session })).matchedCount === 1;
   }
 
-  async markRunning(id: string, startedAt: number, deadlineAt: number): Promise<boolean> {
-    return this.#guard('markRunning', async () => {
-      const r = await this.#sessions.updateOne({ _id: id, status: 'starting' }, { $set: { status: 'running', startedAt, deadlineAt } });
+  /** Why a claim write matched nothing, its lease being held (see ClaimWrite). */
+  async #unapplied(id: string, claim: ClaimRef | undefined, session: ClientSession | undefined): Promise<ClaimWrite> {
+    const doc = await this.#sessions.findOne({ _id: id }, { projection: { workerId: 1 }, ...(session ? { session } : {}) });
+    return !doc || (claim && doc.workerId !== claim.workerId) ? 'lost' : 'decided';
+  }
+
+  /** A claim write: `step` applies it under the claim's condition and says whether it matched. */
+  async #claimWrite(
+    what: string,
+    id: string,
+    claim: ClaimRef | undefined,
+    step: (session: ClientSession | undefined) => Promise<boolean>,
+  ): Promise<ClaimWrite> {
+    return this.#guard(what, () =>
+      this.#serial(id, () =>
+        this.#atomically(async (session): Promise<ClaimWrite> => {
+          if (!(await this.#leaseHeld(claim, session))) return 'lost';
+          if (!(await step(session))) return this.#unapplied(id, claim, session);
+          if (!session && !(await this.#leaseHeld(claim, undefined))) return 'lost';
+          return 'done';
+        }),
+      ),
+    );
+  }
+
+  async setContainer(id: string, containerId: string, claim?: ClaimRef): Promise<ClaimWrite> {
+    return this.#claimWrite('setContainer', id, claim, async (session) => {
+      const r = await this.#sessions.updateOne(
+        { _id: id, status: 'starting', ...claimedBy(claim) },
+        { $set: { containerId } },
+        session ? { session } : {},
+      );
+      return r.matchedCount === 1;
+    });
+  }
+
+  async markRunning(id: string, startedAt: number, deadlineAt: number, claim?: ClaimRef): Promise<ClaimWrite> {
+    return this.#claimWrite('markRunning', id, claim, async (session) => {
+      const r = await this.#sessions.updateOne(
+        { _id: id, status: 'starting', ...claimedBy(claim) },
+        { $set: { status: 'running', startedAt, deadlineAt } },
+        session ? { session } : {},
+      );
       return r.matchedCount === 1;
     });
   }
 
   /** starting → queued; the caller whose compare-and-set wins gives back the claim's slots in the same step. */
-  async requeue(id: string): Promise<boolean> {
-    return this.#guard('requeue', () =>
-      this.#serial(id, () =>
-        this.#atomically(async (session) => {
-          const before = await this.#sessions.findOneAndUpdate(
-            { _id: id, status: 'starting' },
-            { $set: { status: 'queued', workerId: null, containerId: null } },
-            { returnDocument: 'before', projection: { _id: 1, tenant: 1, workspaceId: 1 }, ...(session ? { session } : {}) },
-          );
-          if (!before) return false;
-          await this.#releaseClaim(before, session);
-          // a workspace no session ever ran on is given up with the claim that made its holder
-          const ranBefore = await this.#sessions.findOne(
-            { workspaceId: before.workspaceId, _id: { $ne: id }, workerId: { $ne: null } },
-            { projection: { _id: 1 }, ...(session ? { session } : {}) },
-          );
-          if (!ranBefore) await this.#workspaces.deleteOne({ _id: before.workspaceId, lastSessionId: id }, session ? { session } : {});
-          return true;
-        }),
-      ),
-    );
+  async requeue(id: string, claim?: ClaimRef): Promise<ClaimWrite> {
+    return this.#claimWrite('requeue', id, claim, async (session) => {
+      const opt = session ? { session } : {};
+      const before = await this.#sessions.findOneAndUpdate(
+        { _id: id, status: 'starting', ...claimedBy(claim) },
+        { $set: { status: 'queued', workerId: null, containerId: null } },
+        { returnDocument: 'before', projection: { _id: 1, tenant: 1, workspaceId: 1 }, ...opt },
+      );
+      if (!before) return false;
+      await this.#releaseClaim(before, session);
+      // a workspace no session ever ran on is given up with the claim that made its holder
+      const ranBefore = await this.#sessions.findOne(
+        { workspaceId: before.workspaceId, _id: { $ne: id }, workerId: { $ne: null } },
+        { projection: { _id: 1 }, ...opt },
+      );
+      if (!ranBefore) await this.#workspaces.deleteOne({ _id: before.workspaceId, lastSessionId: id }, opt);
+      return true;
+    });
   }
 
   async requestCancel(id: string): Promise<SessionRecord | null> {
@@ -956,12 +1009,13 @@ export class MongoStore implements Store, SessionStore, EventStore {
    * event; FINISH, which recovery appends, still records status and reason.
    */
   async decide(id: string, outcome: Outcome, options: DecideOptions = {}): Promise<DecideResult> {
-    const { events = [], from, at = Date.now() } = options;
+    const { events = [], from, at = Date.now(), claimedBy: claim } = options;
     const allowed = (from ?? NON_TERMINAL).filter((s) => !isTerminal(s));
     const result = await this.#guard('decide', () =>
       this.#serial(id, () =>
         this.#atomically(async (session) => {
           const opt = session ? { session } : {};
+          const held = await this.#leaseHeld(claim, session);
           const decided = {
             status: outcome.status,
             reason: outcome.reason,
@@ -969,11 +1023,13 @@ export class MongoStore implements Store, SessionStore, EventStore {
             exitCode: outcome.exitCode ?? null,
             endedAt: at,
           };
-          const before = await this.#sessions.findOneAndUpdate(
-            { _id: id, status: { $in: allowed } },
-            { $set: decided },
-            { returnDocument: 'before', ...opt },
-          );
+          const before = held
+            ? await this.#sessions.findOneAndUpdate(
+                { _id: id, status: { $in: allowed }, ...claimedBy(claim) },
+                { $set: decided },
+                { returnDocument: 'before', ...opt },
+              )
+            : null;
           if (!before) {
             const current = await this.#sessions.findOne({ _id: id }, opt);
             if (!current) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);

@@ -1,17 +1,23 @@
 import type { Collection } from 'mongodb';
 import { StoreError, StoreErrorCode } from './errors.js';
-import type { RegisterResult, WorkerInfo, WorkerRecord, WorkerState, WorkerStore } from './ports.js';
+import type { HeartbeatResult, RegisterResult, WorkerInfo, WorkerRecord, WorkerState, WorkerStore } from './ports.js';
 
 /**
  * A worker as stored: its id is the document's _id. `claims` counts its claims: each claim
  * under a lease writes it, so the claim's transaction conflicts with a markDead or registration.
  */
-export interface WorkerDoc extends Omit<WorkerRecord, 'id'> {
+export interface WorkerDoc extends Omit<WorkerRecord, 'id' | 'drainRequested'> {
   _id: string;
   claims?: number;
+  /** Absent in documents written before drains could be requested. */
+  drainRequested?: boolean;
 }
 
-const toWorker = ({ _id, claims: _claims, ...rest }: WorkerDoc): WorkerRecord => ({ id: _id, ...rest });
+const toWorker = ({ _id, claims: _claims, drainRequested, ...rest }: WorkerDoc): WorkerRecord => ({
+  id: _id,
+  ...rest,
+  drainRequested: drainRequested === true,
+});
 const LIVE: WorkerState[] = ['alive', 'draining'];
 
 /**
@@ -33,7 +39,7 @@ export class MongoWorkers implements WorkerStore {
       const before = await this.#c.findOneAndUpdate(
         { _id: id },
         {
-          $set: { ...fields, state: 'alive', inUse: 0, startedAt: now, heartbeatAt: now, leaseUntil: now + leaseMs },
+          $set: { ...fields, state: 'alive', inUse: 0, startedAt: now, heartbeatAt: now, leaseUntil: now + leaseMs, drainRequested: false },
           $inc: { epoch: 1 },
         },
         { upsert: true, returnDocument: 'before' },
@@ -50,13 +56,28 @@ export class MongoWorkers implements WorkerStore {
     update: { inUse: number; state: 'alive' | 'draining' },
     leaseMs: number,
     now = Date.now(),
-  ): Promise<boolean> {
+  ): Promise<HeartbeatResult> {
     return this.#guard('heartbeat', async () => {
-      const res = await this.#c.updateOne(
+      const after = await this.#c.findOneAndUpdate(
         { _id: id, epoch, state: { $in: LIVE } },
         { $set: { heartbeatAt: now, leaseUntil: now + leaseMs, inUse: update.inUse, state: update.state } },
+        { returnDocument: 'after', projection: { drainRequested: 1 } },
       );
-      return res.matchedCount === 1;
+      return { kept: after !== null, drainRequested: after?.drainRequested === true };
+    });
+  }
+
+  async requestDrain(id: string): Promise<WorkerRecord> {
+    return this.#guard('requestDrain', async () => {
+      const after = await this.#c.findOneAndUpdate(
+        { _id: id, state: { $in: LIVE } },
+        { $set: { drainRequested: true } },
+        { returnDocument: 'after' },
+      );
+      if (after) return toWorker(after);
+      const current = await this.#c.findOne({ _id: id });
+      if (!current) throw new StoreError(StoreErrorCode.WORKER_NOT_FOUND, `worker ${id} does not exist`);
+      throw new StoreError(StoreErrorCode.WORKER_NOT_LIVE, `worker ${id} is ${current.state}: there is nothing to drain`);
     });
   }
 

@@ -97,9 +97,32 @@ export interface ClaimOptions {
   workspaces?: { shared: boolean };
 }
 
+/**
+ * Who holds a claim: the worker that claimed the session and, for a worker with a lease, the
+ * epoch it claimed under. A write that names it happens only while the session is still claimed
+ * by that worker and (with `epoch`) the worker's record in the store still has that epoch and
+ * state alive or draining, in the same atomic step: a worker declared dead, or superseded by a
+ * newer registration, changes nothing (a zombie that resumes after a pause).
+ */
+export interface ClaimRef {
+  workerId: string;
+  epoch?: number | undefined;
+}
+
+/**
+ * The result of a worker's write on a session it claimed. `done`: applied. `decided`: still
+ * this worker's, but no longer in the state the write moves from (a cancel decided it while it
+ * started). `lost`: no longer this worker's claim (settled after the worker was declared dead,
+ * back in the queue, claimed by another worker, or the session is gone): the caller undoes what
+ * it started (its container) and writes nothing more for the session.
+ */
+export type ClaimWrite = 'done' | 'decided' | 'lost';
+
 export interface DecideOptions {
   /** Events stored with the decision, only if it wins (TIMEOUT, CANCELLED, CONTAINER_EXITED). */
   events?: NewEvent[];
+  /** Win only while this claim holds the session (see ClaimRef): a worker's own decisions. */
+  claimedBy?: ClaimRef;
   /** Win only from these states (default: any non-terminal state). */
   from?: SessionStatus[];
   /** When the decision was taken (ms); defaults to now. */
@@ -141,12 +164,18 @@ export interface SessionStore {
    * or null when none is queued. Two workers never claim the same session.
    */
   claimNext(workerId: string, options?: ClaimOptions): Promise<SessionRecord | null>;
-  /** starting → starting with its container id recorded (before start, so recovery can find it). */
-  setContainer(id: string, containerId: string): Promise<void>;
-  /** starting → running, with the deadline. False when the session is no longer starting. */
-  markRunning(id: string, startedAt: number, deadlineAt: number): Promise<boolean>;
-  /** Puts a `starting` session back in the queue (recovery of a claim whose worker died). */
-  requeue(id: string): Promise<boolean>;
+  /**
+   * starting → starting with its container id recorded (before start, so recovery can find it).
+   * Workers pass their `claim` (see ClaimRef); without it only the status is checked.
+   */
+  setContainer(id: string, containerId: string, claim?: ClaimRef): Promise<ClaimWrite>;
+  /** starting → running, with the deadline; `decided` when the session is no longer starting. */
+  markRunning(id: string, startedAt: number, deadlineAt: number, claim?: ClaimRef): Promise<ClaimWrite>;
+  /**
+   * Puts a `starting` session back in the queue (recovery of a claim whose worker died; the
+   * process that settles a dead worker names it with no epoch).
+   */
+  requeue(id: string, claim?: ClaimRef): Promise<ClaimWrite>;
   /** Records a cancel request; the worker that runs the session acts on it. */
   requestCancel(id: string): Promise<SessionRecord | null>;
   /**
@@ -224,6 +253,16 @@ export interface WorkerRecord extends WorkerInfo {
   leaseUntil: number;
   /** Bumped at every registration: a heartbeat or claim of an older epoch is refused. */
   epoch: number;
+  /** An operator asked it to drain (`requestDrain`); cleared when it registers again. */
+  drainRequested: boolean;
+}
+
+/** What a heartbeat tells the worker. */
+export interface HeartbeatResult {
+  /** False when the lease is lost (declared dead, or a newer epoch registered): stop claiming. */
+  kept: boolean;
+  /** An operator asked this worker to drain: claim nothing more, finish, deregister, exit. */
+  drainRequested: boolean;
 }
 
 export interface RegisterResult {
@@ -241,8 +280,9 @@ export interface WorkerStore {
   /** Registers the worker with a new epoch and a lease of `leaseMs` from `now`. */
   register(info: WorkerInfo, leaseMs: number, now?: number): Promise<RegisterResult>;
   /**
-   * Renews the lease of `id` at `epoch` and records its state and use. False when the lease
-   * is lost (declared dead, or a newer epoch registered): the worker must stop claiming.
+   * Renews the lease of `id` at `epoch` and records its state and use. `kept` is false when the
+   * lease is lost (declared dead, or a newer epoch registered): the worker must stop claiming.
+   * `drainRequested` carries an operator's `requestDrain` to the worker with no extra query.
    */
   heartbeat(
     id: string,
@@ -250,7 +290,7 @@ export interface WorkerStore {
     update: { inUse: number; state: 'alive' | 'draining' },
     leaseMs: number,
     now?: number,
-  ): Promise<boolean>;
+  ): Promise<HeartbeatResult>;
   get(id: string): Promise<WorkerRecord | null>;
   list(): Promise<WorkerRecord[]>;
   /**
@@ -258,6 +298,12 @@ export interface WorkerStore {
    * becomes dead. Exactly one caller wins and then settles the worker's sessions.
    */
   markDead(id: string, now?: number): Promise<boolean>;
+  /**
+   * An operator's request that the worker drain; it learns it at its next heartbeat. Returns
+   * the record with `drainRequested` set. Throws StoreError WORKER_NOT_FOUND for an unknown id,
+   * WORKER_NOT_LIVE for a worker that is dead or stopped (nothing runs there to drain).
+   */
+  requestDrain(id: string): Promise<WorkerRecord>;
   /** A graceful stop: state stopped, lease released. Only for the current epoch. */
   deregister(id: string, epoch: number): Promise<void>;
 }

@@ -9,6 +9,8 @@ import { StoreError, StoreErrorCode } from './errors.js';
 import type {
   AppendResult,
   ClaimOptions,
+  ClaimRef,
+  ClaimWrite,
   DecideOptions,
   DecideResult,
   EventStore,
@@ -26,7 +28,7 @@ import type {
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
 import { CANCELS_SCHEMA, DataVersionWatcher } from './sqlite-changes.js';
-import { SqliteWorkers, WORKERS_SCHEMA } from './sqlite-workers.js';
+import { migrateWorkers, SqliteWorkers, WORKERS_SCHEMA } from './sqlite-workers.js';
 import { Tails } from './tail.js';
 
 const SCHEMA = `
@@ -115,6 +117,22 @@ WHERE pos = (
       AND (@shared = 1 OR NOT EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id AND w.holder <> @worker))))
   ORDER BY s.pos LIMIT 1)
 RETURNING *`;
+
+/**
+ * A write's condition that the session is still claimed by @worker and, with @epoch, that the
+ * worker's record still has that epoch and is alive or draining (not dead, stopped or superseded).
+ * @worker NULL: no claim named, the status alone decides.
+ */
+const CLAIM_HELD_SQL = `(@worker IS NULL OR (worker_id = @worker AND (@epoch IS NULL OR EXISTS (
+  SELECT 1 FROM workers WHERE id = @worker AND epoch = @epoch AND state IN ('alive', 'draining')))))`;
+
+/** The named parameters of CLAIM_HELD_SQL. */
+interface ClaimHeldParams {
+  worker: string | null;
+  epoch: number | null;
+}
+
+const claimParams = (claim: ClaimRef | undefined): ClaimHeldParams => ({ worker: claim?.workerId ?? null, epoch: claim?.epoch ?? null });
 
 interface SessionRow {
   pos: number;
@@ -326,12 +344,19 @@ export class SqliteStore implements Store, SessionStore, EventStore {
         `SELECT s.* FROM sessions s JOIN workspaces w ON w.id = s.workspace_id
          WHERE w.holder = ? AND s.status = 'queued' ORDER BY s.pos`,
       ),
-      setContainer: db.prepare("UPDATE sessions SET container_id = ? WHERE id = ? AND status = 'starting'"),
-      markRunning: db.prepare(
-        "UPDATE sessions SET status = 'running', started_at = ?, deadline_at = ? WHERE id = ? AND status = 'starting'",
+      setContainer: db.prepare<[ClaimHeldParams & { id: string; containerId: string }]>(
+        `UPDATE sessions SET container_id = @containerId WHERE id = @id AND status = 'starting' AND ${CLAIM_HELD_SQL}`,
       ),
-      requeue: db.prepare(
-        "UPDATE sessions SET status = 'queued', worker_id = NULL, container_id = NULL WHERE id = ? AND status = 'starting'",
+      markRunning: db.prepare<[ClaimHeldParams & { id: string; startedAt: number; deadlineAt: number }]>(
+        `UPDATE sessions SET status = 'running', started_at = @startedAt, deadline_at = @deadlineAt
+         WHERE id = @id AND status = 'starting' AND ${CLAIM_HELD_SQL}`,
+      ),
+      requeue: db.prepare<[ClaimHeldParams & { id: string }]>(
+        `UPDATE sessions SET status = 'queued', worker_id = NULL, container_id = NULL
+         WHERE id = @id AND status = 'starting' AND ${CLAIM_HELD_SQL}`,
+      ),
+      claimHeld: db.prepare<[ClaimHeldParams & { id: string }], { held: number }>(
+        `SELECT 1 AS held FROM sessions WHERE id = @id AND ${CLAIM_HELD_SQL}`,
       ),
       // a workspace no session ever ran on is given up with the claim that made its holder
       releaseNewWorkspace: db.prepare(
@@ -372,6 +397,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       db.exec(SCHEMA);
       db.exec(WORKERS_SCHEMA);
       migrate(db);
+      migrateWorkers(db);
       db.exec(CANCELS_SCHEMA);
       store = new SqliteStore(
         options.file,
@@ -530,19 +556,31 @@ export class SqliteStore implements Store, SessionStore, EventStore {
     return this.#call('findQueuedOnWorkspacesOf', () => this.#stmts.queuedOnWorkspacesOf.all(workerId)).map(toSession);
   }
 
-  async setContainer(id: string, containerId: string): Promise<void> {
-    this.#tx('setContainer', () => this.#stmts.setContainer.run(containerId, id));
+  /** Inside a write's transaction: why a claim write changed nothing (see ClaimWrite). */
+  #unapplied(id: string, held: ClaimHeldParams): ClaimWrite {
+    return this.#stmts.claimHeld.get({ id, ...held }) ? 'decided' : 'lost';
   }
 
-  async markRunning(id: string, startedAt: number, deadlineAt: number): Promise<boolean> {
-    return this.#tx('markRunning', () => this.#stmts.markRunning.run(startedAt, deadlineAt, id).changes === 1);
+  async setContainer(id: string, containerId: string, claim?: ClaimRef): Promise<ClaimWrite> {
+    const held = claimParams(claim);
+    return this.#tx('setContainer', () =>
+      this.#stmts.setContainer.run({ id, containerId, ...held }).changes === 1 ? 'done' : this.#unapplied(id, held),
+    );
   }
 
-  async requeue(id: string): Promise<boolean> {
+  async markRunning(id: string, startedAt: number, deadlineAt: number, claim?: ClaimRef): Promise<ClaimWrite> {
+    const held = claimParams(claim);
+    return this.#tx('markRunning', () =>
+      this.#stmts.markRunning.run({ id, startedAt, deadlineAt, ...held }).changes === 1 ? 'done' : this.#unapplied(id, held),
+    );
+  }
+
+  async requeue(id: string, claim?: ClaimRef): Promise<ClaimWrite> {
+    const held = claimParams(claim);
     return this.#tx('requeue', () => {
-      if (this.#stmts.requeue.run(id).changes !== 1) return false;
+      if (this.#stmts.requeue.run({ id, ...held }).changes !== 1) return this.#unapplied(id, held);
       this.#stmts.releaseNewWorkspace.run({ id });
-      return true;
+      return 'done';
     });
   }
 
@@ -577,11 +615,13 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   }
 
   async decide(id: string, outcome: Outcome, options: DecideOptions = {}): Promise<DecideResult> {
-    const { events = [], from, at = Date.now() } = options;
+    const { events = [], from, at = Date.now(), claimedBy } = options;
     let stored: SessionEvent[] = [];
     const result = this.#tx('decide', () => {
       const current = this.#sessionRow(id);
-      const allowed = from ? from.includes(current.status) : !isTerminal(current.status);
+      const allowed =
+        (from ? from.includes(current.status) : !isTerminal(current.status)) &&
+        (!claimedBy || this.#stmts.claimHeld.get({ id, ...claimParams(claimedBy) }) !== undefined);
       const changed = !allowed
         ? 0
         : this.#stmts.decide.run({

@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { StoreError, StoreErrorCode } from './errors.js';
-import type { RegisterResult, WorkerInfo, WorkerRecord, WorkerState, WorkerStore } from './ports.js';
+import type { HeartbeatResult, RegisterResult, WorkerInfo, WorkerRecord, WorkerState, WorkerStore } from './ports.js';
 
 export const WORKERS_SCHEMA = `
 CREATE TABLE IF NOT EXISTS workers (
@@ -14,9 +14,21 @@ CREATE TABLE IF NOT EXISTS workers (
   started_at INTEGER NOT NULL,
   heartbeat_at INTEGER NOT NULL,
   lease_until INTEGER NOT NULL,
-  epoch INTEGER NOT NULL
+  epoch INTEGER NOT NULL,
+  drain_requested INTEGER NOT NULL DEFAULT 0
 );
 `;
+
+/** Columns added to the workers table after its first schema, for store files created before them. */
+export function migrateWorkers(db: Database.Database): void {
+  const columns = new Set(
+    db
+      .prepare<[], { name: string }>('PRAGMA table_info(workers)')
+      .all()
+      .map((c) => c.name),
+  );
+  if (!columns.has('drain_requested')) db.exec('ALTER TABLE workers ADD COLUMN drain_requested INTEGER NOT NULL DEFAULT 0');
+}
 
 interface WorkerRow {
   id: string;
@@ -30,6 +42,7 @@ interface WorkerRow {
   heartbeat_at: number;
   lease_until: number;
   epoch: number;
+  drain_requested: number;
 }
 
 const toWorker = (r: WorkerRow): WorkerRecord => ({
@@ -44,7 +57,17 @@ const toWorker = (r: WorkerRow): WorkerRecord => ({
   heartbeatAt: r.heartbeat_at,
   leaseUntil: r.lease_until,
   epoch: r.epoch,
+  drainRequested: r.drain_requested === 1,
 });
+
+interface HeartbeatParams {
+  id: string;
+  epoch: number;
+  now: number;
+  leaseUntil: number;
+  inUse: number;
+  state: 'alive' | 'draining';
+}
 
 /** How the worker table reaches the store's driver: its call and transaction wrappers. */
 export interface SqliteAccess {
@@ -70,12 +93,15 @@ export class SqliteWorkers implements WorkerStore {
         `INSERT INTO workers (id, hostname, engine, capacity, version, state, in_use, started_at, heartbeat_at, lease_until, epoch)
          VALUES (@id, @hostname, @engine, @capacity, @version, 'alive', 0, @now, @now, @leaseUntil, @epoch)
          ON CONFLICT (id) DO UPDATE SET hostname = @hostname, engine = @engine, capacity = @capacity, version = @version,
-           state = 'alive', in_use = 0, started_at = @now, heartbeat_at = @now, lease_until = @leaseUntil, epoch = @epoch`,
+           state = 'alive', in_use = 0, started_at = @now, heartbeat_at = @now, lease_until = @leaseUntil, epoch = @epoch,
+           drain_requested = 0`,
       ),
-      heartbeat: db.prepare(
+      heartbeat: db.prepare<[HeartbeatParams], { drain_requested: number }>(
         `UPDATE workers SET heartbeat_at = @now, lease_until = @leaseUntil, in_use = @inUse, state = @state
-         WHERE id = @id AND epoch = @epoch AND state IN ('alive', 'draining')`,
+         WHERE id = @id AND epoch = @epoch AND state IN ('alive', 'draining')
+         RETURNING drain_requested`,
       ),
+      requestDrain: db.prepare("UPDATE workers SET drain_requested = 1 WHERE id = ? AND state IN ('alive', 'draining')"),
       markDead: db.prepare("UPDATE workers SET state = 'dead' WHERE id = ? AND state IN ('alive', 'draining') AND lease_until < ?"),
       deregister: db.prepare("UPDATE workers SET state = 'stopped', lease_until = ?, in_use = 0 WHERE id = ? AND epoch = ?"),
     };
@@ -97,12 +123,22 @@ export class SqliteWorkers implements WorkerStore {
     update: { inUse: number; state: 'alive' | 'draining' },
     leaseMs: number,
     now = Date.now(),
-  ): Promise<boolean> {
-    return this.#a.backgroundTx(
-      'heartbeat',
-      () =>
-        this.#stmts.heartbeat.run({ id, epoch, now, leaseUntil: now + leaseMs, inUse: update.inUse, state: update.state }).changes === 1,
+  ): Promise<HeartbeatResult> {
+    const row = this.#a.backgroundTx('heartbeat', () =>
+      this.#stmts.heartbeat.get({ id, epoch, now, leaseUntil: now + leaseMs, inUse: update.inUse, state: update.state }),
     );
+    return { kept: row !== undefined, drainRequested: row?.drain_requested === 1 };
+  }
+
+  async requestDrain(id: string): Promise<WorkerRecord> {
+    return this.#a.tx('requestDrain', () => {
+      const before = this.#stmts.get.get(id);
+      if (!before) throw new StoreError(StoreErrorCode.WORKER_NOT_FOUND, `worker ${id} does not exist`);
+      if (this.#stmts.requestDrain.run(id).changes !== 1) {
+        throw new StoreError(StoreErrorCode.WORKER_NOT_LIVE, `worker ${id} is ${before.state}: there is nothing to drain`);
+      }
+      return toWorker({ ...before, drain_requested: 1 });
+    });
   }
 
   async get(id: string): Promise<WorkerRecord | null> {

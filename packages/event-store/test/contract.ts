@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SessionEvent } from '@mgx/agent-sdk';
-import type { NewSession, Store } from '../src/index.js';
+import { StoreError, StoreErrorCode, type NewSession, type Store } from '../src/index.js';
 
 /** A small session for adapter-specific tests: `id` and anything in `over` set, the rest minimal. */
 export function newSession(id: string, over: Partial<NewSession> = {}): NewSession {
@@ -251,12 +251,12 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       const s = await store.sessions.createSession(session());
       const c = await store.sessions.claimNext('w1');
       expect(c).toMatchObject({ id: s.id, status: 'starting', workerId: 'w1' });
-      expect(await store.sessions.requeue(s.id)).toBe(true);
+      expect(await store.sessions.requeue(s.id)).toBe('done');
       expect((await store.sessions.getSession(s.id))?.status).toBe('queued');
       await store.sessions.claimNext('w1');
-      await store.sessions.setContainer(s.id, 'c1');
-      expect(await store.sessions.markRunning(s.id, 1000, 61_000)).toBe(true);
-      expect(await store.sessions.markRunning(s.id, 1000, 61_000)).toBe(false);
+      expect(await store.sessions.setContainer(s.id, 'c1')).toBe('done');
+      expect(await store.sessions.markRunning(s.id, 1000, 61_000)).toBe('done');
+      expect(await store.sessions.markRunning(s.id, 1000, 61_000)).toBe('decided');
       expect(await store.sessions.getSession(s.id)).toMatchObject({
         status: 'running',
         containerId: 'c1',
@@ -406,14 +406,17 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         leaseUntil: t0 + 30_000,
         epoch: 1,
       });
-      expect(await store.workers.heartbeat(id, 1, { inUse: 3, state: 'draining' }, 30_000, t0 + 5000)).toBe(true);
+      expect(await store.workers.heartbeat(id, 1, { inUse: 3, state: 'draining' }, 30_000, t0 + 5000)).toEqual({
+        kept: true,
+        drainRequested: false,
+      });
       expect(await store.workers.get(id)).toMatchObject({ state: 'draining', inUse: 3, heartbeatAt: t0 + 5000, leaseUntil: t0 + 35_000 });
       // a restart within the lease: a new epoch, and the old one's heartbeats are refused
       const second = await store.workers.register({ ...info, capacity: 8 }, 30_000, t0 + 6000);
       expect(second.previous).toMatchObject({ state: 'draining', epoch: 1, leaseUntil: t0 + 35_000 });
-      expect(second.worker).toMatchObject({ state: 'alive', capacity: 8, epoch: 2, inUse: 0 });
-      expect(await store.workers.heartbeat(id, 1, { inUse: 1, state: 'alive' }, 30_000, t0 + 7000)).toBe(false);
-      expect(await store.workers.heartbeat(id, 2, { inUse: 1, state: 'alive' }, 30_000, t0 + 7000)).toBe(true);
+      expect(second.worker).toMatchObject({ state: 'alive', capacity: 8, epoch: 2, inUse: 0, drainRequested: false });
+      expect((await store.workers.heartbeat(id, 1, { inUse: 1, state: 'alive' }, 30_000, t0 + 7000)).kept).toBe(false);
+      expect((await store.workers.heartbeat(id, 2, { inUse: 1, state: 'alive' }, 30_000, t0 + 7000)).kept).toBe(true);
       expect((await store.workers.list()).map((w) => w.id)).toContain(id);
       expect(await store.workers.get('nobody')).toBeNull();
     });
@@ -426,7 +429,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       const race = await Promise.all(Array.from({ length: 8 }, () => store.workers.markDead(id, t0 + 10_001)));
       expect(race.filter(Boolean)).toHaveLength(1);
       expect((await store.workers.get(id))?.state).toBe('dead');
-      expect(await store.workers.heartbeat(id, 1, { inUse: 0, state: 'alive' }, 10_000, t0 + 10_002)).toBe(false);
+      expect((await store.workers.heartbeat(id, 1, { inUse: 0, state: 'alive' }, 10_000, t0 + 10_002)).kept).toBe(false);
       const back = await store.workers.register({ id, hostname: 'h', engine: 'e', capacity: 1, version: 'v' }, 10_000, t0 + 20_000);
       expect(back.previous?.state).toBe('dead');
       expect(back.worker).toMatchObject({ state: 'alive', epoch: 2 });
@@ -434,6 +437,136 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       await store.workers.deregister(id, 2);
       expect((await store.workers.get(id))?.state).toBe('stopped');
       expect(await store.workers.markDead(id, t0 + 100_000)).toBe(false);
+    });
+
+    it("carries an operator's drain request to the worker's next heartbeat, until it registers again", async () => {
+      const id = `w${randomBytes(4).toString('hex')}`;
+      const info = { id, hostname: 'h', engine: 'e', capacity: 1, version: 'v' };
+      const t0 = Date.now();
+      const other = await second();
+      const { worker } = await store.workers.register(info, 60_000, t0);
+      expect(worker.drainRequested).toBe(false);
+      expect(await store.workers.heartbeat(id, worker.epoch, { inUse: 0, state: 'alive' }, 60_000, t0)).toEqual({
+        kept: true,
+        drainRequested: false,
+      });
+      // asked through another handle (an API process), heard by the worker's own
+      expect(await other.workers.requestDrain(id)).toMatchObject({ id, state: 'alive', drainRequested: true });
+      expect(await store.workers.heartbeat(id, worker.epoch, { inUse: 1, state: 'draining' }, 60_000, t0 + 1)).toEqual({
+        kept: true,
+        drainRequested: true,
+      });
+      // asking again while it drains is no error
+      expect(await other.workers.requestDrain(id)).toMatchObject({ state: 'draining', drainRequested: true });
+      // a refused heartbeat carries nothing
+      expect(await store.workers.heartbeat(id, worker.epoch + 1, { inUse: 1, state: 'draining' }, 60_000, t0 + 2)).toEqual({
+        kept: false,
+        drainRequested: false,
+      });
+      // started again (an operator's choice): a fresh registration is not draining
+      const again = await store.workers.register(info, 60_000, t0 + 3);
+      expect(again.worker.drainRequested).toBe(false);
+      expect((await store.workers.heartbeat(id, again.worker.epoch, { inUse: 0, state: 'alive' }, 60_000, t0 + 4)).drainRequested).toBe(
+        false,
+      );
+    });
+
+    it('refuses a drain request for an unknown worker, and for a stopped or dead one', async () => {
+      const codeOf = (p: Promise<unknown>) =>
+        p.then(
+          () => 'no error',
+          (err: unknown) => (err instanceof StoreError ? err.code : String(err)),
+        );
+      expect(await codeOf(store.workers.requestDrain('nobody'))).toBe(StoreErrorCode.WORKER_NOT_FOUND);
+      const t0 = Date.now();
+      const stopped = await store.workers.register({ id: 'ds', hostname: 'h', engine: 'e', capacity: 1, version: 'v' }, 60_000, t0);
+      await store.workers.deregister('ds', stopped.worker.epoch);
+      expect(await codeOf(store.workers.requestDrain('ds'))).toBe(StoreErrorCode.WORKER_NOT_LIVE);
+      await store.workers.register({ id: 'dd', hostname: 'h', engine: 'e', capacity: 1, version: 'v' }, 1000, t0 - 10_000);
+      expect(await store.workers.markDead('dd', t0)).toBe(true);
+      expect(await codeOf(store.workers.requestDrain('dd'))).toBe(StoreErrorCode.WORKER_NOT_LIVE);
+      expect((await store.workers.get('dd'))?.drainRequested).toBe(false);
+    });
+
+    describe("a worker's writes on its claims", () => {
+      const info = (id: string) => ({ id, hostname: 'h', engine: 'e', capacity: 2, version: 'v' });
+
+      it('refuse a worker declared dead: the settlement requeues, another worker claims, and the zombie changes nothing', async () => {
+        const other = await second();
+        const t0 = Date.now();
+        const a = `za${randomBytes(3).toString('hex')}`;
+        const b = `zb${randomBytes(3).toString('hex')}`;
+        const s = await store.sessions.createSession(session());
+        const { worker: wa } = await store.workers.register(info(a), 1000, t0);
+        expect(await store.sessions.claimNext(a, { lease: { epoch: wa.epoch, now: t0 } })).toMatchObject({ id: s.id, workerId: a });
+        const zombie = { workerId: a, epoch: wa.epoch };
+        // a paused past its lease: another process declares it dead
+        expect(await other.workers.markDead(a, t0 + 1001)).toBe(true);
+        expect(await store.sessions.setContainer(s.id, 'c-zombie', zombie)).toBe('lost');
+        expect(await store.sessions.markRunning(s.id, t0, t0 + 60_000, zombie)).toBe('lost');
+        expect(await store.sessions.getSession(s.id)).toMatchObject({ status: 'starting', workerId: a, containerId: null });
+        // the settlement puts the claim back (it names the dead worker, with no epoch)
+        expect(await other.sessions.requeue(s.id, { workerId: a })).toBe('done');
+        const { worker: wb } = await other.workers.register(info(b), 60_000, t0);
+        const owner = { workerId: b, epoch: wb.epoch };
+        expect(await other.sessions.claimNext(b, { lease: { epoch: wb.epoch } })).toMatchObject({ id: s.id, workerId: b });
+        // the zombie resumes: none of its writes lands on b's claim
+        expect(await store.sessions.setContainer(s.id, 'c-zombie', zombie)).toBe('lost');
+        expect(await store.sessions.setContainer(s.id, 'c-zombie', { workerId: a })).toBe('lost');
+        expect(await store.sessions.requeue(s.id, zombie)).toBe('lost');
+        expect(await other.sessions.setContainer(s.id, 'c-b', owner)).toBe('done');
+        expect(await store.sessions.markRunning(s.id, t0, t0 + 1, zombie)).toBe('lost');
+        expect(await other.sessions.markRunning(s.id, t0 + 5, t0 + 60_005, owner)).toBe('done');
+        const decided = await store.sessions.decide(
+          s.id,
+          { status: 'failed', reason: 'runtime_error', message: 'zombie' },
+          { claimedBy: zombie },
+        );
+        expect(decided.won).toBe(false);
+        expect(await store.sessions.getSession(s.id)).toMatchObject({
+          status: 'running',
+          workerId: b,
+          containerId: 'c-b',
+          startedAt: t0 + 5,
+          deadlineAt: t0 + 60_005,
+          reason: null,
+        });
+        // b's own decision still wins
+        expect((await other.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' }, { claimedBy: owner })).won).toBe(true);
+      });
+
+      it('refuse an older epoch of the same worker, and say `decided` when the session is still its own but ended', async () => {
+        const t0 = Date.now();
+        const w = `ze${randomBytes(3).toString('hex')}`;
+        const first = await store.workers.register(info(w), 60_000, t0);
+        const s1 = await store.sessions.createSession(session());
+        expect(await store.sessions.claimNext(w, { lease: { epoch: first.worker.epoch } })).toMatchObject({ id: s1.id });
+        const old = { workerId: w, epoch: first.worker.epoch };
+        // the same MGX_OWNER registered again (a restart, or the lease lost and taken again)
+        const second = await store.workers.register(info(w), 60_000, t0);
+        const now = { workerId: w, epoch: second.worker.epoch };
+        expect(await store.sessions.setContainer(s1.id, 'c-old', old)).toBe('lost');
+        expect(await store.sessions.markRunning(s1.id, t0, t0 + 1, old)).toBe('lost');
+        expect(await store.sessions.requeue(s1.id, old)).toBe('lost');
+        // the new life adopts it under its own epoch; draining does not stop its writes
+        expect(await store.workers.heartbeat(w, second.worker.epoch, { inUse: 1, state: 'draining' }, 60_000, t0)).toMatchObject({
+          kept: true,
+        });
+        expect(await store.sessions.setContainer(s1.id, 'c-new', now)).toBe('done');
+        // a cancel decided it while it started: still this worker's, so `decided`, not `lost`
+        expect((await store.sessions.decide(s1.id, { status: 'cancelled', reason: 'cancelled' })).won).toBe(true);
+        expect(await store.sessions.markRunning(s1.id, t0, t0 + 1, now)).toBe('decided');
+        expect(await store.sessions.requeue(s1.id, now)).toBe('decided');
+        expect(await store.sessions.getSession(s1.id)).toMatchObject({ status: 'cancelled', containerId: 'c-new', startedAt: null });
+        // a stopped worker's writes are refused too, and a session that does not exist is lost
+        await store.workers.deregister(w, second.worker.epoch);
+        const s2 = await store.sessions.createSession(session());
+        await store.sessions.claimNext(w);
+        expect(await store.sessions.setContainer(s2.id, 'c', now)).toBe('lost');
+        expect(await store.sessions.setContainer('missing', 'c', now)).toBe('lost');
+        // without a claim named, the status alone decides (tools and tests that play a worker)
+        expect(await store.sessions.markRunning(s2.id, t0, t0 + 1)).toBe('done');
+      });
     });
 
     describe('fleet claims', () => {
@@ -462,7 +595,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         await store.sessions.decide(a[0]!.id, { status: 'succeeded', reason: 'finished' });
         expect((await other.sessions.claimNext('w2', opts))?.id).toBe(a[2]!.id);
         expect(await store.sessions.claimNext('w1', opts)).toBeNull();
-        expect(await other.sessions.requeue(a[2]!.id)).toBe(true);
+        expect(await other.sessions.requeue(a[2]!.id)).toBe('done');
         expect((await store.sessions.claimNext('w1', opts))?.id).toBe(a[2]!.id);
         // excludeTenants still applies on top of the limit
         await store.sessions.decide(b1.id, { status: 'failed', reason: 'lost' });
@@ -522,9 +655,9 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         // an expired lease, though nobody declared the worker dead yet
         expect(await store.sessions.claimNext('lw', { lease: { epoch: again.worker.epoch, now: now + 60_001 } })).toBeNull();
         // draining
-        expect(await store.workers.heartbeat('lw', again.worker.epoch, { inUse: 1, state: 'draining' }, 60_000, now)).toBe(true);
+        expect((await store.workers.heartbeat('lw', again.worker.epoch, { inUse: 1, state: 'draining' }, 60_000, now)).kept).toBe(true);
         expect(await store.sessions.claimNext('lw', { lease: { epoch: again.worker.epoch } })).toBeNull();
-        expect(await store.workers.heartbeat('lw', again.worker.epoch, { inUse: 1, state: 'alive' }, 60_000, now)).toBe(true);
+        expect((await store.workers.heartbeat('lw', again.worker.epoch, { inUse: 1, state: 'alive' }, 60_000, now)).kept).toBe(true);
         expect(await store.sessions.claimNext('lw', { lease: { epoch: again.worker.epoch } })).not.toBeNull();
         // dead
         const short = await store.workers.register(info('dw'), 1000, now - 10_000);
@@ -544,7 +677,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         const fresh = `ws-${randomBytes(4).toString('hex')}`;
         const s1 = await store.sessions.createSession(session({ workspaceId: fresh }));
         expect((await store.sessions.claimNext('wa', ws))?.id).toBe(s1.id);
-        expect(await store.sessions.requeue(s1.id)).toBe(true);
+        expect(await store.sessions.requeue(s1.id)).toBe('done');
         // nothing ran there: another worker may take it
         expect(await store.sessions.workspaceHolder(fresh)).toBeNull();
         expect((await other.sessions.claimNext('wb', ws))?.id).toBe(s1.id);
@@ -553,7 +686,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         // a later session there that is requeued leaves the holder as it is
         const s2 = await store.sessions.createSession(session({ workspaceId: fresh }));
         expect((await other.sessions.claimNext('wb', ws))?.id).toBe(s2.id);
-        expect(await other.sessions.requeue(s2.id)).toBe(true);
+        expect(await other.sessions.requeue(s2.id)).toBe('done');
         expect(await store.sessions.workspaceHolder(fresh)).toBe('wb');
         expect(await store.sessions.claimNext('wa', ws)).toBeNull();
       });
@@ -576,7 +709,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         expect((await other.sessions.findQueuedOnWorkspacesOf('wa')).map((s) => s.id)).toEqual([x2.id]);
         expect(await other.sessions.findQueuedOnWorkspacesOf('wb')).toEqual([]);
         // x1 goes back to the queue: it is claimed again before x2, which never jumps it
-        expect(await store.sessions.requeue(x1.id)).toBe(true);
+        expect(await store.sessions.requeue(x1.id)).toBe('done');
         expect((await store.sessions.claimNext('wa', ws))?.id).toBe(x1.id);
         await store.sessions.markRunning(x1.id, 1, 2);
         expect(await store.sessions.claimNext('wa', ws)).toBeNull();

@@ -47,10 +47,10 @@ export async function settleWorker(deps: SettleDeps, worker: WorkerRecord): Prom
   for (const s of await store.sessions.findByStatus(['starting', 'running'], worker.id)) {
     settled.add(s.id);
     if (s.status === 'starting' && s.containerId === null) {
-      // read again: requeue is a compare-and-set on the status only
+      // read again: requeue is a compare-and-set on the status and the worker, not the container
       const now = await store.sessions.getSession(s.id);
       if (now?.status === 'starting' && now.containerId === null && now.workerId === worker.id) {
-        if (await store.sessions.requeue(s.id)) {
+        if ((await store.sessions.requeue(s.id, { workerId: worker.id })) === 'done') {
           counts.requeued++;
           log.info({ sessionId: s.id }, 'a claim of a lost worker went back to the queue');
         }

@@ -1,7 +1,7 @@
 import type { Logger, Settings } from '@mgx/config';
 import { silentLogger } from '@mgx/config';
 import { isTerminal } from '@mgx/agent-sdk';
-import type { ClaimOptions, SessionRecord, Store } from '@mgx/event-store';
+import type { ClaimOptions, ClaimRef, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub, SessionTask } from '@mgx/ingest';
 import { timed, type Metrics } from '@mgx/metrics';
 import { outcomeOfRecord, SessionLifecycle, type Monitor } from '@mgx/monitor';
@@ -158,14 +158,15 @@ export class Scheduler {
     if (Date.now() < this.#claimRetryAt) return;
     try {
       while (this.#running && this.#inUse < max && (this.#o.lease?.canClaim() ?? true)) {
-        const session = await timed(this.#o.metrics.claimDuration, () =>
-          this.#o.store.sessions.claimNext(this.workerId, this.#claimOptions()),
-        );
+        const options = this.#claimOptions();
+        const session = await timed(this.#o.metrics.claimDuration, () => this.#o.store.sessions.claimNext(this.workerId, options));
         if (!session) break;
+        // the claim's writes that follow hold only while this worker keeps the epoch it claimed under
+        const claim: ClaimRef = { workerId: this.workerId, epoch: options.lease?.epoch };
         this.#hold(session.tenant);
         this.#o.metrics.concurrencyInUse.set(this.#inUse);
         this.#o.metrics.queueWait.observe(Math.max(0, Date.now() - session.createdAt) / 1000);
-        const p = this.#launch(session).finally(() => {
+        const p = this.#launch(session, claim).finally(() => {
           this.#o.ended?.(session.id);
           this.#release(session.tenant);
           this.#inflight.delete(p);
@@ -184,7 +185,7 @@ export class Scheduler {
   }
 
   /** Runs one claimed session to its end; resolves after teardown. */
-  async #launch(session: SessionRecord): Promise<void> {
+  async #launch(session: SessionRecord, claim: ClaimRef): Promise<void> {
     const { store, runtime, ingest, monitor, metrics, settings } = this.#o;
     const log = this.#o.logger.child({ sessionId: session.id });
     let containerId: string | undefined;
@@ -206,7 +207,9 @@ export class Scheduler {
         // started and waiting: the socket just opened in its directory is its session
         containerId = warmId;
         log.info({ containerId }, 'session took a warm pool container');
-        await store.sessions.setContainer(session.id, containerId);
+        if ((await store.sessions.setContainer(session.id, containerId, claim)) === 'lost') {
+          return await this.#abandon(session, containerId, 'recording its container');
+        }
         // labels are fixed at create; the name tells operators whose container it is now
         void runtime
           .rename(containerId, `mgx-${session.id}`)
@@ -228,14 +231,18 @@ export class Scheduler {
         containerId = await runtime.create(spec);
         metrics.containerCreate.observe((performance.now() - t0) / 1000);
         log.info({ containerId }, 'container created');
-        await store.sessions.setContainer(session.id, containerId);
+        if ((await store.sessions.setContainer(session.id, containerId, claim)) === 'lost') {
+          return await this.#abandon(session, containerId, 'recording its container');
+        }
         const t1 = performance.now();
         await runtime.start(containerId);
         metrics.containerStart.observe((performance.now() - t1) / 1000);
       }
       const startedAt = Date.now();
       const deadlineAt = startedAt + session.limits.timeoutMs;
-      if (!(await store.sessions.markRunning(session.id, startedAt, deadlineAt))) {
+      const marked = await store.sessions.markRunning(session.id, startedAt, deadlineAt, claim);
+      if (marked === 'lost') return await this.#abandon(session, containerId, 'marking it running');
+      if (marked === 'decided') {
         // decided while starting (a cancel): the monitor tears it down with the stored outcome
         log.info({ containerId }, 'session was decided while starting');
       } else {
@@ -252,10 +259,31 @@ export class Scheduler {
       const message = err instanceof RuntimeError ? err.message : `could not start the session: ${(err as Error).message}`;
       log.error({ containerId, err, code: (err as { code?: string }).code }, 'session failed to start');
       if (err instanceof RuntimeError) metrics.runtimeErrors.inc({ op: err.op });
-      await this.#failStart(session, containerId, message).catch((e: unknown) =>
+      await this.#failStart(session, claim, containerId, message).catch((e: unknown) =>
         log.error({ err: e }, 'cleaning up a failed start failed'),
       );
+    } finally {
+      // an abandoned start returns early
+      started();
     }
+  }
+
+  /**
+   * The claim was lost while starting: this worker was declared dead (paused or cut off past its
+   * lease) and its sessions settled, or it registered again since. The session is no longer its
+   * own (back in the queue, another worker's, or ended by the settlement), so it removes the
+   * container it started and writes nothing more for it.
+   */
+  async #abandon(session: SessionRecord, containerId: string | undefined, step: string): Promise<void> {
+    const { runtime, ingest, logger } = this.#o;
+    logger.warn(
+      { sessionId: session.id, containerId, step, workerId: this.workerId },
+      'this worker lost its claim on the session while starting it (declared dead, or registered again since): removing its container and leaving the session to whoever holds it now',
+    );
+    if (containerId !== undefined) {
+      await runtime.remove(containerId).catch((err: unknown) => logger.error({ err, containerId }, 'removing the container failed'));
+    }
+    await ingest.close(session.id);
   }
 
   /**
@@ -274,6 +302,8 @@ export class Scheduler {
     /** Containers already accounted for, whatever their labels say. */
     const handled = new Set<string>();
     const containers = await runtime.list({ [LABELS.owner]: settings.owner });
+    // this worker's claims from earlier lives, adopted under the epoch it registered with now
+    const claim: ClaimRef = { workerId: this.workerId, epoch: this.#o.lease?.epoch };
     const bySession = new Map(containers.map((c) => [c.labels[LABELS.sessionId] ?? '', c]));
 
     for (const s of await store.sessions.findByStatus(['starting', 'running'], this.workerId)) {
@@ -282,7 +312,7 @@ export class Scheduler {
       if (s.status === 'starting' && (!c || c.state !== 'running')) {
         // never got going: back to the queue, in its old place
         if (c) await runtime.remove(c.id);
-        if (await store.sessions.requeue(s.id)) counts.requeued++;
+        if ((await store.sessions.requeue(s.id, claim)) === 'done') counts.requeued++;
         if (c) bySession.delete(s.id);
         continue;
       }
@@ -296,7 +326,14 @@ export class Scheduler {
         if (res.won) counts.lost++;
         continue;
       }
-      if (s.status === 'starting') await store.sessions.markRunning(s.id, Date.now(), Date.now() + s.limits.timeoutMs);
+      if (
+        s.status === 'starting' &&
+        (await store.sessions.markRunning(s.id, Date.now(), Date.now() + s.limits.timeoutMs, claim)) === 'lost'
+      ) {
+        // declared dead while reconciling: the settlement has the session
+        await this.#abandon(s, c.id, 'adopting it');
+        continue;
+      }
       adopted.add(s.id);
       counts.adopted++;
       await this.#adopt((await store.sessions.getSession(s.id)) ?? s, c.id);
@@ -410,15 +447,20 @@ export class Scheduler {
     this.#inflight.add(p);
   }
 
-  async #failStart(session: SessionRecord, containerId: string | undefined, message: string): Promise<void> {
+  async #failStart(session: SessionRecord, claim: ClaimRef, containerId: string | undefined, message: string): Promise<void> {
     const { runtime, ingest } = this.#o;
     if (containerId) await runtime.remove(containerId).catch(() => {});
     await ingest.close(session.id);
-    // this worker holds the session: it stores FINISH whichever decision stands
-    await this.#lifecycle.end(
+    const decision = await this.#lifecycle.decide(
       session.id,
       { status: 'failed', reason: 'runtime_error', message },
-      { fallback: 'runtime_error', ifLost: 'finish' },
+      { fallback: 'runtime_error', claimedBy: claim },
     );
+    // this worker still holds the session: it stores FINISH whichever decision stands; one it
+    // lost (settled, requeued, another worker's) is left to its holder
+    const s = decision.session;
+    if (decision.won || (s.workerId === this.workerId && isTerminal(s.status) && s.finishSeq === null)) {
+      await this.#lifecycle.finish(session.id, decision.outcome);
+    }
   }
 }

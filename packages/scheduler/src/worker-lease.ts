@@ -1,6 +1,6 @@
 import type { Logger } from '@mgx/config';
 import { silentLogger } from '@mgx/config';
-import type { RegisterResult, WorkerInfo, WorkerStore } from '@mgx/event-store';
+import type { HeartbeatResult, RegisterResult, WorkerInfo, WorkerStore } from '@mgx/event-store';
 
 export interface WorkerLeaseOptions {
   workers: WorkerStore;
@@ -15,6 +15,11 @@ export interface WorkerLeaseOptions {
   now?: () => number;
   /** Called after the lease was lost and taken again under a new epoch: claims may resume. */
   renewed?: () => void;
+  /**
+   * Called once, at the first heartbeat that carries an operator's drain request
+   * (`WorkerStore.requestDrain`): the process drains, deregisters and exits.
+   */
+  drainRequested?: () => void;
 }
 
 /**
@@ -28,16 +33,19 @@ export interface WorkerLeaseOptions {
  *   MGX_OWNER) stops claims at once; the worker registers again under a new epoch.
  * - A heartbeat that fails (store unreachable) keeps the lease only until it runs out locally.
  * - `drain` reports the state draining (the fleet sees it; this worker claims nothing more).
+ * - A heartbeat may carry an operator's drain request: `drainRequested` hears it, once.
  * - `deregister` releases the lease (state stopped): only after a drain, when nothing is held.
  *   A plain stop keeps the lease: the next start within it adopts the running sessions.
  */
 export class WorkerLease {
-  readonly #o: Required<Omit<WorkerLeaseOptions, 'renewed'>> & Pick<WorkerLeaseOptions, 'renewed'>;
+  readonly #o: Required<Omit<WorkerLeaseOptions, 'renewed' | 'drainRequested'>> & Pick<WorkerLeaseOptions, 'renewed' | 'drainRequested'>;
   #epoch: number | undefined;
   #state: 'alive' | 'draining' = 'alive';
   /** Until when this process may trust its lease without hearing from the store again. */
   #validUntil = 0;
   #lost = false;
+  /** An operator's drain request was heard (and passed on once). */
+  #drainHeard = false;
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> | undefined;
   #stopped = false;
@@ -106,9 +114,9 @@ export class WorkerLease {
     // on every write) is asked again less often, but at least three times a lease
     if (now < this.#retryAt) return;
     const log = this.#o.logger;
-    let kept: boolean;
+    let res: HeartbeatResult;
     try {
-      kept = await this.#o.workers.heartbeat(this.id, this.#epoch, { inUse: this.#o.inUse(), state: this.#state }, this.#o.leaseMs, now);
+      res = await this.#o.workers.heartbeat(this.id, this.#epoch, { inUse: this.#o.inUse(), state: this.#state }, this.#o.leaseMs, now);
       this.#failures = 0;
     } catch (err) {
       this.#failures++;
@@ -117,8 +125,13 @@ export class WorkerLease {
       log.warn({ err, workerId: this.id, validUntil: this.#validUntil }, 'heartbeat failed; claims stop if the lease runs out');
       return;
     }
-    if (kept) {
+    if (res.kept) {
       this.#validUntil = now + this.#o.leaseMs;
+      if (res.drainRequested && !this.#drainHeard) {
+        this.#drainHeard = true;
+        log.warn({ workerId: this.id, epoch: this.#epoch }, 'an operator asked this worker to drain');
+        this.#o.drainRequested?.();
+      }
       return;
     }
     // declared dead (or a newer epoch under the same MGX_OWNER): stop claiming at once

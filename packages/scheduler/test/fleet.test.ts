@@ -153,6 +153,99 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
     expect(await reaper(b).sweep()).toEqual([]);
   });
 
+  it("passes an operator's drain request on once, from the heartbeat that carries it", async () => {
+    let asked = 0;
+    const w = new WorkerLease({
+      workers: a.workers,
+      info: info('w1'),
+      heartbeatMs: BEAT,
+      leaseMs: LEASE,
+      inUse: () => 1,
+      now: clock,
+      drainRequested: () => asked++,
+    });
+    await w.register();
+    await w.beat();
+    expect(asked).toBe(0);
+    // asked through another process's store handle
+    await b.workers.requestDrain('w1');
+    now += BEAT;
+    await w.beat();
+    expect(asked).toBe(1);
+    await w.drain();
+    now += BEAT;
+    await w.beat();
+    expect(asked).toBe(1);
+    expect(await a.workers.get('w1')).toMatchObject({ state: 'draining', drainRequested: true });
+  });
+
+  it("undoes a zombie worker's start: its claim was settled and taken by another worker, so it removes the container and writes nothing", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'mgx-fleet-data-'));
+    onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
+    const settings = loadSettings({ MGX_DATA_DIR: dataDir, MGX_OWNER: 'w1', AGENT_MONITOR_POLL_SECONDS: '3600' }, dataDir);
+    const id = await queue();
+    // the container's creation is where this worker "pauses"
+    let resume: () => void = () => undefined;
+    const paused = new Promise<void>((r) => (resume = r));
+    let creating: () => void = () => undefined;
+    const isCreating = new Promise<void>((r) => (creating = r));
+    const removed: string[] = [];
+    const started: string[] = [];
+    const runtime = {
+      socket: 'unix:///fake',
+      create: async () => {
+        creating();
+        await paused;
+        return 'c-zombie';
+      },
+      start: async (c: string) => void started.push(c),
+      remove: async (c: string) => void removed.push(c),
+    } as unknown as ContainerRuntime;
+    const watched: string[] = [];
+    const monitor = { watch: async (s: SessionRecord) => void watched.push(s.id) } as unknown as Monitor;
+    const closed: string[] = [];
+    const ingest = {
+      open: async () => ({ dir: dataDir }),
+      close: async (sessionId: string) => void closed.push(sessionId),
+    } as unknown as IngestHub;
+    const { logger, lines } = capturingLogger();
+    const scheduler = new Scheduler({
+      store: a,
+      runtime,
+      ingest,
+      monitor,
+      metrics: noopMetrics,
+      settings,
+      logger,
+      // the real clock: the store checks the claim's lease against it
+      lease: new WorkerLease({ workers: a.workers, info: info('w1'), heartbeatMs: 3_600_000, leaseMs: LEASE, inUse: () => 0 }),
+    });
+    await scheduler.register();
+    scheduler.start();
+    await isCreating;
+    expect(await get(id)).toMatchObject({ status: 'starting', workerId: 'w1' });
+    // meanwhile w1 is declared dead, its claim goes back to the queue, and w2 claims it
+    expect(await b.workers.markDead('w1', Date.now() + LEASE + 1)).toBe(true);
+    const dead = (await b.workers.get('w1'))!;
+    expect((await settleWorker({ store: b, metrics: noopMetrics, workspacesShared: false }, dead)).requeued).toBe(1);
+    const w2 = await b.workers.register(info('w2'), LEASE);
+    expect(await b.sessions.claimNext('w2', { lease: { epoch: w2.worker.epoch } })).toMatchObject({ id });
+
+    resume();
+    await scheduler.stop();
+    await scheduler.idle();
+    await scheduler.release();
+    expect(removed).toEqual(['c-zombie']);
+    expect(started).toEqual([]);
+    expect(watched).toEqual([]);
+    expect(closed).toEqual([id]);
+    expect(await get(id)).toMatchObject({ status: 'starting', workerId: 'w2', containerId: null });
+    expect((await a.events.read(id, 0, 100)).map((e) => e.type)).toEqual(['SESSION_QUEUED']);
+    expect(lines).toContainEqual(
+      expect.objectContaining({ level: 'warn', msg: expect.stringMatching(/lost its claim on the session while starting it/) }),
+    );
+  });
+
   it('a plain stop keeps the lease, so a start within it adopts; after it the fleet declares the worker dead', async () => {
     const w = lease(a, 'w1');
     await w.register();

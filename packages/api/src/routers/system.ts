@@ -1,3 +1,5 @@
+import { z } from 'zod';
+import { ID_PATTERN } from '@mgx/config';
 import type { WorkerRecord } from '@mgx/event-store';
 import type { Trpc } from '../trpc.js';
 
@@ -7,6 +9,8 @@ export interface WorkerView {
   hostname: string;
   /** As the store has it: a worker is `dead` once some process declared it so. */
   state: WorkerRecord['state'];
+  /** An operator asked it to drain (`system.drainWorker`); it drains at its next heartbeat. */
+  drainRequested: boolean;
   /**
    * The lease ran out (no heartbeat in time) while the store still says alive or draining:
    * the worker is lost, and the next reaper pass declares it dead.
@@ -26,6 +30,7 @@ export function workerView(w: WorkerRecord, now: number): WorkerView {
     id: w.id,
     hostname: w.hostname,
     state: w.state,
+    drainRequested: w.drainRequested,
     leaseExpired: (w.state === 'alive' || w.state === 'draining') && w.leaseUntil < now,
     capacity: w.capacity,
     inUse: w.inUse,
@@ -111,5 +116,18 @@ export function systemRouter({ router, procedure, authed, operatorProcedure }: T
       const workers = await ctx.deps.store.workers.list();
       return { now, workers: workers.map((w) => workerView(w, now)) };
     }),
+
+    /**
+     * Asks a worker to drain (operators only): at its next heartbeat it claims nothing more, lets
+     * its running sessions finish, deregisters and exits. NOT_FOUND for an unknown worker,
+     * BAD_REQUEST for one that is dead or stopped.
+     */
+    drainWorker: operatorProcedure
+      .input(z.object({ workerId: z.string().regex(ID_PATTERN, 'workerId must be 1-64 letters, digits, _ or -') }))
+      .mutation(async ({ ctx, input }) => {
+        const worker = await ctx.deps.store.workers.requestDrain(input.workerId);
+        ctx.deps.logger.info({ workerId: worker.id, operator: ctx.tenant }, 'drain requested');
+        return { worker: workerView(worker, Date.now()) };
+      }),
   });
 }
