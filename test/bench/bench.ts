@@ -114,6 +114,69 @@ async function storedEvents(client: MgxClient, id: string): Promise<SessionEvent
   }
 }
 
+/**
+ * A fleet on one host: an API process and `workers` worker processes (AGENT_MAX_CONCURRENT_CONTAINERS
+ * 4 each, a workspace root each) on one SQLite file; `n` short sessions submitted at once through
+ * the API process. Returns sessions started per second (submission of the first → the last
+ * START), created → START of each session (the view has no claim time), and how many each
+ * worker ran.
+ */
+async function claimThroughput(workers: number, n: number): Promise<{ perS: number; claimMs: number[]; ran: number[] }> {
+  const env = {
+    MGX_LOG_LEVEL: 'error',
+    AGENT_CONTAINER_MEMORY_LIMIT: '256m',
+    AGENT_MAX_CONCURRENT_CONTAINERS: '4',
+    MGX_MAX_QUEUED_SESSIONS: String(n * 2),
+  };
+  const { server: api, dataDir } = await newServerProcess('mgx-bench-claim', { ...env, MGX_ROLE: 'api' });
+  const owners = Array.from({ length: workers }, (_, i) => `mgx-bench-claim-w${i}-${randomBytes(4).toString('hex')}`);
+  const procs: ServerProcess[] = [];
+  for (const [i, owner] of owners.entries()) {
+    procs.push(
+      new ServerProcess({
+        ...env,
+        MGX_ROLE: 'worker',
+        MGX_PORT: String(await freePort()),
+        MGX_DATA_DIR: dataDir,
+        MGX_OWNER: owner,
+        MGX_WORKSPACE_ROOT: join(dataDir, `workspaces-${i}`),
+      }),
+    );
+  }
+  try {
+    await api.start();
+    for (const w of procs) await w.start();
+    const client = createMgxClient({ url: api.url });
+    const t0 = Date.now();
+    const ids = await Promise.all(
+      Array.from({ length: n }, () => client.sessions.create.mutate({ framework: 'script', prompt: 'hello' }).then((s) => s.id)),
+    );
+    // one list a quarter second, not a poll per session: the bench must not be the load
+    for (;;) {
+      const open = await client.sessions.list.query({ status: ['queued', 'starting', 'running'], limit: 1 });
+      if (open.items.length === 0) break;
+      await sleep(250);
+    }
+    for (const id of ids) await settle(client, id);
+    const claimMs: number[] = [];
+    const ran = owners.map(() => 0);
+    let lastStart = 0;
+    for (const id of ids) {
+      const s = await client.sessions.get.query({ sessionId: id });
+      const start = (await storedEvents(client, id)).find((e) => e.type === 'START');
+      if (!start || s.status !== 'succeeded') throw new Error(`claim throughput: session ${id} ended ${s.status} without a START`);
+      claimMs.push(start.ts - s.createdAt);
+      lastStart = Math.max(lastStart, start.ts);
+      ran[owners.indexOf(s.workerId ?? '')]! += 1;
+    }
+    return { perS: (n / Math.max(1, lastStart - t0)) * 1000, claimMs, ran };
+  } finally {
+    await api.stop('SIGTERM').catch(() => null);
+    for (const w of procs) await w.stop('SIGTERM').catch(() => null);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 const results: Record<string, number | string> = {};
 const started = Date.now();
 
@@ -348,6 +411,22 @@ const started = Date.now();
   results.cross_process_tail_ms_p99 = pct(tailDelays, 99);
 }
 
+// 4c. claim throughput of a fleet: an API process and two worker processes on one SQLite file,
+// against one worker process with the same slots each, measured in the same run.
+{
+  const n = quick ? 60 : 200;
+  log(`claim throughput: ${n} sessions at once, one worker process, then two`);
+  const one = await claimThroughput(1, n);
+  const two = await claimThroughput(2, n);
+  results.claim_sessions = n;
+  results.claim_one_worker_sessions_per_s = round(one.perS, 1);
+  results.claim_one_worker_claim_ms_p50 = pct(one.claimMs, 50);
+  results.claim_two_workers_sessions_per_s = round(two.perS, 1);
+  results.claim_two_workers_claim_ms_p50 = pct(two.claimMs, 50);
+  results.claim_two_workers_claim_ms_p99 = pct(two.claimMs, 99);
+  results.claim_two_workers_ran = two.ran.join('/');
+}
+
 // 5. server memory with 50 sessions running at once (the server as its own process)
 {
   const n = 50;
@@ -427,6 +506,7 @@ Raw engine and platform are measured in the same run with the same image and har
 \`sse_fanout_*_ms\` = event created in the container → received by each subscriber (\`followSession\`, which uses \`sessions.streamBatches\`).
 \`cross_process_cancel_ms\` = an API process and a worker process on one SQLite file: sessions.cancel sent to the API process → FINISH cancelled received by a client following there (\`cross_process_cancel_decided_ms\`: → the CANCELLED decision stored by the worker).
 \`cross_process_tail_ms\` = the same two processes: event created in the container on the worker → received by a client following through the API process.
+\`claim_two_workers_sessions_per_s\` = an API process and two worker processes (4 slots each) on one SQLite file, ${results.claim_sessions} short sessions submitted at once through the API process: sessions started per second across the fleet (submission → the last START); \`claim_two_workers_claim_ms\` = each session's creation → its START (queue wait, claim, container start); \`claim_two_workers_ran\` = how many each worker ran. \`claim_one_worker_*\` = the same sessions on one worker process, the anchor.
 \`server_rss_mb\` = resident memory of the server process (run through tsx) with ${results.rss_sessions} sessions running.
 
 | figure | value | target |

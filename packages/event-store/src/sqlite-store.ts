@@ -72,9 +72,11 @@ CREATE TABLE IF NOT EXISTS events (
   PRIMARY KEY (session_id, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS events_session_rid ON events (session_id, rid) WHERE rid IS NOT NULL;
--- the claim's counts: claimed (starting or running) sessions per tenant and per workspace
-CREATE INDEX IF NOT EXISTS sessions_claimed_tenant ON sessions (tenant) WHERE status IN ('starting', 'running');
-CREATE INDEX IF NOT EXISTS sessions_claimed_workspace ON sessions (workspace_id) WHERE status IN ('starting', 'running');
+-- the claim's counts: sessions holding a container (claimed, FINISH not stored) per tenant and per workspace
+DROP INDEX IF EXISTS sessions_claimed_tenant;
+DROP INDEX IF EXISTS sessions_claimed_workspace;
+CREATE INDEX IF NOT EXISTS sessions_held_tenant ON sessions (tenant) WHERE worker_id IS NOT NULL AND finish_seq IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_held_workspace ON sessions (workspace_id) WHERE worker_id IS NOT NULL AND finish_seq IS NULL;
 -- the claim's queue order per workspace
 CREATE INDEX IF NOT EXISTS sessions_queued_workspace ON sessions (workspace_id, pos) WHERE status = 'queued';
 -- which worker holds a workspace (its files are on that worker's host)
@@ -90,9 +92,11 @@ CREATE INDEX IF NOT EXISTS workspaces_holder ON workspaces (holder);
 
 /**
  * The claim, one statement in the claim's IMMEDIATE transaction, so the counts it checks and
- * the row it moves are one state for every process sharing the file. The oldest queued session
- * that is not cancel-requested, whose tenant is neither excluded nor at @maxPerTenant claimed
- * sessions, moves to starting, if the fleet has fewer than @maxClaimed claimed sessions and
+ * the row it moves are one state for every process sharing the file. A session counts as
+ * claimed from its claim until its FINISH (worker set, FINISH not stored): a decided session's
+ * container runs on through its teardown, and FINISH is stored once it is removed. The oldest
+ * queued session that is not cancel-requested, whose tenant is neither excluded nor at
+ * @maxPerTenant claimed sessions, moves to starting, if the fleet has fewer than @maxClaimed claimed sessions and
  * (with @epoch set) the worker's row has that epoch, state alive and an unexpired lease. With
  * @workspaces = 1 the session's workspace must have no claimed session, no earlier queued
  * session, and no holder other than this worker unless @shared = 1. The uncorrelated
@@ -106,12 +110,13 @@ WHERE pos = (
   WHERE s.status = 'queued' AND s.cancel_requested = 0
     AND s.tenant NOT IN (SELECT value FROM json_each(@exclude))
     AND (@maxPerTenant <= 0 OR s.tenant NOT IN (
-      SELECT tenant FROM sessions WHERE status IN ('starting', 'running') GROUP BY tenant HAVING COUNT(*) >= @maxPerTenant))
-    AND (@maxClaimed <= 0 OR (SELECT COUNT(*) FROM sessions WHERE status IN ('starting', 'running')) < @maxClaimed)
+      SELECT tenant FROM sessions WHERE worker_id IS NOT NULL AND finish_seq IS NULL
+      GROUP BY tenant HAVING COUNT(*) >= @maxPerTenant))
+    AND (@maxClaimed <= 0 OR (SELECT COUNT(*) FROM sessions WHERE worker_id IS NOT NULL AND finish_seq IS NULL) < @maxClaimed)
     AND (@epoch IS NULL OR EXISTS (
       SELECT 1 FROM workers WHERE id = @worker AND epoch = @epoch AND state = 'alive' AND lease_until > @now))
     AND (@workspaces = 0 OR (
-      NOT EXISTS (SELECT 1 FROM sessions b WHERE b.workspace_id = s.workspace_id AND b.status IN ('starting', 'running'))
+      NOT EXISTS (SELECT 1 FROM sessions b WHERE b.workspace_id = s.workspace_id AND b.worker_id IS NOT NULL AND b.finish_seq IS NULL)
       AND NOT EXISTS (SELECT 1 FROM sessions e WHERE e.workspace_id = s.workspace_id AND e.status = 'queued'
                       AND e.pos < s.pos AND e.cancel_requested = 0)
       AND (@shared = 1 OR NOT EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id AND w.holder <> @worker))))

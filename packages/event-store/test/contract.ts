@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SessionEvent } from '@mgx/agent-sdk';
-import { StoreError, StoreErrorCode, type NewSession, type Store } from '../src/index.js';
+import { StoreError, StoreErrorCode, type NewSession, type Outcome, type Store } from '../src/index.js';
 
 /** A small session for adapter-specific tests: `id` and anything in `over` set, the rest minimal. */
 export function newSession(id: string, over: Partial<NewSession> = {}): NewSession {
@@ -570,6 +570,11 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
     });
 
     describe('fleet claims', () => {
+      /** Decided and finished: a claimed session holds its slots and workspace until its FINISH (its container is gone). */
+      const ended = async (st: Store, id: string, outcome: Outcome) => {
+        await st.sessions.decide(id, outcome);
+        await st.sessions.appendFinish(id, outcome);
+      };
       const claimIds = async (st: Store, worker: string, options: Parameters<Store['sessions']['claimNext']>[1], n: number) => {
         const ids: (string | null)[] = [];
         for (let i = 0; i < n; i++) ids.push((await st.sessions.claimNext(worker, options))?.id ?? null);
@@ -589,16 +594,16 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         expect((await store.sessions.claimNext('w1', opts))?.id).toBe(b1.id);
         expect((await other.sessions.claimNext('w2', opts))?.id).toBe(b2.id);
         expect(await store.sessions.claimNext('w1', opts)).toBeNull();
-        // running still counts; a decided session frees its slot, and so does a requeued claim
+        // running still counts; an ended session frees its slot, and so does a requeued claim
         await other.sessions.markRunning(a[1]!.id, 1, 2);
         expect(await other.sessions.claimNext('w2', opts)).toBeNull();
-        await store.sessions.decide(a[0]!.id, { status: 'succeeded', reason: 'finished' });
+        await ended(store, a[0]!.id, { status: 'succeeded', reason: 'finished' });
         expect((await other.sessions.claimNext('w2', opts))?.id).toBe(a[2]!.id);
         expect(await store.sessions.claimNext('w1', opts)).toBeNull();
         expect(await other.sessions.requeue(a[2]!.id)).toBe('done');
         expect((await store.sessions.claimNext('w1', opts))?.id).toBe(a[2]!.id);
         // excludeTenants still applies on top of the limit
-        await store.sessions.decide(b1.id, { status: 'failed', reason: 'lost' });
+        await ended(store, b1.id, { status: 'failed', reason: 'lost' });
         const b3 = await store.sessions.createSession(session({ tenant: 'tb' }));
         expect(await store.sessions.claimNext('w1', { ...opts, excludeTenants: ['tb'] })).toBeNull();
         expect((await store.sessions.claimNext('w1', opts))?.id).toBe(b3.id);
@@ -634,7 +639,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         expect(next[1]).toBeNull();
         await store.sessions.markRunning(first[0]!, 1, 2);
         expect(await store.sessions.claimNext('w1', opts)).toBeNull();
-        await other.sessions.decide(first[0]!, { status: 'cancelled', reason: 'cancelled' });
+        await ended(other, first[0]!, { status: 'cancelled', reason: 'cancelled' });
         expect(await other.sessions.claimNext('w2', opts)).not.toBeNull();
         expect(await other.sessions.claimNext('w2', opts)).toBeNull();
         // a larger cap (or none) lets the rest through
@@ -682,7 +687,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         expect(await store.sessions.workspaceHolder(fresh)).toBeNull();
         expect((await other.sessions.claimNext('wb', ws))?.id).toBe(s1.id);
         await other.sessions.markRunning(s1.id, 1, 2);
-        await other.sessions.decide(s1.id, { status: 'succeeded', reason: 'finished' });
+        await ended(other, s1.id, { status: 'succeeded', reason: 'finished' });
         // a later session there that is requeued leaves the holder as it is
         const s2 = await store.sessions.createSession(session({ workspaceId: fresh }));
         expect((await other.sessions.claimNext('wb', ws))?.id).toBe(s2.id);
@@ -713,7 +718,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         expect((await store.sessions.claimNext('wa', ws))?.id).toBe(x1.id);
         await store.sessions.markRunning(x1.id, 1, 2);
         expect(await store.sessions.claimNext('wa', ws)).toBeNull();
-        await store.sessions.decide(x1.id, { status: 'succeeded', reason: 'finished' });
+        await ended(store, x1.id, { status: 'succeeded', reason: 'finished' });
         // ended: x2 is free to go, but only to the holder
         expect(await other.sessions.claimNext('wb', ws)).toBeNull();
         expect((await store.sessions.claimNext('wa', ws))?.id).toBe(x2.id);
@@ -737,7 +742,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         );
         expect((await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.id).toBe(full.id);
         expect(await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 })).toBeNull();
-        await store.sessions.decide(full.id, { status: 'succeeded', reason: 'finished' });
+        await ended(store, full.id, { status: 'succeeded', reason: 'finished' });
         expect((await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.tenant).toBe('free');
         expect((await store.sessions.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.id).toBe(blocker.id);
       });
@@ -750,7 +755,7 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         const s2 = await store.sessions.createSession(session({ workspaceId: wsId }));
         expect((await store.sessions.claimNext('wa', shared))?.id).toBe(s1.id);
         expect(await other.sessions.claimNext('wb', shared)).toBeNull();
-        await store.sessions.decide(s1.id, { status: 'failed', reason: 'lost' });
+        await ended(store, s1.id, { status: 'failed', reason: 'lost' });
         expect((await other.sessions.claimNext('wb', shared))?.id).toBe(s2.id);
         expect(await store.sessions.workspaceHolder(wsId)).toBe('wb');
       });

@@ -71,6 +71,33 @@ describe('sqlite store', () => {
     await b.close();
   });
 
+  it("a decided session keeps its tenant's slot, its place under the cap and its workspace until its FINISH (its container torn down)", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite');
+    const a = SqliteStore.open({ file });
+    const b = SqliteStore.open({ file });
+    try {
+      const first = await a.createSession(newSession('held1', { workspaceId: 'ws1' }));
+      const sameWorkspace = await a.createSession(newSession('held2', { workspaceId: 'ws1', tenant: 'other' }));
+      const sameTenant = await a.createSession(newSession('held3', { workspaceId: 'ws2' }));
+      const ws = { workspaces: { shared: false } };
+      expect((await a.claimNext('wa', { ...ws, maxPerTenant: 1 }))?.id).toBe(first.id);
+      await a.markRunning(first.id, 1, 2);
+      await a.decide(first.id, { status: 'succeeded', reason: 'finished' });
+      // decided, still tearing down: nothing of what it held is free, for any worker
+      for (const st of [a, b]) {
+        expect(await st.claimNext('wa', { ...ws, maxPerTenant: 1, excludeTenants: ['other'] })).toBeNull();
+        expect(await st.claimNext('wa', { ...ws, excludeTenants: ['t'] })).toBeNull();
+        expect(await st.claimNext('wb', { maxClaimed: 1 })).toBeNull();
+      }
+      await a.appendFinish(first.id, { status: 'succeeded', reason: 'finished' });
+      expect((await b.claimNext('wa', { ...ws, maxPerTenant: 1 }))?.id).toBe(sameWorkspace.id);
+      expect((await b.claimNext('wb', { ...ws, maxPerTenant: 1 }))?.id).toBe(sameTenant.id);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it('says where the store is when the file cannot be opened', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mgx-store-'));
     const notADir = join(dir, 'file');

@@ -76,22 +76,40 @@ export async function settleWorker(deps: SettleDeps, worker: WorkerRecord): Prom
     counts.finished++;
   }
 
-  if (!deps.workspacesShared) {
-    for (const q of await store.sessions.findQueuedOnWorkspacesOf(worker.id)) {
-      const res = await lifecycle.end(
-        q.id,
-        {
-          status: 'failed',
-          reason: 'workspace_unavailable',
-          message: `workspace ${q.workspaceId} is held by worker ${worker.id}, which was lost (no heartbeat since ${new Date(worker.heartbeatAt).toISOString()})`,
-        },
-        { from: ['queued'], ifLost: 'leave', fallback: 'workspace_unavailable' },
-      );
-      if (res.won) counts.workspaceUnavailable++;
-    }
-  }
+  counts.workspaceUnavailable = await endQueuedOnWorkspaces(deps, worker, lifecycle);
   if (Object.values(counts).some((n) => n > 0)) log.warn(counts, 'settled the sessions of a lost worker');
   return counts;
+}
+
+/**
+ * Ends failed/workspace_unavailable each queued session on a workspace the dead worker holds
+ * (none when workspaces are shared): only that worker could claim them. `stillDead`, asked
+ * once when there are some, lets a caller with an older view of the worker check it again.
+ * Returns how many it ended.
+ */
+async function endQueuedOnWorkspaces(
+  deps: SettleDeps,
+  worker: WorkerRecord,
+  lifecycle: SessionLifecycle,
+  stillDead: () => Promise<boolean> = async () => true,
+): Promise<number> {
+  if (deps.workspacesShared) return 0;
+  const queued = await deps.store.sessions.findQueuedOnWorkspacesOf(worker.id);
+  if (queued.length === 0 || !(await stillDead())) return 0;
+  let ended = 0;
+  for (const q of queued) {
+    const res = await lifecycle.end(
+      q.id,
+      {
+        status: 'failed',
+        reason: 'workspace_unavailable',
+        message: `workspace ${q.workspaceId} is held by worker ${worker.id}, which was lost (no heartbeat since ${new Date(worker.heartbeatAt).toISOString()})`,
+      },
+      { from: ['queued'], ifLost: 'leave', fallback: 'workspace_unavailable' },
+    );
+    if (res.won) ended++;
+  }
+  return ended;
 }
 
 export interface ReaperOptions extends SettleDeps {
@@ -116,9 +134,11 @@ export class Reaper {
   #timer: NodeJS.Timeout | undefined;
   #sweeping: Promise<unknown> | undefined;
   #looks = 0;
+  readonly #lifecycle: SessionLifecycle;
 
   constructor(options: ReaperOptions) {
     this.#o = { logger: silentLogger, now: () => Date.now(), resettleEvery: 6, ...options };
+    this.#lifecycle = new SessionLifecycle({ store: options.store, metrics: options.metrics });
   }
 
   start(): void {
@@ -142,11 +162,19 @@ export class Reaper {
     await this.#sweeping;
   }
 
-  /** One look: the workers this call declared dead, with what it settled of each. */
+  /**
+   * One look: the workers this call declared dead, with what it settled of each. Sessions
+   * queued later on the workspace of a worker already dead are ended here too (not reported):
+   * settling happened once, at the death, and they would otherwise wait for that worker.
+   */
   async sweep(): Promise<{ worker: WorkerRecord; settled: SettleCounts }[]> {
     const now = this.#o.now();
     const out: { worker: WorkerRecord; settled: SettleCounts }[] = [];
     for (const w of await this.#o.store.workers.list()) {
+      if (w.state === 'dead') {
+        await this.#queuedOnDead(w);
+        continue;
+      }
       if ((w.state !== 'alive' && w.state !== 'draining') || w.leaseUntil >= now) continue;
       if (!(await this.#o.store.workers.markDead(w.id, now))) continue;
       this.#o.logger.warn(
@@ -169,9 +197,26 @@ export class Reaper {
     const total: SettleCounts = { requeued: 0, lost: 0, finished: 0, workspaceUnavailable: 0 };
     for (const w of await this.#o.store.workers.list()) {
       if (w.state !== 'dead') continue;
+      // a worker that registered again since the list settles and claims for itself
+      const current = await this.#o.store.workers.get(w.id);
+      if (current?.state !== 'dead' || current.epoch !== w.epoch) continue;
       const counts = await settleWorker(this.#o, w);
       for (const k of Object.keys(total) as (keyof SettleCounts)[]) total[k] += counts[k];
     }
     return total;
+  }
+
+  /** Sessions queued on a dead worker's workspaces since it was settled. */
+  async #queuedOnDead(w: WorkerRecord): Promise<void> {
+    if (this.#o.workspacesShared) return;
+    // a worker that registered again since the list claims them itself
+    const stillDead = async () => (await this.#o.store.workers.get(w.id))?.state === 'dead';
+    const ended = await endQueuedOnWorkspaces(this.#o, w, this.#lifecycle, stillDead);
+    if (ended > 0) {
+      this.#o.logger.warn(
+        { workerId: w.id, workspaceUnavailable: ended },
+        `sessions queued on the workspaces of dead worker ${w.id} ended workspace_unavailable`,
+      );
+    }
   }
 }

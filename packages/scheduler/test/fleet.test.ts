@@ -348,6 +348,41 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
     // nothing left: a second pass, from another process, stores nothing
     expect(await reaper(a).resettle()).toEqual({ requeued: 0, lost: 0, finished: 0, workspaceUnavailable: 0 });
     for (const id of [running, later]) expect(await finishes(id)).toHaveLength(1);
+
+    // back under a new epoch, w1 is alive: resettling leaves it and what waits for its workspace
+    await lease(a, 'w1').register();
+    const mine = await queue('ws-w1');
+    expect(await reaper(b).resettle()).toEqual({ requeued: 0, lost: 0, finished: 0, workspaceUnavailable: 0 });
+    expect((await get(mine)).status).toBe('queued');
+  });
+
+  it('a session queued on a workspace of a worker already dead ends workspace_unavailable at the next look, until the worker registers again', async () => {
+    await lease(a, 'w1').register();
+    await claimed('w1', 'running', 'ws-held');
+    now += LEASE + 1;
+    expect((await reaper(b).sweep()).map((x) => x.worker.id)).toEqual(['w1']);
+
+    // queued after the death was settled: nobody but w1 may claim it
+    const late = await queue('ws-held');
+    const elsewhere = await queue('ws-free');
+    expect((await b.sessions.claimNext('w2', { workspaces: { shared: false } }))?.id).toBe(elsewhere);
+    expect((await get(late)).status).toBe('queued');
+    // a shared workspace waits for any worker; the next look of an unshared fleet ends it
+    await reaper(b, true).sweep();
+    expect((await get(late)).status).toBe('queued');
+    expect(await reaper(b).sweep()).toEqual([]);
+    expect(await get(late)).toMatchObject({ status: 'failed', reason: 'workspace_unavailable', workerId: null });
+    expect((await get(late)).message).toMatch(/workspace ws-held is held by worker w1, which was lost/);
+    expect(await finishes(late)).toHaveLength(1);
+    await reaper(a).sweep();
+    expect(await finishes(late)).toHaveLength(1);
+
+    // back, w1 holds its workspace again: what is queued on it waits for w1
+    await lease(a, 'w1').register();
+    const back = await queue('ws-held');
+    await reaper(b).sweep();
+    expect((await get(back)).status).toBe('queued');
+    expect((await a.sessions.claimNext('w1', { workspaces: { shared: false } }))?.id).toBe(back);
   });
 
   it('a worker declared dead registers again, settles what was left, and its reconcile removes their containers and adopts nothing', async () => {
