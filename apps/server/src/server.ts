@@ -371,6 +371,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         if (opts.drain) await scheduler?.idle();
         await scheduler?.release({ deregister: opts.drain === true });
         monitor?.detachAll();
+        // containers of sessions that finished are removed after their FINISH: let those end
+        await monitor?.removals();
         await ingest.closeAll();
         http.closeAllConnections();
         await new Promise<void>((resolve) => http.close(() => resolve()));
