@@ -402,8 +402,11 @@ export class Monitor {
         w.expecting = false;
         this.#expectExit(w);
         try {
-          // bounded: whatever the engine does, teardown goes on to FINISH
-          await this.#within(runtime.stop(w.containerId, this.#o.stopGraceMs), this.#o.stopGraceMs + 15_000, undefined);
+          // bounded: whatever the engine does, teardown goes on to FINISH; an exit seen here
+          // first ends the wait (stop's SIGKILL timer then finds nothing left to kill)
+          const stopped = runtime.stop(w.containerId, this.#o.stopGraceMs);
+          stopped.catch(() => undefined);
+          await this.#within(Promise.race([stopped, w.exitPromise]), this.#o.stopGraceMs + 15_000, undefined);
         } catch (err) {
           w.log.warn({ err }, 'stopping the container failed');
         }
