@@ -247,6 +247,40 @@ const started = Date.now();
   results.pool_create_to_start_ms_p95 = pct(toStart, 95);
 }
 
+/**
+ * The agent sending FINISH → a client following the session (the tRPC subscription, here)
+ * receiving it: the end of a session as a client sees it. The send time is the runner's own
+ * stamp, kept in the stored FINISH as `reportedAt`; the follower is live before the agent ends.
+ */
+async function finishVisible(runs: number): Promise<number[]> {
+  const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: '4' });
+  const delays: number[] = [];
+  for (let i = 0; i < runs + 2; i++) {
+    const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: script({ say: 'up' }, { sleep: 300 }) });
+    let finish: SessionEvent | undefined;
+    let receivedAt = 0;
+    for await (const ev of followSession(p.client, s.id)) {
+      if (ev.type !== 'FINISH') continue;
+      receivedAt = Date.now();
+      finish = ev;
+    }
+    if (i < 2) continue; // warm-up
+    if (typeof finish?.data.reportedAt !== 'number') throw new Error(`session ${s.id}: FINISH without the agent's reportedAt`);
+    delays.push(receivedAt - finish.data.reportedAt);
+  }
+  await p.close();
+  return delays;
+}
+
+// 1c. the end of a session as a following client sees it
+{
+  const runs = quick ? 10 : 30;
+  log(`finish visible: ${runs} × agent FINISH → a follower receives FINISH`);
+  const delays = await finishVisible(runs);
+  results.finish_visible_ms_p50 = pct(delays, 50);
+  results.finish_visible_ms_p99 = pct(delays, 99);
+}
+
 // 2. ingest throughput: 10 sessions at once, as fast as they can, into SQLite
 {
   const sessions = 10;
@@ -477,6 +511,8 @@ const targets: Array<[string, string, (v: number) => boolean]> = [
   ['start_overhead_ratio', '≤ 1.25', (v) => v <= 1.25],
   ['pool_create_to_start_ms_p50', '< 50', (v) => v < 50],
   ['finish_detect_ms_p99', '≤ 50', (v) => v <= 50],
+  ['finish_visible_ms_p50', '≤ 30', (v) => v <= 30],
+  ['finish_visible_ms_p99', '≤ 100', (v) => v <= 100],
   ['ingest_events_per_s', '≥ 20000', (v) => v >= 20000],
   ['events_lost', '0', (v) => v === 0],
   ['concurrency_exceeded', '0', (v) => v === 0],
@@ -502,6 +538,7 @@ Raw engine and platform are measured in the same run with the same image and har
 \`start_overhead_ratio\` = sessions.create → START p50 ÷ raw create + start → first output p50.
 \`pool_create_to_start_ms\` = sessions.create → START with MGX_WARM_POOL_SIZE=2, the pool topped up between sessions.
 \`finish_detect_ms\` = the agent sending FINISH → the session terminal in the store (socket, batching, compare-and-set).
+\`finish_visible_ms\` = the agent sending FINISH (its own stamp, \`reportedAt\`) → FINISH received by a client following the session (teardown included: exit, logs, FINISH stored; the container's removal is not on this path).
 \`ingest_events_per_s\` = events stored per second from 10 agents writing at once into SQLite.
 \`sse_fanout_*_ms\` = event created in the container → received by each subscriber (\`followSession\`, which uses \`sessions.streamBatches\`).
 \`cross_process_cancel_ms\` = an API process and a worker process on one SQLite file: sessions.cancel sent to the API process → FINISH cancelled received by a client following there (\`cross_process_cancel_decided_ms\`: → the CANCELLED decision stored by the worker).

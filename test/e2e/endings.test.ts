@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '@mgx/runtime';
+import { containersLeft } from '../support/engine.js';
 import { startPlatform, type Platform } from '../support/platform.js';
 import { collect, script } from '../support/sessions.js';
 
@@ -14,7 +15,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await p?.close();
 });
-const leftovers = () => p.server.runtime!.list({ [LABELS.owner]: p.env.MGX_OWNER! });
+// removed shortly after FINISH, off the client's path: waited for, bounded
+const leftovers = () => containersLeft({ [LABELS.owner]: p.env.MGX_OWNER! });
 
 describe('how a container ended', () => {
   it('an agent past its memory limit ends failed, oom_killed', async () => {

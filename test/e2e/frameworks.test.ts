@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { followSession, type SessionEvent } from '@mgx/client';
 import { LABELS } from '@mgx/runtime';
+import { containersLeft } from '../support/engine.js';
 import { startPlatform, type Platform } from '../support/platform.js';
 import { collect } from '../support/sessions.js';
 
@@ -22,7 +23,8 @@ afterAll(async () => {
 
 const logs = (events: SessionEvent[], stream: string) =>
   events.filter((e) => e.type === 'LOG' && e.data.stream === stream).map((e) => e.data.text);
-const containersOf = (sessionId: string) => p.server.runtime!.list({ [LABELS.sessionId]: sessionId });
+// removed shortly after FINISH, off the client's path: waited for, bounded
+const containersOf = (sessionId: string) => containersLeft({ [LABELS.sessionId]: sessionId });
 
 describe('the exec framework end to end, in real containers', () => {
   it('streams stdout/stderr lines as LOG events and NDJSON lines as events, and succeeds on exit 0', async () => {

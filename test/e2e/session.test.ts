@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '@mgx/runtime';
+import { containersLeft } from '../support/engine.js';
 import { startPlatform, type Platform } from '../support/platform.js';
 import { collect, script } from '../support/sessions.js';
 
@@ -16,7 +17,8 @@ afterAll(async () => {
   await p?.close();
 });
 
-const containersOf = (sessionId: string) => p.server.runtime!.list({ [LABELS.sessionId]: sessionId });
+// removed shortly after FINISH, off the client's path: waited for, bounded
+const containersOf = (sessionId: string) => containersLeft({ [LABELS.sessionId]: sessionId });
 
 describe('one agent session end to end in a real container', () => {
   it('streams every event in order over the tRPC subscription, FINISH last and once, and removes the container', async () => {

@@ -8,7 +8,7 @@ import type { SessionEvent } from '@mgx/client';
 import { startPlatform, type Platform } from '../support/platform.js';
 import { script, follow } from '../support/sessions.js';
 import { cleanupsThenReport, measured } from '../support/reliability.js';
-import { ownedContainers } from '../support/engine.js';
+import { ownedLeft } from '../support/engine.js';
 
 // Agents that misbehave: each must still end in exactly one terminal state, with FINISH last
 // and its container gone, without disturbing anything else.
@@ -29,7 +29,8 @@ beforeAll(async () => {
   cleanups.push(() => p.close());
 });
 
-const orphans = async () => (await ownedContainers(p.env.MGX_OWNER!)).length;
+// a session's container is removed shortly after its FINISH: waited for, bounded
+const orphans = async () => (await ownedLeft(p.env.MGX_OWNER!)).length;
 const finishes = (events: SessionEvent[]) => events.filter((e) => e.type === 'FINISH');
 /** One FINISH, last, agreeing with the stored session. */
 async function endedOnce(id: string, events: SessionEvent[]): Promise<boolean> {

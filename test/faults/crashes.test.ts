@@ -9,7 +9,7 @@ import { startPlatform, type Platform } from '../support/platform.js';
 import { script, sleep, storedEvents } from '../support/sessions.js';
 import { newServerProcess } from '../support/server-process.js';
 import { cleanupsThenReport, measured } from '../support/reliability.js';
-import { ownedContainers, runtime } from '../support/engine.js';
+import { ownedContainers, ownedLeft, runtime } from '../support/engine.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const run = promisify(execFile);
@@ -174,7 +174,7 @@ describe('the server killed with SIGKILL at random points', () => {
       }
 
       await server.stop('SIGTERM');
-      row.orphans = (await ownedContainers(owner)).length;
+      row.orphans = (await ownedLeft(owner)).length;
       const sockets = join(dataDir, 'run', 'sessions');
       row.leaks = existsSync(sockets) ? readdirSync(sockets).length : 0;
       expect(ids).toHaveLength(SESSIONS);
@@ -263,7 +263,7 @@ describe("Podman's API service restarted mid-session", () => {
         `${killedAt ? Date.now() - killedAt : 0} ms after the kill; CONTAINER_EXITED ${exited ? 'stored' : 'missing'}`;
       const logs = events.filter((e) => e.type === 'LOG' && typeof e.data.i === 'number');
       row.lostEvents = 200 - new Set(logs.map((e) => e.data.i)).size;
-      row.orphans = (await ownedContainers(p.env.MGX_OWNER!)).length;
+      row.orphans = (await ownedLeft(p.env.MGX_OWNER!)).length;
       expect(killedAt).toBeGreaterThan(0);
       expect(finish?.type).toBe('FINISH');
       expect(finish?.data).toMatchObject({ status: 'succeeded' });
@@ -326,7 +326,7 @@ describe("Podman's API service restarted while a container is being stopped", ()
         } finally {
           clearTimeout(timer);
         }
-        row.orphans = (await ownedContainers(p.env.MGX_OWNER!)).length;
+        row.orphans = (await ownedLeft(p.env.MGX_OWNER!)).length;
         row.note = `FINISH ${events.at(-1)?.type === 'FINISH' ? String(events.at(-1)?.data.status) : 'missing after 60 s'}`;
         expect(events.at(-1)).toMatchObject({ type: 'FINISH', data: { status: 'timed_out' } });
         row.completed = 1;

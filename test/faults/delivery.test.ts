@@ -10,7 +10,7 @@ import { IngestClient, IngestHub, type IngestSink, toStoredEvent } from '@mgx/in
 import { follow, pausedReaders, script, sleep } from '../support/sessions.js';
 import { newServerProcess } from '../support/server-process.js';
 import { cleanupsThenReport, measured } from '../support/reliability.js';
-import { ownedContainers } from '../support/engine.js';
+import { ownedLeft } from '../support/engine.js';
 
 const cleanups = cleanupsThenReport();
 
@@ -205,7 +205,7 @@ describe('stalled subscribers', () => {
         const control = await runWith(0);
         const stalled = await runWith(4);
         row.tries = 4;
-        row.orphans = (await ownedContainers(owner)).length;
+        row.orphans = (await ownedLeft(owner)).length;
         row.note = `memory retained after a full GC: ${control.toFixed(1)} MB with no stalled reader, ${stalled.toFixed(1)} MB with 4 still connected (buffering their 8 MB each would add 32 MB)`;
         expect(row.completed).toBe(3);
         expect(row.lostEvents).toBe(0);

@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { createMgxClient } from '@mgx/client';
 import { follow, sleep } from '../support/sessions.js';
-import { ownedContainers } from '../support/engine.js';
+import { ownedLeft } from '../support/engine.js';
 import { freePort, newServerProcess } from '../support/server-process.js';
 import { cleanupsThenReport, measured } from '../support/reliability.js';
 
@@ -85,7 +85,7 @@ describe('the SQLite store locked by another process', () => {
       expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded' });
       row.completed++;
       expect(server.child!.exitCode).toBeNull();
-      row.orphans = (await ownedContainers(owner)).length;
+      row.orphans = (await ownedLeft(owner)).length;
       expect(row.orphans).toBe(0);
     });
   }, 120_000);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlatform, type Platform } from '../support/platform.js';
 import { script, follow } from '../support/sessions.js';
 import { measured, writeReport } from '../support/reliability.js';
-import { containerOf, ownedContainers } from '../support/engine.js';
+import { containerOf, ownedLeft } from '../support/engine.js';
 
 // The escape surface as an agent sees it: probes run inside a real session's container (an
 // engine exec joins the container's namespaces, user and limits), and read the agent
@@ -173,7 +173,7 @@ describe('from inside a running session container', () => {
       await p.client.sessions.cancel.mutate({ sessionId });
       const events = await follow(p.client, sessionId, 30_000);
       if (events.at(-1)?.data.status === 'cancelled') row.completed = 1;
-      row.orphans = (await ownedContainers(p.env.MGX_OWNER!)).length;
+      row.orphans = (await ownedLeft(p.env.MGX_OWNER!)).length;
       row.note = `FINISH ${String(events.at(-1)?.data.status)}`;
       expect(row.completed).toBe(1);
       expect(row.orphans).toBe(0);

@@ -5,7 +5,7 @@ import type { MgxClient } from '@mgx/client';
 import { startPlatform, type Platform } from '../support/platform.js';
 import { script, codeOf, follow, within } from '../support/sessions.js';
 import { measured, writeReport } from '../support/reliability.js';
-import { containerOf, ownedContainers } from '../support/engine.js';
+import { containerOf, ownedLeft } from '../support/engine.js';
 
 // Hostile input over real HTTP with the real client: every refusal must be a clean 4xx, and
 // nothing may reach the disk, the engine or another session.
@@ -333,7 +333,7 @@ describe('what a client may ask of the container', () => {
       expect(effects).toEqual([]);
       expect(binds.map((m) => m.Destination).sort()).toEqual(['/run/mgx', '/workspace']);
       expect(row.completed).toBe(1);
-      row.orphans = (await ownedContainers(p.env.MGX_OWNER!)).length;
+      row.orphans = (await ownedLeft(p.env.MGX_OWNER!)).length;
       expect(row.orphans).toBe(0);
     });
   });

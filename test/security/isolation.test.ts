@@ -10,7 +10,7 @@ import { createMgxClient, type MgxClient, type SessionEvent } from '@mgx/client'
 import { startServer, type RunningServer } from '@mgx/server';
 import { script, codeOf, follow, within } from '../support/sessions.js';
 import { measured, writeReport } from '../support/reliability.js';
-import { containerOf, docker, ownedContainers } from '../support/engine.js';
+import { containerOf, docker, ownedLeft } from '../support/engine.js';
 
 // Sessions and tenants kept apart: by the mounts each container gets, by the API's tenant
 // checks, and by secrets that never leave memory and the agent's socket.
@@ -114,7 +114,7 @@ describe('one session cannot reach another', () => {
         expect(texts(ea)).toEqual(['a', 'a done']);
         expect(texts(eb)).toEqual(['b', 'b done']);
         row.completed = [ea, eb].filter((ev) => ev.at(-1)?.data.status === 'succeeded').length;
-        row.orphans = (await ownedContainers(owner)).length;
+        row.orphans = (await ownedLeft(owner)).length;
         expect(row.completed).toBe(2);
         expect(row.orphans).toBe(0);
       },

@@ -385,6 +385,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         const drained = opts.drain === true && (await Promise.race([idle.then(() => true), drainCut.then(() => false)]));
         await scheduler?.release({ deregister: drained });
         monitor?.detachAll();
+        // containers of sessions that finished are removed after their FINISH: let those end
+        await monitor?.removals();
         await ingest.closeAll();
         http.closeAllConnections();
         await new Promise<void>((resolve) => http.close(() => resolve()));

@@ -28,8 +28,8 @@ export interface FinishStep {
   /** When the agent reported its FINISH, kept in the stored FINISH. */
   reportedAt?: number | undefined;
   /**
-   * Runs after the end is counted and before FINISH is stored: the monitor removes the
-   * container here, so that once FINISH is visible nothing of the session is left running.
+   * Runs after the end is counted and before FINISH is stored: the monitor closes the
+   * session's ingest here, so nothing the runner sends late can land after FINISH.
    */
   beforeFinish?: (() => Promise<void>) | undefined;
 }

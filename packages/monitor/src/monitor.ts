@@ -48,6 +48,10 @@ interface Watch {
   lastActivity: number;
   exit: ExitInfo | undefined;
   exitPromise: Promise<ExitInfo>;
+  /** Settles `exitPromise` with an exit this monitor saw itself (see #expectExit). */
+  confirmExit: (exit: ExitInfo) => void;
+  /** Set once #expectExit has started asking. */
+  expecting: boolean;
   timers: unknown[];
   tornDown: Promise<void>;
   resolveTornDown: () => void;
@@ -62,15 +66,19 @@ interface Watch {
  * process, a container removed behind our back.
  *
  * After the decision it tears down in a fixed order: stop (SIGTERM, then SIGKILL), wait for
- * the exit, store the runner's last events, CONTAINER_EXITED and the container's logs,
- * remove the container, then FINISH. FINISH is therefore always the last event, and once it
- * is visible the session's container is gone.
+ * the exit (the engine's `die` event, see DockerRuntime.wait), store the runner's last events,
+ * CONTAINER_EXITED and the container's logs (read while it still exists), close the session's
+ * ingest, then FINISH. FINISH is therefore always the last event. The container is removed
+ * after FINISH, off the client's path: shortly after it, and if this process dies first, by
+ * the next start's reconcile (which removes every container of a finished session).
  */
 export class Monitor {
   readonly #o: Required<Omit<MonitorOptions, 'logger' | 'clock' | 'workerId'>> & { logger: Logger; clock: Clock; workerId?: string };
   readonly #watches = new Map<string, Watch>();
   readonly #lifecycle: SessionLifecycle;
   #stopCancelWatch: (() => void) | undefined;
+  /** Removals of finished sessions' containers still in flight. */
+  readonly #removals = new Set<Promise<void>>();
 
   constructor(options: MonitorOptions) {
     this.#o = { drainMs: 2000, logger: silentLogger, clock: systemClock, ...options };
@@ -86,8 +94,8 @@ export class Monitor {
   }
 
   /**
-   * Watches a session whose container has started. Resolves when the session is terminal,
-   * its FINISH stored and its container removed.
+   * Watches a session whose container has started. Resolves when the session is terminal and
+   * its FINISH stored; its container's removal follows (see `removals`).
    */
   watch(session: SessionRecord, containerId: string, startedAt: number): Promise<void> {
     const existing = this.#watches.get(session.id);
@@ -109,6 +117,8 @@ export class Monitor {
       lastActivity: this.#o.clock.now(),
       exit: undefined,
       exitPromise: Promise.resolve(MISSING_EXIT),
+      confirmExit: () => undefined,
+      expecting: false,
       timers: [],
       tornDown,
       resolveTornDown,
@@ -227,9 +237,15 @@ export class Monitor {
     });
   }
 
-  /** Resolves when every watched session is torn down. */
+  /** Resolves when every watched session is torn down and its container removed. */
   async idle(): Promise<void> {
     await Promise.all([...this.#watches.values()].map((w) => w.tornDown));
+    await this.removals();
+  }
+
+  /** Resolves once the removals of finished sessions' containers in flight have ended. */
+  async removals(): Promise<void> {
+    while (this.#removals.size > 0) await Promise.allSettled([...this.#removals]);
   }
 
   /** Stops watching without deciding (graceful shutdown: the next start adopts the sessions). */
@@ -266,14 +282,52 @@ export class Monitor {
     void this.#teardown(w, decision.outcome);
   }
 
-  /** Resolves once the container has exited (see waitForExit), on the monitor's clock. */
+  /**
+   * Resolves once the container has exited: the engine's `die` event or wait, the fallback
+   * poll (see waitForExit, on the monitor's clock), or #expectExit, whichever is first.
+   */
   #waitExit(w: Watch): Promise<ExitInfo> {
     const { clock } = this.#o;
-    return waitForExit(this.#o.runtime, w.containerId, {
+    const ac = new AbortController();
+    const waited = waitForExit(this.#o.runtime, w.containerId, {
       pollMs: this.#o.pollMs,
       pause: (ms) => new Promise<void>((r) => clock.setTimeout(r, ms)),
       onRetry: (err) => w.log.warn({ err }, 'waiting for the container failed; retrying'),
+      signal: ac.signal,
     });
+    // called off below once the exit is known another way
+    waited.catch(() => undefined);
+    const confirmed = new Promise<ExitInfo>((resolve) => (w.confirmExit = resolve));
+    return Promise.race([waited, confirmed]).finally(() => ac.abort(new Error('the exit is known')));
+  }
+
+  /**
+   * The container is about to exit (its FINISH was acknowledged, or it is being stopped): ask
+   * the engine a few times in quick succession, 5 ms to 640 ms apart (at most 8 inspects).
+   * Podman 4 notices an exit, and emits its `die`, only when something reads the container's
+   * state; left alone that is its wait's 250 ms poll or its cleanup process, ~300 ms later.
+   */
+  #expectExit(w: Watch): void {
+    if (w.expecting || w.exit !== undefined) return;
+    w.expecting = true;
+    const { clock, runtime } = this.#o;
+    let delay = 5;
+    const probe = async () => {
+      if (w.exit !== undefined) return;
+      try {
+        const s = await runtime.inspect(w.containerId);
+        if (s && !s.running && s.exitCode !== null && s.finishedAt !== null) {
+          return w.confirmExit({ exitCode: s.exitCode, oomKilled: s.oomKilled });
+        }
+      } catch {
+        // the engine's wait and the poll are still there
+      }
+      if (delay > 640 || w.exit !== undefined) return;
+      clock.setTimeout(() => void probe(), delay);
+      delay *= 2;
+    };
+    clock.setTimeout(() => void probe(), delay);
+    delay *= 2;
   }
 
   async #onExit(w: Watch, exit: ExitInfo): Promise<void> {
@@ -339,13 +393,20 @@ export class Monitor {
     try {
       if (w.exit === undefined && w.decidedBy === 'finish') {
         // the runner exits by itself right after its FINISH is acknowledged
+        this.#expectExit(w);
         await this.#within(w.exitPromise, this.#o.finishGraceMs, MISSING_EXIT);
       }
       if (w.exit === undefined) {
         w.killedByUs = true;
+        // the runner stops on SIGTERM: flushes what it has and exits
+        w.expecting = false;
+        this.#expectExit(w);
         try {
-          // bounded: whatever the engine does, teardown goes on to FINISH
-          await this.#within(runtime.stop(w.containerId, this.#o.stopGraceMs), this.#o.stopGraceMs + 15_000, undefined);
+          // bounded: whatever the engine does, teardown goes on to FINISH; an exit seen here
+          // first ends the wait (stop's SIGKILL timer then finds nothing left to kill)
+          const stopped = runtime.stop(w.containerId, this.#o.stopGraceMs);
+          stopped.catch(() => undefined);
+          await this.#within(Promise.race([stopped, w.exitPromise]), this.#o.stopGraceMs + 15_000, undefined);
         } catch (err) {
           w.log.warn({ err }, 'stopping the container failed');
         }
@@ -353,7 +414,9 @@ export class Monitor {
       const tExit0 = performance.now();
       const exit = await this.#within(w.exitPromise, this.#o.stopGraceMs + 30_000, MISSING_EXIT);
       const tDrain0 = performance.now();
-      await ingest.drained(id, this.#o.drainMs);
+      // after the agent's FINISH its events are stored already, in order: nothing to wait for
+      // (closing ingest below still stores anything it sent after); otherwise its last words
+      if (w.decidedBy !== 'finish') await ingest.drained(id, this.#o.drainMs);
       const tLogs0 = performance.now();
 
       const tail: NewEvent[] = [];
@@ -364,6 +427,7 @@ export class Monitor {
         });
       }
       try {
+        // the container is still there (removed after FINISH): its logs are complete
         const lines = exit === MISSING_EXIT ? [] : await runtime.logs(w.containerId, this.#o.logCaptureBytes);
         for (const l of lines)
           if (l.text.length > 0) tail.push({ type: 'LOG', data: { stream: l.stream, text: l.text, source: 'container' } });
@@ -391,24 +455,30 @@ export class Monitor {
       await this.#lifecycle.finish(id, outcome, {
         rid: w.finishRid,
         reportedAt: w.decidedBy === 'finish' ? w.finishReportedAt : undefined,
-        beforeFinish: async () => {
-          // removed before FINISH: a client that sees FINISH finds nothing left running
-          try {
-            await runtime.remove(w.containerId);
-          } catch (err) {
-            w.log.error({ err }, 'removing the container failed; recovery will remove it');
-          }
-          await ingest.close(id);
-        },
+        // closed before FINISH: nothing the runner sends late can land after it
+        beforeFinish: () => ingest.close(id),
       });
     } catch (err) {
       w.log.error({ err }, 'storing FINISH failed; recovery will complete it');
     }
+    this.#remove(w);
 
     metrics.containerTeardown.observe(Math.max(0, clock.now() - w.decidedAt) / 1000);
     w.log.info({ status: outcome.status, reason: outcome.reason, exitCode: w.exit?.exitCode }, 'session finished');
     this.#watches.delete(id);
     w.resolveTornDown();
+  }
+
+  /**
+   * Removes a finished session's container, off the client's path; `removals` (the server's
+   * close) waits for it. If it fails, or this process ends first, reconcile removes it.
+   */
+  #remove(w: Watch): void {
+    const removal = this.#o.runtime.remove(w.containerId).catch((err: unknown) => {
+      w.log.error({ err }, 'removing the container failed; the next start (reconcile) removes it');
+    });
+    this.#removals.add(removal);
+    void removal.finally(() => this.#removals.delete(removal));
   }
 }
 

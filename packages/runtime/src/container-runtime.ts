@@ -83,7 +83,10 @@ export interface ContainerRuntime {
   start(id: string): Promise<void>;
   /** Renames a container (running or not); labels cannot change after create, names can. */
   rename(id: string, name: string): Promise<void>;
-  /** Resolves when the container has exited. */
+  /**
+   * Resolves when the container has exited, as soon as the engine tells (its `die` event), not
+   * after the engine's clean-up: the container and its logs are still there.
+   */
   wait(id: string): Promise<ExitInfo>;
   inspect(id: string): Promise<ContainerState | null>;
   /** Sends a signal; no error when the container already stopped. */

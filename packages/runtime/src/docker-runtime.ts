@@ -13,6 +13,7 @@ import type {
 } from './container-runtime.js';
 import { describeSocket, discoverSocket, type DiscoveryInput, type SocketAddress } from './discovery.js';
 import { classifyEngineError, RuntimeError, RuntimeErrorCode } from './errors.js';
+import { ExitEvents, type EngineEvent, type EventStream } from './exit-events.js';
 import { waitForExit } from './exit-wait.js';
 import { hardenedCreateOptions } from './hardening.js';
 
@@ -41,6 +42,7 @@ export class DockerRuntime implements ContainerRuntime {
   readonly #log: Logger;
   readonly #retries: number;
   readonly #onCall: DockerRuntimeOptions['onCall'];
+  readonly #exits: ExitEvents;
   #info: EngineInfo | undefined;
 
   constructor(options: DockerRuntimeOptions) {
@@ -51,6 +53,11 @@ export class DockerRuntime implements ContainerRuntime {
     this.#log = options.logger ?? silentLogger;
     this.#retries = options.retries ?? 4;
     this.#onCall = options.onCall;
+    this.#exits = new ExitEvents({
+      subscribe: (onEvent, onEnd) => this.#subscribe(onEvent, onEnd),
+      inspect: (id) => this.inspect(id),
+      logger: this.#log,
+    });
   }
 
   /** Discovers the socket (see discoverSocket) and builds the adapter. */
@@ -63,7 +70,11 @@ export class DockerRuntime implements ContainerRuntime {
    * `retry: 'unsent'` (create, start) retries only when the request cannot have reached the
    * engine, so a call that may have happened is never repeated.
    */
-  async #call<T>(op: string, fn: () => Promise<T>, opts: { subject?: string; retry?: boolean | 'unsent' } = {}): Promise<T> {
+  async #call<T>(
+    op: string,
+    fn: () => Promise<T>,
+    opts: { subject?: string; retry?: boolean | 'unsent'; signal?: AbortSignal } = {},
+  ): Promise<T> {
     const attempts = opts.retry === false ? 1 : this.#retries;
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
@@ -72,6 +83,8 @@ export class DockerRuntime implements ContainerRuntime {
         this.#onCall?.(op, (performance.now() - started) / 1000, undefined);
         return result;
       } catch (cause) {
+        // called off by the caller (another path answered first): not an engine failure
+        if (opts.signal?.aborted) throw cause;
         const err = classifyEngineError(op, cause, opts.subject);
         this.#onCall?.(op, (performance.now() - started) / 1000, err);
         if (!err.transient || attempt >= attempts || (opts.retry === 'unsent' && !err.unsent)) throw err;
@@ -137,10 +150,69 @@ export class DockerRuntime implements ContainerRuntime {
     await this.#call('rename', () => this.#docker.getContainer(id).rename({ name }), { subject: id });
   }
 
+  /**
+   * The engine's `die` event (confirmed by inspect) or its wait, whichever answers first. The
+   * event is the fast path: Podman's wait answers only after its `cleanup`, ~300 ms after the
+   * exit. The wait stays as the fallback for events lost (see ExitEvents).
+   */
   async wait(id: string): Promise<ExitInfo> {
-    const result = (await this.#call('wait', () => this.#docker.getContainer(id).wait(), { subject: id })) as { StatusCode: number };
-    const state = await this.inspect(id);
-    return { exitCode: state?.exitCode ?? result.StatusCode, oomKilled: state?.oomKilled ?? false };
+    const ac = new AbortController();
+    const engine = this.#call('wait', () => this.#docker.getContainer(id).wait({ abortSignal: ac.signal }), {
+      subject: id,
+      signal: ac.signal,
+    }).then(async (result: { StatusCode: number }) => {
+      const state = await this.inspect(id);
+      return { exitCode: state?.exitCode ?? result.StatusCode, oomKilled: state?.oomKilled ?? false };
+    });
+    const announced = this.#exits.exited(id, ac.signal);
+    // the loser is called off below; its rejection is expected
+    engine.catch(() => undefined);
+    announced.catch(() => undefined);
+    try {
+      return await Promise.race([engine, announced]);
+    } finally {
+      ac.abort();
+    }
+  }
+
+  /**
+   * The events path of `wait` alone: the container's `die` event, confirmed by inspect. Never
+   * resolves if the engine's events are lost; for diagnostics and tests of this engine.
+   */
+  exited(id: string, signal?: AbortSignal): Promise<ExitInfo> {
+    return this.#exits.exited(id, signal);
+  }
+
+  /** The engine's container events, as ExitEvents takes them; the stream never holds the process open. */
+  async #subscribe(onEvent: (e: EngineEvent) => void, onEnd: (err?: unknown) => void): Promise<EventStream> {
+    const ac = new AbortController();
+    // Podman names the exit `died`, Docker `die`; each ignores the other's name
+    const stream = (await this.#docker.getEvents({
+      filters: { type: ['container'], event: ['die', 'died'] },
+      abortSignal: ac.signal,
+    } as Docker.GetEventsOptions)) as NodeJS.ReadableStream & { socket?: { unref?: () => void } };
+    stream.socket?.unref?.();
+    let buf = '';
+    stream.on('data', (chunk: Buffer | string) => {
+      buf += chunk.toString();
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (!line) continue;
+        try {
+          const e = JSON.parse(line) as { id?: unknown; status?: unknown; Action?: unknown; Actor?: { ID?: unknown } };
+          const id = e.Actor?.ID ?? e.id;
+          const action = e.Action ?? e.status;
+          if (typeof id === 'string' && typeof action === 'string') onEvent({ id, action });
+        } catch (err) {
+          this.#log.debug({ err }, 'unreadable engine event');
+        }
+      }
+    });
+    stream.on('error', (err: unknown) => onEnd(err));
+    stream.on('end', () => onEnd());
+    stream.on('close', () => onEnd());
+    return { close: () => ac.abort() };
   }
 
   async inspect(id: string): Promise<ContainerState | null> {

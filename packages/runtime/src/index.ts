@@ -17,4 +17,6 @@ export type { SocketAddress, DiscoveryInput } from './discovery.js';
 export { RuntimeError, RuntimeErrorCode, classifyEngineError } from './errors.js';
 export { hardenedCreateOptions } from './hardening.js';
 export { waitForExit, MISSING_EXIT } from './exit-wait.js';
+export { ExitEvents } from './exit-events.js';
+export type { EngineEvent, EventStream, ExitEventsOptions } from './exit-events.js';
 export type { ExitWaitOptions } from './exit-wait.js';

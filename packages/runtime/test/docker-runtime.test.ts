@@ -97,6 +97,24 @@ describe('dockerode adapter on the real engine', () => {
     await runtime.remove(id);
   });
 
+  it("tells a container's exit from the engine's die event, confirmed by inspect, while the container still exists", async () => {
+    const id = await runtime.create(spec());
+    ids.push(id);
+    await runtime.start(id);
+    // the events path alone (no engine wait, no poll): it must see this exit by itself
+    const announced = runtime.exited(id);
+    await runtime.kill(id, 'SIGKILL');
+    expect(await announced).toEqual({ exitCode: 137, oomKilled: false });
+    // announced before the engine's clean-up: the container and its logs are still there
+    expect((await runtime.inspect(id))?.running).toBe(false);
+    // a container that exited before it was watched is found by the first inspect
+    expect(await runtime.exited(id)).toEqual({ exitCode: 137, oomKilled: false });
+    // and wait (events and the engine's wait, whichever first) agrees
+    expect(await runtime.wait(id)).toMatchObject({ exitCode: 137 });
+    await runtime.remove(id);
+    await expect(runtime.exited(id)).rejects.toMatchObject({ code: 'RUNTIME_CONTAINER_NOT_FOUND' });
+  });
+
   it('classifies a missing image with a hint on how to build it', async () => {
     await expect(runtime.create(spec({ image: 'localhost/mgx-missing:none' }))).rejects.toMatchObject({
       code: 'RUNTIME_IMAGE_NOT_FOUND',

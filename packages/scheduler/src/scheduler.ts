@@ -342,13 +342,16 @@ export class Scheduler {
     // a warm-pool container carries no session label: the store knows which session took it
     const byContainer = new Map<string, SessionRecord>();
     for (const s of await store.sessions.findUnfinished()) if (s.containerId) byContainer.set(s.containerId, s);
+    // removed side by side: finished sessions' containers are removed after their FINISH, so a
+    // process killed just after some leaves several, and the next start waits for these
+    const removals: Array<Promise<void>> = [];
     for (const c of containers) {
       if (handled.has(c.id)) continue;
       const sessionId = c.labels[LABELS.sessionId] ?? byContainer.get(c.id)?.id ?? '';
       if (adopted.has(sessionId)) continue;
       if (!sessionId && c.labels[LABELS.pool]) {
         // idle in the pool of the previous process: nothing of any session is in it
-        await runtime.remove(c.id);
+        removals.push(runtime.remove(c.id));
         counts.removed++;
         continue;
       }
@@ -360,11 +363,17 @@ export class Scheduler {
         await this.#adopt(s, c.id);
         continue;
       }
-      await runtime.stop(c.id, settings.agent.stopGraceMs).catch(() => undefined);
-      await runtime.remove(c.id);
+      removals.push(
+        (async () => {
+          // one that has exited (a finished session's) has nothing left to stop
+          if (c.state === 'running') await runtime.stop(c.id, settings.agent.stopGraceMs).catch(() => undefined);
+          await runtime.remove(c.id);
+          log.info({ containerId: c.id, sessionId }, 'removed a container left by a previous run');
+        })(),
+      );
       counts.removed++;
-      log.info({ containerId: c.id, sessionId }, 'removed a container left by a previous run');
     }
+    await Promise.all(removals);
 
     for (const s of await store.sessions.findUnfinished()) {
       if (adopted.has(s.id)) continue;
