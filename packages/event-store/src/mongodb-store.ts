@@ -145,7 +145,6 @@ type ClaimAttempt = { claimed: SessionDoc } | { skip: 'tenant' | 'fleet' | 'work
 const POS_COUNTER = 'sessions.pos';
 const ALL_CLAIMS = 'all';
 const tenantClaims = (tenant: string): string => `tenant:${tenant}`;
-const CLAIMED: SessionStatus[] = ['starting', 'running'];
 /** Worker states under which a worker's writes on its claims stand (see ClaimRef). */
 const LIVE_WORKER: WorkerDoc['state'][] = ['alive', 'draining'];
 /** The session side of a claim write's condition: still claimed by that worker. */
@@ -862,8 +861,9 @@ export class MongoStore implements Store, SessionStore, EventStore {
     }
     if (!shared && current.holder !== workerId) return false;
     if (current.activeSessionId !== null) {
+      // held from its claim until its FINISH (a stale lock, e.g. after a crash, is taken over)
       const active = await this.#sessions.findOne(
-        { _id: current.activeSessionId, status: { $in: CLAIMED } },
+        { _id: current.activeSessionId, workerId: { $ne: null }, finishSeq: null },
         { projection: { _id: 1 }, ...opt },
       );
       if (active) return false;
@@ -878,8 +878,8 @@ export class MongoStore implements Store, SessionStore, EventStore {
 
   /**
    * Gives back what a claim of this session took (its slots, its workspace's lock), in the same
-   * step as the change that moved it out of starting or running, by the one caller whose
-   * compare-and-set made that change: so exactly once.
+   * step as the change that ends the claim (a requeue, or FINISH stored), by the one caller
+   * whose compare-and-set made that change: so exactly once.
    */
   async #releaseClaim(doc: Pick<SessionDoc, '_id' | 'tenant' | 'workspaceId'>, session: ClientSession | undefined): Promise<void> {
     await this.#giveSlot(tenantClaims(doc.tenant), session);
@@ -1035,8 +1035,8 @@ export class MongoStore implements Store, SessionStore, EventStore {
             if (!current) throw new StoreError(StoreErrorCode.SESSION_NOT_FOUND, `session ${id} does not exist`);
             return { won: false, session: toSession(current), stored: [] as SessionEvent[] };
           }
-          // a claimed session gives back its slots and workspace with the decision that ends it
-          if (CLAIMED.includes(before.status)) await this.#releaseClaim(before, session);
+          // a claimed session keeps its slots and workspace until its FINISH (#markFinished): its
+          // container runs on through teardown, and the next one must not start beside it
           const won: SessionDoc = { ...before, ...decided };
           const stored = events.length > 0 ? (await this.#appendSteps(id, events, at, session)).stored : [];
           const record = toSession(won);
@@ -1091,13 +1091,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
         // closing or closed: FINISH is stored, or an earlier call stopped before storing it
         const existing = await this.#events.findOne({ sessionId: id, type: 'FINISH' }, { projection: EVENT_FIELDS, ...opt });
         if (existing) {
-          if (current.finishSeq === null) {
-            await this.#sessions.updateOne(
-              { _id: id },
-              { $set: { finishSeq: existing.seq, closingSeq: existing.seq }, $max: { lastSeq: existing.seq } },
-              opt,
-            );
-          }
+          if (current.finishSeq === null) await this.#markFinished(current, existing.seq, undefined, session);
           return { event: toEvent(existing), fresh: false };
         }
         // FINISH was stored and has since been removed: the session is being purged
@@ -1122,13 +1116,25 @@ export class MongoStore implements Store, SessionStore, EventStore {
         continue;
       }
       // (3)
-      await this.#sessions.updateOne(
-        { _id: id },
-        { $set: { finishSeq: seq, closingSeq: seq }, $max: { lastSeq: seq, lastRid: eventRid ?? 0 } },
-        opt,
-      );
+      await this.#markFinished(current, seq, eventRid, session);
       return { event: toEvent(doc), fresh: true };
     }
+  }
+
+  /**
+   * Step (3) of appendFinish: records FINISH's seq. The one caller whose update finds finishSeq
+   * still null gives back what the session's claim took (a session some worker claimed and that
+   * was not requeued since: its workerId is set), so exactly once, and only now that its
+   * container has exited. A crash between the two leaks a slot: the fleet then runs below its
+   * limits, never above.
+   */
+  async #markFinished(current: SessionDoc, seq: number, rid: number | undefined, session: ClientSession | undefined): Promise<void> {
+    const r = await this.#sessions.updateOne(
+      { _id: current._id, finishSeq: null },
+      { $set: { finishSeq: seq, closingSeq: seq }, $max: { lastSeq: seq, lastRid: rid ?? 0 } },
+      session ? { session } : {},
+    );
+    if (r.matchedCount === 1 && current.workerId !== null) await this.#releaseClaim(current, session);
   }
 
   /**
