@@ -127,6 +127,7 @@ describe('operators', () => {
       hostname: 'e2e.example',
       state: 'alive',
       leaseExpired: false,
+      drainRequested: false,
       capacity: 3,
       inUse: 0,
       lastHeartbeat: worker.heartbeatAt,
