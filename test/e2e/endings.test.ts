@@ -35,12 +35,16 @@ describe('how a container ended', () => {
   it('an agent that ignores SIGTERM is killed at its deadline after the grace period', async () => {
     const s = await p.client.sessions.create.mutate({
       framework: 'script',
-      prompt: script({ ignore_sigterm: true }, { sleep: 60_000 }),
-      timeoutSeconds: 1,
+      prompt: script({ ignore_sigterm: true }, { say: 'ignoring SIGTERM' }, { sleep: 60_000 }),
+      // room for the runner to boot and install its handler first, on a loaded machine too
+      timeoutSeconds: 4,
     });
     const started = Date.now();
     const events = await collect(p.client, s.id);
     expect(events.at(-1)?.data).toMatchObject({ status: 'timed_out', reason: 'timeout' });
+    const saidAt = events.findIndex((e) => e.type === 'MESSAGE' && e.data.text === 'ignoring SIGTERM');
+    expect(saidAt, 'the agent ignored SIGTERM before its deadline').toBeGreaterThan(-1);
+    expect(saidAt).toBeLessThan(events.findIndex((e) => e.type === 'TIMEOUT'));
     // SIGKILL after the 1 s grace: exit 137, by us, so not counted as OOM
     expect(events.find((e) => e.type === 'CONTAINER_EXITED')?.data).toMatchObject({
       exitCode: 137,
