@@ -54,7 +54,7 @@ export class DockerRuntime implements ContainerRuntime {
     this.#retries = options.retries ?? 4;
     this.#onCall = options.onCall;
     this.#exits = new ExitEvents({
-      subscribe: (onEvent, onEnd) => this.#subscribe(onEvent, onEnd),
+      subscribe: (onEvent, onEnd, signal) => this.#subscribe(onEvent, onEnd, signal),
       inspect: (id) => this.inspect(id),
       logger: this.#log,
     });
@@ -184,8 +184,10 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   /** The engine's container events, as ExitEvents takes them; the stream never holds the process open. */
-  async #subscribe(onEvent: (e: EngineEvent) => void, onEnd: (err?: unknown) => void): Promise<EventStream> {
+  async #subscribe(onEvent: (e: EngineEvent) => void, onEnd: (err?: unknown) => void, signal?: AbortSignal): Promise<EventStream> {
     const ac = new AbortController();
+    // given up by ExitEvents (it did not open in time): the request goes too
+    signal?.addEventListener('abort', () => ac.abort(), { once: true });
     // Podman names the exit `died`, Docker `die`; each ignores the other's name
     const stream = (await this.#docker.getEvents({
       filters: { type: ['container'], event: ['die', 'died'] },

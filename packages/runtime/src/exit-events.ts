@@ -19,7 +19,7 @@ export interface ExitEventsOptions {
    * Opens the engine's event stream. Resolves once the engine streams; `onEnd` is called once
    * when the stream ends or fails after that.
    */
-  subscribe(onEvent: (e: EngineEvent) => void, onEnd: (err?: unknown) => void): Promise<EventStream>;
+  subscribe(onEvent: (e: EngineEvent) => void, onEnd: (err?: unknown) => void, signal?: AbortSignal): Promise<EventStream>;
   inspect(id: string): Promise<ContainerState | null>;
   logger?: Logger;
   /** First pause before reconnecting; doubled on each failure up to `maxBackoffMs`. */
@@ -27,6 +27,8 @@ export interface ExitEventsOptions {
   maxBackoffMs?: number;
   /** How long the stream stays open with nothing to watch. */
   idleMs?: number;
+  /** How long opening the stream may take before the attempt is given up and retried. */
+  openTimeoutMs?: number;
 }
 
 const EXIT_ACTIONS = new Set(['die', 'died']);
@@ -57,7 +59,7 @@ export class ExitEvents {
   #closed = false;
 
   constructor(options: ExitEventsOptions) {
-    this.#o = { backoffMs: 100, maxBackoffMs: 5000, idleMs: 15_000, logger: silentLogger, ...options };
+    this.#o = { backoffMs: 100, maxBackoffMs: 5000, idleMs: 15_000, openTimeoutMs: 10_000, logger: silentLogger, ...options };
     this.#backoff = this.#o.backoffMs;
   }
 
@@ -118,8 +120,19 @@ export class ExitEvents {
     this.#connecting = true;
     let stream: EventStream | undefined;
     let ended = false;
+    // an engine that accepts the request and never answers must not stop the reconnects
+    const ac = new AbortController();
+    let gaveUp = false;
+    const timer = setTimeout(() => {
+      gaveUp = true;
+      this.#connecting = false;
+      ac.abort(new Error(`the engine event stream did not open within ${this.#o.openTimeoutMs} ms`));
+      this.#o.logger.warn({ retryInMs: this.#backoff }, 'the engine event stream did not open in time; retrying');
+      this.#reconnectLater();
+    }, this.#o.openTimeoutMs);
+    timer.unref();
     const onEnd = (err?: unknown) => {
-      if (ended) return;
+      if (ended || gaveUp) return;
       ended = true;
       // a stream this side closed (idle, close) is not lost
       if (this.#closed || this.#stream !== stream) return;
@@ -129,9 +142,11 @@ export class ExitEvents {
     };
     const opened = Date.now();
     this.#o
-      .subscribe((e) => this.#onEvent(e), onEnd)
+      .subscribe((e) => this.#onEvent(e), onEnd, ac.signal)
       .then(
         (s) => {
+          clearTimeout(timer);
+          if (gaveUp) return s.close();
           this.#connecting = false;
           stream = s;
           if (ended || this.#closed) return s.close();
@@ -145,6 +160,8 @@ export class ExitEvents {
           if (this.#waiters.size === 0) this.#scheduleIdle();
         },
         (err: unknown) => {
+          clearTimeout(timer);
+          if (gaveUp) return;
           this.#connecting = false;
           this.#o.logger.warn({ err, retryInMs: this.#backoff }, 'cannot open the engine event stream; retrying');
           this.#reconnectLater();

@@ -28,10 +28,18 @@ class FakeEngine {
   subscribes = 0;
   inspects = 0;
   failSubscribes = 0;
+  /** Subscribes that the engine accepts and never answers; their abort signals. */
+  hangSubscribes = 0;
+  readonly hung: AbortSignal[] = [];
   #listener: ((e: EngineEvent) => void) | undefined;
   #end: ((err?: unknown) => void) | undefined;
-  readonly subscribe = async (onEvent: (e: EngineEvent) => void, onEnd: (err?: unknown) => void) => {
+  readonly subscribe = async (onEvent: (e: EngineEvent) => void, onEnd: (err?: unknown) => void, signal?: AbortSignal) => {
     this.subscribes++;
+    if (this.hangSubscribes > 0) {
+      this.hangSubscribes--;
+      if (signal) this.hung.push(signal);
+      return new Promise<never>(() => undefined);
+    }
     if (this.failSubscribes > 0) {
       this.failSubscribes--;
       throw new Error('engine down');
@@ -70,6 +78,21 @@ const settled = <T>(p: Promise<T>) => {
 };
 
 describe('exits from engine events', () => {
+  it('gives up an attempt to open the stream that never answers, and opens it again', async () => {
+    const engine = new FakeEngine();
+    engine.hangSubscribes = 1;
+    const exits = new ExitEvents({ subscribe: engine.subscribe, inspect: engine.inspect, openTimeoutMs: 50, backoffMs: 10 });
+    const a = settled(exits.exited('a'));
+    await until(() => engine.open, 'the second attempt opens the stream');
+    expect(engine.subscribes).toBe(2);
+    expect(engine.hung.map((sig) => sig.aborted)).toEqual([true]);
+    engine.states.set('a', exitedState(0));
+    engine.emit({ id: 'a', action: 'die' });
+    await until(() => a.done, 'a resolves');
+    expect(a.value).toEqual({ exitCode: 0, oomKilled: false });
+    exits.close();
+  });
+
   it('one stream for every container; a die is confirmed by inspect before it counts', async () => {
     const engine = new FakeEngine();
     const exits = new ExitEvents(engine);
