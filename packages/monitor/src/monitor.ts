@@ -3,7 +3,7 @@ import { silentLogger, type Logger } from '@mgx/config';
 import type { NewEvent, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
-import { MISSING_EXIT, waitForExit, type ContainerRuntime, type ExitInfo } from '@mgx/runtime';
+import { exitOf, MISSING_EXIT, waitForExit, type ContainerRuntime, type ExitInfo } from '@mgx/runtime';
 import { systemClock, type Clock } from './clock.js';
 import { SessionLifecycle } from './lifecycle.js';
 import { outcomeFromAgentFinish, outcomeFromExit } from './outcomes.js';
@@ -316,9 +316,8 @@ export class Monitor {
       if (w.exit !== undefined) return;
       try {
         const s = await runtime.inspect(w.containerId);
-        if (s && !s.running && s.exitCode !== null && s.finishedAt !== null) {
-          return w.confirmExit({ exitCode: s.exitCode, oomKilled: s.oomKilled });
-        }
+        const exit = s && exitOf(s);
+        if (exit) return w.confirmExit(exit);
       } catch {
         // the engine's wait and the poll are still there
       }

@@ -52,6 +52,16 @@ export interface ExitInfo {
   oomKilled: boolean;
 }
 
+/**
+ * How the container ended, from its inspect, or null while it has not: it must have run and
+ * stopped (a container created and not started yet is not running either, and has no finishedAt).
+ */
+export function exitOf(state: ContainerState): ExitInfo | null {
+  return !state.running && state.exitCode !== null && state.finishedAt !== null
+    ? { exitCode: state.exitCode, oomKilled: state.oomKilled }
+    : null;
+}
+
 export interface ExecResult {
   exitCode: number;
   stdout: string;

@@ -1,5 +1,5 @@
 import { silentLogger, type Logger } from '@mgx/config';
-import type { ContainerState, ExitInfo } from './container-runtime.js';
+import { exitOf, type ContainerState, type ExitInfo } from './container-runtime.js';
 import { RuntimeError, RuntimeErrorCode } from './errors.js';
 
 /** One container event from the engine's /events stream, as far as exits go. */
@@ -209,12 +209,12 @@ export class ExitEvents {
       .then(
         (state) => {
           const waiters = [...(this.#waiters.get(id) ?? [])];
+          const exit = state && exitOf(state);
           if (state === null) {
             const err = new RuntimeError(RuntimeErrorCode.CONTAINER_NOT_FOUND, `container ${id} is gone`, 'wait');
             for (const w of waiters) w.reject(err);
-          } else if (!state.running && state.exitCode !== null && state.finishedAt !== null) {
-            // finishedAt: a container created and not started yet is not running either
-            for (const w of waiters) w.resolve({ exitCode: state.exitCode, oomKilled: state.oomKilled });
+          } else if (exit) {
+            for (const w of waiters) w.resolve(exit);
           }
         },
         (err: unknown) => this.#o.logger.debug({ err, containerId: id }, 'inspecting a watched container failed'),

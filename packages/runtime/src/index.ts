@@ -9,7 +9,7 @@ export type {
   LogLine,
   Mount,
 } from './container-runtime.js';
-export { LABELS } from './container-runtime.js';
+export { exitOf, LABELS } from './container-runtime.js';
 export { DockerRuntime, demuxLogs } from './docker-runtime.js';
 export type { DockerRuntimeOptions } from './docker-runtime.js';
 export { discoverSocket, parseSocketUrl, describeSocket } from './discovery.js';
