@@ -28,6 +28,7 @@ import type {
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
 import { CANCELS_SCHEMA, DataVersionWatcher } from './sqlite-changes.js';
+import { addColumnIfMissing } from './sqlite-columns.js';
 import { migrateWorkers, SqliteWorkers, WORKERS_SCHEMA } from './sqlite-workers.js';
 import { Tails } from './tail.js';
 
@@ -94,7 +95,7 @@ CREATE INDEX IF NOT EXISTS workspaces_holder ON workspaces (holder);
  * The claim, one statement in the claim's IMMEDIATE transaction, so the counts it checks and
  * the row it moves are one state for every process sharing the file. A session counts as
  * claimed from its claim until its FINISH (worker set, FINISH not stored): a decided session's
- * container runs on through its teardown, and FINISH is stored once it is removed. The oldest
+ * container runs on through its teardown, and FINISH is stored once it has exited. The oldest
  * queued session that is not cancel-requested, whose tenant is neither excluded nor at
  * @maxPerTenant claimed sessions, moves to starting, if the fleet has fewer than @maxClaimed claimed sessions and
  * (with @epoch set) the worker's row has that epoch, state alive and an unexpired lease. With
@@ -262,13 +263,7 @@ function toStoreError(cause: unknown, where: string, what: string, open: boolean
 
 /** Columns added after the first schema, for store files created before them. */
 function migrate(db: Database.Database): void {
-  const columns = new Set(
-    db
-      .prepare<[], { name: string }>('PRAGMA table_info(sessions)')
-      .all()
-      .map((c) => c.name),
-  );
-  if (!columns.has('env')) db.exec("ALTER TABLE sessions ADD COLUMN env TEXT NOT NULL DEFAULT '{}'");
+  addColumnIfMissing(db, 'sessions', 'env', "TEXT NOT NULL DEFAULT '{}'");
   // FINISH is found through sessions.finish_seq, so every event insert updates two B-trees, not three
   db.exec('DROP INDEX IF EXISTS events_session_type');
 }

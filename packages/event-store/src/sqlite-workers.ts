@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import { StoreError, StoreErrorCode } from './errors.js';
+import { addColumnIfMissing } from './sqlite-columns.js';
 import type { HeartbeatResult, RegisterResult, WorkerInfo, WorkerRecord, WorkerState, WorkerStore } from './ports.js';
 
 export const WORKERS_SCHEMA = `
@@ -21,13 +22,7 @@ CREATE TABLE IF NOT EXISTS workers (
 
 /** Columns added to the workers table after its first schema, for store files created before them. */
 export function migrateWorkers(db: Database.Database): void {
-  const columns = new Set(
-    db
-      .prepare<[], { name: string }>('PRAGMA table_info(workers)')
-      .all()
-      .map((c) => c.name),
-  );
-  if (!columns.has('drain_requested')) db.exec('ALTER TABLE workers ADD COLUMN drain_requested INTEGER NOT NULL DEFAULT 0');
+  addColumnIfMissing(db, 'workers', 'drain_requested', 'INTEGER NOT NULL DEFAULT 0');
 }
 
 interface WorkerRow {
