@@ -196,22 +196,26 @@ export class Reaper {
   async resettle(): Promise<SettleCounts> {
     const total: SettleCounts = { requeued: 0, lost: 0, finished: 0, workspaceUnavailable: 0 };
     for (const w of await this.#o.store.workers.list()) {
-      if (w.state !== 'dead') continue;
-      // a worker that registered again since the list settles and claims for itself
-      const current = await this.#o.store.workers.get(w.id);
-      if (current?.state !== 'dead' || current.epoch !== w.epoch) continue;
+      if (w.state !== 'dead' || !(await this.#stillDead(w))) continue;
       const counts = await settleWorker(this.#o, w);
       for (const k of Object.keys(total) as (keyof SettleCounts)[]) total[k] += counts[k];
     }
     return total;
   }
 
+  /**
+   * Whether `w`, listed dead, still is, under the same epoch: a worker that registered again
+   * since the list settles and claims for itself.
+   */
+  async #stillDead(w: WorkerRecord): Promise<boolean> {
+    const current = await this.#o.store.workers.get(w.id);
+    return current?.state === 'dead' && current.epoch === w.epoch;
+  }
+
   /** Sessions queued on a dead worker's workspaces since it was settled. */
   async #queuedOnDead(w: WorkerRecord): Promise<void> {
     if (this.#o.workspacesShared) return;
-    // a worker that registered again since the list claims them itself
-    const stillDead = async () => (await this.#o.store.workers.get(w.id))?.state === 'dead';
-    const ended = await endQueuedOnWorkspaces(this.#o, w, this.#lifecycle, stillDead);
+    const ended = await endQueuedOnWorkspaces(this.#o, w, this.#lifecycle, () => this.#stillDead(w));
     if (ended > 0) {
       this.#o.logger.warn(
         { workerId: w.id, workspaceUnavailable: ended },
