@@ -8,7 +8,7 @@ import type { IngestHub } from '@mgx/ingest';
 import { noopMetrics } from '@mgx/metrics';
 import type { Monitor } from '@mgx/monitor';
 import { LABELS, type ContainerRuntime } from '@mgx/runtime';
-import { lostMessage, Reaper, Scheduler, settleWorker, WorkerLease } from '../src/index.js';
+import { lostMessage, Reaper, Scheduler, settleWorker, WorkerLease, type WorkerLeaseOptions } from '../src/index.js';
 
 // The worker side of a fleet at the store port: leases, the reaper, settlement. A real SQLite
 // store (two connections to one file where two processes would race), a clock passed in.
@@ -77,7 +77,7 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
     if (stage === 'running') await a.sessions.markRunning(id, now, now + 60_000);
     return id;
   };
-  const lease = (store: SqliteStore, id: string, logger?: Logger) =>
+  const lease = (store: SqliteStore, id: string, extra: Partial<WorkerLeaseOptions> = {}) =>
     new WorkerLease({
       workers: store.workers,
       info: info(id),
@@ -85,7 +85,7 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
       leaseMs: LEASE,
       inUse: () => 1,
       now: clock,
-      ...(logger ? { logger } : {}),
+      ...extra,
     });
   const reaper = (store: SqliteStore, workspacesShared = false) =>
     new Reaper({ store, metrics: noopMetrics, intervalMs: BEAT, workspacesShared, now: clock });
@@ -133,7 +133,7 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
 
   it('a heartbeat of an older epoch (same MGX_OWNER started twice) loses the lease and says why', async () => {
     const { logger, lines } = capturingLogger();
-    const old = lease(a, 'w1', logger);
+    const old = lease(a, 'w1', { logger });
     await old.register();
     await lease(b, 'w1').register();
     await old.beat();
@@ -155,15 +155,7 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
 
   it("passes an operator's drain request on once, from the heartbeat that carries it", async () => {
     let asked = 0;
-    const w = new WorkerLease({
-      workers: a.workers,
-      info: info('w1'),
-      heartbeatMs: BEAT,
-      leaseMs: LEASE,
-      inUse: () => 1,
-      now: clock,
-      drainRequested: () => asked++,
-    });
+    const w = lease(a, 'w1', { drainRequested: () => asked++ });
     await w.register();
     await w.beat();
     expect(asked).toBe(0);
