@@ -66,6 +66,12 @@ export interface Metrics {
   sessionsLost: CounterPort;
   /** Time one claim of the queue took in the store. */
   claimDuration: HistogramPort;
+  /** Preview connections open to apps in agent containers. */
+  previewConnections: GaugePort;
+  /** Preview connections by result: opened, refused (port), limited, unreachable. */
+  previewConnectionsTotal: CounterPort<'result'>;
+  /** Preview bytes: in (client to app) and out (app to client). */
+  previewBytes: CounterPort<'direction'>;
 }
 
 /** Runs `work` and observes how long it took in seconds, also when it fails. */
@@ -114,4 +120,7 @@ export const noopMetrics: Metrics = {
   fleetInUse: gauge,
   sessionsLost: counter,
   claimDuration: histogram,
+  previewConnections: gauge,
+  previewConnectionsTotal: counter,
+  previewBytes: counter,
 };

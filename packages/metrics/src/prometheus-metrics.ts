@@ -27,6 +27,8 @@ export const POOL_MISS_REASONS = ['empty', 'no_pool', 'workspace_exists'] as con
 export const EXIT_REASONS = ['exited', 'oom_killed', 'killed'] as const;
 /** The states of a fleet's workers (WorkerState of the store), each exported from 0. */
 export const WORKER_STATES = ['alive', 'draining', 'dead', 'stopped'] as const;
+/** How a preview connection attempt ended. */
+export const PREVIEW_RESULTS = ['opened', 'refused', 'limited', 'unreachable'] as const;
 /** Buckets for one store call (a claim): 1 ms to 10 s. */
 export const STORE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -217,6 +219,23 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
       buckets: STORE_BUCKETS,
       registers: r,
     }),
+    previewConnections: new Gauge({
+      name: 'mgx_preview_connections',
+      help: 'Preview connections (HTTP requests in flight and WebSockets) open to apps in agent containers.',
+      registers: r,
+    }),
+    previewConnectionsTotal: new Counter({
+      name: 'mgx_preview_connections_total',
+      help: 'Preview connections by result: opened, refused (port outside the range), limited (session allowance), unreachable.',
+      labelNames: ['result'] as const,
+      registers: r,
+    }),
+    previewBytes: new Counter({
+      name: 'mgx_preview_bytes_total',
+      help: 'Bytes carried by previews: in (client to app), out (app to client).',
+      labelNames: ['direction'] as const,
+      registers: r,
+    }),
     buildInfo: new Gauge({
       name: 'mgx_build_info',
       help: 'Version of this mgx build.',
@@ -233,6 +252,8 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
   for (const reason of POOL_MISS_REASONS) m.poolMisses.inc({ reason }, 0);
   for (const cause of ['queue_full', 'invalid_input', 'unauthorized']) m.rejections.inc({ cause }, 0);
   for (const state of WORKER_STATES) m.workers.set({ state }, 0);
+  for (const result of PREVIEW_RESULTS) m.previewConnectionsTotal.inc({ result }, 0);
+  for (const direction of ['in', 'out']) m.previewBytes.inc({ direction }, 0);
   return m;
 }
 

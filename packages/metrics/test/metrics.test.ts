@@ -44,6 +44,9 @@ const EXPORTED: Record<keyof Metrics, { name: string; type: 'counter' | 'gauge' 
   fleetInUse: { name: 'mgx_fleet_in_use', type: 'gauge' },
   sessionsLost: { name: 'mgx_sessions_lost_total', type: 'counter' },
   claimDuration: { name: 'mgx_claim_duration_seconds', type: 'histogram' },
+  previewConnections: { name: 'mgx_preview_connections', type: 'gauge' },
+  previewConnectionsTotal: { name: 'mgx_preview_connections_total', type: 'counter' },
+  previewBytes: { name: 'mgx_preview_bytes_total', type: 'counter' },
 };
 
 /** `# TYPE` lines of an exposition: metric name to type. */
@@ -94,6 +97,9 @@ function useEveryInstrument(m: Metrics): void {
   m.fleetInUse.set(5);
   m.sessionsLost.inc();
   m.claimDuration.observe(0.003);
+  m.previewConnections.inc();
+  m.previewConnectionsTotal.inc({ result: 'opened' });
+  m.previewBytes.inc({ direction: 'out' }, 10);
 }
 
 describe('noopMetrics', () => {
