@@ -1,5 +1,13 @@
-import { ExitWithoutFinish, type Emitter, type FinishData, type FrameworkRegistry, type FrameworkResult } from '@mgx/agent-sdk';
-import { IngestClient } from '@mgx/ingest/client';
+import { dirname, join } from 'node:path';
+import {
+  ExitWithoutFinish,
+  type Emitter,
+  type FinishData,
+  type FrameworkRegistry,
+  type FrameworkResult,
+  type GatewayEndpoints,
+} from '@mgx/agent-sdk';
+import { answerDial, forwardLoopback, IngestClient, SERVICE_SOCKETS, type LoopbackForward, type ServiceName } from '@mgx/ingest/client';
 // bundled into the runner by esbuild, so the image reports the version it was built from
 import rootPackage from '../../package.json' with { type: 'json' };
 
@@ -28,6 +36,7 @@ export async function runSession(o: RunnerOptions): Promise<number> {
     socketPath: o.socketPath,
     connectTimeoutMs: o.connectTimeoutMs ?? 60_000,
     ...(o.debug ? { onDebug: o.debug } : {}),
+    onDial: (msg) => answerDial(dirname(o.socketPath), msg),
   });
   // follows the caller's signal, except while the framework asked to ignore a stop
   const ac = new AbortController();
@@ -45,6 +54,8 @@ export async function runSession(o: RunnerOptions): Promise<number> {
     o.signal?.removeEventListener('abort', onStop);
   }
 }
+
+type HelloTask = Awaited<ReturnType<IngestClient['connect']>>['task'];
 
 /** The session itself; `signal` is aborted when the platform stops it. */
 async function session(
@@ -64,6 +75,52 @@ async function session(
     return 143;
   }
   const { task } = hello;
+  const forwards: LoopbackForward[] = [];
+  const gateway = await gatewayEndpoints(dirname(o.socketPath), hello.services ?? [], forwards, o.debug);
+  try {
+    return await run(o, client, signal, ignoreStop, task, gateway);
+  } finally {
+    for (const f of forwards) f.close();
+  }
+}
+
+/**
+ * The services the server offers besides ingest, on loopback ports inside the container
+ * for programs that speak TCP only. A service that cannot be exposed is left out.
+ */
+async function gatewayEndpoints(
+  dir: string,
+  services: ServiceName[],
+  forwards: LoopbackForward[],
+  debug: ((msg: string) => void) | undefined,
+): Promise<GatewayEndpoints | undefined> {
+  const gateway: GatewayEndpoints = {};
+  const expose = async (name: ServiceName) => {
+    if (!services.includes(name)) return undefined;
+    try {
+      const f = await forwardLoopback(join(dir, SERVICE_SOCKETS[name]));
+      forwards.push(f);
+      return f.port;
+    } catch (err) {
+      debug?.(`cannot expose ${name} on loopback: ${(err as Error).message}`);
+      return undefined;
+    }
+  };
+  const model = await expose('model');
+  if (model !== undefined) gateway.openaiBaseUrl = `http://127.0.0.1:${model}/v1`;
+  const proxy = await expose('proxy');
+  if (proxy !== undefined) gateway.httpProxy = `http://127.0.0.1:${proxy}`;
+  return Object.keys(gateway).length > 0 ? gateway : undefined;
+}
+
+async function run(
+  o: RunnerOptions,
+  client: IngestClient,
+  signal: AbortSignal,
+  ignoreStop: (ignore: boolean) => void,
+  task: HelloTask,
+  gateway: GatewayEndpoints | undefined,
+): Promise<number> {
   const emitter: Emitter = {
     emit: (type, data) => void client.emit(type, data),
     messageDelta: (messageId, delta) => void client.emit('MESSAGE', { messageId, role: 'assistant', delta }),
@@ -100,6 +157,7 @@ async function session(
         options: task.options,
         env: task.env ?? {},
         secrets: task.secrets,
+        ...(gateway ? { gateway } : {}),
         emit: emitter,
         signal: signal,
         ignoreStop,

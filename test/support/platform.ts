@@ -33,6 +33,8 @@ export async function startPlatform(env: Record<string, string> = {}): Promise<P
     AGENT_STOP_GRACE_SECONDS: '2',
     AGENT_MONITOR_POLL_SECONDS: '1',
     ...(process.env.CONTAINER_HOST ? { CONTAINER_HOST: process.env.CONTAINER_HOST } : {}),
+    // the agent image under test (a branch's own tag), as ServerProcess passes it on too
+    ...(process.env.AGENT_CONTAINER_IMAGE ? { AGENT_CONTAINER_IMAGE: process.env.AGENT_CONTAINER_IMAGE } : {}),
     // the end-to-end suite runs on MongoDB too when pointed at one
     ...(process.env.MGX_EVENT_STORE ? { MGX_EVENT_STORE: process.env.MGX_EVENT_STORE } : {}),
     ...(process.env.MONGODB_URI

@@ -27,8 +27,16 @@ export interface FrameworkContext {
   options: Record<string, unknown>;
   /** The session's environment for the agent's own processes (commands it runs). */
   env: Record<string, string>;
-  /** Per-session secrets (API keys). Never put them in events. */
+  /**
+   * The session's secrets that this framework asked for (`Framework.secretsWanted`), and only
+   * those: the rest never reach the container. Never put them in events.
+   */
   secrets: Record<string, string>;
+  /**
+   * Endpoints the platform offers on 127.0.0.1 inside the container, each carried to the host
+   * over the session's socket directory; absent when the server offers none (an older server).
+   */
+  gateway?: GatewayEndpoints;
   emit: Emitter;
   /** Aborted when the platform stops the session (SIGTERM: deadline or cancel). */
   signal: AbortSignal;
@@ -39,6 +47,13 @@ export interface FrameworkContext {
    * optional so that a unit test's context can leave it out.
    */
   ignoreStop?(ignore: boolean): void;
+}
+
+export interface GatewayEndpoints {
+  /** An OpenAI-compatible base URL (`http://127.0.0.1:P/v1`); the host adds the provider's key. */
+  openaiBaseUrl?: string;
+  /** An HTTP CONNECT proxy (`http://127.0.0.1:P`) to the domains the session may reach. */
+  httpProxy?: string;
 }
 
 /** How the framework's run ended; the runner turns it into FINISH. */
@@ -66,8 +81,17 @@ export interface Framework {
   description: string;
   /** JSON Schema of `options`, reported by `frameworks.list`. */
   optionsSchema: Record<string, unknown>;
-  /** True when it cannot work without network egress (it calls a remote API). */
+  /**
+   * True when it cannot work without network egress (it calls a remote API), unless the
+   * session names a model provider of the server (`options.provider`): then the gateway
+   * carries its calls and the container keeps no network.
+   */
   requiresEgress?: boolean;
+  /**
+   * Names of the session secrets it needs for these options and this prompt. The host sends
+   * the runner only those; without this method, none.
+   */
+  secretsWanted?(options: Record<string, unknown>, prompt: string): string[];
   run(ctx: FrameworkContext): Promise<FrameworkResult>;
 }
 

@@ -23,4 +23,4 @@ export type {
 export { ExitWithoutFinish, FrameworkRegistry } from './framework.js';
 export { REDACTED, redactor } from './redact.js';
 export type { Redactor, StreamRedactor } from './redact.js';
-export type { Framework, FrameworkContext, FrameworkResult, Emitter } from './framework.js';
+export type { Framework, FrameworkContext, FrameworkResult, Emitter, GatewayEndpoints } from './framework.js';

@@ -5,6 +5,7 @@ export const IngestErrorCode = {
   PROTOCOL: 'INGEST_PROTOCOL',
   CONNECT_TIMEOUT: 'INGEST_CONNECT_TIMEOUT',
   CLOSED: 'INGEST_CLOSED',
+  DIAL_FAILED: 'INGEST_DIAL_FAILED',
 } as const;
 export type IngestErrorCode = (typeof IngestErrorCode)[keyof typeof IngestErrorCode];
 

@@ -1,10 +1,13 @@
-import { isAgentEventType } from '@mgx/agent-sdk';
+import { isAgentEventType, type EventType } from '@mgx/agent-sdk';
 import type { EventMessage } from './protocol.js';
 
-/** An event as it arrives from a runner, bound to the session its socket belongs to. */
+/**
+ * An event as it arrives from a runner, bound to the session its socket belongs to; or one the
+ * platform writes in its stream (rid 0: a refusal, a model call), which may be a platform type.
+ */
 export interface IngestedEvent {
   rid: number;
-  type: EventMessage['type'];
+  type: EventType;
   ts: number;
   data: Record<string, unknown>;
 }

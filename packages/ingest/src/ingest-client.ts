@@ -3,7 +3,7 @@ import { connect, type Socket } from 'node:net';
 import { basename, dirname } from 'node:path';
 import type { AgentEventType } from '@mgx/agent-sdk';
 import { IngestError, IngestErrorCode } from './errors.js';
-import type { HelloMessage, ServerMessage } from './protocol.js';
+import type { DialMessage, HelloMessage, ServerMessage } from './protocol.js';
 
 export interface IngestClientOptions {
   socketPath: string;
@@ -17,6 +17,8 @@ export interface IngestClientOptions {
   /** `drain()` waits while more than this many events are unacknowledged. */
   highWater?: number;
   onDebug?: (msg: string) => void;
+  /** The server asks for a stream to a port inside the container (see protocol.ts, tunnel.sock). */
+  onDial?: (msg: DialMessage) => void;
 }
 
 interface FlushWaiter {
@@ -36,7 +38,7 @@ interface Unacked {
  * re-sends everything after the server's lastRid; the server stores each rid once.
  */
 export class IngestClient {
-  readonly #o: Required<Omit<IngestClientOptions, 'onDebug'>> & Pick<IngestClientOptions, 'onDebug'>;
+  readonly #o: Required<Omit<IngestClientOptions, 'onDebug' | 'onDial'>> & Pick<IngestClientOptions, 'onDebug' | 'onDial'>;
   #socket: Socket | undefined;
   #connected = false;
   #closed = false;
@@ -175,6 +177,8 @@ export class IngestClient {
       this.#firstHello = undefined;
     } else if (msg.t === 'ack') {
       this.#ack(msg.rid);
+    } else if (msg.t === 'dial') {
+      this.#o.onDial?.(msg);
     } else if (msg.t === 'error') {
       this.#o.onDebug?.(`ingest server refused: ${msg.message}`);
     }

@@ -1,5 +1,6 @@
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { FinishData } from '@mgx/agent-sdk';
@@ -8,7 +9,15 @@ import { Batcher } from './batcher.js';
 import { IngestError, IngestErrorCode } from './errors.js';
 import { parseEventLine, rejectedEvent, throttledEvent, type IngestedEvent } from './event-line.js';
 import { LineFramer } from './line-framer.js';
-import { PROTOCOL_VERSION, SOCKET_NAME, type HelloMessage, type SessionTask } from './protocol.js';
+import {
+  PROTOCOL_VERSION,
+  SERVICE_SOCKETS,
+  SOCKET_NAME,
+  type DialMessage,
+  type HelloMessage,
+  type ServiceName,
+  type SessionTask,
+} from './protocol.js';
 import { ConnectionThrottle, TokenBucket } from './rate-limit.js';
 
 export type { IngestedEvent } from './event-line.js';
@@ -48,6 +57,27 @@ export interface IngestHubOptions {
    * Over it the socket is paused: the runner buffers and its agent is slowed, nothing is lost.
    */
   maxEventsPerSecond?: number;
+  /**
+   * Services on sockets of their own beside ingest.sock (SERVICE_SOCKETS): each connection
+   * arriving on one is handed to its service with the session it belongs to.
+   */
+  services?: Partial<Record<Exclude<ServiceName, 'tunnel'>, SessionService>>;
+  /** How long `dial` waits for the runner to connect back. */
+  dialTimeoutMs?: number;
+}
+
+/** A service reached through a session's socket directory (the model gateway, the egress proxy). */
+export interface SessionService {
+  /** Whether this session gets the service's socket at all. */
+  offers(task: SessionTask): boolean;
+  /** A connection on the session's socket; it belongs to `sessionId`, whatever it says. */
+  accept(sessionId: string, socket: Socket): void;
+}
+
+interface PendingDial {
+  resolve: (socket: Socket) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
 }
 
 interface Channel {
@@ -62,6 +92,12 @@ interface Channel {
   received: number;
   /** Token bucket of the rate limit, shared by the session's connections. */
   bucket: TokenBucket;
+  /** The servers of the session's other sockets (tunnel.sock, model.sock, …). */
+  extra: Server[];
+  services: ServiceName[];
+  /** Connections accepted on those sockets, ended with the channel. */
+  conns: Set<Socket>;
+  dials: Map<string, PendingDial>;
 }
 
 /**
@@ -70,11 +106,11 @@ interface Channel {
  * it belongs to its session, whatever the payload says.
  */
 export class IngestHub {
-  readonly #o: Required<Omit<IngestHubOptions, 'logger'>> & { logger: Logger };
+  readonly #o: Required<Omit<IngestHubOptions, 'logger' | 'services'>> & Pick<IngestHubOptions, 'services'> & { logger: Logger };
   readonly #channels = new Map<string, Channel>();
 
   constructor(options: IngestHubOptions) {
-    this.#o = { highWater: 5000, maxEventsPerSecond: 0, logger: silentLogger, ...options };
+    this.#o = { highWater: 5000, maxEventsPerSecond: 0, dialTimeoutMs: 10_000, logger: silentLogger, ...options };
   }
 
   /** Host directory to bind-mount at CONTAINER_SOCKET_DIR for this session. */
@@ -112,19 +148,41 @@ export class IngestHub {
       idleWaiters: [],
       received: 0,
       bucket: new TokenBucket(this.#o.maxEventsPerSecond),
+      extra: [],
+      services: [],
+      conns: new Set(),
+      dials: new Map(),
     };
     server.on('connection', (socket) => this.#accept(channel, socket));
+    // the other sockets first: a runner that sees ingest.sock finds those its hello names
+    const services: Array<[ServiceName, (socket: Socket) => void]> = [['tunnel', (socket) => this.#tunnel(channel, socket)]];
+    for (const [name, service] of Object.entries(this.#o.services ?? {}) as Array<[ServiceName, SessionService]>) {
+      if (service.offers(task)) services.push([name, (socket) => service.accept(sessionId, socket)]);
+    }
+    try {
+      for (const [name, onConnection] of services) {
+        const path = join(dir, SERVICE_SOCKETS[name]);
+        rmSync(path, { force: true });
+        const extra = createServer({ allowHalfOpen: true });
+        extra.on('connection', (socket) => {
+          channel.conns.add(socket);
+          socket.once('close', () => channel.conns.delete(socket));
+          onConnection(socket);
+        });
+        channel.extra.push(extra);
+        await listen(extra, path);
+        grantToAgentUser(path, this.#o.containerUser, { ownedMode: 0o600, openMode: 0o666 });
+        channel.services.push(name);
+      }
+    } catch (err) {
+      for (const extra of channel.extra) extra.close();
+      throw err;
+    }
     // bound under another name and renamed once only the runner may connect: a runner
     // already waiting for the socket (a warm-pool container) never finds it half-made
     const bindPath = join(dir, `.${SOCKET_NAME}.new`);
     rmSync(bindPath, { force: true });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(bindPath, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(server, bindPath);
     // only the container's user may connect; a rootless server cannot chown, so it opens the mode instead
     grantToAgentUser(bindPath, this.#o.containerUser, { ownedMode: 0o600, openMode: 0o666 });
     renameSync(bindPath, socketPath);
@@ -182,11 +240,90 @@ export class IngestHub {
     }
     this.#channels.delete(sessionId);
     ch.socket?.destroy();
-    await new Promise<void>((resolve) => ch.server.close(() => resolve()));
+    for (const dial of ch.dials.values()) {
+      clearTimeout(dial.timer);
+      dial.reject(new IngestError(IngestErrorCode.CLOSED, `the session ${sessionId} closed before the runner answered the dial`));
+    }
+    ch.dials.clear();
+    for (const socket of ch.conns) socket.destroy();
+    await Promise.all([ch.server, ...ch.extra].map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     await ch.chain.catch(() => {});
     if (!options.keepDir) await rm(ch.dir, { recursive: true, force: true });
-    // the runner waits for a new socket instead of dialling a dead one
-    else await rm(join(ch.dir, SOCKET_NAME), { force: true });
+    else {
+      // the runner waits for a new socket instead of dialling a dead one
+      await rm(join(ch.dir, SOCKET_NAME), { force: true });
+      for (const name of ch.services) await rm(join(ch.dir, SERVICE_SOCKETS[name]), { force: true });
+    }
+  }
+
+  /**
+   * Stores events the platform writes for a session (a model call, a refused connection) in
+   * order with what its runner sends. Resolves false when the session's channel is closed: its
+   * FINISH may be stored already, and nothing may follow it.
+   */
+  async record(sessionId: string, events: IngestedEvent[]): Promise<boolean> {
+    const ch = this.#channels.get(sessionId);
+    if (!ch) return false;
+    const stored = ch.chain.then(() => this.#o.sink.append(sessionId, events));
+    ch.chain = stored.catch((err: unknown) => this.#o.logger.error({ err, sessionId }, 'storing platform events failed'));
+    await stored;
+    return true;
+  }
+
+  /**
+   * A stream to 127.0.0.1:`port` inside the session's container, through its runner: the
+   * runner dials the port and connects back on tunnel.sock. The stream comes paused (nothing
+   * read is lost before its consumer is there): pipe it or resume it. Rejects when the session
+   * has no runner connected, the port refuses, or nothing came back within `dialTimeoutMs`.
+   */
+  dial(sessionId: string, port: number): Promise<Socket> {
+    const ch = this.#channels.get(sessionId);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      return Promise.reject(new IngestError(IngestErrorCode.PROTOCOL, `port ${port} is not a TCP port`));
+    }
+    const socket = ch?.socket;
+    if (!ch || !socket || socket.destroyed) {
+      return Promise.reject(new IngestError(IngestErrorCode.CLOSED, `session ${sessionId} has no runner connected`));
+    }
+    const id = randomBytes(12).toString('hex');
+    return new Promise<Socket>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        ch.dials.delete(id);
+        reject(new IngestError(IngestErrorCode.DIAL_FAILED, `the runner of ${sessionId} did not answer a dial of port ${port}`));
+      }, this.#o.dialTimeoutMs);
+      ch.dials.set(id, { resolve, reject, timer });
+      const msg: DialMessage = { t: 'dial', id, port };
+      socket.write(`${JSON.stringify(msg)}\n`);
+    });
+  }
+
+  /** A runner answering a dial: one line naming it (or why it failed), then the stream. */
+  #tunnel(ch: Channel, socket: Socket): void {
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const nl = head.indexOf(10);
+      if (nl < 0) {
+        if (head.length > 256) socket.destroy();
+        return;
+      }
+      socket.off('data', onData);
+      socket.pause();
+      const [id = '', failure] = head.subarray(0, nl).toString('utf8').split(' !');
+      const rest = head.subarray(nl + 1);
+      const dial = ch.dials.get(id);
+      if (!dial) return void socket.destroy();
+      ch.dials.delete(id);
+      clearTimeout(dial.timer);
+      if (failure !== undefined) {
+        socket.destroy();
+        return dial.reject(new IngestError(IngestErrorCode.DIAL_FAILED, `the runner could not reach the port: ${failure.slice(0, 100)}`));
+      }
+      if (rest.length > 0) socket.unshift(rest);
+      dial.resolve(socket);
+    };
+    socket.on('data', onData);
+    socket.on('error', () => socket.destroy());
   }
 
   /** Closes every channel, keeping directories for the sessions' next owner (shutdown). */
@@ -221,7 +358,14 @@ export class IngestHub {
     ch.chain = ch.chain
       .then(async () => {
         const lastRid = await this.#o.sink.lastRid(sessionId);
-        const hello: HelloMessage = { t: 'hello', v: PROTOCOL_VERSION, task: ch.task, lastRid, maxEventBytes: this.#o.maxEventBytes };
+        const hello: HelloMessage = {
+          t: 'hello',
+          v: PROTOCOL_VERSION,
+          task: ch.task,
+          lastRid,
+          maxEventBytes: this.#o.maxEventBytes,
+          services: ch.services,
+        };
         send(hello);
       })
       .catch((err: unknown) => {
@@ -323,4 +467,14 @@ export class IngestHub {
     await appendRun();
     return ackRid;
   }
+}
+
+function listen(server: Server, path: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
 }

@@ -12,6 +12,17 @@ import type { AgentEventType } from '@mgx/agent-sdk';
  *
  * rid increases by one per event from 1. A runner re-sends everything after the
  * server's lastRid when it reconnects; the store skips what it already holds.
+ *
+ * More sockets beside ingest.sock, each with one purpose, so no stream needs a header: the
+ * socket a connection arrives on says what it is for and, like ingest.sock, whose it is.
+ * The hello names those the session has (`services`); a runner of a server without them sees
+ * none and goes on as before.
+ *   tunnel.sock  host → container streams. The server sends {"t":"dial","id":"…","port":N} on
+ *                the ingest connection; the runner connects to 127.0.0.1:N inside the container,
+ *                then to tunnel.sock, writes one line `<id>\n` and pipes the two together. When
+ *                it cannot reach the port it writes `<id> !<code>\n` instead and closes.
+ *   model.sock   HTTP: an OpenAI-compatible chat-completions gateway (the host adds the key).
+ *   proxy.sock   HTTP CONNECT proxy for the session's allow-listed domains.
  */
 export const PROTOCOL_VERSION = 1;
 
@@ -32,6 +43,15 @@ export interface HelloMessage {
   task: SessionTask;
   lastRid: number;
   maxEventBytes: number;
+  /** Sockets besides ingest.sock in the session's directory (SERVICE_SOCKETS); absent from older servers. */
+  services?: ServiceName[];
+}
+
+/** A host → container stream: connect to 127.0.0.1:port and answer on tunnel.sock with `id`. */
+export interface DialMessage {
+  t: 'dial';
+  id: string;
+  port: number;
 }
 
 export interface AckMessage {
@@ -44,7 +64,7 @@ export interface ErrorMessage {
   message: string;
 }
 
-export type ServerMessage = HelloMessage | AckMessage | ErrorMessage;
+export type ServerMessage = HelloMessage | AckMessage | ErrorMessage | DialMessage;
 
 export interface EventMessage {
   t: 'ev';
@@ -57,3 +77,7 @@ export interface EventMessage {
 /** Where the socket lives inside the container (its directory is bind-mounted read-only). */
 export const CONTAINER_SOCKET_DIR = '/run/mgx';
 export const SOCKET_NAME = 'ingest.sock';
+
+/** The sockets a session's directory may hold besides ingest.sock, by service. */
+export const SERVICE_SOCKETS = { tunnel: 'tunnel.sock', model: 'model.sock', proxy: 'proxy.sock' } as const;
+export type ServiceName = keyof typeof SERVICE_SOCKETS;
