@@ -65,6 +65,15 @@ describe('mgx CLI against a real server', () => {
         .filter(Boolean)
         .map((l) => (JSON.parse(l) as { id: string }).id),
     ).toContain(id);
+    // a signed preview link to a port of the session, and a clear refusal outside the preview ports
+    const link = await mgx('preview', id, '3000');
+    expect(link.code).toBe(0);
+    expect(link.stdout.trim()).toMatch(
+      new RegExp(`^http://127\\.0\\.0\\.1:\\d+/sessions/${id}/preview/3000/\\?mgx_preview_token=[0-9a-z]+\\.[\\w-]{43}$`),
+    );
+    const low = await mgx('preview', id, '80');
+    expect(low.code).not.toBe(0);
+    expect(low.stderr).toMatch(/port 80 is outside the preview ports 1024-65535/);
     const c = await mgx('cancel', id);
     expect(c.code).toBe(0);
     const follow = await mgx('logs', id, '--follow', '--json');

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { text } from 'node:stream/consumers';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import open from 'open';
 import yoctoSpinner from 'yocto-spinner';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
 import { doctor } from './doctor.js';
@@ -239,6 +240,21 @@ program
     process.stdout.write(
       o.json ? `${JSON.stringify(r)}\n` : `${r.sessionId} ${r.cancelled ? 'cancelling' : 'already ended'} (${r.status})\n`,
     );
+  });
+
+program
+  .command('preview')
+  .description("print a signed link to a port the session's agent serves (opens without a token until it expires)")
+  .argument('<sessionId>')
+  .argument('<port>', 'the port inside the container, e.g. 3000', positiveInt)
+  .option('--ttl <seconds>', 'how long the link stays valid', positiveInt, 3600)
+  .addOption(new Option('--form <form>', 'path, or host (<port>-<session>.<MGX_PREVIEW_DOMAIN>)').choices(['path', 'host']))
+  .option('--open', 'open the link in the default browser')
+  .option('--json', 'print the link as JSON')
+  .action(async (sessionId: string, port: number, o: { ttl: number; form?: 'path' | 'host'; open?: boolean; json?: boolean }) => {
+    const link = await client().sessions.previewUrl.mutate({ sessionId, port, ttlSeconds: o.ttl, ...(o.form ? { form: o.form } : {}) });
+    process.stdout.write(o.json ? `${JSON.stringify(link)}\n` : `${link.url}\n`);
+    if (o.open) await open(link.url);
   });
 
 /** An operator's call: a tenant's token gets a usage error naming what is needed. */

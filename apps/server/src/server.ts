@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
 import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, type ApiDeps, type FrameworkInfo } from '@mgx/api';
@@ -15,6 +16,7 @@ import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runti
 import { Reaper, Scheduler, WarmPool, WorkerLease } from '@mgx/scheduler';
 import rootPackage from '../../../package.json' with { type: 'json' };
 import { fleetMetricsRefresher } from './fleet-metrics.js';
+import { previewRoutes } from './preview-routes.js';
 import { MemorySecrets } from './secrets.js';
 
 /** The version of mgx (the root package.json's). */
@@ -202,6 +204,15 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     },
   });
 
+  const preview = previewRoutes({
+    settings,
+    store,
+    callerOf: (header) => auth.callerOf(header),
+    dialer: worker ? { dial: (id, port) => ingest.dial(id, port) } : undefined,
+    metrics,
+    logger: logger.child({ component: 'preview' }),
+  });
+
   // a worker without an engine does not get here: engineOf failed the start
   if (worker && runtime) {
     monitor = new Monitor({
@@ -226,6 +237,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         engine: await engine,
         capacity: settings.scheduler.maxConcurrent,
         version: VERSION,
+        ...(settings.fleet.advertiseUrl ? { url: settings.fleet.advertiseUrl } : {}),
       },
       heartbeatMs: settings.fleet.heartbeatMs,
       leaseMs: settings.fleet.leaseMs,
@@ -245,7 +257,10 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       settings,
       logger: logger.child({ component: 'scheduler' }),
       secrets: (id) => secrets?.get(id) ?? {},
-      ended: (id) => secrets?.forget(id),
+      ended: (id) => {
+        secrets?.forget(id);
+        preview.endSession(id);
+      },
     });
     // before reconcile: the record it replaces says whether there is anything left to adopt
     await scheduler.register();
@@ -276,6 +291,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     version: VERSION,
     secrets,
     ready: () => ready,
+    preview,
     worker: {
       queued: () => scheduler?.notify(),
       cancelRunning: (id) => monitor?.cancel(id) ?? false,
@@ -290,7 +306,9 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       const fromParams = (info.connectionParams as { token?: unknown } | null)?.token;
       const header = req.headers.authorization ?? (typeof fromParams === 'string' ? `Bearer ${fromParams}` : undefined);
       const caller = auth.callerOf(header);
-      return { deps, tenant: caller?.tenant ?? null, operator: caller?.operator ?? false };
+      const proto = req.headers['x-forwarded-proto'] === 'https' ? 'https' : 'http';
+      const origin = req.headers.host ? `${proto}://${req.headers.host}` : undefined;
+      return { deps, tenant: caller?.tenant ?? null, operator: caller?.operator ?? false, origin };
     },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ path, err: error }, 'request failed');
@@ -298,6 +316,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   });
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    // first: on a preview host name (MGX_PREVIEW_DOMAIN) every path is the app's
+    if (await preview.request(req, res)) return;
     const [path = '/'] = (req.url ?? '/').split('?');
     if (path.startsWith('/trpc/')) return trpc(req, res);
     if (path === '/metrics' && req.method === 'GET') {
@@ -334,6 +354,19 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       if (!res.headersSent) res.writeHead(500);
       res.end();
     });
+  });
+  // WebSockets: only previews take upgrades
+  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    preview.upgrade(req, socket, head).then(
+      (served) => {
+        if (!served) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      },
+      (err: unknown) => {
+        logger.error({ err, url: req.url }, 'upgrade failed');
+        socket.destroy();
+      },
+    );
   });
   await new Promise<void>((resolve, reject) => {
     http.once('error', (cause) =>
@@ -387,6 +420,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         monitor?.detachAll();
         // containers of sessions that finished are removed after their FINISH: let those end
         await monitor?.removals();
+        preview.close();
         await ingest.closeAll();
         http.closeAllConnections();
         await new Promise<void>((resolve) => http.close(() => resolve()));

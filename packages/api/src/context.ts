@@ -29,6 +29,15 @@ export interface WorkerBridge {
   cancelRunning(sessionId: string): boolean;
 }
 
+/** Signed, expiring preview links (for iframes and new tabs, where no header can be set). */
+export interface PreviewLinks {
+  /**
+   * A link to `port` of the session valid for `ttlMs` (capped by MGX_PREVIEW_LINK_MAX_SECONDS), on the
+   * preview path or its own host name; `origin` is the request's.
+   */
+  link(sessionId: string, port: number, ttlMs: number, origin: string, form: 'path' | 'host'): { url: string; expiresAt: number };
+}
+
 /** Everything the router needs, built once by the server. */
 export interface ApiDeps {
   settings: Settings;
@@ -44,6 +53,8 @@ export interface ApiDeps {
   version: string;
   /** Readiness: false while starting or shutting down. */
   ready: () => boolean;
+  /** Preview links; absent where the server offers no previews. */
+  preview?: PreviewLinks;
 }
 
 /**
@@ -54,4 +65,6 @@ export interface ApiContext {
   deps: ApiDeps;
   tenant: string | null;
   operator?: boolean;
+  /** The origin the request was sent to (scheme and host), for links when MGX_PUBLIC_URL is unset. */
+  origin?: string | undefined;
 }

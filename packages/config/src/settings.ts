@@ -50,7 +50,27 @@ export interface Settings {
     maxQueued: number;
   };
   /** Workers of a fleet: leases in the shared store, workspaces per host unless shared. */
-  fleet: { heartbeatMs: number; leaseMs: number; workspacesShared: boolean };
+  fleet: {
+    heartbeatMs: number;
+    leaseMs: number;
+    workspacesShared: boolean;
+    /** Where API nodes reach this worker (MGX_ADVERTISE_URL), for previews of its sessions. */
+    advertiseUrl: string | undefined;
+  };
+  /** Previews of apps served inside agent containers, through the session's tunnel. */
+  preview: {
+    minPort: number;
+    maxPort: number;
+    maxConnections: number;
+    maxBytes: number;
+    /** MGX_PREVIEW_DOMAIN: enables `<port>-<session>.<domain>` host names. */
+    domain: string | undefined;
+    /** The signing key of preview links (MGX_PREVIEW_KEY, or read from MGX_PREVIEW_KEY_FILE). */
+    key: string | undefined;
+    keyFile: string | undefined;
+    /** The longest a signed link may live. */
+    maxLinkMs: number;
+  };
   limits: { maxEventBytes: number; maxEventsPerSecond: number; maxPromptBytes: number; logCaptureBytes: number };
   store: {
     kind: EventStoreKind;
@@ -75,6 +95,8 @@ export interface Settings {
     operatorTokens: string | undefined;
     operatorTokensFile: string | undefined;
     ssePingMs: number;
+    /** The address clients use (MGX_PUBLIC_URL), for links the server hands out; else the request's host. */
+    publicUrl: string | undefined;
   };
   /** Names this platform instance in container labels, so it finds its own containers after a restart. */
   owner: string;
@@ -122,6 +144,21 @@ const bool = z
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
 
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
+
+const httpUrl = nonEmpty
+  .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'must be an http(s) URL such as http://10.0.0.5:8080')
+  .transform((v) => v.replace(/\/+$/, ''));
+
+/** "low-high", a range of TCP ports. */
+const portRange = nonEmpty.transform((v, ctx) => {
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(v);
+  const [min, max] = [Number(m?.[1]), Number(m?.[2])];
+  if (!m || !(min >= 1 && max <= 65535 && min <= max)) {
+    ctx.addIssue({ code: 'custom', message: 'must be a port range low-high within 1-65535, e.g. 1024-65535' });
+    return z.NEVER;
+  }
+  return { minPort: min, maxPort: max };
+});
 
 const socketUrl = nonEmpty.refine(
   (v) => /^(unix:\/\/\/|tcp:\/\/|http:\/\/|https:\/\/|\/)/.test(v),
@@ -187,6 +224,20 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       heartbeatMs: read('MGX_WORKER_HEARTBEAT_SECONDS', seconds(0.1, 3600), '5'),
       leaseMs: read('MGX_WORKER_LEASE_SECONDS', seconds(0.5, 86_400), '30'),
       workspacesShared: read('MGX_WORKSPACES_SHARED', bool, 'false'),
+      advertiseUrl: read('MGX_ADVERTISE_URL', httpUrl, undefined),
+    },
+    preview: {
+      ...(read('MGX_PREVIEW_PORTS', portRange, '1024-65535') ?? { minPort: 1024, maxPort: 65535 }),
+      maxConnections: read('MGX_PREVIEW_MAX_CONNECTIONS', int(1, 100_000), '64'),
+      maxBytes: read('MGX_PREVIEW_MAX_BYTES', memory(1024), '1g'),
+      domain: read(
+        'MGX_PREVIEW_DOMAIN',
+        nonEmpty.regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i, 'must be a DNS name such as preview.example.com'),
+        undefined,
+      ),
+      key: read('MGX_PREVIEW_KEY', nonEmpty.min(32, 'must be at least 32 characters'), undefined),
+      keyFile: read('MGX_PREVIEW_KEY_FILE', nonEmpty, undefined),
+      maxLinkMs: read('MGX_PREVIEW_LINK_MAX_SECONDS', seconds(10), '86400'),
     },
     limits: {
       maxEventBytes: read('MGX_MAX_EVENT_BYTES', int(1024, 64 * 1024 ** 2), String(256 * 1024)),
@@ -218,6 +269,7 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       operatorTokens: read('MGX_OPERATOR_TOKENS', nonEmpty, undefined),
       operatorTokensFile: read('MGX_OPERATOR_TOKENS_FILE', nonEmpty, undefined),
       ssePingMs: read('MGX_SSE_PING_SECONDS', seconds(0.1, 300), '10'),
+      publicUrl: read('MGX_PUBLIC_URL', httpUrl, undefined),
     },
     owner: read('MGX_OWNER', nonEmpty.regex(ID_PATTERN, 'must be 1-64 letters, digits, _ or -'), defaultOwner()),
     logLevel: read(

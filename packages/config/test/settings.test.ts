@@ -94,6 +94,27 @@ describe('loadSettings', () => {
     expect(() => loadSettings({ MGX_STOP: 'graceful' })).toThrow(/MGX_STOP: must be handover or drain/);
   });
 
+  it('reads the preview settings, and names a bad port range, domain, key or URL', () => {
+    const d = loadSettings({});
+    expect(d.preview).toMatchObject({ minPort: 1024, maxPort: 65535, maxConnections: 64, maxBytes: 1024 ** 3, maxLinkMs: 86_400_000 });
+    expect(d.preview.domain).toBeUndefined();
+    const s = loadSettings({
+      MGX_PREVIEW_PORTS: '3000-3999',
+      MGX_PREVIEW_DOMAIN: 'preview.example.com',
+      MGX_ADVERTISE_URL: 'http://10.0.0.5:8080/',
+      MGX_PUBLIC_URL: 'https://mgx.example.com',
+    });
+    expect(s.preview).toMatchObject({ minPort: 3000, maxPort: 3999, domain: 'preview.example.com' });
+    expect(s.fleet.advertiseUrl).toBe('http://10.0.0.5:8080');
+    expect(s.server.publicUrl).toBe('https://mgx.example.com');
+    for (const bad of ['3000', '4000-3000', '0-10', '1-70000', 'a-b']) {
+      expect(() => loadSettings({ MGX_PREVIEW_PORTS: bad })).toThrow(/MGX_PREVIEW_PORTS: must be a port range/);
+    }
+    expect(() => loadSettings({ MGX_PREVIEW_DOMAIN: 'bad domain' })).toThrow(/MGX_PREVIEW_DOMAIN: must be a DNS name/);
+    expect(() => loadSettings({ MGX_PREVIEW_KEY: 'short' })).toThrow(/MGX_PREVIEW_KEY: must be at least 32 characters/);
+    expect(() => loadSettings({ MGX_ADVERTISE_URL: '10.0.0.5:8080' })).toThrow(/MGX_ADVERTISE_URL: must be an http\(s\) URL/);
+  });
+
   it('requires MONGODB_URI for the mongodb store', () => {
     expect(() => loadSettings({ MGX_EVENT_STORE: 'mongodb' })).toThrow(/MONGODB_URI: is required/);
   });

@@ -6,17 +6,20 @@ import type { HeartbeatResult, RegisterResult, WorkerInfo, WorkerRecord, WorkerS
  * A worker as stored: its id is the document's _id. `claims` counts its claims: each claim
  * under a lease writes it, so the claim's transaction conflicts with a markDead or registration.
  */
-export interface WorkerDoc extends Omit<WorkerRecord, 'id' | 'drainRequested'> {
+export interface WorkerDoc extends Omit<WorkerRecord, 'id' | 'drainRequested' | 'url'> {
   _id: string;
   claims?: number;
   /** Absent in documents written before drains could be requested. */
   drainRequested?: boolean;
+  /** null when the worker advertises no URL (a $set cannot leave an old one behind). */
+  url?: string | null;
 }
 
-const toWorker = ({ _id, claims: _claims, drainRequested, ...rest }: WorkerDoc): WorkerRecord => ({
+const toWorker = ({ _id, claims: _claims, drainRequested, url, ...rest }: WorkerDoc): WorkerRecord => ({
   id: _id,
   ...rest,
   drainRequested: drainRequested === true,
+  ...(url ? { url } : {}),
 });
 const LIVE: WorkerState[] = ['alive', 'draining'];
 
@@ -39,7 +42,7 @@ export class MongoWorkers implements WorkerStore {
       const before = await this.#c.findOneAndUpdate(
         { _id: id },
         {
-          $set: { ...fields, state: 'alive', inUse: 0, startedAt: now, heartbeatAt: now, leaseUntil: now + leaseMs, drainRequested: false },
+          $set: { ...fields, url: fields.url ?? null, state: 'alive', inUse: 0, startedAt: now, heartbeatAt: now, leaseUntil: now + leaseMs, drainRequested: false },
           $inc: { epoch: 1 },
         },
         { upsert: true, returnDocument: 'before' },

@@ -241,6 +241,11 @@ export interface WorkerInfo {
   /** AGENT_MAX_CONCURRENT_CONTAINERS of this worker. */
   capacity: number;
   version: string;
+  /**
+   * Where other nodes reach this worker's HTTP server (MGX_ADVERTISE_URL): an API node sends
+   * it the preview and workspace requests of the sessions it runs. Absent: not reachable.
+   */
+  url?: string;
 }
 
 export interface WorkerRecord extends WorkerInfo {

@@ -16,13 +16,15 @@ CREATE TABLE IF NOT EXISTS workers (
   heartbeat_at INTEGER NOT NULL,
   lease_until INTEGER NOT NULL,
   epoch INTEGER NOT NULL,
-  drain_requested INTEGER NOT NULL DEFAULT 0
+  drain_requested INTEGER NOT NULL DEFAULT 0,
+  url TEXT
 );
 `;
 
 /** Columns added to the workers table after its first schema, for store files created before them. */
 export function migrateWorkers(db: Database.Database): void {
   addColumnIfMissing(db, 'workers', 'drain_requested', 'INTEGER NOT NULL DEFAULT 0');
+  addColumnIfMissing(db, 'workers', 'url', 'TEXT');
 }
 
 interface WorkerRow {
@@ -38,6 +40,7 @@ interface WorkerRow {
   lease_until: number;
   epoch: number;
   drain_requested: number;
+  url: string | null;
 }
 
 const toWorker = (r: WorkerRow): WorkerRecord => ({
@@ -53,6 +56,7 @@ const toWorker = (r: WorkerRow): WorkerRecord => ({
   leaseUntil: r.lease_until,
   epoch: r.epoch,
   drainRequested: r.drain_requested === 1,
+  ...(r.url ? { url: r.url } : {}),
 });
 
 interface HeartbeatParams {
@@ -85,9 +89,9 @@ export class SqliteWorkers implements WorkerStore {
       get: db.prepare<[string], WorkerRow>('SELECT * FROM workers WHERE id = ?'),
       list: db.prepare<[], WorkerRow>('SELECT * FROM workers ORDER BY id'),
       upsert: db.prepare(
-        `INSERT INTO workers (id, hostname, engine, capacity, version, state, in_use, started_at, heartbeat_at, lease_until, epoch)
-         VALUES (@id, @hostname, @engine, @capacity, @version, 'alive', 0, @now, @now, @leaseUntil, @epoch)
-         ON CONFLICT (id) DO UPDATE SET hostname = @hostname, engine = @engine, capacity = @capacity, version = @version,
+        `INSERT INTO workers (id, hostname, engine, capacity, version, url, state, in_use, started_at, heartbeat_at, lease_until, epoch)
+         VALUES (@id, @hostname, @engine, @capacity, @version, @url, 'alive', 0, @now, @now, @leaseUntil, @epoch)
+         ON CONFLICT (id) DO UPDATE SET hostname = @hostname, engine = @engine, capacity = @capacity, version = @version, url = @url,
            state = 'alive', in_use = 0, started_at = @now, heartbeat_at = @now, lease_until = @leaseUntil, epoch = @epoch,
            drain_requested = 0`,
       ),
@@ -105,7 +109,7 @@ export class SqliteWorkers implements WorkerStore {
   async register(info: WorkerInfo, leaseMs: number, now = Date.now()): Promise<RegisterResult> {
     return this.#a.tx('registerWorker', () => {
       const before = this.#stmts.get.get(info.id);
-      this.#stmts.upsert.run({ ...info, now, leaseUntil: now + leaseMs, epoch: (before?.epoch ?? 0) + 1 });
+      this.#stmts.upsert.run({ ...info, url: info.url ?? null, now, leaseUntil: now + leaseMs, epoch: (before?.epoch ?? 0) + 1 });
       const row = this.#stmts.get.get(info.id);
       if (!row) throw new StoreError(StoreErrorCode.UNAVAILABLE, `worker ${info.id} was not stored`);
       return { worker: toWorker(row), previous: before ? toWorker(before) : null };

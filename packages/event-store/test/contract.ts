@@ -415,8 +415,15 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       const second = await store.workers.register({ ...info, capacity: 8 }, 30_000, t0 + 6000);
       expect(second.previous).toMatchObject({ state: 'draining', epoch: 1, leaseUntil: t0 + 35_000 });
       expect(second.worker).toMatchObject({ state: 'alive', capacity: 8, epoch: 2, inUse: 0, drainRequested: false });
+      expect(second.worker.url).toBeUndefined();
+      // the URL it advertises is kept, and replaced (or dropped) by the next registration
+      const third = await store.workers.register({ ...info, url: 'http://10.0.0.5:8080' }, 30_000, t0 + 6500);
+      expect(third.worker.url).toBe('http://10.0.0.5:8080');
+      expect((await store.workers.get(id))?.url).toBe('http://10.0.0.5:8080');
+      const fourth = await store.workers.register(info, 30_000, t0 + 6600);
+      expect(fourth.worker.url).toBeUndefined();
       expect((await store.workers.heartbeat(id, 1, { inUse: 1, state: 'alive' }, 30_000, t0 + 7000)).kept).toBe(false);
-      expect((await store.workers.heartbeat(id, 2, { inUse: 1, state: 'alive' }, 30_000, t0 + 7000)).kept).toBe(true);
+      expect((await store.workers.heartbeat(id, fourth.worker.epoch, { inUse: 1, state: 'alive' }, 30_000, t0 + 7000)).kept).toBe(true);
       expect((await store.workers.list()).map((w) => w.id)).toContain(id);
       expect(await store.workers.get('nobody')).toBeNull();
     });

@@ -1,5 +1,4 @@
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { silentLogger, type Logger } from '@mgx/config';
 import type { CounterPort, GaugePort } from '@mgx/metrics';
@@ -8,7 +7,7 @@ import type { PreviewTarget } from './target.js';
 
 /** The port: a byte stream to 127.0.0.1:<port> inside a session's container. */
 export interface PreviewDialer {
-  /** Rejects when the session has no live tunnel here or nothing listens on the port. */
+  /** Rejects when the session has no live tunnel here or nothing listens on the port. The stream may come paused. */
   dial(sessionId: string, port: number): Promise<Duplex>;
 }
 
@@ -29,7 +28,16 @@ export interface PreviewMetrics {
 }
 
 /** Headers that belong to one hop, never forwarded (RFC 9110 7.6.1), and the caller's credentials. */
-const HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+const HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 /** The request headers the app gets: no hop-by-hop ones, no mgx credentials, its own loopback host. */
 export function upstreamHeaders(req: IncomingMessage, target: PreviewTarget, cookieName: string, keepUpgrade: boolean): [string, string][] {
@@ -72,7 +80,13 @@ function downstreamHeaders(raw: string[]): string[] {
  * Carries one HTTP request over `stream` (an HTTP/1.1 connection to the app) and its answer
  * back. Resolves when the response has ended or either side went away.
  */
-export function forwardHttp(req: IncomingMessage, res: ServerResponse, stream: Duplex, path: string, headers: [string, string][]): Promise<void> {
+export function forwardHttp(
+  req: IncomingMessage,
+  res: ServerResponse,
+  stream: Duplex,
+  path: string,
+  headers: [string, string][],
+): Promise<void> {
   return new Promise<void>((resolve) => {
     const flat: OutgoingHttpHeaders = {};
     for (const [name, value] of headers) {
@@ -80,7 +94,9 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, stream: D
       flat[name] = prev === undefined ? value : [...(Array.isArray(prev) ? prev : [String(prev)]), value];
     }
     flat.connection = 'close';
-    const up = httpRequest({ method: req.method, path, headers: flat, createConnection: () => stream as Socket });
+    const up = httpRequest({ method: req.method, path, headers: flat, createConnection: () => stream });
+    // a dialed stream may come paused; the client's parser listens once the socket is assigned
+    up.once('socket', () => stream.resume());
     const done = () => {
       stream.destroy();
       resolve();
@@ -109,7 +125,14 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, stream: D
  * Carries an upgrade (a WebSocket) over `stream`: the request head goes as it came (with
  * `headers`), then bytes flow both ways untouched until either side closes.
  */
-export function forwardUpgrade(req: IncomingMessage, client: Duplex, head: Buffer, stream: Duplex, path: string, headers: [string, string][]): void {
+export function forwardUpgrade(
+  req: IncomingMessage,
+  client: Duplex,
+  head: Buffer,
+  stream: Duplex,
+  path: string,
+  headers: [string, string][],
+): void {
   const lines = [`${req.method ?? 'GET'} ${path} HTTP/1.1`, ...headers.map(([n, v]) => `${n}: ${v}`), '', ''];
   stream.write(lines.join('\r\n'));
   if (head.length > 0) stream.write(head);
@@ -213,7 +236,10 @@ export class PreviewProxy {
     const { limits, metrics } = this.#o;
     if (target.port < limits.minPort || target.port > limits.maxPort) {
       metrics.previewConnectionsTotal.inc({ result: 'refused' });
-      throw new PreviewError(PreviewErrorCode.BAD_TARGET, `port ${target.port} is outside the preview ports ${limits.minPort}-${limits.maxPort}`);
+      throw new PreviewError(
+        PreviewErrorCode.BAD_TARGET,
+        `port ${target.port} is outside the preview ports ${limits.minPort}-${limits.maxPort}`,
+      );
     }
     let use = this.#use.get(target.sessionId);
     if (!use) this.#use.set(target.sessionId, (use = { open: new Set(), bytes: 0 }));
@@ -231,9 +257,13 @@ export class PreviewProxy {
     } catch (err) {
       metrics.previewConnectionsTotal.inc({ result: 'unreachable' });
       if (err instanceof PreviewError) throw err;
-      throw new PreviewError(PreviewErrorCode.UNREACHABLE, `nothing answers on port ${target.port} in session ${target.sessionId}: ${(err as Error).message}`, {
-        cause: err,
-      });
+      throw new PreviewError(
+        PreviewErrorCode.UNREACHABLE,
+        `nothing answers on port ${target.port} in session ${target.sessionId}: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
     }
     // the session may have ended while the tunnel was dialed
     if (this.#use.get(target.sessionId) !== use) {

@@ -102,7 +102,8 @@ describe('PreviewProxy over a real HTTP server (the dialer connects to it on loo
         dial: (_id, port) =>
           new Promise((resolve, reject) => {
             const s = connect(port === 1 ? 9 : appPort, '127.0.0.1');
-            s.once('connect', () => resolve(s));
+            // paused, as the session tunnel hands its streams over
+            s.once('connect', () => resolve(s.pause()));
             s.once('error', reject);
           }),
       },
@@ -125,7 +126,7 @@ describe('PreviewProxy over a real HTTP server (the dialer connects to it on loo
 
   const send = (path: string, init: RequestInit = {}) => fetch(`${frontUrl}${path}`, init);
 
-  it('forwards method, path, query and body, and strips the caller\'s credentials', async () => {
+  it("forwards method, path, query and body, and strips the caller's credentials", async () => {
     const res = await send('/sessions/s1/preview/3000/api/x?q=1', {
       method: 'POST',
       body: 'hello',

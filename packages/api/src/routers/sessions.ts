@@ -69,6 +69,42 @@ export function sessionsRouter({ router, authed }: Trpc) {
       .input(z.strictObject({ sessionId }))
       .query(async ({ ctx, input }) => toView(await ownSession(ctx, input.sessionId), true, ctx.operator)),
 
+    /**
+     * A signed link to a port the session's agent serves, for an iframe or a new tab: it opens
+     * the preview without a bearer token until it expires (default 1 hour).
+     */
+    previewUrl: authed
+      .input(
+        z.strictObject({
+          sessionId,
+          port: z.number().int().min(1).max(65535),
+          ttlSeconds: z
+            .number()
+            .int()
+            .min(10)
+            .max(7 * 24 * 3600)
+            .optional(),
+          /** `host`: <port>-<session>.<MGX_PREVIEW_DOMAIN>, the default when that is set; `path`: /sessions/<id>/preview/<port>/. */
+          form: z.enum(['path', 'host']).optional(),
+        }),
+      )
+      .mutation(async ({ ctx, input }) => {
+        const { preview, settings } = ctx.deps;
+        if (!preview) throw new TRPCError({ code: 'NOT_IMPLEMENTED', message: 'this server offers no previews' });
+        const { minPort, maxPort } = settings.preview;
+        if (input.port < minPort || input.port > maxPort) {
+          throw new TRPCError({ code: 'BAD_REQUEST', message: `port ${input.port} is outside the preview ports ${minPort}-${maxPort}` });
+        }
+        const s = await ownSession(ctx, input.sessionId);
+        if (isTerminal(s.status)) throw new TRPCError({ code: 'CONFLICT', message: `session ${s.id} has ended (${s.status})` });
+        if (input.form === 'host' && !settings.preview.domain) {
+          throw new TRPCError({ code: 'BAD_REQUEST', message: 'host-name previews need MGX_PREVIEW_DOMAIN on the server' });
+        }
+        const origin = ctx.origin ?? `http://${settings.server.host}:${settings.server.port}`;
+        const form = input.form ?? (settings.preview.domain ? 'host' : 'path');
+        return { port: input.port, ...preview.link(s.id, input.port, (input.ttlSeconds ?? 3600) * 1000, origin, form) };
+      }),
+
     list: authed
       .input(
         z
