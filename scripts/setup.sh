@@ -9,15 +9,19 @@ say() { printf '[mgx setup] %s\n' "$*" >&2; }
 
 bash infra/podman/setup.sh
 
-# the metrics tests scrape with a real Prometheus and check rules with promtool
-if ! command -v promtool >/dev/null || [ ! -x /usr/bin/prometheus ]; then
+# Debian packages the tests use: a real Prometheus and promtool (metrics tests), and a
+# Chromium for the browser tests (puppeteer-core drives it and downloads no browser)
+missing=()
+{ command -v promtool >/dev/null && [ -x /usr/bin/prometheus ]; } || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
-    say "installing prometheus (for the metrics tests)"
+    say "installing ${missing[*]} (for the metrics and browser tests)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
   else
-    say "prometheus is missing (the metrics tests need it): sudo apt-get install -y prometheus"
+    say "${missing[*]} missing (the metrics and browser tests need them): sudo apt-get install -y ${missing[*]}"
   fi
 fi
 
