@@ -44,6 +44,11 @@ const EXPORTED: Record<keyof Metrics, { name: string; type: 'counter' | 'gauge' 
   fleetInUse: { name: 'mgx_fleet_in_use', type: 'gauge' },
   sessionsLost: { name: 'mgx_sessions_lost_total', type: 'counter' },
   claimDuration: { name: 'mgx_claim_duration_seconds', type: 'histogram' },
+  modelTokens: { name: 'mgx_model_tokens_total', type: 'counter' },
+  modelCalls: { name: 'mgx_model_calls_total', type: 'counter' },
+  modelCallDuration: { name: 'mgx_model_call_duration_seconds', type: 'histogram' },
+  modelRefusals: { name: 'mgx_model_refusals_total', type: 'counter' },
+  egressConnections: { name: 'mgx_egress_connections_total', type: 'counter' },
 };
 
 /** `# TYPE` lines of an exposition: metric name to type. */

@@ -1,0 +1,2 @@
+export { ModelGateway } from './model-gateway.js';
+export type { ModelGatewayOptions, GatewaySession, PlatformEvent } from './model-gateway.js';
