@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionEvent } from '@mgx/client';
@@ -15,17 +17,26 @@ import { collect, storedEvents } from '../support/sessions.js';
 const KEY = `sk-provider-${randomBytes(16).toString('hex')}`;
 let fake: Awaited<ReturnType<typeof fakeOpenAI>>;
 let p: Platform;
+/** A host service on loopback that sessions may reach through the egress proxy. */
+let site: Server;
+let sitePort: number;
 
 beforeAll(async () => {
   fake = await fakeOpenAI();
+  site = createServer((req, res) => res.end(`reached ${req.url}`));
+  await new Promise<void>((r) => site.listen(0, '127.0.0.1', r));
+  sitePort = (site.address() as AddressInfo).port;
   p = await startPlatform({
     MGX_MODEL_PROVIDERS: JSON.stringify([{ name: 'fake', baseUrl: fake.baseUrl, apiKeyEnv: 'MGX_TEST_FAKE_KEY', models: ['*'] }]),
     MGX_TEST_FAKE_KEY: KEY,
+    MGX_EGRESS_ALLOW: '127.0.0.1,*.example.org',
   });
 });
 afterAll(async () => {
   await p?.close();
   await fake?.close();
+  site?.closeAllConnections();
+  await new Promise((r) => site?.close(r));
 });
 
 const finishOf = (events: SessionEvent[]) => events.at(-1);
@@ -226,5 +237,77 @@ describe('host to container streams', () => {
     expect(info.HostConfig.NetworkMode).toBe('none');
     await p.client.sessions.cancel.mutate({ sessionId: s.id });
     expect(finishOf(await collect(p.client, s.id))?.data).toMatchObject({ status: 'cancelled' });
+  });
+});
+
+/** Asks HTTPS_PROXY to CONNECT to each target, then speaks HTTP through what it opened; prints one line per target. */
+const THROUGH_PROXY = String.raw`
+const net = require('net');
+const proxy = new URL(process.env.HTTPS_PROXY);
+const CRLF = String.fromCharCode(13, 10);
+const via = (target) => new Promise((resolve) => {
+  const s = net.connect(Number(proxy.port), proxy.hostname);
+  let got = '';
+  let tunnelled = false;
+  s.on('data', (d) => {
+    got += d;
+    if (!tunnelled && got.includes(CRLF + CRLF)) {
+      const status = got.split(CRLF)[0];
+      if (!status.includes(' 200 ')) { s.destroy(); return resolve(target + ' -> ' + status); }
+      tunnelled = true;
+      got = '';
+      s.write(['GET /hello HTTP/1.1', 'Host: x', 'Connection: close', '', ''].join(CRLF));
+    }
+  });
+  s.on('close', () => { if (tunnelled) resolve(target + ' -> ' + got.split(CRLF + CRLF)[1]); });
+  s.on('error', (e) => resolve(target + ' -> ' + e.code));
+  s.write(['CONNECT ' + target + ' HTTP/1.1', 'Host: ' + target, '', ''].join(CRLF));
+});
+(async () => { for (const t of process.argv.slice(1)) console.log(await via(t)); })();`;
+
+describe('egress by domain', () => {
+  it('lets a session with network none reach an allowed host through the proxy, and refuses any other with EGRESS_DENIED', async () => {
+    const s = await p.client.sessions.create.mutate({
+      framework: 'exec',
+      prompt: '',
+      network: { allow: ['127.0.0.1'] },
+      options: {
+        command: ['/usr/local/bin/node', '-e', THROUGH_PROXY, `127.0.0.1:${sitePort}`, 'blocked.example.com:443', 'localhost:' + sitePort],
+      },
+    });
+    expect(s.network).toBe('none');
+    expect(s.limits.egressAllow).toEqual(['127.0.0.1']);
+    const events = await collect(p.client, s.id);
+    expect(finishOf(events)?.data).toMatchObject({ status: 'succeeded' });
+    const out = events.filter((e) => e.type === 'LOG' && e.data.stream === 'stdout').map((e) => e.data.text);
+    expect(out).toEqual([
+      `127.0.0.1:${sitePort} -> reached /hello`,
+      'blocked.example.com:443 -> HTTP/1.1 403 Forbidden',
+      `localhost:${sitePort} -> HTTP/1.1 403 Forbidden`,
+    ]);
+    expect(events.filter((e) => e.type === 'EGRESS_DENIED').map((e) => e.data)).toEqual([
+      { host: 'blocked.example.com', port: 443, method: 'CONNECT' },
+      { host: 'localhost', port: sitePort, method: 'CONNECT' },
+    ]);
+    const metrics = await (await fetch(`${p.server.url}/metrics`)).text();
+    expect(metrics).toMatch(/mgx_egress_connections_total\{outcome="denied"\} [2-9]/);
+  });
+
+  it('refuses an allow-list the server does not grant, and gives a session without one no proxy', async () => {
+    await expect(
+      p.client.sessions.create.mutate({
+        framework: 'exec',
+        prompt: '',
+        network: { allow: ['registry.npmjs.org'] },
+        options: { command: ['true'] },
+      }),
+    ).rejects.toThrow(/MGX_EGRESS_ALLOW/);
+    const s = await p.client.sessions.create.mutate({
+      framework: 'exec',
+      prompt: '',
+      options: { command: ['/usr/local/bin/node', '-e', 'console.log(String(process.env.HTTPS_PROXY))'] },
+    });
+    const events = await collect(p.client, s.id);
+    expect(events.filter((e) => e.type === 'LOG' && e.data.stream === 'stdout').map((e) => e.data.text)).toEqual(['undefined']);
   });
 });

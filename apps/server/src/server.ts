@@ -7,7 +7,7 @@ import pino from 'pino';
 import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type SessionRecord, type Store } from '@mgx/event-store';
-import { ModelGateway } from '@mgx/gateway';
+import { EgressProxy, ModelGateway } from '@mgx/gateway';
 import { IngestHub, toStoredEvent } from '@mgx/ingest';
 import { createPrometheusMetrics, type PrometheusMetrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
@@ -202,8 +202,16 @@ export async function startServer(settings: Settings, options: StartOptions = {}
           },
         })
       : undefined;
+  // connections to the allow-listed domains of sessions that have a list, made by the worker
+  const egress = worker
+    ? new EgressProxy({
+        metrics,
+        logger: logger.child({ component: 'egress' }),
+        record: (sessionId, events) => ingest.record(sessionId, events),
+      })
+    : undefined;
   const ingest: IngestHub = new IngestHub({
-    services: { ...(gateway ? { model: gateway } : {}) },
+    services: { ...(gateway ? { model: gateway } : {}), ...(egress ? { proxy: egress } : {}) },
     baseDir: join(settings.store.dataDir, 'run', 'sessions'),
     maxEventBytes: settings.limits.maxEventBytes,
     maxEventsPerSecond: settings.limits.maxEventsPerSecond,
@@ -278,11 +286,14 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       settings,
       logger: logger.child({ component: 'scheduler' }),
       secrets: (session) => secretsFor(session, secrets?.get(session.id) ?? {}),
-      opening: (s) =>
-        gateway?.admit({ id: s.id, tenant: s.tenant, maxModelTokens: s.limits.maxModelTokens, maxModelCalls: s.limits.maxModelCalls }),
+      opening: (s) => {
+        gateway?.admit({ id: s.id, tenant: s.tenant, maxModelTokens: s.limits.maxModelTokens, maxModelCalls: s.limits.maxModelCalls });
+        egress?.admit({ id: s.id, allow: s.limits.egressAllow ?? [] });
+      },
       ended: (id) => {
         secrets?.forget(id);
         gateway?.forget(id);
+        egress?.forget(id);
       },
     });
     // before reconcile: the record it replaces says whether there is anything left to adopt
@@ -429,6 +440,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         await monitor?.removals();
         await ingest.closeAll();
         gateway?.close();
+        egress?.close();
         http.closeAllConnections();
         await new Promise<void>((resolve) => http.close(() => resolve()));
         await store.close();
