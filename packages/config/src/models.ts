@@ -91,6 +91,8 @@ export function parseProviders(env: Record<string, string | undefined>, problems
     return [];
   }
   const providers: ModelProvider[] = [];
+  // an API node only checks sessions against the list: the keys are the workers' alone
+  const keysHere = env.MGX_ROLE?.trim() !== 'api';
   parsed.forEach((p: unknown, i) => {
     const bad = (message: string) => problems.push({ variable, message: `provider ${i}: ${message}` });
     if (!isRecord(p)) return bad('is not an object');
@@ -119,20 +121,21 @@ export function parseProviders(env: Record<string, string | undefined>, problems
     } else if (typeof apiKeyFile === 'string' && apiKeyEnv === undefined) {
       keySource = `file ${apiKeyFile}`;
       try {
-        key = readFileSync(apiKeyFile, 'utf8').replace(/\r?\n$/, '');
+        key = keysHere ? readFileSync(apiKeyFile, 'utf8').replace(/\r?\n$/, '') : '';
       } catch (err) {
         return bad(`${name}: cannot read apiKeyFile: ${(err as Error).message}`);
       }
     } else return bad(`${name}: give apiKeyEnv or apiKeyFile (one of them)`);
-    if (!key) return bad(`${name}: its key (${keySource}) is empty or unset`);
-    if (/[\r\n\0]/.test(key)) return bad(`${name}: its key (${keySource}) contains a newline or NUL`);
+    if (!keysHere) key = '';
+    else if (!key) return bad(`${name}: its key (${keySource}) is empty or unset`);
+    if (/[\r\n\0]/.test(key ?? '')) return bad(`${name}: its key (${keySource}) contains a newline or NUL`);
     providers.push({
       name,
       baseUrl: url.toString().replace(/\/+$/, ''),
       models: models as string[],
       ...(tenants !== undefined ? { tenants: tenants as string[] } : {}),
       keySource,
-      key: new SecretValue(key),
+      key: new SecretValue(key ?? ''),
     });
   });
   return providers;

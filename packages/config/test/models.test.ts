@@ -28,6 +28,11 @@ describe('model providers', () => {
     expect(shown).toContain('[REDACTED]');
   });
 
+  it('needs no key on an API node, which only checks sessions against the list', () => {
+    const s = providers([{ name: 'a', baseUrl: 'https://x/v1', apiKeyEnv: 'UNSET', models: ['*'] }], { MGX_ROLE: 'api' });
+    expect(s.models.providers.map((p) => [p.name, p.key.reveal()])).toEqual([['a', '']]);
+  });
+
   it('names what is wrong with each provider', () => {
     const problems = (list: unknown, env?: Record<string, string>) => {
       try {
