@@ -44,3 +44,18 @@ export function catalogFromLabels(labels: Record<string, string>): FrameworkEntr
     return { name: f.name, description: f.description, optionsSchema: f.optionsSchema, requiresEgress: f.requiresEgress === true };
   });
 }
+
+/**
+ * Names of the session secrets `framework` needs for these options and prompt, as the bundled
+ * framework declares them (Framework.secretsWanted). The host sends the runner only these: a
+ * framework this checkout does not know, or one that declares nothing, gets none.
+ */
+export function secretsWanted(framework: string, options: Record<string, unknown>, prompt: string): string[] {
+  const f = builtinFrameworks().get(framework);
+  try {
+    return f?.secretsWanted?.(options, prompt) ?? [];
+  } catch {
+    // options the framework will refuse when it runs: it needs nothing to say so
+    return [];
+  }
+}

@@ -157,8 +157,15 @@ describe('frameworks.list', () => {
       requiresEgress: true,
       optionsSchema: {
         type: 'object',
-        required: ['baseUrl', 'model'],
-        properties: { baseUrl: { type: 'string' }, model: { type: 'string' }, maxSteps: {}, systemPrompt: {}, temperature: {} },
+        required: ['model'],
+        properties: {
+          baseUrl: { type: 'string' },
+          provider: { type: 'string' },
+          model: { type: 'string' },
+          maxSteps: {},
+          systemPrompt: {},
+          temperature: {},
+        },
       },
     });
     expect(byName.get('script')?.optionsSchema).toMatchObject({ type: 'object' });

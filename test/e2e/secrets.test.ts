@@ -27,6 +27,7 @@ beforeAll(async () => {
     MGX_DATA_DIR: dataDir,
     MGX_OWNER: `mgx-sec-${randomBytes(4).toString('hex')}`,
     AGENT_CONTAINER_MEMORY_LIMIT: '256m',
+    ...(process.env.AGENT_CONTAINER_IMAGE ? { AGENT_CONTAINER_IMAGE: process.env.AGENT_CONTAINER_IMAGE } : {}),
   });
   server = await startServer(settings, { logger: pino({ level: 'trace' }, sink) });
   client = createMgxClient({ url: server.url });

@@ -143,13 +143,14 @@ describe('from inside a running session container', () => {
     );
   });
 
-  it('reaches no container engine socket, and no socket at all but its own ingest socket', async () => {
+  it("reaches no container engine socket, and no socket at all but its session's own (ingest, tunnel)", async () => {
     const connect = probe.connect as Record<string, string>;
     await surface(
       'engine sockets (podman, docker, containerd) and any other unix socket',
       {
         ...Object.fromEntries(Object.entries(connect).map(([s, r]) => [s, r === 'ENOENT'])),
-        'only /run/mgx/ingest.sock in the filesystem': JSON.stringify(probe.sockets) === '["/run/mgx/ingest.sock"]',
+        'only /run/mgx/ingest.sock and tunnel.sock in the filesystem':
+          JSON.stringify([...(probe.sockets as string[])].sort()) === '["/run/mgx/ingest.sock","/run/mgx/tunnel.sock"]',
       },
       `connects: ${[...new Set(Object.values(connect))].join(', ')}; sockets found: ${JSON.stringify(probe.sockets)}`,
     );

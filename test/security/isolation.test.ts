@@ -11,6 +11,7 @@ import { startServer, type RunningServer } from '@mgx/server';
 import { script, codeOf, follow, within } from '../support/sessions.js';
 import { measured, writeReport } from '../support/reliability.js';
 import { containerOf, docker, ownedLeft } from '../support/engine.js';
+import { PROC_SCAN, scanArg, type ScanResult } from '../support/proc-scan.js';
 
 // Sessions and tenants kept apart: by the mounts each container gets, by the API's tenant
 // checks, and by secrets that never leave memory and the agent's socket.
@@ -39,6 +40,7 @@ beforeAll(async () => {
     AGENT_STOP_GRACE_SECONDS: '1',
     AGENT_MONITOR_POLL_SECONDS: '1',
     ...(process.env.CONTAINER_HOST ? { CONTAINER_HOST: process.env.CONTAINER_HOST } : {}),
+    ...(process.env.AGENT_CONTAINER_IMAGE ? { AGENT_CONTAINER_IMAGE: process.env.AGENT_CONTAINER_IMAGE } : {}),
   });
   server = await startServer(settings, { logger: pino({ level: 'trace' }, sink) });
   acme = createMgxClient({ url: server.url, token: ACME });
@@ -102,7 +104,8 @@ describe('one session cannot reach another', () => {
           Number(seen.connectOther === 'connected') +
           Number(seen.writeRunMgx === 'ok');
         row.note = `B sees /run/mgx = [${seen.runMgx.join(', ')}], A's socket ${seen.otherVisible ? 'visible' : 'absent'}, connect → ${seen.connectOther}, write /run/mgx → ${seen.writeRunMgx}; socket mode ${(sock.mode & 0o777).toString(8)} uid ${sock.uid}`;
-        expect(seen.runMgx).toEqual(['ingest.sock']);
+        // its own sockets only: events, and the tunnel the host dials into it through
+        expect(seen.runMgx.sort()).toEqual(['ingest.sock', 'tunnel.sock']);
         expect(seen.otherVisible).toBe(false);
         expect(seen.connectOther).toBe('ENOENT');
         expect(seen.writeRunMgx).toBe('EROFS');
@@ -219,4 +222,39 @@ describe('secrets', () => {
       },
     );
   });
+
+  it("reach only what asks for them: a command scanning every process's environment and memory finds no secret it did not name", async () => {
+    await measured(
+      { area: 'security/isolation', fault: "an exec command reading the runner's memory (/proc/<pid>/mem) for a secret it was not given" },
+      async (row) => {
+        const wanted = `sk-wanted-${randomBytes(12).toString('hex')}`;
+        const unwanted = `sk-unwanted-${randomBytes(12).toString('hex')}`;
+        const marker = `marker-${randomBytes(12).toString('hex')}`;
+        const s = await acme.sessions.create.mutate({
+          framework: 'exec',
+          prompt: '',
+          // the marker is session env: the runner holds it beside the secrets it was sent
+          env: { MARKER: marker },
+          secrets: { WANTED: wanted, UNWANTED: unwanted },
+          options: {
+            command: ['/usr/local/bin/node', '-e', PROC_SCAN, scanArg({ wanted, unwanted, marker })],
+            secretEnv: ['WANTED'],
+          },
+        });
+        row.sessions = 1;
+        const events = await follow(acme, s.id, 60_000);
+        if (events.at(-1)?.data.status === 'succeeded') row.completed = 1;
+        const line = events.find((e) => e.type === 'LOG' && e.data.stream === 'stdout' && String(e.data.text).startsWith('{'));
+        const scan = JSON.parse(String(line?.data.text)) as ScanResult;
+        row.tries = scan.pids.length;
+        row.leaks = scan.found.unwanted?.length ?? 0;
+        row.note = `${scan.pids.map((x) => `${x.comm}[${x.pid}]`).join(' ')} scanned, ${Math.round(scan.readBytes / 2 ** 20)} MiB of memory read; marker found in ${scan.found.marker?.join(', ')}; unrequested secret found in [${scan.found.unwanted?.join(', ')}]`;
+        expect(row.completed).toBe(1);
+        // the scan reads the runner's memory: the session env it holds is there
+        expect(scan.found.marker?.some((w) => w.endsWith(' mem'))).toBe(true);
+        expect(scan.readBytes).toBeGreaterThan(1024 * 1024);
+        expect(scan.found.unwanted).toEqual([]);
+      },
+    );
+  }, 90_000);
 });

@@ -107,6 +107,8 @@ Examples:
   $ mgx run -f openai --network egress --secret OPENAI_API_KEY \\
       --option baseUrl=https://api.openai.com/v1 --option model=gpt-4o-mini -p "add a README"
   $ mgx run -f openai --options '{"baseUrl":"...","model":"..."}' --network egress --prompt-file task.md
+  $ mgx run -f openai --option provider=openai --option model=gpt-4o-mini --max-model-tokens 200000 -p "fix the tests"
+  $ mgx run -f exec --allow registry.npmjs.org -- npm install
 `;
 
 program
@@ -126,6 +128,13 @@ program
   .option('-m, --memory <size>', 'memory limit, e.g. 256m or 1g')
   .option('--cpus <n>', 'CPU limit, e.g. 0.5', positiveNumber)
   .addOption(new Option('--network <mode>', 'network of the agent (openai needs egress)').choices(['none', 'egress']))
+  .option(
+    '--allow <domain>',
+    'a domain the agent may reach through the egress proxy (or *.domain), repeatable; no network otherwise',
+    collect,
+  )
+  .option('--max-model-tokens <n>', "model tokens the session's calls through the gateway may use", positiveInt)
+  .option('--max-model-calls <n>', 'model calls through the gateway', positiveInt)
   .option('-w, --workspace <id>', 'workspace id (reused across sessions)')
   .option('--json', 'print each event as one JSON line')
   .option('-d, --detach', 'print the session id and return')
@@ -138,11 +147,15 @@ program
         memory?: string;
         cpus?: number;
         network?: 'none' | 'egress';
+        allow?: string[];
+        maxModelTokens?: number;
+        maxModelCalls?: number;
         workspace?: string;
         json?: boolean;
         detach?: boolean;
       },
     ) => {
+      if (o.allow !== undefined && o.network !== undefined) throw new UsageError('give --network or --allow, not both');
       const c = client();
       const input = await runInput(o, command, {
         env: process.env,
@@ -160,6 +173,9 @@ program
         ...(o.memory !== undefined ? { memory: o.memory } : {}),
         ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
         ...(o.network !== undefined ? { network: o.network } : {}),
+        ...(o.allow !== undefined ? { network: { allow: o.allow } } : {}),
+        ...(o.maxModelTokens !== undefined ? { maxModelTokens: o.maxModelTokens } : {}),
+        ...(o.maxModelCalls !== undefined ? { maxModelCalls: o.maxModelCalls } : {}),
         ...(o.workspace !== undefined ? { workspaceId: o.workspace } : {}),
       });
       if (o.detach) {

@@ -7,11 +7,12 @@ import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
 import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
-import { openStore, type Store } from '@mgx/event-store';
+import { openStore, type SessionRecord, type Store } from '@mgx/event-store';
+import { EgressProxy, ModelGateway } from '@mgx/gateway';
 import { IngestHub, toStoredEvent } from '@mgx/ingest';
 import { createPrometheusMetrics, type PrometheusMetrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
-import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog } from '@mgx/runner/catalog';
+import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog, secretsWanted } from '@mgx/runner/catalog';
 import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runtime';
 import { Reaper, Scheduler, WarmPool, WorkerLease } from '@mgx/scheduler';
 import rootPackage from '../../../package.json' with { type: 'json' };
@@ -40,6 +41,10 @@ export interface RunningServer {
   store: Store;
   /** The container engine; absent on an API node that has none (only workers need one). */
   runtime: ContainerRuntime | undefined;
+  /** The session sockets (ingest, tunnel, services): `ingest.dial` reaches a port inside a session's container. */
+  ingest: IngestHub;
+  /** The model gateway, when MGX_MODEL_PROVIDERS names providers and this process runs sessions. */
+  gateway: ModelGateway | undefined;
   /** The Prometheus adapter: the packages take it as their Metrics port, GET /metrics renders it. */
   metrics: PrometheusMetrics;
   scheduler: Scheduler | undefined;
@@ -131,6 +136,15 @@ function engineOf(settings: Settings, worker: boolean, metrics: PrometheusMetric
   });
 }
 
+/**
+ * The secrets a session's runner receives: those its framework asks for with these options
+ * and this prompt (an exec command's secretEnv, a direct provider key), and no other.
+ */
+function secretsFor(session: SessionRecord, all: Record<string, string>): Record<string, string> {
+  const wanted = secretsWanted(session.framework, session.options, session.prompt);
+  return Object.fromEntries(wanted.filter((name) => all[name] !== undefined).map((name) => [name, all[name] ?? '']));
+}
+
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 
 /**
@@ -176,7 +190,30 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   let scheduler: Scheduler | undefined;
   let pool: WarmPool | undefined;
   const secrets = worker ? new MemorySecrets() : undefined;
-  const ingest = new IngestHub({
+  // the worker calls model providers for its sessions: their keys never leave this process
+  const gateway: ModelGateway | undefined =
+    worker && settings.models.providers.length > 0
+      ? new ModelGateway({
+          providers: settings.models.providers,
+          metrics,
+          logger: logger.child({ component: 'gateway' }),
+          record: (sessionId, events) => ingest.record(sessionId, events),
+          budgetExceeded: (sessionId, message) => {
+            if (!monitor?.budgetExceeded(sessionId, message))
+              logger.warn({ sessionId }, 'a session over its model budget is not watched here');
+          },
+        })
+      : undefined;
+  // connections to the allow-listed domains of sessions that have a list, made by the worker
+  const egress = worker
+    ? new EgressProxy({
+        metrics,
+        logger: logger.child({ component: 'egress' }),
+        record: (sessionId, events) => ingest.record(sessionId, events),
+      })
+    : undefined;
+  const ingest: IngestHub = new IngestHub({
+    services: { ...(gateway ? { model: gateway } : {}), ...(egress ? { proxy: egress } : {}) },
     baseDir: join(settings.store.dataDir, 'run', 'sessions'),
     maxEventBytes: settings.limits.maxEventBytes,
     maxEventsPerSecond: settings.limits.maxEventsPerSecond,
@@ -227,6 +264,10 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       logCaptureBytes: settings.limits.logCaptureBytes,
       // the id the scheduler claims under
       workerId: settings.owner,
+      usage: (id) => {
+        const model = gateway?.usage(id);
+        return model ? { model } : undefined;
+      },
     });
     if (settings.pool.size > 0) pool = new WarmPool({ runtime, settings, metrics, logger: logger.child({ component: 'pool' }) });
     const lease = new WorkerLease({
@@ -256,9 +297,15 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       metrics,
       settings,
       logger: logger.child({ component: 'scheduler' }),
-      secrets: (id) => secrets?.get(id) ?? {},
+      secrets: (session) => secretsFor(session, secrets?.get(session.id) ?? {}),
+      opening: (s) => {
+        gateway?.admit({ id: s.id, tenant: s.tenant, maxModelTokens: s.limits.maxModelTokens, maxModelCalls: s.limits.maxModelCalls });
+        egress?.admit({ id: s.id, allow: s.limits.egressAllow ?? [] });
+      },
       ended: (id) => {
         secrets?.forget(id);
+        gateway?.forget(id);
+        egress?.forget(id);
         preview.endSession(id);
       },
     });
@@ -400,6 +447,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     settings,
     store,
     runtime,
+    ingest,
+    gateway,
     metrics,
     scheduler,
     monitor,
@@ -422,6 +471,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         await monitor?.removals();
         preview.close();
         await ingest.closeAll();
+        gateway?.close();
+        egress?.close();
         http.closeAllConnections();
         await new Promise<void>((resolve) => http.close(() => resolve()));
         await store.close();

@@ -1,5 +1,15 @@
 /** Events written by the platform itself. */
-export const PLATFORM_EVENT_TYPES = ['SESSION_QUEUED', 'CONTAINER_STARTED', 'CONTAINER_EXITED', 'TIMEOUT', 'CANCELLED'] as const;
+export const PLATFORM_EVENT_TYPES = [
+  'SESSION_QUEUED',
+  'CONTAINER_STARTED',
+  'CONTAINER_EXITED',
+  'TIMEOUT',
+  'CANCELLED',
+  /** One call through the model gateway (ModelCallData); never its content. */
+  'MODEL_CALL',
+  /** A connection the egress proxy refused: its host is not on the session's allow-list. */
+  'EGRESS_DENIED',
+] as const;
 
 /** Events an agent emits through the runner. FINISH is always the last event of a session. */
 export const AGENT_EVENT_TYPES = ['START', 'MESSAGE', 'TOOL_CALL', 'TOOL_RESULT', 'LOG', 'FILE_CHANGED', 'ERROR', 'FINISH'] as const;
@@ -35,6 +45,8 @@ export const TERMINAL_REASONS = [
   'runtime_error',
   'lost',
   'workspace_unavailable',
+  /** A model call went past the session's maxModelTokens or maxModelCalls and was refused. */
+  'budget_exceeded',
 ] as const;
 export type TerminalReason = (typeof TERMINAL_REASONS)[number];
 
@@ -46,6 +58,39 @@ export interface FinishData {
   exitCode?: number;
   /** When the agent sent its FINISH (ms since the epoch), if the agent's FINISH decided. */
   reportedAt?: number;
+  /** What the session used, by kind (extensible: each part is added by what measures it). */
+  usage?: SessionUsage;
+}
+
+/** What a session used; `model` when it called models through the gateway. */
+export interface SessionUsage {
+  model?: ModelUsage;
+  [kind: string]: unknown;
+}
+
+/** Token totals of a session's model calls through the gateway. */
+export interface ModelUsage {
+  calls: number;
+  promptTokens: number;
+  completionTokens: number;
+  /** Calls refused (budget, unknown model). */
+  refused: number;
+}
+
+/** The payload of MODEL_CALL. */
+export interface ModelCallData {
+  provider: string;
+  model: string;
+  /** ok: answered; error: the provider failed or answered an error; refused: not sent (budget, model). */
+  status: 'ok' | 'error' | 'refused';
+  /** The HTTP status the agent got. */
+  httpStatus: number;
+  promptTokens: number;
+  completionTokens: number;
+  latencyMs: number;
+  stream: boolean;
+  /** Why it was refused or failed. */
+  message?: string;
 }
 
 /** The payload of a MESSAGE: a streamed chunk (`delta`) or the final text (`done`). */

@@ -1,5 +1,15 @@
 import { z } from 'zod';
-import { formatMemory, ID_PATTERN, MIN_CPUS, MIN_MEMORY_BYTES, minCpuQuota, parseMemory, type Settings } from '@mgx/config';
+import {
+  DOMAIN_PATTERN,
+  egressAllowed,
+  formatMemory,
+  ID_PATTERN,
+  MIN_CPUS,
+  MIN_MEMORY_BYTES,
+  minCpuQuota,
+  parseMemory,
+  type Settings,
+} from '@mgx/config';
 import type { SessionLimits } from '@mgx/event-store';
 import type { FrameworkInfo } from './context.js';
 import { envProblem } from './env-policy.js';
@@ -16,7 +26,12 @@ export const createSessionInput = z.strictObject({
   options: z.record(z.string(), z.unknown()).optional(),
   env: z.record(z.string(), z.string()).optional(),
   secrets: z.record(z.string(), z.string()).optional(),
-  network: z.enum(['none', 'egress']).optional(),
+  /** `none`, `egress` (a bridge network), or `{ allow: [domains] }`: no network, an egress proxy to those domains. */
+  network: z.union([z.enum(['none', 'egress']), z.strictObject({ allow: z.array(z.string().min(1).max(253)).min(1).max(100) })]).optional(),
+  /** Model tokens (prompt + completion) its calls through the gateway may use. */
+  maxModelTokens: z.number().int().positive().optional(),
+  /** Model calls through the gateway. */
+  maxModelCalls: z.number().int().positive().optional(),
 });
 export type CreateSessionInput = z.infer<typeof createSessionInput>;
 
@@ -48,6 +63,8 @@ export type Admission = { ok: true; spec: AdmittedSpec } | { ok: false; problems
 export interface AdmissionContext {
   /** Whether this process can keep secrets (it runs sessions). */
   secretsAccepted: boolean;
+  /** The tenant asking: model providers, budgets and egress domains are granted per tenant. */
+  tenant: string;
 }
 
 /**
@@ -108,11 +125,51 @@ export function admit(input: CreateSessionInput, settings: Settings, frameworks:
   if (Object.keys(secrets).length > 0 && !ctx.secretsAccepted)
     bad('secrets', 'this server only accepts sessions; secrets need the process that runs them (MGX_ROLE=all)');
 
-  const network = input.network ?? 'none';
-  if (framework?.requiresEgress && network !== 'egress')
-    bad('network', `framework "${input.framework}" needs network egress: create the session with network: "egress"`);
+  const requested = input.network ?? 'none';
+  const network = typeof requested === 'string' ? requested : 'none';
+  // a framework that calls a model reaches it through the gateway when the session names a provider
+  const provider = input.options?.provider;
+  if (provider !== undefined) {
+    const served = settings.models.providers.filter((p) => !p.tenants || p.tenants.includes(ctx.tenant));
+    if (typeof provider !== 'string' || !served.some((p) => p.name === provider)) {
+      bad(
+        'options',
+        `options.provider ${JSON.stringify(provider)} is not a model provider of this server for you; ${served.length > 0 ? `yours: ${served.map((p) => p.name).join(', ')}` : 'it has none (MGX_MODEL_PROVIDERS)'}`,
+        'forbidden',
+      );
+    }
+  } else if (framework?.requiresEgress && network !== 'egress') {
+    bad(
+      'network',
+      `framework "${input.framework}" needs network egress: create the session with network: "egress", or name a model provider of the server (options.provider)`,
+    );
+  }
   if (network === 'egress' && !agent.allowEgress)
     bad('network', 'network egress is not allowed on this server (MGX_ALLOW_EGRESS)', 'forbidden');
+  let egressAllow: string[] | undefined;
+  if (typeof requested === 'object') {
+    egressAllow = [...new Set(requested.allow.map((d) => d.trim().toLowerCase().replace(/\.$/, '')))];
+    const malformed = egressAllow.find((d) => !DOMAIN_PATTERN.test(d));
+    const refused = egressAllow.find((d) => !egressAllowed(settings.egress.allow, ctx.tenant, d));
+    if (malformed !== undefined) bad('network', `network.allow: ${JSON.stringify(malformed)} is not a host name or *.domain`);
+    else if (refused !== undefined)
+      bad(
+        'network',
+        `network.allow: ${JSON.stringify(refused)} is not a domain this server lets you reach (MGX_EGRESS_ALLOW)`,
+        'forbidden',
+      );
+  }
+
+  // budgets: the session's ask, else the server's default, never above the tenant's maximum (0: none)
+  const budgets = settings.models.budgets;
+  const most = budgets.tenants[ctx.tenant] ?? { tokens: budgets.maxTokens, calls: budgets.maxCalls };
+  const budget = (field: 'maxModelTokens' | 'maxModelCalls', asked: number | undefined, fallback: number, max: number) => {
+    if (asked !== undefined && max > 0 && asked > max) bad(field, `${field} ${asked} exceeds your maximum of ${max}`, 'forbidden');
+    const value = asked ?? (fallback > 0 ? fallback : max);
+    return value > 0 ? Math.min(value, max > 0 ? max : value) : undefined;
+  };
+  const maxModelTokens = budget('maxModelTokens', input.maxModelTokens, budgets.defaultTokens, most.tokens);
+  const maxModelCalls = budget('maxModelCalls', input.maxModelCalls, budgets.defaultCalls, most.calls);
 
   if (problems.length > 0) return { ok: false, problems };
   return {
@@ -124,7 +181,15 @@ export function admit(input: CreateSessionInput, settings: Settings, frameworks:
       options: input.options ?? {},
       env,
       secrets,
-      limits: { memoryBytes, cpuQuota, timeoutMs, ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}) },
+      limits: {
+        memoryBytes,
+        cpuQuota,
+        timeoutMs,
+        ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
+        ...(maxModelTokens !== undefined ? { maxModelTokens } : {}),
+        ...(maxModelCalls !== undefined ? { maxModelCalls } : {}),
+        ...(egressAllow !== undefined ? { egressAllow } : {}),
+      },
       network,
     },
   };

@@ -10,7 +10,16 @@ export interface SessionView {
   workspaceId: string;
   network: 'none' | 'egress';
   env: Record<string, string>;
-  limits: { memoryBytes: number; cpuQuota: number; timeoutSeconds: number; idleTimeoutSeconds: number | null };
+  limits: {
+    memoryBytes: number;
+    cpuQuota: number;
+    timeoutSeconds: number;
+    idleTimeoutSeconds: number | null;
+    maxModelTokens: number | null;
+    maxModelCalls: number | null;
+    /** Domains its egress proxy reaches; null: no proxy. */
+    egressAllow: string[] | null;
+  };
   createdAt: number;
   startedAt: number | null;
   endedAt: number | null;
@@ -40,6 +49,9 @@ export function toView(s: SessionRecord, withPrompt: boolean, withTenant = false
       cpuQuota: s.limits.cpuQuota,
       timeoutSeconds: s.limits.timeoutMs / 1000,
       idleTimeoutSeconds: s.limits.idleTimeoutMs !== undefined ? s.limits.idleTimeoutMs / 1000 : null,
+      maxModelTokens: s.limits.maxModelTokens ?? null,
+      maxModelCalls: s.limits.maxModelCalls ?? null,
+      egressAllow: s.limits.egressAllow ?? null,
     },
     createdAt: s.createdAt,
     startedAt: s.startedAt,

@@ -21,8 +21,11 @@ const settings = (env: Record<string, string> = {}): Settings =>
     '/srv',
   );
 const base: CreateSessionInput = { framework: 'script', prompt: 'hello' };
-const run = (input: Partial<CreateSessionInput>, opts: { env?: Record<string, string>; secretsAccepted?: boolean } = {}) =>
-  admit({ ...base, ...input }, settings(opts.env), frameworks, { secretsAccepted: opts.secretsAccepted ?? true });
+const run = (input: Partial<CreateSessionInput>, opts: { env?: Record<string, string>; secretsAccepted?: boolean; tenant?: string } = {}) =>
+  admit({ ...base, ...input }, settings(opts.env), frameworks, {
+    secretsAccepted: opts.secretsAccepted ?? true,
+    tenant: opts.tenant ?? 'acme',
+  });
 const problems = (input: Partial<CreateSessionInput>, opts?: Parameters<typeof run>[1]) => {
   const r = run(input, opts);
   return r.ok ? [] : r.problems;
@@ -141,5 +144,53 @@ describe('admit', () => {
       'cpus',
       'network',
     ]);
+  });
+
+  const PROVIDERS = {
+    MGX_MODEL_PROVIDERS: JSON.stringify([
+      { name: 'main', baseUrl: 'https://models.example/v1', apiKeyEnv: 'MAIN_KEY', models: ['*'] },
+      { name: 'acmeonly', baseUrl: 'https://acme.example/v1', apiKeyEnv: 'MAIN_KEY', models: ['m1'], tenants: ['acme'] },
+    ]),
+    MAIN_KEY: 'sk-main',
+  };
+
+  it('admits a model-calling framework without egress when it names a provider of the server for its tenant', () => {
+    const ok = run({ framework: 'openai', options: { provider: 'acmeonly', model: 'm1' } }, { env: PROVIDERS });
+    expect(ok.ok && ok.spec.network).toBe('none');
+    expect(problems({ framework: 'openai', options: { provider: 'acmeonly', model: 'm1' } }, { env: PROVIDERS, tenant: 'globex' })).toEqual(
+      [expect.objectContaining({ field: 'options', code: 'forbidden', message: expect.stringContaining('yours: main') as string })],
+    );
+    expect(problems({ framework: 'openai', options: { provider: 'main' } })).toEqual([
+      expect.objectContaining({ field: 'options', message: expect.stringContaining('it has none (MGX_MODEL_PROVIDERS)') as string }),
+    ]);
+  });
+
+  it("sets token and call budgets from the session's ask, the server's defaults and the tenant's maximum", () => {
+    const env = {
+      MGX_MODEL_TOKENS_DEFAULT: '1000',
+      MGX_MODEL_CALLS_MAX: '10',
+      MGX_TENANT_MODEL_LIMITS: 'globex:tokens=500,calls=0',
+    };
+    const limits = (input: Partial<CreateSessionInput>, tenant = 'acme') => {
+      const r = run(input, { env, tenant });
+      return r.ok ? { tokens: r.spec.limits.maxModelTokens, calls: r.spec.limits.maxModelCalls } : r.problems.map((p) => p.message);
+    };
+    expect(limits({})).toEqual({ tokens: 1000, calls: 10 });
+    expect(limits({ maxModelTokens: 5, maxModelCalls: 3 })).toEqual({ tokens: 5, calls: 3 });
+    expect(limits({ maxModelCalls: 11 })).toEqual(['maxModelCalls 11 exceeds your maximum of 10']);
+    expect(limits({}, 'globex')).toEqual({ tokens: 500, calls: undefined });
+    expect(limits({ maxModelTokens: 501 }, 'globex')).toEqual(['maxModelTokens 501 exceeds your maximum of 500']);
+  });
+
+  it('admits an egress allow-list within the domains the server grants the tenant, with no network', () => {
+    const env = { MGX_EGRESS_ALLOW: 'registry.npmjs.org,*.github.com;acme:api.acme.dev' };
+    const r = run({ network: { allow: ['Registry.NPMjs.org', 'api.github.com', '*.github.com', 'api.acme.dev'] } }, { env });
+    expect(r.ok && r.spec.network).toBe('none');
+    expect(r.ok && r.spec.limits.egressAllow).toEqual(['registry.npmjs.org', 'api.github.com', '*.github.com', 'api.acme.dev']);
+    expect(problems({ network: { allow: ['api.acme.dev'] } }, { env, tenant: 'globex' })).toEqual([
+      expect.objectContaining({ field: 'network', code: 'forbidden' }),
+    ]);
+    expect(problems({ network: { allow: ['github.com'] } }, { env }).map((p) => p.code)).toEqual(['forbidden']);
+    expect(problems({ network: { allow: ['evil.com/x'] } }, { env }).map((p) => p.code)).toEqual(['invalid']);
   });
 });

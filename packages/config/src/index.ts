@@ -6,3 +6,5 @@ export { parseMemory, formatMemory, MIN_MEMORY_BYTES, MIN_CPUS, minCpuQuota } fr
 export { silentLogger } from './logger.js';
 export { grantToAgentUser, parseUser } from './agent-user.js';
 export type { Logger } from './logger.js';
+export { SecretValue, domainMatches, egressAllowed, DOMAIN_PATTERN } from './models.js';
+export type { ModelProvider, ModelBudgets, EgressAllow } from './models.js';

@@ -4,8 +4,17 @@ import { z } from 'zod';
 import { ConfigError, type SettingProblem } from './errors.js';
 import { formatMemory, MIN_CPUS, MIN_MEMORY_BYTES, minCpuQuota, parseMemory } from './units.js';
 
-/** Strict pattern for ids the platform turns into names and paths (no dots, no slashes). */
-export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+import { ID_PATTERN } from './ids.js';
+import {
+  parseEgressAllow,
+  parseProviders,
+  parseTenantModelLimits,
+  type EgressAllow,
+  type ModelBudgets,
+  type ModelProvider,
+} from './models.js';
+
+export { ID_PATTERN };
 
 export type EventStoreKind = 'sqlite' | 'mongodb';
 
@@ -39,6 +48,10 @@ export interface Settings {
     allowEgress: boolean;
   };
   monitor: { pollMs: number };
+  /** Model providers the gateway calls with their keys, and sessions' token and call budgets. */
+  models: { providers: ModelProvider[]; budgets: ModelBudgets };
+  /** Domains sessions may reach through the egress proxy, by tenant (`*`: every tenant). */
+  egress: { allow: EgressAllow };
   /** Warm pool: `size` started, idle containers kept per spec; the server's defaults first. */
   pool: { size: number; specs: PoolSpec[] };
   scheduler: {
@@ -212,6 +225,17 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       allowEgress: read('MGX_ALLOW_EGRESS', bool, 'false'),
     },
     monitor: { pollMs: read('AGENT_MONITOR_POLL_SECONDS', seconds(0.05, 3600), '2') },
+    models: {
+      providers: parseProviders(env, problems),
+      budgets: {
+        defaultTokens: read('MGX_MODEL_TOKENS_DEFAULT', int(0), '0'),
+        defaultCalls: read('MGX_MODEL_CALLS_DEFAULT', int(0), '0'),
+        maxTokens: read('MGX_MODEL_TOKENS_MAX', int(0), '0'),
+        maxCalls: read('MGX_MODEL_CALLS_MAX', int(0), '0'),
+        tenants: {},
+      },
+    },
+    egress: { allow: parseEgressAllow(env.MGX_EGRESS_ALLOW ?? '', problems) },
     pool: { size: read('MGX_WARM_POOL_SIZE', int(0, 64), '0'), specs: [] },
     scheduler: {
       maxConcurrent: read('AGENT_MAX_CONCURRENT_CONTAINERS', int(1, 10_000), String(availableParallelism())),
@@ -279,6 +303,12 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
     ),
   };
 
+  const budgets = settings.models.budgets;
+  budgets.tenants = parseTenantModelLimits(
+    env.MGX_TENANT_MODEL_LIMITS ?? '',
+    { tokens: budgets.maxTokens, calls: budgets.maxCalls },
+    problems,
+  );
   if (problems.length === 0) {
     const defaults: PoolSpec = { memoryBytes: settings.agent.memoryBytes, cpuQuota: settings.agent.cpuQuota, network: 'none' };
     const extra = parsePoolSpecs(env.MGX_WARM_POOL_SPECS ?? '', defaults, settings.agent, problems);

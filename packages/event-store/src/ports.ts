@@ -12,6 +12,12 @@ export interface SessionLimits {
   timeoutMs: number;
   /** End the session when the agent emits nothing for this long (optional). */
   idleTimeoutMs?: number;
+  /** Model tokens (prompt + completion) its calls through the gateway may use; absent: no limit. */
+  maxModelTokens?: number;
+  /** Model calls through the gateway; absent: no limit. */
+  maxModelCalls?: number;
+  /** Domains its egress proxy lets it reach (`*.domain` too); absent: no proxy. */
+  egressAllow?: string[];
 }
 
 export interface NewSession {

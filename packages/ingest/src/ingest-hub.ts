@@ -174,18 +174,19 @@ export class IngestHub {
         grantToAgentUser(path, this.#o.containerUser, { ownedMode: 0o600, openMode: 0o666 });
         channel.services.push(name);
       }
+      // bound under another name and renamed once only the runner may connect: a runner
+      // already waiting for the socket (a warm-pool container) never finds it half-made
+      const bindPath = join(dir, `.${SOCKET_NAME}.new`);
+      rmSync(bindPath, { force: true });
+      await listen(server, bindPath);
+      // only the container's user may connect; a rootless server cannot chown, so it opens the mode instead
+      grantToAgentUser(bindPath, this.#o.containerUser, { ownedMode: 0o600, openMode: 0o666 });
+      renameSync(bindPath, socketPath);
     } catch (err) {
-      for (const extra of channel.extra) extra.close();
+      // nothing half-open is left listening
+      for (const s of [server, ...channel.extra]) if (s.listening) s.close();
       throw err;
     }
-    // bound under another name and renamed once only the runner may connect: a runner
-    // already waiting for the socket (a warm-pool container) never finds it half-made
-    const bindPath = join(dir, `.${SOCKET_NAME}.new`);
-    rmSync(bindPath, { force: true });
-    await listen(server, bindPath);
-    // only the container's user may connect; a rootless server cannot chown, so it opens the mode instead
-    grantToAgentUser(bindPath, this.#o.containerUser, { ownedMode: 0o600, openMode: 0o666 });
-    renameSync(bindPath, socketPath);
     this.#channels.set(sessionId, channel);
     this.#o.logger.debug({ sessionId, socketPath }, 'ingest socket open');
     return { dir, socketPath };

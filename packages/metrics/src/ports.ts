@@ -72,6 +72,16 @@ export interface Metrics {
   previewConnectionsTotal: CounterPort<'result'>;
   /** Preview bytes: in (client to app) and out (app to client). */
   previewBytes: CounterPort<'direction'>;
+  /** Tokens of model calls through the gateway, by provider, model and kind (prompt, completion). */
+  modelTokens: CounterPort<'provider' | 'model' | 'kind'>;
+  /** Model calls through the gateway, by provider and status (ok, error, refused). */
+  modelCalls: CounterPort<'provider' | 'status'>;
+  /** Time a model call took, request to the end of its response. */
+  modelCallDuration: HistogramPort<'provider' | 'model'>;
+  /** Model calls the gateway refused, by reason (budget, model). */
+  modelRefusals: CounterPort<'reason'>;
+  /** CONNECTs through the egress proxy, by outcome (allowed, denied, failed). */
+  egressConnections: CounterPort<'outcome'>;
 }
 
 /** Runs `work` and observes how long it took in seconds, also when it fails. */
@@ -123,4 +133,9 @@ export const noopMetrics: Metrics = {
   previewConnections: gauge,
   previewConnectionsTotal: counter,
   previewBytes: counter,
+  modelTokens: counter,
+  modelCalls: counter,
+  modelCallDuration: histogram,
+  modelRefusals: counter,
+  egressConnections: counter,
 };

@@ -236,6 +236,37 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
       labelNames: ['direction'] as const,
       registers: r,
     }),
+    modelTokens: new Counter({
+      name: 'mgx_model_tokens_total',
+      help: 'Tokens of model calls through the gateway, by provider, model and kind (prompt, completion).',
+      labelNames: ['provider', 'model', 'kind'] as const,
+      registers: r,
+    }),
+    modelCalls: new Counter({
+      name: 'mgx_model_calls_total',
+      help: 'Model calls through the gateway, by provider and status (ok, error, refused).',
+      labelNames: ['provider', 'status'] as const,
+      registers: r,
+    }),
+    modelCallDuration: new Histogram({
+      name: 'mgx_model_call_duration_seconds',
+      help: 'Time a model call through the gateway took, request to the end of its response.',
+      labelNames: ['provider', 'model'] as const,
+      buckets: LIFECYCLE_BUCKETS,
+      registers: r,
+    }),
+    modelRefusals: new Counter({
+      name: 'mgx_model_refusals_total',
+      help: 'Model calls the gateway refused, by reason (budget, model).',
+      labelNames: ['reason'] as const,
+      registers: r,
+    }),
+    egressConnections: new Counter({
+      name: 'mgx_egress_connections_total',
+      help: 'Connections through the egress proxy, by outcome (allowed, denied, failed).',
+      labelNames: ['outcome'] as const,
+      registers: r,
+    }),
     buildInfo: new Gauge({
       name: 'mgx_build_info',
       help: 'Version of this mgx build.',
@@ -254,6 +285,8 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
   for (const state of WORKER_STATES) m.workers.set({ state }, 0);
   for (const result of PREVIEW_RESULTS) m.previewConnectionsTotal.inc({ result }, 0);
   for (const direction of ['in', 'out']) m.previewBytes.inc({ direction }, 0);
+  for (const reason of ['budget', 'model']) m.modelRefusals.inc({ reason }, 0);
+  for (const outcome of ['allowed', 'denied', 'failed']) m.egressConnections.inc({ outcome }, 0);
   return m;
 }
 

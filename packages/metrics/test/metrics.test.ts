@@ -47,6 +47,11 @@ const EXPORTED: Record<keyof Metrics, { name: string; type: 'counter' | 'gauge' 
   previewConnections: { name: 'mgx_preview_connections', type: 'gauge' },
   previewConnectionsTotal: { name: 'mgx_preview_connections_total', type: 'counter' },
   previewBytes: { name: 'mgx_preview_bytes_total', type: 'counter' },
+  modelTokens: { name: 'mgx_model_tokens_total', type: 'counter' },
+  modelCalls: { name: 'mgx_model_calls_total', type: 'counter' },
+  modelCallDuration: { name: 'mgx_model_call_duration_seconds', type: 'histogram' },
+  modelRefusals: { name: 'mgx_model_refusals_total', type: 'counter' },
+  egressConnections: { name: 'mgx_egress_connections_total', type: 'counter' },
 };
 
 /** `# TYPE` lines of an exposition: metric name to type. */

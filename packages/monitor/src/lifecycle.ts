@@ -1,4 +1,4 @@
-import type { TerminalReason } from '@mgx/agent-sdk';
+import type { SessionUsage, TerminalReason } from '@mgx/agent-sdk';
 import type { DecideOptions, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { Metrics } from '@mgx/metrics';
 import { finishDataOf, outcomeOfRecord } from './outcomes.js';
@@ -32,6 +32,8 @@ export interface FinishStep {
    * session's ingest here, so nothing the runner sends late can land after FINISH.
    */
   beforeFinish?: (() => Promise<void>) | undefined;
+  /** What the session used, asked after `beforeFinish` and put in FINISH as `usage`. */
+  usage?: (() => SessionUsage | undefined) | undefined;
 }
 
 export interface EndStep extends DecideStep, FinishStep {
@@ -69,14 +71,16 @@ export class SessionLifecycle {
     this.#count(outcome);
     await step.beforeFinish?.();
     const reported = step.reportedAt !== undefined ? { reportedAt: step.reportedAt } : {};
-    await this.#deps.store.sessions.appendFinish(sessionId, { ...finishDataOf(outcome), ...reported }, step.rid);
+    const used = step.usage?.();
+    const usage = used !== undefined ? { usage: used } : {};
+    await this.#deps.store.sessions.appendFinish(sessionId, { ...finishDataOf(outcome), ...reported, ...usage }, step.rid);
   }
 
   /** Both steps, for an end with no container to tear down. */
   async end(sessionId: string, outcome: Outcome, step: EndStep): Promise<Decision> {
-    const { ifLost, rid, reportedAt, beforeFinish, ...decide } = step;
+    const { ifLost, rid, reportedAt, beforeFinish, usage, ...decide } = step;
     const decision = await this.decide(sessionId, outcome, decide);
-    if (decision.won || ifLost === 'finish') await this.finish(sessionId, decision.outcome, { rid, reportedAt, beforeFinish });
+    if (decision.won || ifLost === 'finish') await this.finish(sessionId, decision.outcome, { rid, reportedAt, beforeFinish, usage });
     return decision;
   }
 

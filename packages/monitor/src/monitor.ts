@@ -1,4 +1,4 @@
-import { isTerminal, type FinishData } from '@mgx/agent-sdk';
+import { isTerminal, type FinishData, type SessionUsage } from '@mgx/agent-sdk';
 import { silentLogger, type Logger } from '@mgx/config';
 import type { NewEvent, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub } from '@mgx/ingest';
@@ -8,7 +8,7 @@ import { systemClock, type Clock } from './clock.js';
 import { SessionLifecycle } from './lifecycle.js';
 import { outcomeFromAgentFinish, outcomeFromExit } from './outcomes.js';
 
-export type Trigger = 'finish' | 'exit' | 'deadline' | 'cancel' | 'lost' | 'external';
+export type Trigger = 'finish' | 'exit' | 'deadline' | 'cancel' | 'lost' | 'budget' | 'external';
 
 export interface MonitorOptions {
   store: Store;
@@ -29,6 +29,8 @@ export interface MonitorOptions {
    * at the next fallback poll.
    */
   workerId?: string;
+  /** What a session used (model tokens, …), read when its FINISH is stored, after its socket closed. */
+  usage?: (sessionId: string) => SessionUsage | undefined;
 }
 
 interface Watch {
@@ -73,7 +75,8 @@ interface Watch {
  * the next start's reconcile (which removes every container of a finished session).
  */
 export class Monitor {
-  readonly #o: Required<Omit<MonitorOptions, 'logger' | 'clock' | 'workerId'>> & { logger: Logger; clock: Clock; workerId?: string };
+  readonly #o: Required<Omit<MonitorOptions, 'logger' | 'clock' | 'workerId' | 'usage'>> &
+    Pick<MonitorOptions, 'usage'> & { logger: Logger; clock: Clock; workerId?: string };
   readonly #watches = new Map<string, Watch>();
   readonly #lifecycle: SessionLifecycle;
   #stopCancelWatch: (() => void) | undefined;
@@ -222,6 +225,17 @@ export class Monitor {
     void this.#decide(w, { status: 'cancelled', reason: 'cancelled', message: 'the session was cancelled' }, 'cancel', [
       { type: 'CANCELLED', data: { requestedAt: this.#o.clock.now() } },
     ]);
+    return true;
+  }
+
+  /**
+   * A session went past its model budget (the gateway refused a call): it ends `failed`,
+   * `budget_exceeded`, like any other trigger. False when it is not watched here.
+   */
+  budgetExceeded(sessionId: string, message: string): boolean {
+    const w = this.#watches.get(sessionId);
+    if (!w) return false;
+    void this.#decide(w, { status: 'failed', reason: 'budget_exceeded', message }, 'budget');
     return true;
   }
 
@@ -456,6 +470,7 @@ export class Monitor {
         reportedAt: w.decidedBy === 'finish' ? w.finishReportedAt : undefined,
         // closed before FINISH: nothing the runner sends late can land after it
         beforeFinish: () => ingest.close(id),
+        usage: () => this.#o.usage?.(id),
       });
     } catch (err) {
       w.log.error({ err }, 'storing FINISH failed; recovery will complete it');

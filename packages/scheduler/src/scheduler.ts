@@ -20,8 +20,10 @@ export interface SchedulerOptions {
   metrics: Metrics;
   settings: Settings;
   logger?: Logger;
-  /** Secrets of a session, from memory (they are never stored). */
-  secrets?: (sessionId: string) => Record<string, string>;
+  /** The secrets a session's runner receives, from memory (they are never stored). */
+  secrets?: (session: SessionRecord) => Record<string, string>;
+  /** Called before a session's socket opens (a start or an adoption): services it uses get ready for it. */
+  opening?: (session: SessionRecord) => void;
   /** Called once a session this worker held has ended and been torn down. */
   ended?: (sessionId: string) => void;
   /** Started containers to hand to sessions instead of creating one (MGX_WARM_POOL_SIZE). */
@@ -202,6 +204,7 @@ export class Scheduler {
       containerId = warmId;
       // a pooled container's workspace was made and handed to the agent's user by the pool
       if (warmId === undefined) await prepareWorkspace(settings.store.workspaceRoot, session.workspaceId, settings.agent.user);
+      this.#o.opening?.(session);
       const { dir } = await ingest.open(this.#taskOf(session));
       if (warmId !== undefined) {
         // started and waiting: the socket just opened in its directory is its session
@@ -432,7 +435,7 @@ export class Scheduler {
       prompt: session.prompt,
       options: session.options,
       env: session.env,
-      secrets: this.#o.secrets?.(session.id) ?? {},
+      secrets: this.#o.secrets?.(session) ?? {},
     };
   }
 
@@ -440,6 +443,7 @@ export class Scheduler {
   async #adopt(session: SessionRecord, containerId: string): Promise<void> {
     const log = this.#o.logger.child({ sessionId: session.id, containerId });
     if (!isTerminal(session.status)) {
+      this.#o.opening?.(session);
       await this.#o.ingest.open(this.#taskOf(session));
     }
     log.info({ status: session.status, deadlineAt: session.deadlineAt }, 'adopting a session after restart');

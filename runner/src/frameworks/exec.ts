@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import type { AgentEventType, Framework, FrameworkContext, FrameworkResult } from '@mgx/agent-sdk';
+import type { AgentEventType, Framework, FrameworkContext, FrameworkResult, GatewayEndpoints } from '@mgx/agent-sdk';
 
 /** PATH of every command an agent runs; the image keeps its tools in these. */
 export const COMMAND_PATH = '/usr/local/bin:/usr/bin:/bin';
@@ -10,12 +10,26 @@ export const KILL_GRACE_MS = 5000;
 /** Time the output pipes may stay open after the command exited (a background process holds them). */
 const LINGER_MS = 10_000;
 
+/** What an OpenAI client is given for the gateway: a stand-in key, since the host adds the real one. */
+export const GATEWAY_PLACEHOLDER_KEY = 'mgx-gateway';
+
 /**
- * The environment of a command: a fixed PATH and HOME, then the session's env. Nothing of
- * the runner's own environment (MGX_*, NODE_*) reaches the command.
+ * The environment of a command: a fixed PATH and HOME, the platform's endpoints (an OpenAI
+ * base URL and a placeholder key for the model gateway, HTTP(S)_PROXY for the egress proxy),
+ * then the session's env, which may override them. Nothing of the runner's own environment
+ * (MGX_*, NODE_*) reaches the command.
  */
-export function commandEnv(env: Record<string, string>): Record<string, string> {
-  return { PATH: COMMAND_PATH, HOME: '/tmp', ...env };
+export function commandEnv(env: Record<string, string>, gateway?: GatewayEndpoints): Record<string, string> {
+  const endpoints: Record<string, string> = {};
+  if (gateway?.openaiBaseUrl) {
+    endpoints.OPENAI_BASE_URL = gateway.openaiBaseUrl;
+    endpoints.OPENAI_API_BASE = gateway.openaiBaseUrl;
+    endpoints.OPENAI_API_KEY = GATEWAY_PLACEHOLDER_KEY;
+  }
+  if (gateway?.httpProxy) {
+    for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) endpoints[name] = gateway.httpProxy;
+  }
+  return { PATH: COMMAND_PATH, HOME: '/tmp', ...endpoints, ...env };
 }
 
 /** Splits a byte stream into lines, keeping at most `max` bytes of each. */
@@ -327,6 +341,10 @@ export const execFramework: Framework = {
     required: ['command'],
     additionalProperties: false,
   },
+  secretsWanted: (options) => {
+    const names = options.secretEnv;
+    return Array.isArray(names) ? names.filter((n): n is string => typeof n === 'string') : [];
+  },
   async run(ctx: FrameworkContext): Promise<FrameworkResult> {
     const opts = parseExecOptions(ctx.options);
     // secrets last: a session env cannot shadow them, and they never appear in stored env
@@ -348,7 +366,7 @@ export const execFramework: Framework = {
       outcome = await runCommand({
         command: opts.command,
         cwd: ctx.workspace,
-        env: { ...commandEnv(ctx.env), ...secretVars },
+        env: { ...commandEnv(ctx.env, ctx.gateway), ...secretVars },
         ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
         ...(opts.timeoutSeconds !== undefined ? { timeoutMs: opts.timeoutSeconds * 1000 } : {}),
         signal: ctx.signal,

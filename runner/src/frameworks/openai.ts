@@ -19,31 +19,45 @@ const DEFAULT_SYSTEM_PROMPT = [
 ].join(' ');
 
 export interface OpenAIOptions {
+  /** The endpoint, for a direct call; empty with `provider` (the gateway's loopback endpoint is used). */
   baseUrl: string;
+  /** A model provider of the server: calls go through its gateway, which holds the key. */
+  provider?: string;
   model: string;
   maxSteps: number;
   systemPrompt?: string;
   temperature?: number;
 }
 
-const OPENAI_KEYS = ['baseUrl', 'model', 'maxSteps', 'systemPrompt', 'temperature'];
+const OPENAI_KEYS = ['baseUrl', 'provider', 'model', 'maxSteps', 'systemPrompt', 'temperature'];
 
 /** Checks the options against the schema by hand (the runner bundle carries no validator). */
 export function parseOpenAIOptions(o: Record<string, unknown>): OpenAIOptions {
   const unknown = Object.keys(o).filter((k) => !OPENAI_KEYS.includes(k));
   if (unknown.length > 0) throw new Error(`openai: unknown option ${JSON.stringify(unknown[0])}; known: ${OPENAI_KEYS.join(', ')}`);
-  const { baseUrl, model, maxSteps, systemPrompt, temperature } = o;
-  if (typeof baseUrl !== 'string' || baseUrl === '')
-    throw new Error('openai: options.baseUrl is required, e.g. "https://api.openai.com/v1"');
-  let url: URL;
-  try {
-    url = new URL(baseUrl);
-  } catch {
-    throw new Error('openai: options.baseUrl is not a URL');
+  const { baseUrl, provider, model, maxSteps, systemPrompt, temperature } = o;
+  if (provider !== undefined) {
+    if (typeof provider !== 'string' || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(provider))
+      throw new Error('openai: options.provider must name a model provider of the server');
+    if (baseUrl !== undefined) throw new Error('openai: give options.provider or options.baseUrl, not both');
+  } else {
+    if (typeof baseUrl !== 'string' || baseUrl === '')
+      throw new Error('openai: options.baseUrl (or options.provider) is required, e.g. "https://api.openai.com/v1"');
+    let url: URL;
+    try {
+      url = new URL(baseUrl);
+    } catch {
+      throw new Error('openai: options.baseUrl is not a URL');
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('openai: options.baseUrl must be an http or https URL');
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('openai: options.baseUrl must be an http or https URL');
   if (typeof model !== 'string' || model === '') throw new Error('openai: options.model is required (a non-empty string)');
-  const out: OpenAIOptions = { baseUrl: baseUrl.replace(/\/+$/, ''), model, maxSteps: 20 };
+  const out: OpenAIOptions = {
+    baseUrl: typeof baseUrl === 'string' ? baseUrl.replace(/\/+$/, '') : '',
+    ...(typeof provider === 'string' ? { provider } : {}),
+    model,
+    maxSteps: 20,
+  };
   if (maxSteps !== undefined) {
     if (typeof maxSteps !== 'number' || !Number.isInteger(maxSteps) || maxSteps < 1 || maxSteps > 1000) {
       throw new Error('openai: options.maxSteps must be an integer from 1 to 1000');
@@ -294,7 +308,7 @@ async function runCommandTool(env: ToolEnv, args: Record<string, unknown>): Prom
     const outcome = await runCommand({
       command: command,
       cwd: await env.ws.root(),
-      env: commandEnv(env.ctx.env),
+      env: commandEnv(env.ctx.env, env.ctx.gateway),
       timeoutMs: timeoutS * 1000,
       signal: env.ctx.signal,
       onLine: (_stream, text) => {
@@ -496,18 +510,23 @@ class ReplyBuilder {
 export const openaiFramework: Framework = {
   name: 'openai',
   description:
-    'Tool-using agent against an OpenAI-compatible chat-completions endpoint (streamed). Tools: read_file, write_file, list_files, run_command, confined to the workspace. API key: secret OPENAI_API_KEY.',
+    "Tool-using agent against an OpenAI-compatible chat-completions endpoint (streamed). Tools: read_file, write_file, list_files, run_command, confined to the workspace. With options.provider the server's model gateway makes the calls (no network, no key in the container); with options.baseUrl the agent calls it itself (network egress, secret OPENAI_API_KEY).",
   requiresEgress: true,
+  secretsWanted: (options) => (options.provider !== undefined ? [] : ['OPENAI_API_KEY']),
   optionsSchema: {
     type: 'object',
     properties: {
       baseUrl: { type: 'string', description: 'e.g. https://api.openai.com/v1; POST {baseUrl}/chat/completions' },
+      provider: {
+        type: 'string',
+        description: "a model provider of the server (MGX_MODEL_PROVIDERS), instead of baseUrl: the server's gateway holds the key",
+      },
       model: { type: 'string' },
       maxSteps: { type: 'integer', minimum: 1, maximum: 1000, default: 20, description: 'model requests at most' },
       systemPrompt: { type: 'string' },
       temperature: { type: 'number', minimum: 0, maximum: 2 },
     },
-    required: ['baseUrl', 'model'],
+    required: ['model'],
     additionalProperties: false,
   },
   async run(ctx: FrameworkContext): Promise<FrameworkResult> {
@@ -525,6 +544,13 @@ export const openaiFramework: Framework = {
 
 async function agentLoop(ctx: FrameworkContext, key: ApiKey): Promise<FrameworkResult> {
   const opts = parseOpenAIOptions(ctx.options);
+  if (opts.provider !== undefined) {
+    // through the session's socket: the host picks the provider's endpoint and adds its key
+    const gateway = ctx.gateway?.openaiBaseUrl;
+    if (!gateway)
+      throw new EndpointError(`openai: this server offers no model gateway to the session (options.provider "${opts.provider}")`);
+    opts.baseUrl = gateway;
+  }
   const ws = new Workspace(ctx.workspace);
   const toolEnv: ToolEnv = { ctx, ws, fileChanged: (data) => ctx.emit.emit('FILE_CHANGED', key.redact.deep(data)) };
   const messages: ChatMessage[] = [
@@ -594,6 +620,7 @@ async function complete(ctx: FrameworkContext, opts: OpenAIOptions, key: ApiKey,
         'content-type': 'application/json',
         accept: 'text/event-stream',
         ...(key.value ? { authorization: `Bearer ${key.value}` } : {}),
+        ...(opts.provider !== undefined ? { 'x-mgx-provider': opts.provider } : {}),
       },
       body: JSON.stringify(body),
       signal: ctx.signal,

@@ -75,6 +75,11 @@ export const scriptFramework: Framework = {
   description:
     'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret, read, wait_until).',
   optionsSchema: { type: 'object', properties: {}, additionalProperties: false },
+  // the secrets its getsecret steps name
+  secretsWanted: (_options, prompt) =>
+    (parseSteps(prompt) ?? []).flatMap((step) =>
+      typeof step === 'object' && step !== null && 'getsecret' in step && typeof step.getsecret === 'string' ? [step.getsecret] : [],
+    ),
   async run(ctx): Promise<FrameworkResult> {
     const steps = parseSteps(ctx.prompt);
     if (!steps) {

@@ -30,7 +30,7 @@ export function sessionsRouter({ router, authed }: Trpc) {
     /** Queues a session; the worker starts it when a slot is free. */
     create: authed.input(createSessionInput).mutation(async ({ ctx, input }) => {
       const { settings, store, metrics, frameworks, worker, secrets: keeper } = ctx.deps;
-      const admission = admit(input, settings, frameworks, { secretsAccepted: keeper !== undefined });
+      const admission = admit(input, settings, frameworks, { secretsAccepted: keeper !== undefined, tenant: ctx.tenant });
       if (!admission.ok) {
         // the first problem, in the order the rules are checked
         const [first] = admission.problems;
