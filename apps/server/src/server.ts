@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
-import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, type ApiDeps, type FrameworkInfo } from '@mgx/api';
+import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, WorkspaceAccess, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type Store } from '@mgx/event-store';
 import { IngestHub, toStoredEvent } from '@mgx/ingest';
@@ -13,7 +13,9 @@ import { Monitor } from '@mgx/monitor';
 import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog } from '@mgx/runner/catalog';
 import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runtime';
 import { Reaper, Scheduler, WarmPool, WorkerLease } from '@mgx/scheduler';
+import { WorkspaceFiles } from '@mgx/workspaces';
 import rootPackage from '../../../package.json' with { type: 'json' };
+import { filesRoutes } from './files-http.js';
 import { fleetMetricsRefresher } from './fleet-metrics.js';
 import { MemorySecrets } from './secrets.js';
 
@@ -265,6 +267,17 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     logger: logger.child({ component: 'reaper' }),
   });
 
+  // the files of this host's workspaces: only a process that runs sessions keeps them
+  const workspaces = new WorkspaceAccess({
+    store,
+    files: worker
+      ? new WorkspaceFiles({ root: settings.store.workspaceRoot, user: settings.agent.user, limits: settings.files })
+      : undefined,
+    workerId: settings.owner,
+    shared: settings.fleet.workspacesShared,
+  });
+  const files = filesRoutes({ auth, access: workspaces, logger: logger.child({ component: 'files' }) });
+
   let ready = false;
   const deps: ApiDeps = {
     settings,
@@ -275,6 +288,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     frameworks: await frameworks,
     version: VERSION,
     secrets,
+    workspaces,
     ready: () => ready,
     worker: {
       queued: () => scheduler?.notify(),
@@ -300,6 +314,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const [path = '/'] = (req.url ?? '/').split('?');
     if (path.startsWith('/trpc/')) return trpc(req, res);
+    if (await files(req, res)) return;
     if (path === '/metrics' && req.method === 'GET') {
       const body = await metrics.render();
       res.writeHead(200, { 'content-type': metrics.contentType });

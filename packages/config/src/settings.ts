@@ -52,6 +52,8 @@ export interface Settings {
   /** Workers of a fleet: leases in the shared store, workspaces per host unless shared. */
   fleet: { heartbeatMs: number; leaseMs: number; workspacesShared: boolean };
   limits: { maxEventBytes: number; maxEventsPerSecond: number; maxPromptBytes: number; logCaptureBytes: number };
+  /** The workspace files API: what one write, upload or read may move, and each workspace's quota (0: none). */
+  files: { maxFileBytes: number; maxUploadBytes: number; maxUploadFiles: number; quotaBytes: number; maxReadBytes: number };
   store: {
     kind: EventStoreKind;
     mongodbUri: string | undefined;
@@ -109,6 +111,17 @@ const memory = (minBytes: number) =>
     }
     if (bytes < minBytes) {
       ctx.addIssue({ code: 'custom', message: `"${text}" is below the minimum of ${minBytes / 1024 / 1024} MiB` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+/** A size in bytes as memory is written (`512m`, `1g`, `1048576`); `0` only where `min` is 0. */
+const size = (min: number) =>
+  z.string().transform((text, ctx) => {
+    const bytes = parseMemory(text);
+    if (bytes === undefined || bytes < min) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a size of at least ${min} bytes (write e.g. 100m or 1g)` });
       return z.NEVER;
     }
     return bytes;
@@ -193,6 +206,13 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       maxEventsPerSecond: read('MGX_MAX_EVENTS_PER_SECOND', int(0, 10_000_000), '5000'),
       maxPromptBytes: read('MGX_MAX_PROMPT_BYTES', int(1, 64 * 1024 ** 2), String(1024 ** 2)),
       logCaptureBytes: read('MGX_LOG_CAPTURE_BYTES', int(0, 64 * 1024 ** 2), String(64 * 1024)),
+    },
+    files: {
+      maxFileBytes: read('MGX_MAX_FILE_BYTES', size(1), '100m'),
+      maxUploadBytes: read('MGX_MAX_UPLOAD_BYTES', size(1), '1g'),
+      maxUploadFiles: read('MGX_MAX_UPLOAD_FILES', int(1, 10_000_000), '100000'),
+      quotaBytes: read('MGX_WORKSPACE_QUOTA_BYTES', size(0), '10g'),
+      maxReadBytes: read('MGX_MAX_READ_BYTES', size(1), '1m'),
     },
     store: {
       kind: read('MGX_EVENT_STORE', z.enum(['sqlite', 'mongodb'], 'must be sqlite or mongodb'), 'sqlite'),

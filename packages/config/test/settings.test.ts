@@ -94,6 +94,24 @@ describe('loadSettings', () => {
     expect(() => loadSettings({ MGX_STOP: 'graceful' })).toThrow(/MGX_STOP: must be handover or drain/);
   });
 
+  it('reads the files limits as sizes, a quota of 0 meaning none, and names a bad one', () => {
+    const s = loadSettings({});
+    expect(s.files).toEqual({
+      maxFileBytes: 100 * 1024 ** 2,
+      maxUploadBytes: 1024 ** 3,
+      maxUploadFiles: 100_000,
+      quotaBytes: 10 * 1024 ** 3,
+      maxReadBytes: 1024 ** 2,
+    });
+    expect(loadSettings({ MGX_WORKSPACE_QUOTA_BYTES: '0', MGX_MAX_FILE_BYTES: '5k' }).files).toMatchObject({
+      quotaBytes: 0,
+      maxFileBytes: 5120,
+    });
+    expect(() => loadSettings({ MGX_MAX_FILE_BYTES: '0', MGX_MAX_UPLOAD_FILES: 'many' })).toThrow(
+      /MGX_MAX_FILE_BYTES[\s\S]*MGX_MAX_UPLOAD_FILES/,
+    );
+  });
+
   it('requires MONGODB_URI for the mongodb store', () => {
     expect(() => loadSettings({ MGX_EVENT_STORE: 'mongodb' })).toThrow(/MONGODB_URI: is required/);
   });

@@ -269,8 +269,11 @@ export class WorkspaceFiles {
     return out;
   }
 
-  /** Bytes of regular files, and counts of files and directories, in the workspace. */
-  async usage(id: string): Promise<Usage> {
+  /**
+   * Bytes of regular files, and counts of files and directories, in the workspace; the walk stops
+   * after `maxEntries` entries (a listing's bound), so the counts are then lower bounds.
+   */
+  async usage(id: string, maxEntries = Number.POSITIVE_INFINITY): Promise<Usage> {
     const usage: Usage = { bytes: 0, files: 0, directories: 0 };
     const dir = await this.#openRoot(id);
     try {
@@ -280,6 +283,7 @@ export class WorkspaceFiles {
           usage.files++;
           if (e.type === 'file') usage.bytes += e.size;
         }
+        if (usage.files + usage.directories >= maxEntries) break;
       }
     } finally {
       await dir.close();
