@@ -347,7 +347,8 @@ export class WorkspaceFiles {
       const name = rel.at(-1);
       if (header.type === 'directory') {
         stream.resume();
-        await (await this.#makeDirs(root, rel)).close().catch(() => undefined);
+        const made = await this.#makeDirs(root, rel);
+        if (made !== root) await made.close();
         if (rel.length > 0) result.directories++;
         return;
       }

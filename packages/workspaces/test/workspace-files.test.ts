@@ -183,11 +183,13 @@ describe('WorkspaceFiles', () => {
 
   it('unpacks a tar.gz upload with its limits, refusing traversal, hard links and special files', async () => {
     const ok = await targz([
+      // tar-fs and `tar -C dir .` name the root itself first
+      { name: './', type: 'directory' },
       { name: 'site/', type: 'directory' },
       { name: 'site/index.html', body: '<h1>hi</h1>' },
       { name: './site/link', type: 'symlink', linkname: '/etc/passwd' },
     ]);
-    expect(await files.upload('w1', 'up', Readable.from([ok]))).toEqual({ files: 1, directories: 1, symlinks: 1, bytes: 11 });
+    expect(await files.upload('w1', 'up', Readable.from([ok]))).toEqual({ files: 1, directories: 2, symlinks: 1, bytes: 11 });
     expect(readFileSync(join(ws, 'up', 'site', 'index.html'), 'utf8')).toBe('<h1>hi</h1>');
     expect(readlinkSync(join(ws, 'up', 'site', 'link'))).toBe('/etc/passwd');
     for (const bad of [
