@@ -1,15 +1,26 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { pipeline } from 'node:stream/promises';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { toTRPCError, WorkspaceAccessError, WorkspaceAccessErrorCode, type Caller, type TokenAuth, type WorkspaceAccess } from '@mgx/api';
 import type { Logger } from '@mgx/config';
+import type { WorkerStore } from '@mgx/event-store';
 import { checkWorkspaceId, FilesError, FilesErrorCode, joinNames, namesFromUrl } from '@mgx/workspaces';
 
 export interface FilesHttpDeps {
   auth: TokenAuth;
   access: WorkspaceAccess;
+  /** Where the worker holding a workspace advertises its URL (MGX_WORKER_URL). */
+  workers: WorkerStore;
+  /** This process's id, named in the header of what it forwards. */
+  self: string;
   logger: Logger;
 }
+
+/** Set on a request one process forwarded to the worker holding the files: it is not forwarded again. */
+const FORWARDED = 'x-mgx-forwarded-by';
+/** Hop-by-hop headers, not passed on by a proxy (RFC 9110 7.6.1). */
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host']);
 
 /** A refusal as the HTTP status and JSON body a client gets. */
 class HttpRefusal extends Error {
@@ -63,7 +74,7 @@ const yes = (v: string | null) => v === '1' || v === 'true';
  * GET|HEAD|PUT|DELETE /workspaces/<id>/files/<path>, GET|PUT /workspaces/<id>/archive.tar.gz[?path=],
  * DELETE /workspaces/<id>. Returns false for a URL that is not one of them.
  */
-export function filesRoutes({ auth, access, logger }: FilesHttpDeps) {
+export function filesRoutes({ auth, access, workers, self, logger }: FilesHttpDeps) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<boolean> => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -113,6 +124,16 @@ export function filesRoutes({ auth, access, logger }: FilesHttpDeps) {
       }
       throw new HttpRefusal(405, 'METHOD_NOT_SUPPORTED', `${method} is not supported here`);
     } catch (err) {
+      // another worker's files: carried there when it advertises a URL (nothing of the body was read yet)
+      if (err instanceof WorkspaceAccessError && err.code === WorkspaceAccessErrorCode.ELSEWHERE && err.holder && !req.headers[FORWARDED]) {
+        const holder = await workers.get(err.holder);
+        if (holder?.url && (holder.state === 'alive' || holder.state === 'draining')) {
+          logger.debug({ url: req.url, worker: holder.id }, 'forwarding a workspace request to its worker');
+          await forward(req, res, holder.url, self);
+          return true;
+        }
+        err.message += holder?.url ? ` (it is ${holder.state})` : ' (it advertises no MGX_WORKER_URL to forward to)';
+      }
       const refusal = statusOf(err);
       if (!refusal) throw err;
       if (refusal.status === 401) res.setHeader('www-authenticate', 'Bearer');
@@ -125,6 +146,31 @@ export function filesRoutes({ auth, access, logger }: FilesHttpDeps) {
       return json(res, refusal.status, { error: { code: refusal.code, message: refusal.message } });
     }
   };
+}
+
+/** Carries the request to `base` (the worker holding the files) and its answer back, both streamed. */
+function forward(req: IncomingMessage, res: ServerResponse, base: string, self: string): Promise<void> {
+  const target = new URL(req.url ?? '/', base);
+  const headers: Record<string, string | string[]> = { [FORWARDED]: self };
+  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP.has(k)) headers[k] = v;
+  const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise<void>((resolve, reject) => {
+    const upstream = send(target, { method: req.method ?? 'GET', headers }, (answer) => {
+      const back: Record<string, string | string[]> = {};
+      for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && !HOP.has(k)) back[k] = v;
+      res.writeHead(answer.statusCode ?? 502, back);
+      pipeline(answer, res).then(resolve, (err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') resolve();
+        else reject(err instanceof Error ? err : new Error(String(err)));
+      });
+    });
+    upstream.on('error', (err) => {
+      if (res.headersSent) return res.destroy(err);
+      json(res, 502, { error: { code: 'BAD_GATEWAY', message: `the worker holding the files did not answer: ${err.message}` } });
+      resolve();
+    });
+    req.pipe(upstream);
+  });
 }
 
 /** A client that went away mid-response is not an error of the server. */

@@ -228,6 +228,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         engine: await engine,
         capacity: settings.scheduler.maxConcurrent,
         version: VERSION,
+        ...(settings.server.workerUrl !== undefined ? { url: settings.server.workerUrl } : {}),
       },
       heartbeatMs: settings.fleet.heartbeatMs,
       leaseMs: settings.fleet.leaseMs,
@@ -276,7 +277,13 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     workerId: settings.owner,
     shared: settings.fleet.workspacesShared,
   });
-  const files = filesRoutes({ auth, access: workspaces, logger: logger.child({ component: 'files' }) });
+  const files = filesRoutes({
+    auth,
+    access: workspaces,
+    workers: store.workers,
+    self: settings.owner,
+    logger: logger.child({ component: 'files' }),
+  });
 
   let ready = false;
   const deps: ApiDeps = {

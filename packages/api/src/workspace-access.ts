@@ -15,6 +15,8 @@ export type WorkspaceAccessErrorCode = (typeof WorkspaceAccessErrorCode)[keyof t
 
 export class WorkspaceAccessError extends CodedError<WorkspaceAccessErrorCode> {
   override readonly name = 'WorkspaceAccessError';
+  /** ELSEWHERE: the worker that holds the files, when one does. */
+  holder: string | undefined;
 }
 
 export interface WorkspaceAccessDeps {
@@ -105,17 +107,18 @@ export class WorkspaceAccess {
 
   #local(ws: WorkspaceRecord): WorkspaceFiles {
     const files = this.#d.files;
+    const elsewhere = (message: string) => {
+      const err = new WorkspaceAccessError(WorkspaceAccessErrorCode.ELSEWHERE, message);
+      err.holder = ws.holder ?? undefined;
+      return err;
+    };
     if (!files) {
-      throw new WorkspaceAccessError(
-        WorkspaceAccessErrorCode.ELSEWHERE,
+      throw elsewhere(
         `this server keeps no workspaces (MGX_ROLE=api): ask the worker that holds workspace ${ws.id}${ws.holder ? ` (${ws.holder})` : ''}`,
       );
     }
     if (!this.isLocal(ws)) {
-      throw new WorkspaceAccessError(
-        WorkspaceAccessErrorCode.ELSEWHERE,
-        `workspace ${ws.id} is held by worker ${ws.holder ?? '?'}, not by this one (${this.#d.workerId}): ask that worker`,
-      );
+      throw elsewhere(`workspace ${ws.id} is held by worker ${ws.holder ?? '?'}, not by this one (${this.#d.workerId}): ask that worker`);
     }
     return files;
   }

@@ -77,6 +77,8 @@ export interface Settings {
     operatorTokens: string | undefined;
     operatorTokensFile: string | undefined;
     ssePingMs: number;
+    /** MGX_WORKER_URL: where other processes of the fleet reach this worker (its workspaces' files). */
+    workerUrl: string | undefined;
   };
   /** Names this platform instance in container labels, so it finds its own containers after a restart. */
   owner: string;
@@ -238,6 +240,11 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       operatorTokens: read('MGX_OPERATOR_TOKENS', nonEmpty, undefined),
       operatorTokensFile: read('MGX_OPERATOR_TOKENS_FILE', nonEmpty, undefined),
       ssePingMs: read('MGX_SSE_PING_SECONDS', seconds(0.1, 300), '10'),
+      workerUrl: read(
+        'MGX_WORKER_URL',
+        nonEmpty.regex(/^https?:\/\/[^\s/?#]+\/?$/, 'must be http(s)://host:port, with no path'),
+        undefined,
+      )?.replace(/\/$/, ''),
     },
     owner: read('MGX_OWNER', nonEmpty.regex(ID_PATTERN, 'must be 1-64 letters, digits, _ or -'), defaultOwner()),
     logLevel: read(

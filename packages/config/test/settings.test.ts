@@ -112,6 +112,12 @@ describe('loadSettings', () => {
     );
   });
 
+  it('reads the URL a worker advertises, and refuses one with a path', () => {
+    expect(loadSettings({}).server.workerUrl).toBeUndefined();
+    expect(loadSettings({ MGX_WORKER_URL: 'http://10.0.0.5:8080/' }).server.workerUrl).toBe('http://10.0.0.5:8080');
+    expect(() => loadSettings({ MGX_WORKER_URL: 'http://h:1/x' })).toThrow(/MGX_WORKER_URL/);
+  });
+
   it('requires MONGODB_URI for the mongodb store', () => {
     expect(() => loadSettings({ MGX_EVENT_STORE: 'mongodb' })).toThrow(/MONGODB_URI: is required/);
   });

@@ -241,6 +241,11 @@ export interface WorkerInfo {
   /** AGENT_MAX_CONCURRENT_CONTAINERS of this worker. */
   capacity: number;
   version: string;
+  /**
+   * Where other processes of the fleet reach this worker's HTTP server (MGX_WORKER_URL), for
+   * requests only it can answer (its workspaces' files); absent when it advertises none.
+   */
+  url?: string;
 }
 
 export interface WorkerRecord extends WorkerInfo {

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS workers (
 /** Columns added to the workers table after its first schema, for store files created before them. */
 export function migrateWorkers(db: Database.Database): void {
   addColumnIfMissing(db, 'workers', 'drain_requested', 'INTEGER NOT NULL DEFAULT 0');
+  addColumnIfMissing(db, 'workers', 'url', 'TEXT');
 }
 
 interface WorkerRow {
@@ -38,6 +39,7 @@ interface WorkerRow {
   lease_until: number;
   epoch: number;
   drain_requested: number;
+  url: string | null;
 }
 
 const toWorker = (r: WorkerRow): WorkerRecord => ({
@@ -53,6 +55,7 @@ const toWorker = (r: WorkerRow): WorkerRecord => ({
   leaseUntil: r.lease_until,
   epoch: r.epoch,
   drainRequested: r.drain_requested === 1,
+  ...(r.url !== null ? { url: r.url } : {}),
 });
 
 interface HeartbeatParams {
@@ -85,11 +88,11 @@ export class SqliteWorkers implements WorkerStore {
       get: db.prepare<[string], WorkerRow>('SELECT * FROM workers WHERE id = ?'),
       list: db.prepare<[], WorkerRow>('SELECT * FROM workers ORDER BY id'),
       upsert: db.prepare(
-        `INSERT INTO workers (id, hostname, engine, capacity, version, state, in_use, started_at, heartbeat_at, lease_until, epoch)
-         VALUES (@id, @hostname, @engine, @capacity, @version, 'alive', 0, @now, @now, @leaseUntil, @epoch)
+        `INSERT INTO workers (id, hostname, engine, capacity, version, state, in_use, started_at, heartbeat_at, lease_until, epoch, url)
+         VALUES (@id, @hostname, @engine, @capacity, @version, 'alive', 0, @now, @now, @leaseUntil, @epoch, @url)
          ON CONFLICT (id) DO UPDATE SET hostname = @hostname, engine = @engine, capacity = @capacity, version = @version,
            state = 'alive', in_use = 0, started_at = @now, heartbeat_at = @now, lease_until = @leaseUntil, epoch = @epoch,
-           drain_requested = 0`,
+           drain_requested = 0, url = @url`,
       ),
       heartbeat: db.prepare<[HeartbeatParams], { drain_requested: number }>(
         `UPDATE workers SET heartbeat_at = @now, lease_until = @leaseUntil, in_use = @inUse, state = @state
@@ -105,7 +108,7 @@ export class SqliteWorkers implements WorkerStore {
   async register(info: WorkerInfo, leaseMs: number, now = Date.now()): Promise<RegisterResult> {
     return this.#a.tx('registerWorker', () => {
       const before = this.#stmts.get.get(info.id);
-      this.#stmts.upsert.run({ ...info, now, leaseUntil: now + leaseMs, epoch: (before?.epoch ?? 0) + 1 });
+      this.#stmts.upsert.run({ ...info, url: info.url ?? null, now, leaseUntil: now + leaseMs, epoch: (before?.epoch ?? 0) + 1 });
       const row = this.#stmts.get.get(info.id);
       if (!row) throw new StoreError(StoreErrorCode.UNAVAILABLE, `worker ${info.id} was not stored`);
       return { worker: toWorker(row), previous: before ? toWorker(before) : null };

@@ -806,6 +806,15 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       expect((await keep.events.read(s.id, 0, 10)).map((e) => e.type)).toEqual(['SESSION_QUEUED', 'FINISH']);
     });
 
+    it('keeps the URL a worker advertises, and forgets it when a registration gives none', async () => {
+      const id = `wu-${randomBytes(4).toString('hex')}`;
+      const info = { id, hostname: 'h', engine: 'e', capacity: 1, version: 'v' };
+      expect((await store.workers.register({ ...info, url: 'http://10.0.0.5:8080' }, 10_000)).worker.url).toBe('http://10.0.0.5:8080');
+      expect((await (await second()).workers.get(id))?.url).toBe('http://10.0.0.5:8080');
+      await store.workers.register(info, 10_000);
+      expect((await store.workers.get(id))?.url).toBeUndefined();
+    });
+
     describe('workspaces', () => {
       const wsId = () => `ws-${randomBytes(4).toString('hex')}`;
 
