@@ -94,7 +94,7 @@ describe('preview: an app inside a container without network, through the sessio
     const port = await freePort();
     p = await startPlatform({
       MGX_PORT: String(port),
-      MGX_ADVERTISE_URL: `http://127.0.0.1:${port}`,
+      MGX_WORKER_URL: `http://127.0.0.1:${port}`,
       MGX_API_TOKENS: `acme:${tokenOf('acme')},globex:${tokenOf('globex')}`,
       MGX_PREVIEW_PORTS: '3000-3999',
       MGX_PREVIEW_DOMAIN: 'preview.test',

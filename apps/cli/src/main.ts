@@ -5,6 +5,7 @@ import open from 'open';
 import yoctoSpinner from 'yocto-spinner';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
 import { doctor } from './doctor.js';
+import { copyFrom, copyTo, FilesHttpError, formatEntries, parseCpSide } from './files.js';
 import { formatEvent } from './format.js';
 import { collect, runInput, UsageError, type RunFlags } from './run-input.js';
 import { formatWorkers } from './workers.js';
@@ -273,6 +274,91 @@ program
     if (o.open) await open(link.url);
   });
 
+program
+  .command('workspaces')
+  .description('list your workspaces: size, files, last session')
+  .option('--json', 'one JSON object per workspace, one per line')
+  .action(async (o: { json?: boolean }) => {
+    const c = client();
+    for (let cursor: string | undefined; ;) {
+      const page = await c.workspaces.list.query({ limit: 200, ...(cursor !== undefined ? { cursor } : {}) });
+      for (const w of page.items) {
+        if (o.json) process.stdout.write(`${JSON.stringify(w)}\n`);
+        else {
+          const size = w.sizeBytes === null ? '?' : String(w.sizeBytes);
+          const files = w.files === null ? '?' : String(w.files);
+          const last = w.lastSession ? `${w.lastSession.id} ${w.lastSession.status}` : '-';
+          process.stdout.write(`${w.id.padEnd(24)}  ${size.padStart(12)} B  ${files.padStart(7)} files  ${last}\n`);
+        }
+      }
+      if (page.nextCursor === null) return;
+      cursor = page.nextCursor;
+    }
+  });
+
+program
+  .command('files')
+  .description("list a workspace's files (a directory, or with -r the whole tree)")
+  .argument('<workspaceId>')
+  .argument('[path]', 'a directory in the workspace', '')
+  .option('-r, --recursive', 'the whole tree below path')
+  .option('--json', 'one JSON object per entry, one per line')
+  .action(async (workspaceId: string, path: string, o: { recursive?: boolean; json?: boolean }) => {
+    const c = client();
+    for (let cursor: string | undefined; ;) {
+      const page = await c.workspaces.files.query({
+        workspaceId,
+        path,
+        recursive: o.recursive === true,
+        limit: 1000,
+        ...(cursor !== undefined ? { cursor } : {}),
+      });
+      if (o.json) for (const e of page.entries) process.stdout.write(`${JSON.stringify(e)}\n`);
+      else for (const line of formatEntries(page.entries)) process.stdout.write(`${line}\n`);
+      if (page.nextCursor === null) return;
+      cursor = page.nextCursor;
+    }
+  });
+
+program
+  .command('cp')
+  .description('copy files between this machine and a workspace: cp ID:path dest, or cp src ID:path')
+  .argument('<src>', 'ID:path in a workspace, or a local file or directory')
+  .argument('<dest>', 'a local path (- for stdout), or ID:path in a workspace')
+  .addHelpText(
+    'after',
+    `
+A workspace path is written ID:path; ID: alone is the whole workspace. A directory travels as a
+tar.gz (links as links). A local path with a colon is written ./a:b.
+
+Examples:
+  $ mgx cp site:dist/index.html .          # one file
+  $ mgx cp site: ./site-copy               # the whole workspace, unpacked
+  $ mgx cp site:src/app.js -               # to stdout
+  $ mgx cp ./seed site:                    # a directory into the workspace, before a session
+  $ mgx cp config.json site:config/        # a file into a directory of the workspace
+`,
+  )
+  .action(async (src: string, dest: string) => {
+    const from = parseCpSide(src);
+    const to = parseCpSide(dest);
+    const o = program.opts<{ url: string; token?: string }>();
+    const http = { url: o.url, token: o.token };
+    if ('workspaceId' in from && 'local' in to) {
+      const wrote = await copyFrom(http, from, to.local, (link) =>
+        process.stderr.write(`mgx: left out ${link}: the link points outside the destination\n`),
+      );
+      if (wrote !== 'stdout') process.stderr.write(`${from.workspaceId}:${from.path} → ${wrote}\n`);
+      return;
+    }
+    if ('local' in from && 'workspaceId' in to) {
+      const r = await copyTo(http, from.local, to);
+      process.stderr.write(`${from.local} → ${to.workspaceId}:${r.path} (${r.detail})\n`);
+      return;
+    }
+    throw new UsageError('one side of cp is ID:path in a workspace and the other a local path');
+  });
+
 /** An operator's call: a tenant's token gets a usage error naming what is needed. */
 async function asOperator<T>(what: string, call: () => Promise<T>): Promise<T> {
   try {
@@ -340,6 +426,10 @@ program.parseAsync(process.argv).catch((err: unknown) => {
     process.stderr.write(`mgx: ${err.message}\n`);
     process.exit(EXIT.usage);
   }
+  if (err instanceof FilesHttpError) {
+    process.stderr.write(`mgx: ${err.message}\n`);
+    process.exit(err.refused ? EXIT.usage : EXIT.unreachable);
+  }
   const e = err as { message?: string; data?: { code?: string; httpStatus?: number }; cause?: { code?: string; message?: string } };
   const code = e.data?.code;
   if (
@@ -348,7 +438,8 @@ program.parseAsync(process.argv).catch((err: unknown) => {
     code === 'NOT_FOUND' ||
     code === 'FORBIDDEN' ||
     code === 'UNAUTHORIZED' ||
-    code === 'TOO_MANY_REQUESTS'
+    code === 'TOO_MANY_REQUESTS' ||
+    code === 'CONFLICT'
   ) {
     process.stderr.write(`mgx: ${e.message}\n`);
     process.exit(EXIT.usage);

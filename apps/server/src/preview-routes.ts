@@ -147,7 +147,7 @@ export function previewRoutes(o: {
     if (!worker?.url) {
       throw new PreviewError(
         PreviewErrorCode.UNREACHABLE,
-        `worker ${session.workerId ?? '?'} of session ${session.id} advertises no URL (MGX_ADVERTISE_URL), so this node cannot reach it`,
+        `worker ${session.workerId ?? '?'} of session ${session.id} advertises no URL (MGX_WORKER_URL), so this node cannot reach it`,
       );
     }
     return new URL(worker.url);

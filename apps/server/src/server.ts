@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
-import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, type ApiDeps, type FrameworkInfo } from '@mgx/api';
+import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, WorkspaceAccess, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type SessionRecord, type Store } from '@mgx/event-store';
 import { EgressProxy, ModelGateway } from '@mgx/gateway';
@@ -15,7 +15,9 @@ import { Monitor } from '@mgx/monitor';
 import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog, secretsWanted } from '@mgx/runner/catalog';
 import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runtime';
 import { Reaper, Scheduler, WarmPool, WorkerLease } from '@mgx/scheduler';
+import { WorkspaceFiles } from '@mgx/workspaces';
 import rootPackage from '../../../package.json' with { type: 'json' };
+import { filesRoutes } from './files-http.js';
 import { fleetMetricsRefresher } from './fleet-metrics.js';
 import { previewRoutes } from './preview-routes.js';
 import { MemorySecrets } from './secrets.js';
@@ -278,7 +280,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         engine: await engine,
         capacity: settings.scheduler.maxConcurrent,
         version: VERSION,
-        ...(settings.fleet.advertiseUrl ? { url: settings.fleet.advertiseUrl } : {}),
+        ...(settings.server.workerUrl !== undefined ? { url: settings.server.workerUrl } : {}),
       },
       heartbeatMs: settings.fleet.heartbeatMs,
       leaseMs: settings.fleet.leaseMs,
@@ -327,6 +329,23 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     logger: logger.child({ component: 'reaper' }),
   });
 
+  // the files of this host's workspaces: only a process that runs sessions keeps them
+  const workspaces = new WorkspaceAccess({
+    store,
+    files: worker
+      ? new WorkspaceFiles({ root: settings.store.workspaceRoot, user: settings.agent.user, limits: settings.files })
+      : undefined,
+    workerId: settings.owner,
+    shared: settings.fleet.workspacesShared,
+  });
+  const files = filesRoutes({
+    auth,
+    access: workspaces,
+    workers: store.workers,
+    self: settings.owner,
+    logger: logger.child({ component: 'files' }),
+  });
+
   let ready = false;
   const deps: ApiDeps = {
     settings,
@@ -337,6 +356,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     frameworks: await frameworks,
     version: VERSION,
     secrets,
+    workspaces,
     ready: () => ready,
     preview,
     worker: {
@@ -367,6 +387,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     if (await preview.request(req, res)) return;
     const [path = '/'] = (req.url ?? '/').split('?');
     if (path.startsWith('/trpc/')) return trpc(req, res);
+    if (await files(req, res)) return;
     if (path === '/metrics' && req.method === 'GET') {
       const body = await metrics.render();
       res.writeHead(200, { 'content-type': metrics.contentType });

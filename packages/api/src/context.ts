@@ -2,6 +2,7 @@ import type { Logger, Settings } from '@mgx/config';
 import type { Store } from '@mgx/event-store';
 import type { Metrics } from '@mgx/metrics';
 import type { ContainerRuntime } from '@mgx/runtime';
+import type { WorkspaceAccess } from './workspace-access.js';
 
 export interface FrameworkInfo {
   name: string;
@@ -51,6 +52,8 @@ export interface ApiDeps {
   /** Where secrets go; absent when this process does not run sessions (API-only role). */
   secrets: SecretKeeper | undefined;
   version: string;
+  /** Workspaces: who may see and change them, and their files where this process holds them. */
+  workspaces: WorkspaceAccess;
   /** Readiness: false while starting or shutting down. */
   ready: () => boolean;
   /** Preview links; absent where the server offers no previews. */

@@ -1,6 +1,8 @@
 import { TRPCError } from '@trpc/server';
 import { StoreError, StoreErrorCode } from '@mgx/event-store';
 import { RuntimeError, RuntimeErrorCode } from '@mgx/runtime';
+import { FilesError, FilesErrorCode } from '@mgx/workspaces';
+import { WorkspaceAccessError, WorkspaceAccessErrorCode } from './workspace-access.js';
 
 type TrpcCode = TRPCError['code'];
 
@@ -28,10 +30,33 @@ const RUNTIME_CODES: Record<RuntimeErrorCode, TrpcCode> = {
   [RuntimeErrorCode.NAME_CONFLICT]: 'CONFLICT',
 };
 
-/** The tRPC code for a StoreError or RuntimeError; undefined for anything else. */
+/** What a client sees of the files API's refusals. */
+const FILES_CODES: Record<FilesErrorCode, TrpcCode> = {
+  [FilesErrorCode.INVALID_PATH]: 'BAD_REQUEST',
+  [FilesErrorCode.NOT_FOUND]: 'NOT_FOUND',
+  [FilesErrorCode.WRONG_TYPE]: 'BAD_REQUEST',
+  // a link, a FIFO, a hardlinked file: there, but not served
+  [FilesErrorCode.REFUSED]: 'FORBIDDEN',
+  [FilesErrorCode.TOO_LARGE]: 'PAYLOAD_TOO_LARGE',
+  [FilesErrorCode.QUOTA_EXCEEDED]: 'PAYLOAD_TOO_LARGE',
+  [FilesErrorCode.BAD_ARCHIVE]: 'BAD_REQUEST',
+  [FilesErrorCode.BAD_RANGE]: 'BAD_REQUEST',
+  [FilesErrorCode.NOT_EMPTY]: 'CONFLICT',
+};
+
+const WORKSPACE_CODES: Record<WorkspaceAccessErrorCode, TrpcCode> = {
+  [WorkspaceAccessErrorCode.NOT_FOUND]: 'NOT_FOUND',
+  [WorkspaceAccessErrorCode.BUSY]: 'CONFLICT',
+  // tRPC has no 421: the message names the worker that holds the files
+  [WorkspaceAccessErrorCode.ELSEWHERE]: 'SERVICE_UNAVAILABLE',
+};
+
+/** The tRPC code for a StoreError, RuntimeError, FilesError or WorkspaceAccessError; undefined for anything else. */
 export function trpcCodeOf(err: unknown): TrpcCode | undefined {
   if (err instanceof StoreError) return STORE_CODES[err.code];
   if (err instanceof RuntimeError) return RUNTIME_CODES[err.code];
+  if (err instanceof FilesError) return FILES_CODES[err.code];
+  if (err instanceof WorkspaceAccessError) return WORKSPACE_CODES[err.code];
   return undefined;
 }
 

@@ -13,3 +13,6 @@ export { envProblem, ENV_NAME, MAX_ENV_VARS, MAX_ENV_VALUE_BYTES } from './env-p
 export { admit, createSessionInput } from './admission.js';
 export type { Admission, AdmissionCode, AdmissionContext, AdmissionProblem, AdmittedSpec, CreateSessionInput } from './admission.js';
 export { toTRPCError, trpcCodeOf } from './errors.js';
+export { WorkspaceAccess, WorkspaceAccessError, WorkspaceAccessErrorCode } from './workspace-access.js';
+export type { WorkspaceAccessDeps } from './workspace-access.js';
+export type { WorkspaceView } from './routers/workspaces.js';

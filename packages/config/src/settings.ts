@@ -67,8 +67,6 @@ export interface Settings {
     heartbeatMs: number;
     leaseMs: number;
     workspacesShared: boolean;
-    /** Where API nodes reach this worker (MGX_ADVERTISE_URL), for previews of its sessions. */
-    advertiseUrl: string | undefined;
   };
   /** Previews of apps served inside agent containers, through the session's tunnel. */
   preview: {
@@ -85,6 +83,8 @@ export interface Settings {
     maxLinkMs: number;
   };
   limits: { maxEventBytes: number; maxEventsPerSecond: number; maxPromptBytes: number; logCaptureBytes: number };
+  /** The workspace files API: what one write, upload or read may move, and each workspace's quota (0: none). */
+  files: { maxFileBytes: number; maxUploadBytes: number; maxUploadFiles: number; quotaBytes: number; maxReadBytes: number };
   store: {
     kind: EventStoreKind;
     mongodbUri: string | undefined;
@@ -110,6 +110,8 @@ export interface Settings {
     ssePingMs: number;
     /** The address clients use (MGX_PUBLIC_URL), for links the server hands out; else the request's host. */
     publicUrl: string | undefined;
+    /** MGX_WORKER_URL: where other processes of the fleet reach this worker (its workspaces' files, its sessions' previews). */
+    workerUrl: string | undefined;
   };
   /** Names this platform instance in container labels, so it finds its own containers after a restart. */
   owner: string;
@@ -144,6 +146,17 @@ const memory = (minBytes: number) =>
     }
     if (bytes < minBytes) {
       ctx.addIssue({ code: 'custom', message: `"${text}" is below the minimum of ${minBytes / 1024 / 1024} MiB` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+/** A size in bytes as memory is written (`512m`, `1g`, `1048576`); `0` only where `min` is 0. */
+const size = (min: number) =>
+  z.string().transform((text, ctx) => {
+    const bytes = parseMemory(text);
+    if (bytes === undefined || bytes < min) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a size of at least ${min} bytes (write e.g. 100m or 1g)` });
       return z.NEVER;
     }
     return bytes;
@@ -248,7 +261,6 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       heartbeatMs: read('MGX_WORKER_HEARTBEAT_SECONDS', seconds(0.1, 3600), '5'),
       leaseMs: read('MGX_WORKER_LEASE_SECONDS', seconds(0.5, 86_400), '30'),
       workspacesShared: read('MGX_WORKSPACES_SHARED', bool, 'false'),
-      advertiseUrl: read('MGX_ADVERTISE_URL', httpUrl, undefined),
     },
     preview: {
       ...(read('MGX_PREVIEW_PORTS', portRange, '1024-65535') ?? { minPort: 1024, maxPort: 65535 }),
@@ -268,6 +280,13 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       maxEventsPerSecond: read('MGX_MAX_EVENTS_PER_SECOND', int(0, 10_000_000), '5000'),
       maxPromptBytes: read('MGX_MAX_PROMPT_BYTES', int(1, 64 * 1024 ** 2), String(1024 ** 2)),
       logCaptureBytes: read('MGX_LOG_CAPTURE_BYTES', int(0, 64 * 1024 ** 2), String(64 * 1024)),
+    },
+    files: {
+      maxFileBytes: read('MGX_MAX_FILE_BYTES', size(1), '100m'),
+      maxUploadBytes: read('MGX_MAX_UPLOAD_BYTES', size(1), '1g'),
+      maxUploadFiles: read('MGX_MAX_UPLOAD_FILES', int(1, 10_000_000), '100000'),
+      quotaBytes: read('MGX_WORKSPACE_QUOTA_BYTES', size(0), '10g'),
+      maxReadBytes: read('MGX_MAX_READ_BYTES', size(1), '1m'),
     },
     store: {
       kind: read('MGX_EVENT_STORE', z.enum(['sqlite', 'mongodb'], 'must be sqlite or mongodb'), 'sqlite'),
@@ -294,6 +313,11 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       operatorTokensFile: read('MGX_OPERATOR_TOKENS_FILE', nonEmpty, undefined),
       ssePingMs: read('MGX_SSE_PING_SECONDS', seconds(0.1, 300), '10'),
       publicUrl: read('MGX_PUBLIC_URL', httpUrl, undefined),
+      workerUrl: read(
+        'MGX_WORKER_URL',
+        nonEmpty.regex(/^https?:\/\/[^\s/?#]+\/?$/, 'must be http(s)://host:port, with no path'),
+        undefined,
+      )?.replace(/\/$/, ''),
     },
     owner: read('MGX_OWNER', nonEmpty.regex(ID_PATTERN, 'must be 1-64 letters, digits, _ or -'), defaultOwner()),
     logLevel: read(

@@ -101,18 +101,40 @@ describe('loadSettings', () => {
     const s = loadSettings({
       MGX_PREVIEW_PORTS: '3000-3999',
       MGX_PREVIEW_DOMAIN: 'preview.example.com',
-      MGX_ADVERTISE_URL: 'http://10.0.0.5:8080/',
       MGX_PUBLIC_URL: 'https://mgx.example.com',
     });
     expect(s.preview).toMatchObject({ minPort: 3000, maxPort: 3999, domain: 'preview.example.com' });
-    expect(s.fleet.advertiseUrl).toBe('http://10.0.0.5:8080');
     expect(s.server.publicUrl).toBe('https://mgx.example.com');
     for (const bad of ['3000', '4000-3000', '0-10', '1-70000', 'a-b']) {
       expect(() => loadSettings({ MGX_PREVIEW_PORTS: bad })).toThrow(/MGX_PREVIEW_PORTS: must be a port range/);
     }
     expect(() => loadSettings({ MGX_PREVIEW_DOMAIN: 'bad domain' })).toThrow(/MGX_PREVIEW_DOMAIN: must be a DNS name/);
     expect(() => loadSettings({ MGX_PREVIEW_KEY: 'short' })).toThrow(/MGX_PREVIEW_KEY: must be at least 32 characters/);
-    expect(() => loadSettings({ MGX_ADVERTISE_URL: '10.0.0.5:8080' })).toThrow(/MGX_ADVERTISE_URL: must be an http\(s\) URL/);
+    expect(() => loadSettings({ MGX_PUBLIC_URL: 'mgx.example.com' })).toThrow(/MGX_PUBLIC_URL: must be an http\(s\) URL/);
+  });
+
+  it('reads the files limits as sizes, a quota of 0 meaning none, and names a bad one', () => {
+    const s = loadSettings({});
+    expect(s.files).toEqual({
+      maxFileBytes: 100 * 1024 ** 2,
+      maxUploadBytes: 1024 ** 3,
+      maxUploadFiles: 100_000,
+      quotaBytes: 10 * 1024 ** 3,
+      maxReadBytes: 1024 ** 2,
+    });
+    expect(loadSettings({ MGX_WORKSPACE_QUOTA_BYTES: '0', MGX_MAX_FILE_BYTES: '5k' }).files).toMatchObject({
+      quotaBytes: 0,
+      maxFileBytes: 5120,
+    });
+    expect(() => loadSettings({ MGX_MAX_FILE_BYTES: '0', MGX_MAX_UPLOAD_FILES: 'many' })).toThrow(
+      /MGX_MAX_FILE_BYTES[\s\S]*MGX_MAX_UPLOAD_FILES/,
+    );
+  });
+
+  it('reads the URL a worker advertises, and refuses one with a path', () => {
+    expect(loadSettings({}).server.workerUrl).toBeUndefined();
+    expect(loadSettings({ MGX_WORKER_URL: 'http://10.0.0.5:8080/' }).server.workerUrl).toBe('http://10.0.0.5:8080');
+    expect(() => loadSettings({ MGX_WORKER_URL: 'http://h:1/x' })).toThrow(/MGX_WORKER_URL/);
   });
 
   it('requires MONGODB_URI for the mongodb store', () => {

@@ -22,6 +22,12 @@ export type {
   ListQuery,
   SessionPage,
   TailOptions,
+  WorkspaceStore,
+  WorkspaceRecord,
+  WorkspaceSummary,
+  WorkspaceSession,
+  WorkspaceQuery,
+  WorkspacePage,
 } from './ports.js';
 export { WORKER_STATES } from './ports.js';
 export { StoreError, StoreErrorCode } from './errors.js';

@@ -36,11 +36,13 @@ import type {
   Store,
   TailOptions,
   WorkerStore,
+  WorkspaceStore,
 } from './ports.js';
 import { KeptChangeStream } from './change-stream.js';
 import { describeMongoUri, scrubMongoUri } from './mongodb-uri.js';
 import { watchCancelRequests } from './mongodb-cancels.js';
 import { MongoWorkers, type WorkerDoc } from './mongodb-workers.js';
+import { MongoWorkspaces, type WorkspaceHolderDoc, type WorkspaceOwnerDoc, type WorkspaceSessionDoc } from './mongodb-workspaces.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
 import { Tails } from './tail.js';
@@ -263,6 +265,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #workspaces: Collection<WorkspaceDoc>;
   readonly #workerDocs: Collection<WorkerDoc>;
   readonly #workers: MongoWorkers;
+  readonly #workspaceStore: MongoWorkspaces;
   readonly #transactions: boolean;
   readonly #changeStreams: boolean;
   readonly #retention: Retention;
@@ -302,6 +305,14 @@ export class MongoStore implements Store, SessionStore, EventStore {
     this.#workspaces = db.collection<WorkspaceDoc>('workspaces');
     this.#workerDocs = db.collection<WorkerDoc>('workers');
     this.#workers = new MongoWorkers(this.#workerDocs, (what, fn) => this.#guard(what, fn));
+    this.#workspaceStore = new MongoWorkspaces({
+      owners: db.collection<WorkspaceOwnerDoc>('workspace_owners'),
+      sessions: db.collection<WorkspaceSessionDoc>('sessions'),
+      holders: db.collection<WorkspaceHolderDoc>('workspaces'),
+      guard: (what, fn) => this.#guard(what, fn),
+      atomically: (fn) => this.#atomically(fn),
+      nextPos: () => this.#nextPos(),
+    });
     this.#transactions = features.transactions;
     this.#changeStreams = features.changeStreams;
     this.#retention = retention;
@@ -388,6 +399,10 @@ export class MongoStore implements Store, SessionStore, EventStore {
 
   get workers(): WorkerStore {
     return this.#workers;
+  }
+
+  get workspaces(): WorkspaceStore {
+    return this.#workspaceStore;
   }
 
   /** Which code paths this deployment gets (health output, tests). */
@@ -1290,6 +1305,9 @@ async function createIndexes(db: Db): Promise<void> {
     { key: { workspaceId: 1, status: 1, pos: 1 }, name: 'sessions_workspace_queue' },
   ]);
   await db.collection('workspaces').createIndexes([{ key: { holder: 1 }, name: 'workspaces_holder' }]);
+  // a workspace's sessions, newest or oldest first (its last session, whether one is active)
+  await db.collection('sessions').createIndexes([{ key: { workspaceId: 1, pos: 1 }, name: 'sessions_workspace_pos' }]);
+  await db.collection('workspace_owners').createIndexes([{ key: { tenant: 1, pos: -1 }, name: 'workspace_owners_tenant' }]);
   // the fleet's claim count exists before the first claim (a server before 4.4 creates no collection in a transaction)
   await db
     .collection<ClaimCountDoc>('claims')

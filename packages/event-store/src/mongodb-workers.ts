@@ -38,11 +38,22 @@ export class MongoWorkers implements WorkerStore {
 
   async register(info: WorkerInfo, leaseMs: number, now = Date.now()): Promise<RegisterResult> {
     return this.#guard('registerWorker', async () => {
-      const { id, ...fields } = info;
+      const { id, url, ...fields } = info;
       const before = await this.#c.findOneAndUpdate(
         { _id: id },
         {
-          $set: { ...fields, url: fields.url ?? null, state: 'alive', inUse: 0, startedAt: now, heartbeatAt: now, leaseUntil: now + leaseMs, drainRequested: false },
+          $set: {
+            ...fields,
+            ...(url !== undefined ? { url } : {}),
+            state: 'alive',
+            inUse: 0,
+            startedAt: now,
+            heartbeatAt: now,
+            leaseUntil: now + leaseMs,
+            drainRequested: false,
+          },
+          // a worker that no longer advertises a URL loses the old one
+          ...(url === undefined ? { $unset: { url: '' } } : {}),
           $inc: { epoch: 1 },
         },
         { upsert: true, returnDocument: 'before' },

@@ -248,8 +248,8 @@ export interface WorkerInfo {
   capacity: number;
   version: string;
   /**
-   * Where other nodes reach this worker's HTTP server (MGX_ADVERTISE_URL): an API node sends
-   * it the preview and workspace requests of the sessions it runs. Absent: not reachable.
+   * Where other processes of the fleet reach this worker's HTTP server (MGX_WORKER_URL), for
+   * requests only it can answer (its workspaces' files, its sessions' previews); absent when it advertises none.
    */
   url?: string;
 }
@@ -319,12 +319,81 @@ export interface WorkerStore {
   deregister(id: string, epoch: number): Promise<void>;
 }
 
+/** Who owns a workspace and which worker's disk holds its files. */
+export interface WorkspaceRecord {
+  id: string;
+  /** The tenant that first used or created it; other tenants do not see it. */
+  tenant: string;
+  createdAt: number;
+  /** The worker whose host holds its files (see `SessionStore.workspaceHolder`); null before any. */
+  holder: string | null;
+}
+
+/** A session on a workspace, as a listing shows it. */
+export interface WorkspaceSession {
+  id: string;
+  status: SessionStatus;
+  createdAt: number;
+}
+
+export interface WorkspaceSummary extends WorkspaceRecord {
+  /** The newest session created on it. */
+  lastSession: WorkspaceSession | null;
+}
+
+export interface WorkspaceQuery {
+  /** Only this tenant's workspaces; absent: every tenant's (operators). */
+  tenant?: string;
+  limit: number;
+  /** Opaque cursor from the previous page. */
+  cursor?: string;
+}
+
+export interface WorkspacePage {
+  items: WorkspaceSummary[];
+  nextCursor: string | null;
+}
+
+/**
+ * Ownership of workspaces. A workspace belongs to the tenant that first used it (a session on
+ * it, or files written to it); the API hides it from every other tenant.
+ */
+export interface WorkspaceStore {
+  /**
+   * Makes `tenant` the owner of workspace `id` unless someone owns it already, in one atomic
+   * step, and returns the record: the caller compares `tenant`. A workspace that sessions used
+   * before ownership was recorded (or before it was removed) belongs to the tenant of its first
+   * session, so a removed workspace's name cannot be taken over by another tenant.
+   */
+  own(id: string, tenant: string, now?: number): Promise<WorkspaceRecord>;
+  get(id: string): Promise<WorkspaceRecord | null>;
+  /** Newest first, with each one's last session. */
+  list(query: WorkspaceQuery): Promise<WorkspacePage>;
+  /**
+   * A session on the workspace that is not over: queued, starting, running, or decided with its
+   * container not yet torn down (FINISH not stored); the oldest, or null when there is none.
+   * Files must not change under such a session.
+   */
+  activeSession(id: string): Promise<WorkspaceSession | null>;
+  /**
+   * Makes `workerId` the workspace's holder when no worker holds it yet (files written on that
+   * worker's disk before any session), and returns the holder.
+   */
+  hold(id: string, workerId: string, now?: number): Promise<string>;
+  /**
+   * Forgets the workspace (owner and holder) when no session on it is active, in one step;
+   * false when one is, or when it does not exist. Its sessions stay.
+   */
+  remove(id: string): Promise<boolean>;
+}
+
 /** One opened store: both ports over the same connection. */
 export interface Store {
   readonly kind: 'sqlite' | 'mongodb';
   readonly sessions: SessionStore;
   readonly events: EventStore;
   readonly workers: WorkerStore;
+  readonly workspaces: WorkspaceStore;
   /** A short description for health output (file path, database name). */
   describe(): string;
   /**

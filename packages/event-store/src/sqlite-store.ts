@@ -24,12 +24,14 @@ import type {
   Store,
   TailOptions,
   WorkerStore,
+  WorkspaceStore,
 } from './ports.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
 import { CANCELS_SCHEMA, DataVersionWatcher } from './sqlite-changes.js';
 import { addColumnIfMissing } from './sqlite-columns.js';
 import { migrateWorkers, SqliteWorkers, WORKERS_SCHEMA } from './sqlite-workers.js';
+import { migrateWorkspaceOwners, SqliteWorkspaces } from './sqlite-workspaces.js';
 import { Tails } from './tail.js';
 
 const SCHEMA = `
@@ -284,6 +286,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   readonly #tails: Tails;
   readonly #retention: Retention;
   readonly #workers: SqliteWorkers;
+  readonly #workspaceStore: SqliteWorkspaces;
   readonly #busyTimeoutMs: number;
   readonly #changes: DataVersionWatcher;
   #tailsWatching = false;
@@ -316,6 +319,11 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       call: (what, fn) => this.#call(what, fn),
       tx: (what, fn) => this.#tx(what, fn),
       backgroundTx: (what, fn) => this.#backgroundTx(what, fn),
+    });
+    this.#workspaceStore = new SqliteWorkspaces({
+      db,
+      call: (what, fn) => this.#call(what, fn),
+      tx: (what, fn) => this.#tx(what, fn),
     });
     this.#stmts = {
       getSession: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
@@ -399,6 +407,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       migrate(db);
       migrateWorkers(db);
       db.exec(CANCELS_SCHEMA);
+      migrateWorkspaceOwners(db);
       store = new SqliteStore(
         options.file,
         db,
@@ -426,6 +435,10 @@ export class SqliteStore implements Store, SessionStore, EventStore {
 
   get workers(): WorkerStore {
     return this.#workers;
+  }
+
+  get workspaces(): WorkspaceStore {
+    return this.#workspaceStore;
   }
 
   describe(): string {

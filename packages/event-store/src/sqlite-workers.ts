@@ -56,7 +56,7 @@ const toWorker = (r: WorkerRow): WorkerRecord => ({
   leaseUntil: r.lease_until,
   epoch: r.epoch,
   drainRequested: r.drain_requested === 1,
-  ...(r.url ? { url: r.url } : {}),
+  ...(r.url !== null ? { url: r.url } : {}),
 });
 
 interface HeartbeatParams {
@@ -89,11 +89,11 @@ export class SqliteWorkers implements WorkerStore {
       get: db.prepare<[string], WorkerRow>('SELECT * FROM workers WHERE id = ?'),
       list: db.prepare<[], WorkerRow>('SELECT * FROM workers ORDER BY id'),
       upsert: db.prepare(
-        `INSERT INTO workers (id, hostname, engine, capacity, version, url, state, in_use, started_at, heartbeat_at, lease_until, epoch)
-         VALUES (@id, @hostname, @engine, @capacity, @version, @url, 'alive', 0, @now, @now, @leaseUntil, @epoch)
-         ON CONFLICT (id) DO UPDATE SET hostname = @hostname, engine = @engine, capacity = @capacity, version = @version, url = @url,
+        `INSERT INTO workers (id, hostname, engine, capacity, version, state, in_use, started_at, heartbeat_at, lease_until, epoch, url)
+         VALUES (@id, @hostname, @engine, @capacity, @version, 'alive', 0, @now, @now, @leaseUntil, @epoch, @url)
+         ON CONFLICT (id) DO UPDATE SET hostname = @hostname, engine = @engine, capacity = @capacity, version = @version,
            state = 'alive', in_use = 0, started_at = @now, heartbeat_at = @now, lease_until = @leaseUntil, epoch = @epoch,
-           drain_requested = 0`,
+           drain_requested = 0, url = @url`,
       ),
       heartbeat: db.prepare<[HeartbeatParams], { drain_requested: number }>(
         `UPDATE workers SET heartbeat_at = @now, lease_until = @leaseUntil, in_use = @inUse, state = @state

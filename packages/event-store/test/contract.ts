@@ -812,5 +812,94 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       expect(await keep.purgeExpired(Date.now() + 1000 * 24 * 3600 * 1000)).toBe(0);
       expect((await keep.events.read(s.id, 0, 10)).map((e) => e.type)).toEqual(['SESSION_QUEUED', 'FINISH']);
     });
+
+    it('keeps the URL a worker advertises, and forgets it when a registration gives none', async () => {
+      const id = `wu-${randomBytes(4).toString('hex')}`;
+      const info = { id, hostname: 'h', engine: 'e', capacity: 1, version: 'v' };
+      expect((await store.workers.register({ ...info, url: 'http://10.0.0.5:8080' }, 10_000)).worker.url).toBe('http://10.0.0.5:8080');
+      expect((await (await second()).workers.get(id))?.url).toBe('http://10.0.0.5:8080');
+      await store.workers.register(info, 10_000);
+      expect((await store.workers.get(id))?.url).toBeUndefined();
+    });
+
+    describe('workspaces', () => {
+      const wsId = () => `ws-${randomBytes(4).toString('hex')}`;
+
+      it('the first tenant to own a workspace keeps it: a second tenant gets the first one back, also from another instance', async () => {
+        const other = await second();
+        const id = wsId();
+        const [a, b] = await Promise.all([store.workspaces.own(id, 'ta'), other.workspaces.own(id, 'tb')]);
+        expect(a.tenant).toBe(b.tenant);
+        const owner = a.tenant;
+        expect((await store.workspaces.own(id, owner === 'ta' ? 'tb' : 'ta')).tenant).toBe(owner);
+        expect(await other.workspaces.get(id)).toMatchObject({ id, tenant: owner, holder: null });
+        expect(await store.workspaces.get(wsId())).toBeNull();
+      });
+
+      it("a workspace sessions used before it was owned belongs to its first session's tenant", async () => {
+        const id = wsId();
+        await store.sessions.createSession(session({ tenant: 'first', workspaceId: id }));
+        await store.sessions.createSession(session({ tenant: 'later', workspaceId: id }));
+        expect((await store.workspaces.own(id, 'later')).tenant).toBe('first');
+      });
+
+      it("lists a tenant's workspaces newest first, paged, with each one's holder and last session", async () => {
+        const ids = [wsId(), wsId(), wsId()];
+        for (const id of ids) await store.workspaces.own(id, 'lister');
+        await store.workspaces.own(wsId(), 'someone-else');
+        const s1 = await store.sessions.createSession(session({ tenant: 'lister', workspaceId: ids[0]! }));
+        const s2 = await store.sessions.createSession(session({ tenant: 'lister', workspaceId: ids[0]! }));
+        expect((await store.sessions.claimNext('wl', { workspaces: { shared: false } }))?.id).toBe(s1.id);
+        const p1 = await store.workspaces.list({ tenant: 'lister', limit: 2 });
+        expect(p1.items.map((w) => w.id)).toEqual([ids[2], ids[1]]);
+        expect(p1.items[0]).toMatchObject({ tenant: 'lister', holder: null, lastSession: null });
+        const p2 = await store.workspaces.list({ tenant: 'lister', limit: 2, cursor: p1.nextCursor! });
+        expect(p2.items.map((w) => w.id)).toEqual([ids[0]]);
+        expect(p2.nextCursor).toBeNull();
+        expect(p2.items[0]).toMatchObject({ holder: 'wl', lastSession: { id: s2.id, status: 'queued' } });
+        const all = await store.workspaces.list({ limit: 200 });
+        expect(all.items.map((w) => w.tenant)).toContain('someone-else');
+      });
+
+      it('a workspace is active from its first queued session until the FINISH of the last one, and cannot be removed meanwhile', async () => {
+        const id = wsId();
+        await store.workspaces.own(id, 't1');
+        expect(await store.workspaces.activeSession(id)).toBeNull();
+        const s = await store.sessions.createSession(session({ workspaceId: id }));
+        expect(await store.workspaces.activeSession(id)).toMatchObject({ id: s.id, status: 'queued' });
+        expect(await store.workspaces.remove(id)).toBe(false);
+        await store.sessions.claimNext('wr', { workspaces: { shared: false } });
+        await store.sessions.markRunning(s.id, Date.now(), Date.now() + 60_000);
+        expect(await store.workspaces.activeSession(id)).toMatchObject({ id: s.id, status: 'running' });
+        // decided, its container not yet torn down: still active
+        await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' });
+        expect(await store.workspaces.activeSession(id)).toMatchObject({ id: s.id, status: 'succeeded' });
+        expect(await store.workspaces.remove(id)).toBe(false);
+        await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished' });
+        expect(await store.workspaces.activeSession(id)).toBeNull();
+        expect(await store.workspaces.remove(id)).toBe(true);
+        expect(await store.workspaces.get(id)).toBeNull();
+        expect(await store.sessions.workspaceHolder(id)).toBeNull();
+        expect(await store.workspaces.remove(id)).toBe(false);
+        // removed: its name stays with the tenant whose sessions used it
+        expect((await store.workspaces.own(id, 'next')).tenant).toBe('t1');
+        // one no session used goes to the next tenant that uses it
+        const unused = wsId();
+        await store.workspaces.own(unused, 't1');
+        expect(await store.workspaces.remove(unused)).toBe(true);
+        expect((await store.workspaces.own(unused, 'next')).tenant).toBe('next');
+      });
+
+      it('files written before any session make this worker the holder; a later claim elsewhere waits for it', async () => {
+        const id = wsId();
+        await store.workspaces.own(id, 't1');
+        expect(await store.workspaces.hold(id, 'wh')).toBe('wh');
+        expect(await store.workspaces.hold(id, 'other')).toBe('wh');
+        expect((await store.workspaces.get(id))?.holder).toBe('wh');
+        const s = await store.sessions.createSession(session({ workspaceId: id }));
+        expect(await store.sessions.claimNext('other', { workspaces: { shared: false } })).toBeNull();
+        expect((await store.sessions.claimNext('wh', { workspaces: { shared: false } }))?.id).toBe(s.id);
+      });
+    });
   });
 }

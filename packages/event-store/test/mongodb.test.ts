@@ -43,6 +43,7 @@ if (!uri) {
       sessions: store.sessions,
       events: store.events,
       workers: store.workers,
+      workspaces: store.workspaces,
       describe: () => store.describe(),
       purgeExpired: (now?: number) => store.purgeExpired(now),
       close: async () => {

@@ -46,6 +46,13 @@ export function sessionsRouter({ router, authed }: Trpc) {
         });
       }
       const id = newSessionId();
+      // the workspace is the caller's, or becomes it; another tenant's is not found (operators may use any)
+      const workspaceId = spec.workspaceId ?? id;
+      const owned = await store.workspaces.own(workspaceId, ctx.tenant);
+      if (owned.tenant !== ctx.tenant && !ctx.operator) {
+        metrics.rejections.inc({ cause: 'invalid_input' });
+        throw new TRPCError({ code: 'NOT_FOUND', message: `workspace ${workspaceId} not found` });
+      }
       const secretCount = Object.keys(spec.secrets).length;
       // kept before the session exists, so no worker can claim it without them
       if (secretCount > 0) keeper?.put(id, spec.secrets);
@@ -54,7 +61,7 @@ export function sessionsRouter({ router, authed }: Trpc) {
         tenant: ctx.tenant,
         framework: spec.framework,
         prompt: spec.prompt,
-        workspaceId: spec.workspaceId ?? id,
+        workspaceId,
         options: spec.options,
         env: spec.env,
         limits: spec.limits,
