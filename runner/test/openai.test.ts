@@ -348,6 +348,19 @@ describe('openai framework against a scripted OpenAI-compatible endpoint', () =>
     });
   });
 
+  it('with a provider, fails plainly on a server that offers no model gateway, and never sends OPENAI_API_KEY for it', async () => {
+    // this host session offers no model.sock, as a server without MGX_MODEL_PROVIDERS
+    const { events } = await runSessionOnHost('openai', { options: { provider: 'main', model: 'm' } });
+    expect(finishOf(events).data).toMatchObject({
+      status: 'failed',
+      message: 'openai: this server offers no model gateway to the session (options.provider "main")',
+    });
+    expect(openaiFramework.secretsWanted?.({ provider: 'main', model: 'm' }, '')).toEqual([]);
+    expect(openaiFramework.secretsWanted?.({ baseUrl: 'https://x/v1', model: 'm' }, '')).toEqual(['OPENAI_API_KEY']);
+    const both = await runSessionOnHost('openai', { options: { provider: 'main', baseUrl: 'https://x/v1', model: 'm' } });
+    expect(finishOf(both.events).data).toMatchObject({ message: 'openai: give options.provider or options.baseUrl, not both' });
+  });
+
   it('stops at the step limit with a failed FINISH that says so', async () => {
     const api = await scriptedServer([sse([callWhole(0, 'l', 'list_files', {}), stop('tool_calls')])]);
     const { events } = await runSessionOnHost('openai', { options: { baseUrl: api.baseUrl, model: 'm', maxSteps: 2 } });

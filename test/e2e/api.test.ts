@@ -240,7 +240,7 @@ describe('reading', () => {
     expect(frameworks[0]).toHaveProperty('optionsSchema');
     const info = await acme.system.info.query();
     expect(info.engine).toMatchObject({ engine: expect.stringMatching(/podman|docker/) });
-    expect(info.image).toMatchObject({ name: 'mgx-agent:latest', present: true });
+    expect(info.image).toMatchObject({ name: process.env.AGENT_CONTAINER_IMAGE ?? 'mgx-agent:latest', present: true });
     expect(info.limits).toMatchObject({ maxMemoryBytes: 512 * 1024 ** 2, maxTimeoutSeconds: 120, maxPromptBytes: 4096 });
     expect(info.version).toMatch(/^\d+\.\d+\.\d+/);
     // server paths (the store's file, the engine's socket) only for operators

@@ -263,7 +263,19 @@ const via = (target) => new Promise((resolve) => {
   s.on('error', (e) => resolve(target + ' -> ' + e.code));
   s.write(['CONNECT ' + target + ' HTTP/1.1', 'Host: ' + target, '', ''].join(CRLF));
 });
-(async () => { for (const t of process.argv.slice(1)) console.log(await via(t)); })();`;
+/** A plain http:// request through HTTP_PROXY (absolute-form), as curl or npm send it. */
+const plain = (target) => new Promise((resolve) => {
+  const s = net.connect(Number(proxy.port), proxy.hostname);
+  let got = '';
+  s.on('data', (d) => (got += d));
+  s.on('close', () => resolve('http://' + target + ' -> ' + got.split(CRLF)[0] + ' ' + String(got.split(CRLF + CRLF)[1]).trim()));
+  s.write(['GET http://' + target + '/plain HTTP/1.1', 'Host: ' + target, 'Connection: close', '', ''].join(CRLF));
+});
+(async () => {
+  for (const t of process.argv.slice(1)) console.log(await via(t));
+  console.log(await plain(process.argv[1]));
+  console.log(await plain('blocked.example.com'));
+})();`;
 
 describe('egress by domain', () => {
   it('lets a session with network none reach an allowed host through the proxy, and refuses any other with EGRESS_DENIED', async () => {
@@ -284,10 +296,13 @@ describe('egress by domain', () => {
       `127.0.0.1:${sitePort} -> reached /hello`,
       'blocked.example.com:443 -> HTTP/1.1 403 Forbidden',
       `localhost:${sitePort} -> HTTP/1.1 403 Forbidden`,
+      `http://127.0.0.1:${sitePort} -> HTTP/1.1 200 OK reached /plain`,
+      "http://blocked.example.com -> HTTP/1.1 403 Forbidden blocked.example.com is not on this session's egress allow-list",
     ]);
     expect(events.filter((e) => e.type === 'EGRESS_DENIED').map((e) => e.data)).toEqual([
       { host: 'blocked.example.com', port: 443, method: 'CONNECT' },
       { host: 'localhost', port: sitePort, method: 'CONNECT' },
+      { host: 'blocked.example.com', port: 80, method: 'GET' },
     ]);
     const metrics = await (await fetch(`${p.server.url}/metrics`)).text();
     expect(metrics).toMatch(/mgx_egress_connections_total\{outcome="denied"\} [2-9]/);

@@ -315,8 +315,10 @@ describe('what a client may ask of the container', () => {
       const info = await containerOf(s.id);
       const h = info.HostConfig;
       const binds = info.Mounts.filter((m) => m.Type === 'bind');
+      // the image under test (AGENT_CONTAINER_IMAGE, as the platform was started with)
+      const image = process.env.AGENT_CONTAINER_IMAGE ?? 'mgx-agent:latest';
       const effects = [
-        info.Config.Image !== 'mgx-agent:latest' && !info.Config.Image.endsWith('/mgx-agent:latest') ? `image ${info.Config.Image}` : '',
+        info.Config.Image !== image && !info.Config.Image.endsWith(`/${image}`) ? `image ${info.Config.Image}` : '',
         info.Config.User !== '10001:10001' ? `user ${info.Config.User}` : '',
         h.Privileged ? 'privileged' : '',
         (h.CapAdd ?? []).length > 0 ? `capAdd ${String(h.CapAdd)}` : '',

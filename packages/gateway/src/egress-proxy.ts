@@ -19,6 +19,12 @@ export interface EgressProxyOptions {
   connectTimeoutMs?: number;
 }
 
+/** A short text answer with its length, so a client reads it whole without chunking. */
+function plainAnswer(res: ServerResponse, status: number, text: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
 /** `host:port` of a CONNECT target; IPv6 in brackets. */
 function target(authority: string): { host: string; port: number } | undefined {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]/\s]+):(\d{1,5})$/.exec(authority);
@@ -126,18 +132,13 @@ export class EgressProxy {
     try {
       url = new URL(req.url ?? '');
     } catch {
-      res.writeHead(400, { 'content-type': 'text/plain' });
-      return void res.end('a proxy request needs an absolute http:// URL\n');
+      return plainAnswer(res, 400, 'a proxy request needs an absolute http:// URL\n');
     }
-    if (url.protocol !== 'http:') {
-      res.writeHead(400, { 'content-type': 'text/plain' });
-      return void res.end('only http:// URLs are forwarded; use CONNECT for https\n');
-    }
+    if (url.protocol !== 'http:') return plainAnswer(res, 400, 'only http:// URLs are forwarded; use CONNECT for https\n');
     const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
     const port = Number(url.port || 80);
     if (!this.#allowed(req.socket, host, port, req.method ?? 'GET')) {
-      res.writeHead(403, { 'content-type': 'text/plain' });
-      return void res.end(`${host} is not on this session's egress allow-list\n`);
+      return plainAnswer(res, 403, `${host} is not on this session's egress allow-list\n`);
     }
     const headers = { ...req.headers };
     delete headers['proxy-connection'];
