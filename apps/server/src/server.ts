@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
-import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, type ApiDeps, type FrameworkInfo } from '@mgx/api';
+import { AuthConfigError, createAppRouter, DEFAULT_TENANT, TokenAuth, withoutSocket, type ApiDeps, type FrameworkInfo } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type Store } from '@mgx/event-store';
 import { IngestHub, toStoredEvent } from '@mgx/ingest';
@@ -151,7 +151,11 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     );
   }
 
-  const metrics = createPrometheusMetrics({ version: VERSION, node: process.version });
+  // usage is labelled per tenant only for the tenants the tokens name (a bounded set); without
+  // tokens there is one caller, the default tenant
+  const tenants = auth.enabled ? auth.tenants : [DEFAULT_TENANT];
+  const metrics = createPrometheusMetrics({ version: VERSION, node: process.version }, { tenants });
+  const known = new Set(tenants);
   const worker = settings.server.role !== 'api';
   if (options.runtime === null && worker) {
     throw new StartupError('NO_ENGINE', `MGX_ROLE=${settings.server.role} runs sessions and needs a container engine`);
@@ -213,6 +217,9 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       stopGraceMs: settings.agent.stopGraceMs,
       finishGraceMs: settings.agent.finishGraceMs,
       pollMs: settings.monitor.pollMs,
+      usageIntervalMs: settings.monitor.usageIntervalMs,
+      cpuPeriod: settings.agent.cpuPeriod,
+      tenantLabel: (tenant) => (known.has(tenant) ? tenant : 'other'),
       logCaptureBytes: settings.limits.logCaptureBytes,
       // the id the scheduler claims under
       workerId: settings.owner,

@@ -1,5 +1,15 @@
 /** Events written by the platform itself. */
-export const PLATFORM_EVENT_TYPES = ['SESSION_QUEUED', 'CONTAINER_STARTED', 'CONTAINER_EXITED', 'TIMEOUT', 'CANCELLED'] as const;
+export const PLATFORM_EVENT_TYPES = [
+  'SESSION_QUEUED',
+  'CONTAINER_STARTED',
+  'CONTAINER_EXITED',
+  'TIMEOUT',
+  'CANCELLED',
+  /** A sample of the container's CPU, memory and pids (ResourceData), when it changed materially. */
+  'RESOURCE',
+  /** Something the operator should know while the session runs (WarningData): it goes on. */
+  'WARNING',
+] as const;
 
 /** Events an agent emits through the runner. FINISH is always the last event of a session. */
 export const AGENT_EVENT_TYPES = ['START', 'MESSAGE', 'TOOL_CALL', 'TOOL_RESULT', 'LOG', 'FILE_CHANGED', 'ERROR', 'FINISH'] as const;
@@ -46,6 +56,46 @@ export interface FinishData {
   exitCode?: number;
   /** When the agent sent its FINISH (ms since the epoch), if the agent's FINISH decided. */
   reportedAt?: number;
+  /** What the session used, when its container ran (set by the platform, never by the agent). */
+  usage?: SessionUsage;
+}
+
+/**
+ * What a session used, in FINISH and on the session. An open record: other sources (model
+ * tokens) add their own fields beside the container's.
+ */
+export interface SessionUsage {
+  /** CPU time of the container, user and system, in seconds. */
+  cpuSeconds: number;
+  /** Highest memory the container used; its limit when it was OOM-killed. */
+  memoryPeakBytes: number;
+  /** Memory over time (sampled memory × time), in GiB-seconds: what a tenant is billed for. */
+  memoryGiBSeconds: number;
+  pidsPeak: number;
+  /** From the container's start to its exit. */
+  wallMs: number;
+  [extra: string]: unknown;
+}
+
+/** The payload of RESOURCE: one sample of a running container. */
+export interface ResourceData {
+  /** Share of the session's CPU quota used since the previous sample, 0-100 (or more, briefly). */
+  cpuPercent: number;
+  /** CPU time used since the container started, in seconds. */
+  cpuSeconds: number;
+  memoryBytes: number;
+  memoryLimitBytes: number;
+  pids: number;
+}
+
+export const WARNING_KINDS = ['memory_near_limit', 'cpu_saturated'] as const;
+export type WarningKind = (typeof WARNING_KINDS)[number];
+
+/** The payload of WARNING. Each kind is raised at most once per session. */
+export interface WarningData {
+  kind: WarningKind;
+  message: string;
+  [detail: string]: unknown;
 }
 
 /** The payload of a MESSAGE: a streamed chunk (`delta`) or the final text (`done`). */

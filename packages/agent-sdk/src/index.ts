@@ -7,6 +7,7 @@ export {
   TERMINAL_REASONS,
   isAgentEventType,
   isTerminal,
+  WARNING_KINDS,
 } from './events.js';
 export type {
   EventType,
@@ -16,6 +17,10 @@ export type {
   TerminalStatus,
   TerminalReason,
   FinishData,
+  SessionUsage,
+  ResourceData,
+  WarningData,
+  WarningKind,
   MessageData,
   LogData,
   SessionEvent,

@@ -1,6 +1,7 @@
 import { frameworksRouter } from './routers/frameworks.js';
 import { sessionsRouter } from './routers/sessions.js';
 import { systemRouter } from './routers/system.js';
+import { tenantsRouter } from './routers/tenants.js';
 import { createTrpc, type RouterOptions } from './trpc.js';
 
 /** The router's type, for typed clients (`@mgx/client`). */
@@ -13,5 +14,6 @@ export function createAppRouter(options: RouterOptions) {
     sessions: sessionsRouter(t),
     frameworks: frameworksRouter(t),
     system: systemRouter(t),
+    tenants: tenantsRouter(t),
   });
 }

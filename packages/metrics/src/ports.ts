@@ -66,6 +66,26 @@ export interface Metrics {
   sessionsLost: CounterPort;
   /** Time one claim of the queue took in the store. */
   claimDuration: HistogramPort;
+  /** CPU seconds one session's container used, observed at its end. */
+  sessionCpuSeconds: HistogramPort;
+  /** Peak memory of one session's container in bytes, observed at its end. */
+  sessionMemoryPeak: HistogramPort;
+  /** Memory used by this worker's running agent containers, as last sampled. */
+  agentMemory: GaugePort;
+  /** The memory limits of those containers, summed. */
+  agentMemoryLimit: GaugePort;
+  /** Running sessions of this worker at 90 % of their memory limit or more, as last sampled. */
+  sessionsNearMemoryLimit: GaugePort;
+  /** WARNING events raised, by kind. */
+  resourceWarnings: CounterPort<'kind'>;
+  /** Time one stats call to the engine took (the sampling's cost per session). */
+  usageSample: HistogramPort;
+  /**
+   * Per tenant, counted at each session's end: only where the tenant set is bounded (the tenants
+   * of the configured tokens); any other tenant is counted under `other`.
+   */
+  tenantCpuSeconds: CounterPort<'tenant'>;
+  tenantMemoryGiBSeconds: CounterPort<'tenant'>;
 }
 
 /** Runs `work` and observes how long it took in seconds, also when it fails. */
@@ -114,4 +134,13 @@ export const noopMetrics: Metrics = {
   fleetInUse: gauge,
   sessionsLost: counter,
   claimDuration: histogram,
+  sessionCpuSeconds: histogram,
+  sessionMemoryPeak: histogram,
+  agentMemory: gauge,
+  agentMemoryLimit: gauge,
+  sessionsNearMemoryLimit: gauge,
+  resourceWarnings: counter,
+  usageSample: histogram,
+  tenantCpuSeconds: counter,
+  tenantMemoryGiBSeconds: counter,
 };

@@ -1,4 +1,4 @@
-import type { TerminalReason } from '@mgx/agent-sdk';
+import type { SessionUsage, TerminalReason } from '@mgx/agent-sdk';
 import type { DecideOptions, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { Metrics } from '@mgx/metrics';
 import { finishDataOf, outcomeOfRecord } from './outcomes.js';
@@ -27,6 +27,8 @@ export interface FinishStep {
   rid?: number | undefined;
   /** When the agent reported its FINISH, kept in the stored FINISH. */
   reportedAt?: number | undefined;
+  /** What the session's container used, stored in FINISH and on the session. */
+  usage?: SessionUsage | undefined;
   /**
    * Runs after the end is counted and before FINISH is stored: the monitor closes the
    * session's ingest here, so nothing the runner sends late can land after FINISH.
@@ -69,7 +71,8 @@ export class SessionLifecycle {
     this.#count(outcome);
     await step.beforeFinish?.();
     const reported = step.reportedAt !== undefined ? { reportedAt: step.reportedAt } : {};
-    await this.#deps.store.sessions.appendFinish(sessionId, { ...finishDataOf(outcome), ...reported }, step.rid);
+    const usage = step.usage !== undefined ? { usage: step.usage } : {};
+    await this.#deps.store.sessions.appendFinish(sessionId, { ...finishDataOf(outcome), ...reported, ...usage }, step.rid);
   }
 
   /** Both steps, for an end with no container to tear down. */

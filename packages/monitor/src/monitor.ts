@@ -1,4 +1,4 @@
-import { isTerminal, type FinishData } from '@mgx/agent-sdk';
+import { isTerminal, type FinishData, type ResourceData, type SessionUsage } from '@mgx/agent-sdk';
 import { silentLogger, type Logger } from '@mgx/config';
 import type { NewEvent, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub } from '@mgx/ingest';
@@ -7,6 +7,7 @@ import { exitOf, MISSING_EXIT, waitForExit, type ContainerRuntime, type ExitInfo
 import { systemClock, type Clock } from './clock.js';
 import { SessionLifecycle } from './lifecycle.js';
 import { outcomeFromAgentFinish, outcomeFromExit } from './outcomes.js';
+import { MEMORY_WARN_RATIO, UsageMeter } from './usage.js';
 
 export type Trigger = 'finish' | 'exit' | 'deadline' | 'cancel' | 'lost' | 'external';
 
@@ -29,6 +30,15 @@ export interface MonitorOptions {
    * at the next fallback poll.
    */
   workerId?: string;
+  /**
+   * How often each running container's CPU, memory and pids are read from the engine
+   * (MGX_USAGE_INTERVAL_SECONDS); 0 or absent: read once, at the end, for FINISH's usage.
+   */
+  usageIntervalMs?: number;
+  /** The CPU period sessions' quotas are per (microseconds); default 100000. */
+  cpuPeriod?: number;
+  /** The label a tenant's usage is counted under (a bounded set); default `other` for all. */
+  tenantLabel?: (tenant: string) => string;
 }
 
 interface Watch {
@@ -53,6 +63,12 @@ interface Watch {
   /** Set once #expectExit has started asking. */
   expecting: boolean;
   timers: unknown[];
+  /** The container's readings; FINISH's usage comes from it. */
+  meter: UsageMeter;
+  /** When this monitor learnt of the exit (the end of the session's wall time). */
+  exitedAt: number | undefined;
+  /** What this session adds to the memory gauges now (taken back at its end). */
+  gauged: { memoryBytes: number; limitBytes: number; nearLimit: boolean };
   tornDown: Promise<void>;
   resolveTornDown: () => void;
 }
@@ -81,7 +97,15 @@ export class Monitor {
   readonly #removals = new Set<Promise<void>>();
 
   constructor(options: MonitorOptions) {
-    this.#o = { drainMs: 2000, logger: silentLogger, clock: systemClock, ...options };
+    this.#o = {
+      drainMs: 2000,
+      logger: silentLogger,
+      clock: systemClock,
+      usageIntervalMs: 0,
+      cpuPeriod: 100_000,
+      tenantLabel: () => 'other',
+      ...options,
+    };
     this.#lifecycle = new SessionLifecycle({ store: options.store, metrics: options.metrics });
   }
 
@@ -120,6 +144,14 @@ export class Monitor {
       confirmExit: () => undefined,
       expecting: false,
       timers: [],
+      meter: new UsageMeter({
+        startedAt,
+        memoryLimitBytes: session.limits.memoryBytes,
+        cpuQuota: session.limits.cpuQuota,
+        cpuPeriod: this.#o.cpuPeriod,
+      }),
+      exitedAt: undefined,
+      gauged: { memoryBytes: 0, limitBytes: 0, nearLimit: false },
       tornDown,
       resolveTornDown,
     };
@@ -150,6 +182,7 @@ export class Monitor {
     );
     if (session.limits.idleTimeoutMs) this.#scheduleIdle(w, session.limits.idleTimeoutMs);
     this.#schedulePoll(w);
+    this.#scheduleSample(w);
     if (isTerminal(session.status)) {
       // decided before this process took over: adopt the stored outcome and tear down
       void this.#decide(w, { status: 'failed', reason: 'lost' }, 'external');
@@ -255,6 +288,7 @@ export class Monitor {
     for (const w of this.#watches.values()) {
       for (const t of w.timers) this.#o.clock.clearTimeout(t);
       w.timers = [];
+      this.#gauge(w, undefined);
       w.resolveTornDown();
     }
     this.#watches.clear();
@@ -333,6 +367,7 @@ export class Monitor {
     // both the exit wait and the fallback poll report an exit; count it once
     if (w.exit !== undefined) return;
     w.exit = exit;
+    w.exitedAt = this.#o.clock.now();
     this.#o.metrics.containersRunning.dec();
     this.#o.metrics.containerRun.observe(Math.max(0, this.#o.clock.now() - w.startedAt) / 1000);
     if (w.decided) return;
@@ -375,6 +410,85 @@ export class Monitor {
     }
   }
 
+  /** The next reading of the container's stats, every MGX_USAGE_INTERVAL_SECONDS while it runs. */
+  #scheduleSample(w: Watch): void {
+    const every = this.#o.usageIntervalMs;
+    if (every <= 0) return;
+    const t = this.#o.clock.setTimeout(() => {
+      void this.#sample(w, false).finally(() => {
+        if (!w.decided && w.exit === undefined && this.#watches.get(w.session.id) === w) this.#scheduleSample(w);
+      });
+    }, every);
+    w.timers.push(t);
+  }
+
+  /**
+   * Reads the container's stats into its meter. While it runs, stores RESOURCE when the reading
+   * changed materially and WARNING the first time a limit is near; the `last` reading, at
+   * teardown, only completes the totals (the session is ending: nothing to warn about).
+   */
+  async #sample(w: Watch, last: boolean): Promise<void> {
+    if (w.exit !== undefined) return;
+    const { runtime, metrics, store } = this.#o;
+    const t0 = performance.now();
+    let stats;
+    try {
+      stats = await runtime.stats(w.containerId);
+    } catch (err) {
+      // a missed reading only makes the totals coarser
+      w.log.debug({ err }, 'reading the container stats failed');
+      return;
+    } finally {
+      metrics.usageSample.observe((performance.now() - t0) / 1000);
+    }
+    if (!stats) return;
+    const r = w.meter.add(stats);
+    if (last || w.decided) return;
+    this.#gauge(w, r.current);
+    const events: NewEvent[] = r.resource ? [{ type: 'RESOURCE', data: { ...r.resource } }] : [];
+    for (const warning of r.warnings) {
+      events.push({ type: 'WARNING', data: { ...warning } });
+      metrics.resourceWarnings.inc({ kind: warning.kind });
+      w.log.warn({ kind: warning.kind }, warning.message);
+    }
+    if (events.length === 0) return;
+    try {
+      await store.events.append(w.session.id, events);
+    } catch (err) {
+      w.log.warn({ err }, 'storing a resource sample failed');
+    }
+  }
+
+  /** Moves the memory gauges from what the session added so far to `now` (nothing: its end). */
+  #gauge(w: Watch, now: ResourceData | undefined): void {
+    const { metrics } = this.#o;
+    const next = {
+      memoryBytes: now?.memoryBytes ?? 0,
+      limitBytes: now?.memoryLimitBytes ?? 0,
+      nearLimit: now !== undefined && now.memoryLimitBytes > 0 && now.memoryBytes >= MEMORY_WARN_RATIO * now.memoryLimitBytes,
+    };
+    const move = (gauge: Metrics['agentMemory'], by: number) => {
+      if (by > 0) gauge.inc(by);
+      else if (by < 0) gauge.dec(-by);
+    };
+    move(metrics.agentMemory, next.memoryBytes - w.gauged.memoryBytes);
+    move(metrics.agentMemoryLimit, next.limitBytes - w.gauged.limitBytes);
+    move(metrics.sessionsNearMemoryLimit, Number(next.nearLimit) - Number(w.gauged.nearLimit));
+    w.gauged = next;
+  }
+
+  /** FINISH's usage, counted in the metrics (before FINISH is visible, as every end is). */
+  #usage(w: Watch, outcome: Outcome): SessionUsage {
+    const { metrics, clock, tenantLabel } = this.#o;
+    const usage = w.meter.totals(w.exitedAt ?? clock.now(), outcome.reason === 'oom_killed');
+    metrics.sessionCpuSeconds.observe(usage.cpuSeconds);
+    metrics.sessionMemoryPeak.observe(usage.memoryPeakBytes);
+    const tenant = tenantLabel(w.session.tenant);
+    metrics.tenantCpuSeconds.inc({ tenant }, usage.cpuSeconds);
+    metrics.tenantMemoryGiBSeconds.inc({ tenant }, usage.memoryGiBSeconds);
+    return usage;
+  }
+
   /** `p`, or `fallback` after `ms` on the monitor's clock; the timer never outlives the race. */
   #within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
     const { clock } = this.#o;
@@ -389,6 +503,9 @@ export class Monitor {
     const id = w.session.id;
     for (const t of w.timers) clock.clearTimeout(t);
     w.timers = [];
+    // the last reading while the container still runs (after FINISH it waits for the ack, which
+    // follows FINISH): its CPU total; read beside the exit wait, so teardown takes no longer
+    const lastReading = this.#sample(w, true);
     try {
       if (w.exit === undefined && w.decidedBy === 'finish') {
         // the runner exits by itself right after its FINISH is acknowledged
@@ -450,8 +567,12 @@ export class Monitor {
     // counted before FINISH is visible, so a client that saw FINISH sees the counts too
     const exitReason = outcome.reason === 'oom_killed' ? 'oom_killed' : w.killedByUs ? 'killed' : 'exited';
     metrics.containerExits.inc({ reason: exitReason });
+    await lastReading;
+    this.#gauge(w, undefined);
+    const usage = this.#usage(w, outcome);
     try {
       await this.#lifecycle.finish(id, outcome, {
+        usage,
         rid: w.finishRid,
         reportedAt: w.decidedBy === 'finish' ? w.finishReportedAt : undefined,
         // closed before FINISH: nothing the runner sends late can land after it

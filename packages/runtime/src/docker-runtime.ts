@@ -5,6 +5,7 @@ import type {
   ContainerRuntime,
   ContainerSpec,
   ContainerState,
+  ContainerStats,
   ContainerSummary,
   EngineInfo,
   ExecResult,
@@ -325,11 +326,58 @@ export class DockerRuntime implements ContainerRuntime {
     return { exitCode: info.ExitCode ?? -1, stdout: join('stdout'), stderr: join('stderr') };
   }
 
+  /**
+   * The stats API with `stream=false` and `one-shot=true`: one reading, without Docker's wait
+   * for a second sample to fill `precpu_stats` (rates are the caller's, from its own readings).
+   */
+  async stats(id: string): Promise<ContainerStats | null> {
+    let raw: unknown;
+    try {
+      raw = await this.#call('stats', () => this.#docker.getContainer(id).stats({ stream: false, 'one-shot': true }), { subject: id });
+    } catch (err) {
+      if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) return null;
+      // Podman refuses a stopped container
+      if (err instanceof RuntimeError && /not running|container state improper|stopped/i.test(err.message)) return null;
+      throw err;
+    }
+    return statsOf(raw);
+  }
+
   async list(labels: Record<string, string>): Promise<ContainerSummary[]> {
     const filters = { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) };
     const items = await this.#call('list', () => this.#docker.listContainers({ all: true, filters }));
     return items.map((c) => ({ id: c.Id, name: (c.Names?.[0] ?? '').replace(/^\//, ''), state: c.State, labels: c.Labels ?? {} }));
   }
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/**
+ * A stats answer in the port's terms; null for the empty answer an engine gives for a container
+ * that is not running (Docker: no read time, no memory). Memory is usage less the inactive page
+ * cache, as `docker stats` counts it: `total_inactive_file` on cgroup v1, `inactive_file` on v2.
+ */
+export function statsOf(raw: unknown): ContainerStats | null {
+  const r = (raw ?? {}) as {
+    read?: unknown;
+    cpu_stats?: { cpu_usage?: { total_usage?: unknown } };
+    memory_stats?: { usage?: unknown; max_usage?: unknown; limit?: unknown; stats?: Record<string, unknown> };
+    pids_stats?: { current?: unknown };
+  };
+  const at = typeof r.read === 'string' ? ts(r.read) : null;
+  const usage = num(r.memory_stats?.usage);
+  if (at === null || usage === null) return null;
+  const cache = r.memory_stats?.stats ?? {};
+  const inactive = num(cache.total_inactive_file) ?? num(cache.inactive_file) ?? 0;
+  const max = num(r.memory_stats?.max_usage);
+  return {
+    at,
+    cpuSeconds: (num(r.cpu_stats?.cpu_usage?.total_usage) ?? 0) / 1e9,
+    memoryBytes: inactive < usage ? usage - inactive : usage,
+    memoryMaxBytes: max !== null && max > 0 ? max : null,
+    memoryLimitBytes: num(r.memory_stats?.limit) ?? 0,
+    pids: num(r.pids_stats?.current) ?? 0,
+  };
 }
 
 /**
