@@ -75,7 +75,7 @@ function follow(client: MgxClient, sessionId: string) {
 
 const usageOf = (events: SessionEvent[]) => events.at(-1)?.data.usage as SessionUsage;
 
-/** How many stats readings the server took so far (its own counter, read in-process). */
+/** How many rounds of stats readings the server took so far (its own counter, read in-process). */
 async function readings(): Promise<number> {
   const text = await p.server.metrics.render();
   return Number(/^mgx_usage_sample_duration_seconds_count (\S+)$/m.exec(text)?.[1] ?? 0);
@@ -168,7 +168,7 @@ describe('resource usage of a session', () => {
       memoryLimitBytes: 512 * MiB,
       message: expect.stringContaining('limit'),
     });
-    // three more readings while it stays above 90 %: no second warning
+    // three more rounds of readings while it stays above 90 %: no second warning
     await untilReadings((await readings()) + 3);
     s.open();
     const events = await f.events;

@@ -78,8 +78,10 @@ export interface Metrics {
   sessionsNearMemoryLimit: GaugePort;
   /** WARNING events raised, by kind. */
   resourceWarnings: CounterPort<'kind'>;
-  /** Time one stats call to the engine took (the sampling's cost per session). */
+  /** Time one round of stats readings took from the engine (every running session of this worker). */
   usageSample: HistogramPort;
+  /** Container stats readings taken (the rounds' sessions that answered). */
+  usageReadings: CounterPort;
   /**
    * Per tenant, counted at each session's end: only where the tenant set is bounded (the tenants
    * of the configured tokens); any other tenant is counted under `other`.
@@ -141,6 +143,7 @@ export const noopMetrics: Metrics = {
   sessionsNearMemoryLimit: gauge,
   resourceWarnings: counter,
   usageSample: histogram,
+  usageReadings: counter,
   tenantCpuSeconds: counter,
   tenantMemoryGiBSeconds: counter,
 };

@@ -264,8 +264,13 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
     }),
     usageSample: new Histogram({
       name: 'mgx_usage_sample_duration_seconds',
-      help: "Time one reading of a container's stats took from the engine.",
+      help: 'Time one round of stats readings of the running agent containers took from the engine.',
       buckets: FAST_BUCKETS,
+      registers: r,
+    }),
+    usageReadings: new Counter({
+      name: 'mgx_usage_readings_total',
+      help: 'Stats readings of agent containers taken (MGX_USAGE_INTERVAL_SECONDS).',
       registers: r,
     }),
     tenantCpuSeconds: new Counter({

@@ -51,6 +51,7 @@ const EXPORTED: Record<keyof Metrics, { name: string; type: 'counter' | 'gauge' 
   sessionsNearMemoryLimit: { name: 'mgx_sessions_near_memory_limit', type: 'gauge' },
   resourceWarnings: { name: 'mgx_resource_warnings_total', type: 'counter' },
   usageSample: { name: 'mgx_usage_sample_duration_seconds', type: 'histogram' },
+  usageReadings: { name: 'mgx_usage_readings_total', type: 'counter' },
   tenantCpuSeconds: { name: 'mgx_tenant_cpu_seconds_total', type: 'counter' },
   tenantMemoryGiBSeconds: { name: 'mgx_tenant_memory_gib_seconds_total', type: 'counter' },
 };
@@ -111,6 +112,7 @@ function useEveryInstrument(m: Metrics): void {
   m.sessionsNearMemoryLimit.inc();
   m.resourceWarnings.inc({ kind: 'memory_near_limit' });
   m.usageSample.observe(0.03);
+  m.usageReadings.inc(12);
   m.tenantCpuSeconds.inc({ tenant: 'acme' }, 2.5);
   m.tenantMemoryGiBSeconds.inc({ tenant: 'other' }, 0.25);
 }
@@ -168,6 +170,7 @@ describe('createPrometheusMetrics', () => {
     expect(sample(text, 'mgx_agent_memory_bytes')).toBe(200);
     expect(sample(text, 'mgx_sessions_near_memory_limit')).toBe(1);
     expect(sample(text, 'mgx_resource_warnings_total{kind="memory_near_limit"}')).toBe(1);
+    expect(sample(text, 'mgx_usage_readings_total')).toBe(12);
     expect(sample(text, 'mgx_tenant_cpu_seconds_total{tenant="acme"}')).toBe(2.5);
     expect(sample(text, 'mgx_tenant_memory_gib_seconds_total{tenant="other"}')).toBe(0.25);
   });

@@ -3,7 +3,7 @@ import { silentLogger, type Logger } from '@mgx/config';
 import type { NewEvent, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
-import { exitOf, MISSING_EXIT, waitForExit, type ContainerRuntime, type ExitInfo } from '@mgx/runtime';
+import { exitOf, MISSING_EXIT, waitForExit, type ContainerRuntime, type ContainerStats, type ExitInfo } from '@mgx/runtime';
 import { systemClock, type Clock } from './clock.js';
 import { SessionLifecycle } from './lifecycle.js';
 import { outcomeFromAgentFinish, outcomeFromExit } from './outcomes.js';
@@ -93,6 +93,8 @@ export class Monitor {
   readonly #watches = new Map<string, Watch>();
   readonly #lifecycle: SessionLifecycle;
   #stopCancelWatch: (() => void) | undefined;
+  /** The next round of stats readings, while sessions are watched and sampling is on. */
+  #sampling: unknown;
   /** Removals of finished sessions' containers still in flight. */
   readonly #removals = new Set<Promise<void>>();
 
@@ -182,7 +184,7 @@ export class Monitor {
     );
     if (session.limits.idleTimeoutMs) this.#scheduleIdle(w, session.limits.idleTimeoutMs);
     this.#schedulePoll(w);
-    this.#scheduleSample(w);
+    this.#scheduleSampling();
     if (isTerminal(session.status)) {
       // decided before this process took over: adopt the stored outcome and tear down
       void this.#decide(w, { status: 'failed', reason: 'lost' }, 'external');
@@ -285,6 +287,8 @@ export class Monitor {
   detachAll(): void {
     this.#stopCancelWatch?.();
     this.#stopCancelWatch = undefined;
+    if (this.#sampling !== undefined) this.#o.clock.clearTimeout(this.#sampling);
+    this.#sampling = undefined;
     for (const w of this.#watches.values()) {
       for (const t of w.timers) this.#o.clock.clearTimeout(t);
       w.timers = [];
@@ -410,40 +414,65 @@ export class Monitor {
     }
   }
 
-  /** The next reading of the container's stats, every MGX_USAGE_INTERVAL_SECONDS while it runs. */
-  #scheduleSample(w: Watch): void {
-    const every = this.#o.usageIntervalMs;
-    if (every <= 0) return;
-    const t = this.#o.clock.setTimeout(() => {
-      void this.#sample(w, false).finally(() => {
-        if (!w.decided && w.exit === undefined && this.#watches.get(w.session.id) === w) this.#scheduleSample(w);
+  /**
+   * The next round of readings, MGX_USAGE_INTERVAL_SECONDS after the last one ended; one timer
+   * for every session, so an engine that reads many containers at once is asked once a round.
+   */
+  #scheduleSampling(): void {
+    const { usageIntervalMs, clock } = this.#o;
+    if (usageIntervalMs <= 0 || this.#sampling !== undefined) return;
+    this.#sampling = clock.setTimeout(() => {
+      void this.#sampleRound().finally(() => {
+        this.#sampling = undefined;
+        if (this.#watches.size > 0) this.#scheduleSampling();
       });
-    }, every);
-    w.timers.push(t);
+    }, usageIntervalMs);
   }
 
-  /**
-   * Reads the container's stats into its meter. While it runs, stores RESOURCE when the reading
-   * changed materially and WARNING the first time a limit is near; the `last` reading, at
-   * teardown, only completes the totals (the session is ending: nothing to warn about).
-   */
-  async #sample(w: Watch, last: boolean): Promise<void> {
-    if (w.exit !== undefined) return;
-    const { runtime, metrics, store } = this.#o;
+  /** Reads every running session's container and records what each reading says. */
+  async #sampleRound(): Promise<void> {
+    const running = [...this.#watches.values()].filter((w) => !w.decided && w.exit === undefined);
+    if (running.length === 0) return;
+    const { runtime, metrics, logger } = this.#o;
     const t0 = performance.now();
-    let stats;
+    let readings: Map<string, ContainerStats>;
     try {
-      stats = await runtime.stats(w.containerId);
+      readings = await runtime.statsMany(running.map((w) => w.containerId));
     } catch (err) {
-      // a missed reading only makes the totals coarser
-      w.log.debug({ err }, 'reading the container stats failed');
+      // a missed round only makes the totals coarser
+      logger.debug({ err }, 'reading container stats failed');
       return;
     } finally {
       metrics.usageSample.observe((performance.now() - t0) / 1000);
     }
-    if (!stats) return;
+    metrics.usageReadings.inc(readings.size);
+    await Promise.all(
+      running.map(async (w) => {
+        const stats = readings.get(w.containerId);
+        if (stats) await this.#record(w, stats);
+      }),
+    );
+  }
+
+  /**
+   * The last reading, at teardown while the container still runs: it only completes the totals
+   * (the session is ending: nothing to store or warn about).
+   */
+  async #lastReading(w: Watch): Promise<void> {
+    if (w.exit !== undefined) return;
+    try {
+      const stats = await this.#o.runtime.stats(w.containerId);
+      if (stats) w.meter.add(stats);
+    } catch (err) {
+      w.log.debug({ err }, 'reading the container stats failed');
+    }
+  }
+
+  /** One reading of a running session: RESOURCE when it changed materially, WARNING the first time a limit is near. */
+  async #record(w: Watch, stats: ContainerStats): Promise<void> {
+    const { metrics, store } = this.#o;
     const r = w.meter.add(stats);
-    if (last || w.decided) return;
+    if (w.decided) return;
     this.#gauge(w, r.current);
     const events: NewEvent[] = r.resource ? [{ type: 'RESOURCE', data: { ...r.resource } }] : [];
     for (const warning of r.warnings) {
@@ -505,7 +534,7 @@ export class Monitor {
     w.timers = [];
     // the last reading while the container still runs (after FINISH it waits for the ack, which
     // follows FINISH): its CPU total; read beside the exit wait, so teardown takes no longer
-    const lastReading = this.#sample(w, true);
+    const lastReading = this.#lastReading(w);
     try {
       if (w.exit === undefined && w.decidedBy === 'finish') {
         // the runner exits by itself right after its FINISH is acknowledged

@@ -63,7 +63,9 @@ export class UsageMeter {
     const limit = memoryLimitBytes > 0 ? memoryLimitBytes : s.memoryLimitBytes;
     const prev = this.#prev;
     if (prev && s.at <= prev.at) {
-      // a reading that crossed a later one in flight: its peaks still count, its rate not
+      // a reading that crossed a later one in flight, or taken in the same instant: its peaks
+      // and its CPU total (a running count) still count, its rate not
+      this.#cpuSeconds = Math.max(this.#cpuSeconds, s.cpuSeconds);
       this.#memoryPeak = Math.max(this.#memoryPeak, s.memoryBytes, s.memoryMaxBytes ?? 0);
       this.#pidsPeak = Math.max(this.#pidsPeak, s.pids);
       const current = this.#latest ?? { cpuPercent: 0, cpuSeconds: 0, memoryBytes: 0, memoryLimitBytes: limit, pids: 0 };

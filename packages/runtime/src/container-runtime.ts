@@ -132,6 +132,12 @@ export interface ContainerRuntime {
    * answer); null when the container is gone or not running.
    */
   stats(id: string): Promise<ContainerStats | null>;
+  /**
+   * Readings of several containers at once, keyed by id; those not running or gone are left
+   * out. An engine that can read them in one request does (Podman); the others get one request
+   * per container.
+   */
+  statsMany(ids: readonly string[]): Promise<Map<string, ContainerStats>>;
   /** Containers whose labels match all of `labels`, running or not. */
   list(labels: Record<string, string>): Promise<ContainerSummary[]>;
 }

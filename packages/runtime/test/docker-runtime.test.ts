@@ -3,7 +3,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { discoverSocket, DockerRuntime, LABELS, demuxLogs, parseSocketUrl, statsOf, type ContainerSpec } from '../src/index.js';
+import {
+  discoverSocket,
+  DockerRuntime,
+  LABELS,
+  demuxLogs,
+  libpodStatsOf,
+  parseSocketUrl,
+  statsOf,
+  type ContainerSpec,
+} from '../src/index.js';
 
 describe('socket discovery', () => {
   it('follows CONTAINER_HOST, DOCKER_HOST, rootful, rootless, docker, in that order', () => {
@@ -66,6 +75,16 @@ describe('stats answers', () => {
       memoryBytes: 300,
       pids: 3,
     });
+  });
+
+  it("reads Podman's libpod batch by container, leaves out containers not running, and refuses a failed batch", () => {
+    const running = { ContainerID: 'a', CPUNano: 1.5e9, SystemNano: 1_700_000_000_123_456_000, MemUsage: 300, MemLimit: 1000, PIDs: 4 };
+    const stopped = { ContainerID: 'b', CPUNano: 0, SystemNano: 0, MemUsage: 0, MemLimit: 0, PIDs: 0 };
+    expect(libpodStatsOf({ Error: null, Stats: [running, stopped] })).toEqual(
+      new Map([['a', { at: 1_700_000_000_123, cpuSeconds: 1.5, memoryBytes: 300, memoryMaxBytes: null, memoryLimitBytes: 1000, pids: 4 }]]),
+    );
+    // a container gone meanwhile fails the whole batch
+    expect(libpodStatsOf({ Error: {}, Stats: null })).toBeNull();
   });
 
   it('is null for the empty answer an engine gives for a container that is not running', () => {
@@ -158,6 +177,17 @@ describe('dockerode adapter on the real engine', () => {
     expect(stats!.memoryBytes).toBeLessThan(128 * 1024 ** 2);
     expect(stats!.pids).toBeGreaterThan(0);
     expect(stats!.cpuSeconds).toBeGreaterThan(0);
+    // several at once (Podman: one request), the stopped and the missing left out
+    const other = await runtime.create(spec());
+    ids.push(other);
+    await runtime.start(other);
+    const many = await runtime.statsMany([id, other]);
+    expect([...many.keys()].sort()).toEqual([id, other].sort());
+    expect(many.get(other)).toMatchObject({ memoryLimitBytes: 128 * 1024 ** 2 });
+    await runtime.stop(other, 2000);
+    expect([...(await runtime.statsMany([id, other])).keys()]).toEqual([id]);
+    await runtime.remove(other);
+    expect([...(await runtime.statsMany([id, other])).keys()]).toEqual([id]);
     await runtime.stop(id, 2000);
     expect(await runtime.stats(id)).toBeNull();
     await runtime.remove(id);
