@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { TopRow } from '@mgx/client';
+import { formatEvent } from '../src/format.js';
 import { bytes, formatTop } from '../src/top.js';
 
 const MiB = 1024 ** 2;
@@ -37,5 +38,28 @@ describe('formatTop', () => {
     const [header, line] = formatTop([row({ tenant: 'acme' })], 75_000);
     expect(header).toMatch(/^SESSION {2}TENANT {2}FRAMEWORK/);
     expect(line).toMatch(/^smx1 {5}acme {4}exec/);
+  });
+});
+
+describe('formatEvent for usage', () => {
+  const ev = (type: string, data: Record<string, unknown>) =>
+    ({ sessionId: 's', seq: 7, type, ts: 0, data }) as Parameters<typeof formatEvent>[0];
+  it('shows a sample, a warning and the usage in FINISH on one line each', () => {
+    expect(
+      formatEvent(ev('RESOURCE', { cpuPercent: 98.25, cpuSeconds: 3, memoryBytes: 212.3 * MiB, memoryLimitBytes: 512 * MiB, pids: 7 })),
+    ).toBe('#  7 RESOURCE          cpu 98.3% · mem 212MiB / 512MiB · pids 7');
+    expect(formatEvent(ev('WARNING', { kind: 'memory_near_limit', message: 'memory at 92 % of the 512 MiB limit' }))).toBe(
+      '#  7 WARNING           memory_near_limit: memory at 92 % of the 512 MiB limit',
+    );
+    expect(
+      formatEvent(
+        ev('FINISH', {
+          status: 'succeeded',
+          reason: 'finished',
+          usage: { cpuSeconds: 2.06, memoryPeakBytes: 212.3 * MiB, memoryGiBSeconds: 1, pidsPeak: 7, wallMs: 4210 },
+        }),
+      ),
+    ).toBe('#  7 FINISH            succeeded (finished) · cpu 2.1s · peak 212MiB · 4.2s');
+    expect(formatEvent(ev('FINISH', { status: 'cancelled', reason: 'cancelled' }))).toBe('#  7 FINISH            cancelled (cancelled)');
   });
 });
