@@ -69,6 +69,8 @@ interface Watch {
   exitedAt: number | undefined;
   /** What this session adds to the memory gauges now (taken back at its end). */
   gauged: { memoryBytes: number; limitBytes: number; nearLimit: boolean };
+  /** The reading that completes the totals, once asked (see #lastReading). */
+  lastReading: Promise<void> | undefined;
   tornDown: Promise<void>;
   resolveTornDown: () => void;
 }
@@ -154,6 +156,7 @@ export class Monitor {
       }),
       exitedAt: undefined,
       gauged: { memoryBytes: 0, limitBytes: 0, nearLimit: false },
+      lastReading: undefined,
       tornDown,
       resolveTornDown,
     };
@@ -222,6 +225,8 @@ export class Monitor {
     }
     w.finishRid = rid;
     w.finishReportedAt = reportedAt;
+    // asked before the decision: once it is acknowledged the runner exits, and its totals with it
+    w.lastReading ??= this.#lastReading(w);
     await this.#decide(w, outcome, 'finish');
     this.#o.metrics.finishDetect.observe((performance.now() - started) / 1000);
   }
@@ -472,7 +477,8 @@ export class Monitor {
   async #record(w: Watch, stats: ContainerStats): Promise<void> {
     const { metrics, store } = this.#o;
     const r = w.meter.add(stats);
-    if (w.decided) return;
+    // decided, or no longer watched here (a hand-over): its end takes it out of the gauges
+    if (w.decided || this.#watches.get(w.session.id) !== w) return;
     this.#gauge(w, r.current);
     const events: NewEvent[] = r.resource ? [{ type: 'RESOURCE', data: { ...r.resource } }] : [];
     for (const warning of r.warnings) {
@@ -532,9 +538,9 @@ export class Monitor {
     const id = w.session.id;
     for (const t of w.timers) clock.clearTimeout(t);
     w.timers = [];
-    // the last reading while the container still runs (after FINISH it waits for the ack, which
-    // follows FINISH): its CPU total; read beside the exit wait, so teardown takes no longer
-    const lastReading = this.#lastReading(w);
+    // the last reading while the container still runs (its CPU total), beside the exit wait and
+    // the stop, so teardown takes no longer; after the agent's FINISH it was asked already
+    const lastReading = (w.lastReading ??= this.#lastReading(w));
     try {
       if (w.exit === undefined && w.decidedBy === 'finish') {
         // the runner exits by itself right after its FINISH is acknowledged
