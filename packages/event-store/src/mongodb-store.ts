@@ -91,12 +91,16 @@ const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
  * (`$schema`, dotted names) and any depth round-trips exactly as in the SQLite store, and the
  * event size limit ingest enforces on the JSON is the size stored.
  */
-interface SessionDoc extends Omit<SessionRecord, 'id' | 'options' | 'env'> {
+interface SessionDoc extends Omit<SessionRecord, 'id' | 'options' | 'env' | 'usage'> {
   _id: string;
   pos: number;
   options: string;
   /** JSON text, like options; absent on documents written before it existed. */
   env?: string;
+  /** FINISH's usage as JSON text (an open record: any key round-trips); set with FINISH. */
+  usage?: string;
+  /** The numbers of `usage` that usageByTenant sums, as fields the aggregation can read. */
+  usageTotals?: { cpuSeconds: number; memoryGiBSeconds: number; wallMs: number };
   lastRid: number;
   closingSeq: number | null;
 }
@@ -200,7 +204,7 @@ const toSession = (d: SessionDoc): SessionRecord => ({
   cancelRequested: d.cancelRequested,
   lastSeq: d.lastSeq,
   finishSeq: d.finishSeq,
-  usage: d.usage ?? null,
+  usage: typeof d.usage === 'string' ? (JSON.parse(d.usage) as SessionUsage) : null,
 });
 
 const toEvent = (d: Pick<EventDoc, 'sessionId' | 'seq' | 'type' | 'ts' | 'data'>): SessionEvent => ({
@@ -1143,9 +1147,16 @@ export class MongoStore implements Store, SessionStore, EventStore {
     usage?: SessionUsage,
   ): Promise<void> {
     // the usage beside FINISH's seq: usageByTenant sums it without reading events
+    const kept: Partial<SessionDoc> =
+      usage !== undefined
+        ? {
+            usage: JSON.stringify(usage),
+            usageTotals: { cpuSeconds: usage.cpuSeconds, memoryGiBSeconds: usage.memoryGiBSeconds, wallMs: usage.wallMs },
+          }
+        : {};
     const r = await this.#sessions.updateOne(
       { _id: current._id, finishSeq: null },
-      { $set: { finishSeq: seq, closingSeq: seq, ...(usage !== undefined ? { usage } : {}) }, $max: { lastSeq: seq, lastRid: rid ?? 0 } },
+      { $set: { finishSeq: seq, closingSeq: seq, ...kept }, $max: { lastSeq: seq, lastRid: rid ?? 0 } },
       session ? { session } : {},
     );
     if (r.matchedCount === 1 && current.workerId !== null) await this.#releaseClaim(current, session);
@@ -1255,7 +1266,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
     return this.#guard('usageByTenant', async () => {
       const match: Filter<SessionDoc> = { endedAt: { $gte: q.from, $lt: q.to }, finishSeq: { $ne: null } };
       if (q.tenant !== undefined) match.tenant = q.tenant;
-      const sum = (field: string) => ({ $sum: { $ifNull: [`$usage.${field}`, 0] } });
+      const sum = (field: string) => ({ $sum: { $ifNull: [`$usageTotals.${field}`, 0] } });
       // over sessions_ended; a session without usage (it never ran) counts with zeros
       const rows = await this.#sessionReads
         .aggregate<{
