@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm test`: sets up what is missing (scripts/setup.sh), then type-checks and runs every
-# test: unit, contract, and end to end against real Podman; then the runtime suite again
-# against a Docker engine (the engine matrix). Set MGX_TEST_DOCKER=0 to leave Docker out.
+# test: unit, contract, and end to end against real Podman; then the runtime suite, and the
+# endings and usage end-to-end tests, again against a Docker engine (the engine matrix). Set
+# MGX_TEST_DOCKER=0 to leave Docker out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -49,7 +50,7 @@ run() { # label, env..., -- vitest args...
 run "all tests on podman" npx vitest run "$@"
 
 if [ -n "$docker_host" ] && [ $# -eq 0 ]; then
-  run "runtime suite on docker ($docker_host)" CONTAINER_HOST="$docker_host" npx vitest run packages/runtime test/e2e/endings.test.ts
+  run "runtime suite on docker ($docker_host)" CONTAINER_HOST="$docker_host" npx vitest run packages/runtime test/e2e/endings.test.ts test/e2e/usage.test.ts
 fi
 
 # one plain closing line with the counts of every run

@@ -2,7 +2,7 @@
 // run, so every ratio compares like with like. --quick for a short run, --json to end with
 // one JSON object. Prints its results; --write (`npm run bench:write`) also writes them to
 // test/bench/RESULTS.md.
-import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, totalmem, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -503,6 +503,75 @@ async function finishVisible(runs: number): Promise<number[]> {
   results.server_rss_mb = round(rssMb, 0);
 }
 
+// 6. what sampling usage costs the server: its CPU while only sampling happens (sessions asleep,
+// the fallback poll off), with sampling at 10 readings per second, less the same without sampling
+{
+  const n = quick ? 10 : 50;
+  const intervalS = quick ? 1 : 5;
+  const windowMs = quick ? 15_000 : 30_000;
+  log(`usage sampling: server CPU with ${n} sleeping sessions read every ${intervalS} s, against none read`);
+  const ticks = (pid: number) => {
+    // utime and stime, fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second)
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      .replace(/^.*\) /, '')
+      .split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  };
+  const readingsOf = async (url: string) => {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    return Number(/^mgx_usage_readings_total (\S+)$/m.exec(text)?.[1] ?? 0);
+  };
+  // the engine's own service, when it is one process here (Podman's API service)
+  const enginePid = () => {
+    for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+      try {
+        if (/podman\0system\0service/.test(readFileSync(`/proc/${pid}/cmdline`, 'latin1'))) return Number(pid);
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return undefined;
+  };
+  const measure = async (usageIntervalS: number) => {
+    const { server, dataDir } = await newServerProcess('mgx-bench-usage', {
+      MGX_LOG_LEVEL: 'error',
+      AGENT_MAX_CONCURRENT_CONTAINERS: String(n),
+      AGENT_CONTAINER_MEMORY_LIMIT: '128m',
+      AGENT_MONITOR_POLL_SECONDS: '3600',
+      MGX_USAGE_INTERVAL_SECONDS: String(usageIntervalS),
+    });
+    await server.start();
+    const client = createMgxClient({ url: server.url });
+    const ids = await Promise.all(
+      Array.from({ length: n }, () =>
+        client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 600_000 }) }).then((x) => x.id),
+      ),
+    );
+    const running = async () => (await client.sessions.list.query({ status: ['running'], limit: 200 })).items.length;
+    while ((await running()) < n) await sleep(500);
+    // the starts' own work done, a few readings taken
+    await sleep(3000);
+    const engine = enginePid();
+    const [cpu0, e0, r0] = [ticks(server.pid!), engine ? ticks(engine) : 0, await readingsOf(server.url)];
+    await sleep(windowMs);
+    const [cpu1, e1, r1] = [ticks(server.pid!), engine ? ticks(engine) : 0, await readingsOf(server.url)];
+    for (const id of ids) await client.sessions.cancel.mutate({ sessionId: id });
+    while ((await running()) > 0) await sleep(500);
+    await server.stop('SIGTERM');
+    rmSync(dataDir, { recursive: true, force: true });
+    return { cpuMs: cpu1 - cpu0, engineMs: engine ? e1 - e0 : Number.NaN, readings: r1 - r0 };
+  };
+  const off = await measure(0);
+  const on = await measure(intervalS);
+  const perReadingMs = Math.max(0, on.cpuMs - off.cpuMs) / Math.max(1, on.readings);
+  results.usage_sessions = n;
+  results.usage_readings_per_s = round(on.readings / (windowMs / 1000), 1);
+  results.usage_server_cpu_ms_per_reading = round(perReadingMs, 2);
+  results.usage_engine_cpu_ms_per_reading = round(Math.max(0, on.engineMs - off.engineMs) / Math.max(1, on.readings), 1);
+  // 50 sessions read every 5 s: 10 readings a second
+  results.usage_server_cpu_pct_50_sessions_5s = round((10 * perReadingMs) / 10, 2);
+}
+
 results.duration_s = Math.round((Date.now() - started) / 1000);
 results.mode = quick ? 'quick' : 'full';
 
@@ -519,6 +588,7 @@ const targets: Array<[string, string, (v: number) => boolean]> = [
   ['server_rss_mb', '≤ 200', (v) => v <= 200],
   ['cross_process_cancel_ms_p99', '≤ 500', (v) => v <= 500],
   ['cross_process_tail_ms_p99', '≤ 250', (v) => v <= 250],
+  ['usage_server_cpu_pct_50_sessions_5s', '< 2', (v) => v < 2],
 ];
 const engine = (await docker.version()) as unknown as { Version: string; Components?: Array<{ Name: string; Version: string }> };
 const engineName = engine.Components?.find((c) => /podman/i.test(c.Name)) ? `podman ${engine.Version}` : `docker ${engine.Version}`;
@@ -544,6 +614,7 @@ Raw engine and platform are measured in the same run with the same image and har
 \`cross_process_cancel_ms\` = an API process and a worker process on one SQLite file: sessions.cancel sent to the API process → FINISH cancelled received by a client following there (\`cross_process_cancel_decided_ms\`: → the CANCELLED decision stored by the worker).
 \`cross_process_tail_ms\` = the same two processes: event created in the container on the worker → received by a client following through the API process.
 \`claim_two_workers_sessions_per_s\` = an API process and two worker processes (4 slots each) on one SQLite file, ${results.claim_sessions} short sessions submitted at once through the API process: sessions started per second across the fleet (submission → the last START); \`claim_two_workers_claim_ms\` = each session's creation → its START (queue wait, claim, container start); \`claim_two_workers_ran\` = how many each worker ran. \`claim_one_worker_*\` = the same sessions on one worker process, the anchor.
+\`usage_server_cpu_ms_per_reading\` = the server's CPU (utime + stime) over a window in which only usage sampling works (${results.usage_sessions} sessions asleep, the fallback poll off), less the same window of a server that does not sample, per stats reading (\`usage_engine_cpu_ms_per_reading\`: the same for Podman's API service, which answers them); \`usage_server_cpu_pct_50_sessions_5s\` = that cost for 50 sessions read every 5 s (MGX_USAGE_INTERVAL_SECONDS default), in % of one core.
 \`server_rss_mb\` = resident memory of the server process (run through tsx) with ${results.rss_sessions} sessions running.
 
 | figure | value | target |

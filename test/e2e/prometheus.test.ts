@@ -109,14 +109,14 @@ describe('Prometheus config, alert rules and their unit tests (promtool)', () =>
       copyFileSync(join(INFRA, 'prometheus', 'prometheus.yml'), join(dir, 'prometheus.yml'));
       copyFileSync(ALERTS, join(dir, 'alerts.yml'));
       const out = mustRun(PROMTOOL, ['check', 'config', join(dir, 'prometheus.yml')]);
-      expect(out).toMatch(/SUCCESS: 8 rules found/);
+      expect(out).toMatch(/SUCCESS: 9 rules found/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
   it('promtool check rules accepts alerts.yml', () => {
-    expect(mustRun(PROMTOOL, ['check', 'rules', 'infra/prometheus/alerts.yml'])).toMatch(/SUCCESS: 8 rules found/);
+    expect(mustRun(PROMTOOL, ['check', 'rules', 'infra/prometheus/alerts.yml'])).toMatch(/SUCCESS: 9 rules found/);
   });
 
   it('promtool test rules passes: every alert fires on its input and stays quiet on the rest', () => {
@@ -217,6 +217,16 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
     expect(v('mgx_sessions_lost_total')).toBe(0);
     expect(v('mgx_session_end_reasons_total', { reason: 'lost' })).toBe(0);
     expect(v('mgx_claim_duration_seconds_count')).toBeGreaterThanOrEqual(3);
+    // usage, at each end: the OOM-killed session at its 64 MiB limit
+    expect(v('mgx_session_cpu_seconds_count')).toBe(3);
+    expect(v('mgx_session_memory_peak_bytes_count')).toBe(3);
+    expect(v('mgx_session_memory_peak_bytes_sum')).toBeGreaterThanOrEqual(64 * 1024 ** 2);
+    // nothing runs: the memory gauges are back at 0
+    expect(v('mgx_agent_memory_bytes')).toBe(0);
+    expect(v('mgx_sessions_near_memory_limit')).toBe(0);
+    // no tokens: one caller, the default tenant, under its own label
+    expect(v('mgx_tenant_cpu_seconds_total', { tenant: 'default' })).toBeGreaterThan(0);
+    expect(v('mgx_tenant_cpu_seconds_total', { tenant: 'other' })).toBe(0);
     const build = exposition.find((s) => s.name === 'mgx_build_info');
     expect(build).toMatchObject({ value: 1, labels: { node: process.version } });
     expect(build?.labels.version).toMatch(/^\d+\.\d+\.\d+/);
@@ -300,6 +310,7 @@ describe('metrics of real sessions, served at /metrics and scraped by a real Pro
       'MgxContainerStartSlow',
       'MgxRuntimeErrors',
       'MgxSessionTimeoutRateHigh',
+      'MgxSessionsNearMemoryLimit',
       'MgxTargetDown',
       'MgxWarmPoolEmpty',
       'MgxWorkerLost',

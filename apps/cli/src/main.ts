@@ -8,6 +8,7 @@ import { doctor } from './doctor.js';
 import { copyFrom, copyTo, FilesHttpError, formatEntries, parseCpSide } from './files.js';
 import { formatEvent } from './format.js';
 import { collect, runInput, UsageError, type RunFlags } from './run-input.js';
+import { formatTop } from './top.js';
 import { formatWorkers } from './workers.js';
 
 /**
@@ -402,6 +403,52 @@ workers
         ? `${JSON.stringify(worker)}\n`
         : `${worker.id}: drain requested; it drains at its next heartbeat (${worker.inUse} session(s) running), then exits\n`,
     );
+  });
+
+program
+  .command('top')
+  .description('a live table of running sessions with their CPU, memory and pids, like `docker stats`')
+  .option('--once', 'print the table once and exit (what scripts get when stdout is not a terminal)')
+  .option('--json', 'print once, one JSON object per running session, one per line')
+  .option('-i, --interval <seconds>', 'seconds between refreshes', positiveNumber, 2)
+  .option('--tenant <id>', "only this tenant's sessions (operators only)")
+  .option('-n, --limit <n>', 'at most this many sessions', positiveInt, 100)
+  .action(async (o: { once?: boolean; json?: boolean; interval: number; tenant?: string; limit: number }) => {
+    const c = client();
+    const query = () => c.sessions.top.query({ limit: Math.min(200, Math.max(1, o.limit)), ...(o.tenant ? { tenant: o.tenant } : {}) });
+    const table = (answer: Awaited<ReturnType<typeof query>>) =>
+      answer.items.length === 0 ? ['no running sessions'] : formatTop(answer.items, answer.now);
+    if (o.json) {
+      for (const row of (await query()).items) process.stdout.write(`${JSON.stringify(row)}\n`);
+      return;
+    }
+    if (o.once || !process.stdout.isTTY) {
+      for (const line of table(await query())) process.stdout.write(`${line}\n`);
+      return;
+    }
+    // a terminal: redraw in place until Ctrl-C, the cursor hidden meanwhile and shown again after
+    const out = process.stdout;
+    let stopped = false;
+    const stop = () => {
+      stopped = true;
+      out.write('\x1b[?25h');
+    };
+    process.once('SIGINT', () => {
+      stop();
+      process.exit(EXIT.ok);
+    });
+    out.write('\x1b[?25l\x1b[2J');
+    try {
+      while (!stopped) {
+        const lines = table(await query());
+        const stamp = `mgx top · ${new Date().toLocaleTimeString()} · every ${o.interval}s · Ctrl-C to quit`;
+        // home, then each line cleared to its end, then everything below: no flicker
+        out.write(`\x1b[H${[stamp, '', ...lines].map((l) => `${l.slice(0, out.columns || l.length)}\x1b[K`).join('\n')}\n\x1b[J`);
+        await new Promise((r) => setTimeout(r, o.interval * 1000));
+      }
+    } finally {
+      stop();
+    }
   });
 
 program

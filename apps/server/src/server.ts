@@ -5,7 +5,16 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
-import { AuthConfigError, createAppRouter, TokenAuth, withoutSocket, WorkspaceAccess, type ApiDeps, type FrameworkInfo } from '@mgx/api';
+import {
+  AuthConfigError,
+  createAppRouter,
+  DEFAULT_TENANT,
+  TokenAuth,
+  withoutSocket,
+  WorkspaceAccess,
+  type ApiDeps,
+  type FrameworkInfo,
+} from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import { openStore, type SessionRecord, type Store } from '@mgx/event-store';
 import { EgressProxy, ModelGateway } from '@mgx/gateway';
@@ -169,7 +178,11 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     );
   }
 
-  const metrics = createPrometheusMetrics({ version: VERSION, node: process.version });
+  // usage is labelled per tenant only for the tenants the tokens name (a bounded set); without
+  // tokens there is one caller, the default tenant
+  const tenants = auth.enabled ? auth.tenants : [DEFAULT_TENANT];
+  const metrics = createPrometheusMetrics({ version: VERSION, node: process.version }, { tenants });
+  const known = new Set(tenants);
   const worker = settings.server.role !== 'api';
   if (options.runtime === null && worker) {
     throw new StartupError('NO_ENGINE', `MGX_ROLE=${settings.server.role} runs sessions and needs a container engine`);
@@ -263,6 +276,9 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       stopGraceMs: settings.agent.stopGraceMs,
       finishGraceMs: settings.agent.finishGraceMs,
       pollMs: settings.monitor.pollMs,
+      usageIntervalMs: settings.monitor.usageIntervalMs,
+      cpuPeriod: settings.agent.cpuPeriod,
+      tenantLabel: (tenant) => (known.has(tenant) ? tenant : 'other'),
       logCaptureBytes: settings.limits.logCaptureBytes,
       // the id the scheduler claims under
       workerId: settings.owner,

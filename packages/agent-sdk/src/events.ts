@@ -9,6 +9,10 @@ export const PLATFORM_EVENT_TYPES = [
   'MODEL_CALL',
   /** A connection the egress proxy refused: its host is not on the session's allow-list. */
   'EGRESS_DENIED',
+  /** A sample of the container's CPU, memory and pids (ResourceData), when it changed materially. */
+  'RESOURCE',
+  /** Something the operator should know while the session runs (WarningData): it goes on. */
+  'WARNING',
 ] as const;
 
 /** Events an agent emits through the runner. FINISH is always the last event of a session. */
@@ -58,14 +62,8 @@ export interface FinishData {
   exitCode?: number;
   /** When the agent sent its FINISH (ms since the epoch), if the agent's FINISH decided. */
   reportedAt?: number;
-  /** What the session used, by kind (extensible: each part is added by what measures it). */
+  /** What the session used (set by the platform, never by the agent). */
   usage?: SessionUsage;
-}
-
-/** What a session used; `model` when it called models through the gateway. */
-export interface SessionUsage {
-  model?: ModelUsage;
-  [kind: string]: unknown;
 }
 
 /** Token totals of a session's model calls through the gateway. */
@@ -91,6 +89,46 @@ export interface ModelCallData {
   stream: boolean;
   /** Why it was refused or failed. */
   message?: string;
+}
+
+/**
+ * What a session used, in FINISH and on the session: its container's resources (the monitor's
+ * meter), and `model` when it called models through the gateway. An open record.
+ */
+export interface SessionUsage {
+  /** CPU time of the container, user and system, in seconds. */
+  cpuSeconds: number;
+  /** Highest memory the container used; its limit when it was OOM-killed. */
+  memoryPeakBytes: number;
+  /** Memory over time (sampled memory × time), in GiB-seconds: what a tenant is billed for. */
+  memoryGiBSeconds: number;
+  pidsPeak: number;
+  /** From the container's start to its exit. */
+  wallMs: number;
+  /** Token totals of its model calls through the gateway, when it made any. */
+  model?: ModelUsage;
+  [extra: string]: unknown;
+}
+
+/** The payload of RESOURCE: one sample of a running container. */
+export interface ResourceData {
+  /** Share of the session's CPU quota used since the previous sample, 0-100 (or more, briefly). */
+  cpuPercent: number;
+  /** CPU time used since the container started, in seconds. */
+  cpuSeconds: number;
+  memoryBytes: number;
+  memoryLimitBytes: number;
+  pids: number;
+}
+
+export const WARNING_KINDS = ['memory_near_limit', 'cpu_saturated'] as const;
+export type WarningKind = (typeof WARNING_KINDS)[number];
+
+/** The payload of WARNING. Each kind is raised at most once per session. */
+export interface WarningData {
+  kind: WarningKind;
+  message: string;
+  [detail: string]: unknown;
 }
 
 /** The payload of a MESSAGE: a streamed chunk (`delta`) or the final text (`done`). */

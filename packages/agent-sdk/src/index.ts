@@ -7,6 +7,7 @@ export {
   TERMINAL_REASONS,
   isAgentEventType,
   isTerminal,
+  WARNING_KINDS,
 } from './events.js';
 export type {
   EventType,
@@ -19,6 +20,9 @@ export type {
   SessionUsage,
   ModelUsage,
   ModelCallData,
+  ResourceData,
+  WarningData,
+  WarningKind,
   MessageData,
   LogData,
   SessionEvent,

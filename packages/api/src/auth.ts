@@ -68,6 +68,11 @@ export class TokenAuth {
     return this.#tokens.length > 0;
   }
 
+  /** The tenants the tokens name: a bounded set, fixed at start (metrics label usage by it). */
+  get tenants(): string[] {
+    return [...new Set(this.#tokens.map((t) => t.caller.tenant))].sort();
+  }
+
   /**
    * Reads MGX_API_TOKENS and MGX_OPERATOR_TOKENS ("tenant:token,…") and the lines of their
    * _FILE settings. Throws AuthConfigError on a malformed entry, an unreadable file, or a token

@@ -2,7 +2,7 @@ export { createAppRouter } from './router.js';
 export type { AppRouter } from './router.js';
 export type { RouterOptions } from './trpc.js';
 export { toView } from './views.js';
-export type { SessionView } from './views.js';
+export type { SessionView, TopRow } from './views.js';
 export type { ApiDeps, ApiContext, FrameworkInfo, WorkerBridge, SecretKeeper, PreviewLinks } from './context.js';
 export { TokenAuth, AuthConfigError, DEFAULT_TENANT } from './auth.js';
 export type { Caller, TokenSettings } from './auth.js';

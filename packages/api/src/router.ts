@@ -2,6 +2,7 @@ import { frameworksRouter } from './routers/frameworks.js';
 import { sessionsRouter } from './routers/sessions.js';
 import { systemRouter } from './routers/system.js';
 import { workspacesRouter } from './routers/workspaces.js';
+import { tenantsRouter } from './routers/tenants.js';
 import { createTrpc, type RouterOptions } from './trpc.js';
 
 /** The router's type, for typed clients (`@mgx/client`). */
@@ -15,5 +16,6 @@ export function createAppRouter(options: RouterOptions) {
     frameworks: frameworksRouter(t),
     system: systemRouter(t),
     workspaces: workspacesRouter(t),
+    tenants: tenantsRouter(t),
   });
 }

@@ -1,3 +1,4 @@
+import type { ResourceData, SessionUsage } from '@mgx/agent-sdk';
 import type { SessionRecord } from '@mgx/event-store';
 
 /** What clients see of a session. The prompt only in `get`; the tenant only for operators; secrets never. */
@@ -33,6 +34,8 @@ export interface SessionView {
   lastSeq: number;
   promptPreview: string;
   prompt?: string;
+  /** What the session used (FINISH's `usage`); null until FINISH, and for a session that never ran. */
+  usage: SessionUsage | null;
 }
 
 export function toView(s: SessionRecord, withPrompt: boolean, withTenant = false): SessionView {
@@ -65,5 +68,19 @@ export function toView(s: SessionRecord, withPrompt: boolean, withTenant = false
     lastSeq: s.lastSeq,
     promptPreview: s.prompt.length > 120 ? `${s.prompt.slice(0, 120)}…` : s.prompt,
     ...(withPrompt ? { prompt: s.prompt } : {}),
+    usage: s.usage ?? null,
   };
+}
+
+/** A running session as `sessions.top` shows it: its limits and its last resource sample. */
+export interface TopRow {
+  id: string;
+  /** For operators. */
+  tenant?: string;
+  framework: string;
+  startedAt: number | null;
+  workerId: string | null;
+  limits: { memoryBytes: number; cpus: number };
+  /** The last RESOURCE event's data and when it was stored; null before the first sample. */
+  resource: (ResourceData & { at: number }) | null;
 }

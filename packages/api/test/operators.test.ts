@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { TRPCError } from '@trpc/server';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger, type Settings } from '@mgx/config';
-import { SqliteStore, type ListQuery, type SessionRecord, type Store, type WorkerRecord } from '@mgx/event-store';
+import { SqliteStore, type ListQuery, type SessionRecord, type Store, type UsageQuery, type WorkerRecord } from '@mgx/event-store';
 import type { Metrics } from '@mgx/metrics';
 import { createAppRouter, workerView, type ApiContext, type ApiDeps } from '../src/index.js';
 
@@ -53,9 +53,16 @@ const SESSIONS = [session('s-acme', 'acme'), session('s-globex', 'globex')];
 
 function api(caller: { tenant: string | null; operator: boolean }) {
   const lists: ListQuery[] = [];
+  const usages: UsageQuery[] = [];
   const counter = { inc: () => undefined, dec: () => undefined };
   const deps = {
-    settings: { agent: { image: 'img' }, server: { role: 'all' }, scheduler: {}, limits: {}, pool: { size: 0 } } as unknown as Settings,
+    settings: {
+      agent: { image: 'img', cpuPeriod: 100_000 },
+      server: { role: 'all' },
+      scheduler: {},
+      limits: {},
+      pool: { size: 0 },
+    } as unknown as Settings,
     store: {
       kind: 'sqlite',
       describe: () => 'sqlite:/var/lib/mgx/mgx.db',
@@ -63,10 +70,18 @@ function api(caller: { tenant: string | null; operator: boolean }) {
         getSession: async (id: string) => SESSIONS.find((s) => s.id === id) ?? null,
         listSessions: async (q: ListQuery) => {
           lists.push(q);
-          return { items: SESSIONS.filter((s) => s.tenant === q.tenant), nextCursor: null };
+          return { items: SESSIONS.filter((s) => q.tenant === undefined || s.tenant === q.tenant), nextCursor: null };
+        },
+        usageByTenant: async (q: UsageQuery) => {
+          usages.push(q);
+          return [];
         },
       },
-      events: { read: async () => [] },
+      events: {
+        read: async () => [],
+        lastOfType: async (sessionId: string) =>
+          sessionId === 's-acme' ? { sessionId, seq: 3, type: 'RESOURCE', ts: 42, data: { cpuPercent: 50, memoryBytes: 10 } } : null,
+      },
       workers: {
         list: async () => [
           worker(),
@@ -88,7 +103,7 @@ function api(caller: { tenant: string | null; operator: boolean }) {
     version: '1.0.0',
   } as unknown as ApiDeps;
   const ctx: ApiContext = { deps, ...caller };
-  return { caller: createAppRouter({ ssePingMs: 1000 }).createCaller(ctx), lists };
+  return { caller: createAppRouter({ ssePingMs: 1000 }).createCaller(ctx), lists, usages };
 }
 
 const codeOf = async (p: Promise<unknown>) => {
@@ -120,6 +135,48 @@ describe('operators', () => {
     expect(err.code).toBe('FORBIDDEN');
     expect(err.message).toMatch(/operators only.*MGX_OPERATOR_TOKENS/);
     expect(acme.lists).toEqual([]);
+  });
+
+  it("tenants.usage: a tenant gets its own usage only; an operator every tenant's or the one it names", async () => {
+    const acme = api({ tenant: 'acme', operator: false });
+    expect(await acme.caller.tenants.usage({ from: 1000, to: 2000 })).toEqual({ from: 1000, to: 2000, tenants: [] });
+    await acme.caller.tenants.usage({ from: 1000, to: 2000, tenant: 'acme' });
+    expect((await codeOf(acme.caller.tenants.usage({ from: 1000, tenant: 'globex' }))).code).toBe('FORBIDDEN');
+    expect(acme.usages).toEqual([
+      { from: 1000, to: 2000, tenant: 'acme' },
+      { from: 1000, to: 2000, tenant: 'acme' },
+    ]);
+    expect((await codeOf(acme.caller.tenants.usage({ from: 2000, to: 1000 }))).code).toBe('BAD_REQUEST');
+    const op = api({ tenant: 'ops', operator: true });
+    await op.caller.tenants.usage({ from: 0, to: 10 });
+    await op.caller.tenants.usage({ from: 0, to: 10, tenant: 'globex' });
+    expect(op.usages).toEqual([
+      { from: 0, to: 10 },
+      { from: 0, to: 10, tenant: 'globex' },
+    ]);
+  });
+
+  it("sessions.top: running sessions with their last RESOURCE, a tenant's own only", async () => {
+    const acme = api({ tenant: 'acme', operator: false });
+    const mine = await acme.caller.sessions.top();
+    expect(acme.lists).toEqual([{ status: ['running'], limit: 100, tenant: 'acme' }]);
+    expect(mine.items).toEqual([
+      {
+        id: 's-acme',
+        framework: 'script',
+        startedAt: null,
+        workerId: null,
+        limits: { memoryBytes: 1, cpus: 0.00001 },
+        resource: { cpuPercent: 50, memoryBytes: 10, at: 42 },
+      },
+    ]);
+    expect((await codeOf(acme.caller.sessions.top({ tenant: 'globex' }))).code).toBe('FORBIDDEN');
+    const op = api({ tenant: 'ops', operator: true });
+    const all = await op.caller.sessions.top();
+    expect(all.items.map((i) => [i.id, i.tenant, i.resource === null])).toEqual([
+      ['s-acme', 'acme', false],
+      ['s-globex', 'globex', true],
+    ]);
   });
 
   it('system.workers refuses a tenant with FORBIDDEN and a clear message', async () => {

@@ -47,11 +47,15 @@ export interface Settings {
     finishGraceMs: number;
     allowEgress: boolean;
   };
-  monitor: { pollMs: number };
   /** Model providers the gateway calls with their keys, and sessions' token and call budgets. */
   models: { providers: ModelProvider[]; budgets: ModelBudgets };
   /** Domains sessions may reach through the egress proxy, by tenant (`*`: every tenant). */
   egress: { allow: EgressAllow };
+  /**
+   * `pollMs`: the fallback poll of a running session. `usageIntervalMs`: how often each running
+   * container's CPU, memory and pids are sampled (MGX_USAGE_INTERVAL_SECONDS); 0 samples only at its end.
+   */
+  monitor: { pollMs: number; usageIntervalMs: number };
   /** Warm pool: `size` started, idle containers kept per spec; the server's defaults first. */
   pool: { size: number; specs: PoolSpec[] };
   scheduler: {
@@ -237,7 +241,6 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       finishGraceMs: read('AGENT_FINISH_GRACE_SECONDS', seconds(0, 600), '5'),
       allowEgress: read('MGX_ALLOW_EGRESS', bool, 'false'),
     },
-    monitor: { pollMs: read('AGENT_MONITOR_POLL_SECONDS', seconds(0.05, 3600), '2') },
     models: {
       providers: parseProviders(env, problems),
       budgets: {
@@ -249,6 +252,10 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       },
     },
     egress: { allow: parseEgressAllow(env.MGX_EGRESS_ALLOW ?? '', problems) },
+    monitor: {
+      pollMs: read('AGENT_MONITOR_POLL_SECONDS', seconds(0.05, 3600), '2'),
+      usageIntervalMs: read('MGX_USAGE_INTERVAL_SECONDS', seconds(0, 3600), '5'),
+    },
     pool: { size: read('MGX_WARM_POOL_SIZE', int(0, 64), '0'), specs: [] },
     scheduler: {
       maxConcurrent: read('AGENT_MAX_CONCURRENT_CONTAINERS', int(1, 10_000), String(availableParallelism())),
@@ -344,6 +351,10 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
       variable: 'MGX_WORKER_LEASE_SECONDS',
       message: `must be more than twice MGX_WORKER_HEARTBEAT_SECONDS (${settings.fleet.heartbeatMs / 1000}), so one late heartbeat does not lose the lease`,
     });
+  }
+  if (settings.monitor.usageIntervalMs > 0 && settings.monitor.usageIntervalMs < 500) {
+    // each sample is an engine call per running session: a faster rate costs more than it tells
+    problems.push({ variable: 'MGX_USAGE_INTERVAL_SECONDS', message: 'must be 0 (sample only at the end) or at least 0.5 s' });
   }
   if (settings.store.kind === 'mongodb' && !settings.store.mongodbUri) {
     problems.push({ variable: 'MONGODB_URI', message: 'is required when MGX_EVENT_STORE=mongodb' });

@@ -54,6 +54,14 @@ describe('loadSettings', () => {
     expect(s.scheduler.maxConcurrent).toBe(4);
   });
 
+  it('reads MGX_USAGE_INTERVAL_SECONDS: 5 s by default, 0 to read only at the end, never faster than 0.5 s', () => {
+    expect(loadSettings({}).monitor.usageIntervalMs).toBe(5000);
+    expect(loadSettings({ MGX_USAGE_INTERVAL_SECONDS: '0' }).monitor.usageIntervalMs).toBe(0);
+    expect(loadSettings({ MGX_USAGE_INTERVAL_SECONDS: '1.5' }).monitor.usageIntervalMs).toBe(1500);
+    expect(() => loadSettings({ MGX_USAGE_INTERVAL_SECONDS: '0.1' })).toThrow(/MGX_USAGE_INTERVAL_SECONDS.*at least 0\.5 s/);
+    expect(() => loadSettings({ MGX_USAGE_INTERVAL_SECONDS: 'often' })).toThrow(/MGX_USAGE_INTERVAL_SECONDS/);
+  });
+
   it('names every bad variable and what was wrong, at once', () => {
     let err: unknown;
     try {

@@ -28,8 +28,11 @@ export type {
   WorkspaceSession,
   WorkspaceQuery,
   WorkspacePage,
+  UsageQuery,
+  UsageTotals,
+  TenantUsage,
 } from './ports.js';
-export { WORKER_STATES } from './ports.js';
+export { WORKER_STATES, tenantUsageOf } from './ports.js';
 export { StoreError, StoreErrorCode } from './errors.js';
 export { SqliteStore } from './sqlite-store.js';
 export type { SqliteStoreOptions } from './sqlite-store.js';

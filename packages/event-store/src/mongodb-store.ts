@@ -13,7 +13,7 @@ import {
   type TransactionOptions,
   type WriteError,
 } from 'mongodb';
-import type { EventType, FinishData, SessionEvent, SessionStatus } from '@mgx/agent-sdk';
+import type { EventType, FinishData, SessionEvent, SessionStatus, SessionUsage, TerminalStatus } from '@mgx/agent-sdk';
 import { isTerminal, SESSION_STATUSES, TERMINAL_STATUSES } from '@mgx/agent-sdk';
 import { silentLogger, type Logger } from '@mgx/config';
 import { decodeCursor, toPage } from './cursor.js';
@@ -35,9 +35,12 @@ import type {
   SessionStore,
   Store,
   TailOptions,
+  TenantUsage,
+  UsageQuery,
   WorkerStore,
   WorkspaceStore,
 } from './ports.js';
+import { tenantUsageOf } from './ports.js';
 import { KeptChangeStream } from './change-stream.js';
 import { describeMongoUri, scrubMongoUri } from './mongodb-uri.js';
 import { watchCancelRequests } from './mongodb-cancels.js';
@@ -90,12 +93,16 @@ const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
  * (`$schema`, dotted names) and any depth round-trips exactly as in the SQLite store, and the
  * event size limit ingest enforces on the JSON is the size stored.
  */
-interface SessionDoc extends Omit<SessionRecord, 'id' | 'options' | 'env'> {
+interface SessionDoc extends Omit<SessionRecord, 'id' | 'options' | 'env' | 'usage'> {
   _id: string;
   pos: number;
   options: string;
   /** JSON text, like options; absent on documents written before it existed. */
   env?: string;
+  /** FINISH's usage as JSON text (an open record: any key round-trips); set with FINISH. */
+  usage?: string;
+  /** The numbers of `usage` that usageByTenant sums, as fields the aggregation can read. */
+  usageTotals?: { cpuSeconds: number; memoryGiBSeconds: number; wallMs: number };
   lastRid: number;
   closingSeq: number | null;
 }
@@ -202,6 +209,7 @@ const toSession = (d: SessionDoc): SessionRecord => ({
   cancelRequested: d.cancelRequested,
   lastSeq: d.lastSeq,
   finishSeq: d.finishSeq,
+  usage: typeof d.usage === 'string' ? (JSON.parse(d.usage) as SessionUsage) : null,
 });
 
 const toEvent = (d: Pick<EventDoc, 'sessionId' | 'seq' | 'type' | 'ts' | 'data'>): SessionEvent => ({
@@ -1112,7 +1120,10 @@ export class MongoStore implements Store, SessionStore, EventStore {
         // closing or closed: FINISH is stored, or an earlier call stopped before storing it
         const existing = await this.#events.findOne({ sessionId: id, type: 'FINISH' }, { projection: EVENT_FIELDS, ...opt });
         if (existing) {
-          if (current.finishSeq === null) await this.#markFinished(current, existing.seq, undefined, session);
+          if (current.finishSeq === null) {
+            const stored = (JSON.parse(existing.data) as FinishData).usage;
+            await this.#markFinished(current, existing.seq, undefined, session, stored);
+          }
           return { event: toEvent(existing), fresh: false };
         }
         // FINISH was stored and has since been removed: the session is being purged
@@ -1137,7 +1148,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
         continue;
       }
       // (3)
-      await this.#markFinished(current, seq, eventRid, session);
+      await this.#markFinished(current, seq, eventRid, session, data.usage);
       return { event: toEvent(doc), fresh: true };
     }
   }
@@ -1149,10 +1160,24 @@ export class MongoStore implements Store, SessionStore, EventStore {
    * container has exited. A crash between the two leaks a slot: the fleet then runs below its
    * limits, never above.
    */
-  async #markFinished(current: SessionDoc, seq: number, rid: number | undefined, session: ClientSession | undefined): Promise<void> {
+  async #markFinished(
+    current: SessionDoc,
+    seq: number,
+    rid: number | undefined,
+    session: ClientSession | undefined,
+    usage?: SessionUsage,
+  ): Promise<void> {
+    // the usage beside FINISH's seq: usageByTenant sums it without reading events
+    const kept: Partial<SessionDoc> =
+      usage !== undefined
+        ? {
+            usage: JSON.stringify(usage),
+            usageTotals: { cpuSeconds: usage.cpuSeconds, memoryGiBSeconds: usage.memoryGiBSeconds, wallMs: usage.wallMs },
+          }
+        : {};
     const r = await this.#sessions.updateOne(
       { _id: current._id, finishSeq: null },
-      { $set: { finishSeq: seq, closingSeq: seq }, $max: { lastSeq: seq, lastRid: rid ?? 0 } },
+      { $set: { finishSeq: seq, closingSeq: seq, ...kept }, $max: { lastSeq: seq, lastRid: rid ?? 0 } },
       session ? { session } : {},
     );
     if (r.matchedCount === 1 && current.workerId !== null) await this.#releaseClaim(current, session);
@@ -1247,6 +1272,53 @@ export class MongoStore implements Store, SessionStore, EventStore {
     return this.#guard('getFinishEvent', async () => {
       const doc = await this.#eventReads.findOne({ sessionId, type: 'FINISH' }, { projection: EVENT_FIELDS });
       return doc ? toEvent(doc) : null;
+    });
+  }
+
+  async lastOfType(sessionId: string, type: EventType): Promise<SessionEvent | null> {
+    return this.#guard('lastOfType', async () => {
+      // backwards over events_session_seq, as far back as the last event of the type
+      const [doc] = await this.#eventReads.find({ sessionId, type }, { projection: EVENT_FIELDS }).sort({ seq: -1 }).limit(1).toArray();
+      return doc ? toEvent(doc) : null;
+    });
+  }
+
+  async usageByTenant(q: UsageQuery): Promise<TenantUsage[]> {
+    return this.#guard('usageByTenant', async () => {
+      const match: Filter<SessionDoc> = { endedAt: { $gte: q.from, $lt: q.to }, finishSeq: { $ne: null } };
+      if (q.tenant !== undefined) match.tenant = q.tenant;
+      const sum = (field: string) => ({ $sum: { $ifNull: [`$usageTotals.${field}`, 0] } });
+      // over sessions_ended; a session without usage (it never ran) counts with zeros
+      const rows = await this.#sessionReads
+        .aggregate<{
+          _id: { tenant: string; status: TerminalStatus };
+          sessions: number;
+          cpuSeconds: number;
+          memoryGiBSeconds: number;
+          wallMs: number;
+        }>([
+          { $match: match },
+          {
+            $group: {
+              _id: { tenant: '$tenant', status: '$status' },
+              sessions: { $sum: 1 },
+              cpuSeconds: sum('cpuSeconds'),
+              memoryGiBSeconds: sum('memoryGiBSeconds'),
+              wallMs: sum('wallMs'),
+            },
+          },
+        ])
+        .toArray();
+      return tenantUsageOf(
+        rows.map((r) => ({
+          tenant: r._id.tenant,
+          status: r._id.status,
+          sessions: r.sessions,
+          cpuSeconds: r.cpuSeconds,
+          memoryGiBSeconds: r.memoryGiBSeconds,
+          wallSeconds: r.wallMs / 1000,
+        })),
+      );
     });
   }
 

@@ -1,4 +1,4 @@
-import type { EventType, FinishData, SessionEvent, SessionStatus, TerminalReason, TerminalStatus } from '@mgx/agent-sdk';
+import type { EventType, FinishData, SessionEvent, SessionStatus, SessionUsage, TerminalReason, TerminalStatus } from '@mgx/agent-sdk';
 
 /**
  * The two store ports. They speak in plain records: no driver types, no connections.
@@ -49,6 +49,8 @@ export interface SessionRecord extends NewSession {
   lastSeq: number;
   /** seq of FINISH once stored; the stream of a session is closed from then on. */
   finishSeq: number | null;
+  /** What the session used (FINISH's `usage`), once FINISH is stored with it. */
+  usage?: SessionUsage | null;
 }
 
 /** An event to append. `rid` is the runner's id: re-sending the same rid stores nothing. */
@@ -150,6 +152,53 @@ export interface ListQuery {
   cursor?: string;
 }
 
+/** Sessions whose FINISH is stored and that ended (were decided) at `from` ≤ endedAt < `to`. */
+export interface UsageQuery {
+  from: number;
+  to: number;
+  /** Only this tenant's; absent: every tenant's (operators). */
+  tenant?: string;
+}
+
+/** Usage summed over sessions. Sessions that never ran a container count with zeros. */
+export interface UsageTotals {
+  sessions: number;
+  cpuSeconds: number;
+  /** Memory over time (FINISH usage's memoryGiBSeconds, summed). */
+  memoryGiBSeconds: number;
+  /** Container run time, start to exit. */
+  wallSeconds: number;
+}
+
+/** One tenant's usage over a UsageQuery's range: its totals and the same by terminal status. */
+export interface TenantUsage extends UsageTotals {
+  tenant: string;
+  byStatus: Partial<Record<TerminalStatus, UsageTotals>>;
+}
+
+/** Rows of (tenant, status) totals into TenantUsage, tenants in name order. */
+export function tenantUsageOf(rows: Array<UsageTotals & { tenant: string; status: TerminalStatus }>): TenantUsage[] {
+  const byTenant = new Map<string, TenantUsage>();
+  for (const r of rows) {
+    const t = byTenant.get(r.tenant) ?? { tenant: r.tenant, sessions: 0, cpuSeconds: 0, memoryGiBSeconds: 0, wallSeconds: 0, byStatus: {} };
+    const totals: UsageTotals = {
+      sessions: r.sessions,
+      cpuSeconds: round3(r.cpuSeconds),
+      memoryGiBSeconds: round3(r.memoryGiBSeconds),
+      wallSeconds: round3(r.wallSeconds),
+    };
+    t.byStatus[r.status] = totals;
+    t.sessions += totals.sessions;
+    t.cpuSeconds = round3(t.cpuSeconds + totals.cpuSeconds);
+    t.memoryGiBSeconds = round3(t.memoryGiBSeconds + totals.memoryGiBSeconds);
+    t.wallSeconds = round3(t.wallSeconds + totals.wallSeconds);
+    byTenant.set(r.tenant, t);
+  }
+  return [...byTenant.values()].sort((a, b) => (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : 0));
+}
+
+const round3 = (n: number) => Math.round(n * 1000) / 1000;
+
 export interface SessionPage {
   items: SessionRecord[];
   nextCursor: string | null;
@@ -197,8 +246,13 @@ export interface SessionStore {
    * `won: false` and change nothing. FINISH is appended later by `appendFinish`, after teardown.
    */
   decide(id: string, outcome: Outcome, options?: DecideOptions): Promise<DecideResult>;
-  /** Appends the FINISH event of a decided session (idempotent; FINISH is stored once). */
+  /**
+   * Appends the FINISH event of a decided session (idempotent; FINISH is stored once). Its
+   * `usage`, when given, is kept on the session too (`SessionRecord.usage`, `usageByTenant`).
+   */
   appendFinish(id: string, data: FinishData, rid?: number): Promise<SessionEvent>;
+  /** What each tenant's finished sessions used over a range of end times, by terminal status. */
+  usageByTenant(query: UsageQuery): Promise<TenantUsage[]>;
   /**
    * The worker that holds a workspace: the one whose claim (with `ClaimOptions.workspaces`) first
    * used it, so its files live on that worker's host. Null when no such claim was ever made. Only
@@ -224,6 +278,8 @@ export interface EventStore {
   /** Events with seq > afterSeq, oldest first, at most `limit`. */
   read(sessionId: string, afterSeq: number, limit: number): Promise<SessionEvent[]>;
   getFinishEvent(sessionId: string): Promise<SessionEvent | null>;
+  /** The session's most recent event of this type (the last RESOURCE sample), or null. */
+  lastOfType(sessionId: string, type: EventType): Promise<SessionEvent | null>;
   /** The highest runner id stored for the session (0 when none): where a runner resumes. */
   lastRid(sessionId: string): Promise<number>;
   /**

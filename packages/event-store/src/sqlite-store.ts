@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import type { FinishData, SessionEvent, SessionStatus } from '@mgx/agent-sdk';
+import type { EventType, FinishData, SessionEvent, SessionStatus, SessionUsage, TerminalStatus } from '@mgx/agent-sdk';
 import { isTerminal, TERMINAL_STATUSES } from '@mgx/agent-sdk';
 import { silentLogger, type Logger } from '@mgx/config';
 import { decodeCursor, toPage } from './cursor.js';
@@ -23,9 +23,13 @@ import type {
   SessionStore,
   Store,
   TailOptions,
+  TenantUsage,
+  UsageQuery,
+  UsageTotals,
   WorkerStore,
   WorkspaceStore,
 } from './ports.js';
+import { tenantUsageOf } from './ports.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
 import { CANCELS_SCHEMA, DataVersionWatcher } from './sqlite-changes.js';
@@ -59,7 +63,8 @@ CREATE TABLE IF NOT EXISTS sessions (
   cancel_requested INTEGER NOT NULL DEFAULT 0,
   last_seq INTEGER NOT NULL DEFAULT 0,
   last_rid INTEGER NOT NULL DEFAULT 0,
-  finish_seq INTEGER
+  finish_seq INTEGER,
+  usage TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_status_pos ON sessions (status, pos);
 CREATE INDEX IF NOT EXISTS sessions_tenant_pos ON sessions (tenant, pos);
@@ -167,6 +172,8 @@ interface SessionRow {
   last_seq: number;
   last_rid: number;
   finish_seq: number | null;
+  /** FINISH's usage as JSON; null before FINISH and for sessions that ran no container. */
+  usage: string | null;
 }
 
 interface EventRow {
@@ -213,6 +220,7 @@ const toSession = (r: SessionRow): SessionRecord => ({
   cancelRequested: r.cancel_requested === 1,
   lastSeq: r.last_seq,
   finishSeq: r.finish_seq,
+  usage: r.usage === null ? null : (JSON.parse(r.usage) as SessionUsage),
 });
 
 const toEvent = (r: EventRow): SessionEvent => ({
@@ -266,6 +274,7 @@ function toStoreError(cause: unknown, where: string, what: string, open: boolean
 /** Columns added after the first schema, for store files created before them. */
 function migrate(db: Database.Database): void {
   addColumnIfMissing(db, 'sessions', 'env', "TEXT NOT NULL DEFAULT '{}'");
+  addColumnIfMissing(db, 'sessions', 'usage', 'TEXT');
   // FINISH is found through sessions.finish_seq, so every event insert updates two B-trees, not three
   db.exec('DROP INDEX IF EXISTS events_session_type');
 }
@@ -378,7 +387,20 @@ export class SqliteStore implements Store, SessionStore, EventStore {
         `UPDATE sessions SET status = @status, reason = @reason, message = @message, exit_code = @exitCode, ended_at = @at
          WHERE id = @id AND status NOT IN ${TERMINAL_SQL}`,
       ),
-      setFinish: db.prepare('UPDATE sessions SET finish_seq = ? WHERE id = ?'),
+      setFinish: db.prepare<[number, string | null, string]>('UPDATE sessions SET finish_seq = ?, usage = ? WHERE id = ?'),
+      lastOfType: db.prepare<[string, string], EventRow>(
+        'SELECT session_id, seq, type, ts, data FROM events WHERE session_id = ? AND type = ? ORDER BY seq DESC LIMIT 1',
+      ),
+      // over the ended_at index; json_extract reads the usage of the few rows in range
+      usage: db.prepare<[{ from: number; to: number; tenant: string | null }], UsageTotals & { tenant: string; status: TerminalStatus }>(
+        `SELECT tenant, status, COUNT(*) AS sessions,
+           TOTAL(json_extract(usage, '$.cpuSeconds')) AS cpuSeconds,
+           TOTAL(json_extract(usage, '$.memoryGiBSeconds')) AS memoryGiBSeconds,
+           TOTAL(json_extract(usage, '$.wallMs')) / 1000.0 AS wallSeconds
+         FROM sessions
+         WHERE ended_at >= @from AND ended_at < @to AND finish_seq IS NOT NULL AND (@tenant IS NULL OR tenant = @tenant)
+         GROUP BY tenant, status`,
+      ),
       cancelsOf: db.prepare<[string], { id: string }>(
         `SELECT id FROM sessions WHERE worker_id = ? AND cancel_requested = 1 AND status NOT IN ${TERMINAL_SQL}`,
       ),
@@ -668,7 +690,7 @@ export class SqliteStore implements Store, SessionStore, EventStore {
       if (rid !== undefined && rid > row.last_rid) ev.rid = rid;
       const finish = this.#insertEventLocked(id, row.last_seq + 1, ev, Date.now());
       this.#stmts.setSeq.run(finish.seq, ev.rid ?? row.last_rid, id);
-      this.#stmts.setFinish.run(finish.seq, id);
+      this.#stmts.setFinish.run(finish.seq, data.usage !== undefined ? JSON.stringify(data.usage) : null, id);
       return { event: finish, fresh: true };
     });
     if (result.fresh) this.#tails.wake(id);
@@ -748,6 +770,17 @@ export class SqliteStore implements Store, SessionStore, EventStore {
   async getFinishEvent(sessionId: string): Promise<SessionEvent | null> {
     const row = this.#call('getFinishEvent', () => this.#stmts.finishEvent.get(sessionId));
     return row ? toEvent(row) : null;
+  }
+
+  async lastOfType(sessionId: string, type: EventType): Promise<SessionEvent | null> {
+    // backwards over the primary key: as far back as the last event of the type
+    const row = this.#call('lastOfType', () => this.#stmts.lastOfType.get(sessionId, type));
+    return row ? toEvent(row) : null;
+  }
+
+  async usageByTenant(q: UsageQuery): Promise<TenantUsage[]> {
+    const rows = this.#call('usageByTenant', () => this.#stmts.usage.all({ from: q.from, to: q.to, tenant: q.tenant ?? null }));
+    return tenantUsageOf(rows);
   }
 
   async lastRid(sessionId: string): Promise<number> {

@@ -190,6 +190,81 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
       expect((await store.sessions.getSession(s.id))?.finishSeq).toBe(finish.seq);
     });
 
+    it("keeps FINISH's usage on the session, and finds a session's last event of a type", async () => {
+      const s = await store.sessions.createSession(session());
+      expect(await store.events.lastOfType(s.id, 'RESOURCE')).toBeNull();
+      await store.events.append(s.id, [
+        { type: 'RESOURCE', data: { memoryBytes: 1 } },
+        { type: 'LOG', data: {} },
+        { type: 'RESOURCE', data: { memoryBytes: 2 } },
+        { type: 'LOG', data: {} },
+      ]);
+      expect(await store.events.lastOfType(s.id, 'RESOURCE')).toMatchObject({ seq: 4, data: { memoryBytes: 2 } });
+      expect((await store.sessions.getSession(s.id))?.usage ?? null).toBeNull();
+      await store.sessions.decide(s.id, { status: 'succeeded', reason: 'finished' });
+      const usage = { cpuSeconds: 2.5, memoryPeakBytes: 300, memoryGiBSeconds: 1.25, pidsPeak: 7, wallMs: 4000, tokens: { input: 3 } };
+      const finish = await store.sessions.appendFinish(s.id, { status: 'succeeded', reason: 'finished', usage });
+      expect(finish.data.usage).toEqual(usage);
+      expect((await store.sessions.getSession(s.id))?.usage).toEqual(usage);
+    });
+
+    it("sums finished sessions' usage per tenant and status over a range of end times", async () => {
+      const end = async (
+        tenant: string,
+        at: number,
+        outcome: Outcome,
+        usage?: { cpuSeconds: number; memoryGiBSeconds: number; wallMs: number },
+      ) => {
+        const s = await store.sessions.createSession(session({ tenant }));
+        await store.sessions.decide(s.id, outcome, { at });
+        const u = usage && { ...usage, memoryPeakBytes: 1, pidsPeak: 1 };
+        await store.sessions.appendFinish(s.id, { status: outcome.status, reason: outcome.reason, ...(u ? { usage: u } : {}) });
+      };
+      const ok: Outcome = { status: 'succeeded', reason: 'finished' };
+      const failed: Outcome = { status: 'failed', reason: 'agent_error' };
+      await end('a', 1000, ok, { cpuSeconds: 1, memoryGiBSeconds: 0.5, wallMs: 2000 });
+      await end('a', 1500, ok, { cpuSeconds: 2, memoryGiBSeconds: 0.25, wallMs: 3000 });
+      await end('a', 1800, failed, { cpuSeconds: 0.5, memoryGiBSeconds: 0.125, wallMs: 500 });
+      await end('b', 1200, failed, { cpuSeconds: 4, memoryGiBSeconds: 1, wallMs: 8000 });
+      // cancelled while queued: no container, no usage
+      await end('b', 1300, { status: 'cancelled', reason: 'cancelled' });
+      // outside the range
+      await end('a', 999, ok, { cpuSeconds: 100, memoryGiBSeconds: 100, wallMs: 100_000 });
+      await end('b', 2000, ok, { cpuSeconds: 100, memoryGiBSeconds: 100, wallMs: 100_000 });
+      // decided, FINISH not stored yet: not counted until it is
+      const open = await store.sessions.createSession(session({ tenant: 'a' }));
+      await store.sessions.decide(open.id, ok, { at: 1100 });
+
+      const all = await store.sessions.usageByTenant({ from: 1000, to: 2000 });
+      expect(all).toEqual([
+        {
+          tenant: 'a',
+          sessions: 3,
+          cpuSeconds: 3.5,
+          memoryGiBSeconds: 0.875,
+          wallSeconds: 5.5,
+          byStatus: {
+            succeeded: { sessions: 2, cpuSeconds: 3, memoryGiBSeconds: 0.75, wallSeconds: 5 },
+            failed: { sessions: 1, cpuSeconds: 0.5, memoryGiBSeconds: 0.125, wallSeconds: 0.5 },
+          },
+        },
+        {
+          tenant: 'b',
+          sessions: 2,
+          cpuSeconds: 4,
+          memoryGiBSeconds: 1,
+          wallSeconds: 8,
+          byStatus: {
+            failed: { sessions: 1, cpuSeconds: 4, memoryGiBSeconds: 1, wallSeconds: 8 },
+            cancelled: { sessions: 1, cpuSeconds: 0, memoryGiBSeconds: 0, wallSeconds: 0 },
+          },
+        },
+      ]);
+      expect(await store.sessions.usageByTenant({ from: 1000, to: 2000, tenant: 'b' })).toEqual([all[1]]);
+      expect(await store.sessions.usageByTenant({ from: 1000, to: 2000, tenant: 'nobody' })).toEqual([]);
+      expect(await store.sessions.usageByTenant({ from: 5000, to: 6000 })).toEqual([]);
+    });
+
     it('decides a terminal state exactly once when transitions race', async () => {
       for (let round = 0; round < 20; round++) {
         const s = await store.sessions.createSession(session());

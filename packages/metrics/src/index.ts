@@ -10,5 +10,7 @@ export {
   POOL_MISS_REASONS,
   WORKER_STATES,
   STORE_BUCKETS,
+  CPU_SECONDS_BUCKETS,
+  MEMORY_BUCKETS,
 } from './prometheus-metrics.js';
 export type { PrometheusMetrics, PrometheusOptions, BuildInfo } from './prometheus-metrics.js';

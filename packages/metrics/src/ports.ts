@@ -82,6 +82,28 @@ export interface Metrics {
   modelRefusals: CounterPort<'reason'>;
   /** CONNECTs through the egress proxy, by outcome (allowed, denied, failed). */
   egressConnections: CounterPort<'outcome'>;
+  /** CPU seconds one session's container used, observed at its end. */
+  sessionCpuSeconds: HistogramPort;
+  /** Peak memory of one session's container in bytes, observed at its end. */
+  sessionMemoryPeak: HistogramPort;
+  /** Memory used by this worker's running agent containers, as last sampled. */
+  agentMemory: GaugePort;
+  /** The memory limits of those containers, summed. */
+  agentMemoryLimit: GaugePort;
+  /** Running sessions of this worker at 90 % of their memory limit or more, as last sampled. */
+  sessionsNearMemoryLimit: GaugePort;
+  /** WARNING events raised, by kind. */
+  resourceWarnings: CounterPort<'kind'>;
+  /** Time one round of stats readings took from the engine (every running session of this worker). */
+  usageSample: HistogramPort;
+  /** Container stats readings taken (the rounds' sessions that answered). */
+  usageReadings: CounterPort;
+  /**
+   * Per tenant, counted at each session's end: only where the tenant set is bounded (the tenants
+   * of the configured tokens); any other tenant is counted under `other`.
+   */
+  tenantCpuSeconds: CounterPort<'tenant'>;
+  tenantMemoryGiBSeconds: CounterPort<'tenant'>;
 }
 
 /** Runs `work` and observes how long it took in seconds, also when it fails. */
@@ -138,4 +160,14 @@ export const noopMetrics: Metrics = {
   modelCallDuration: histogram,
   modelRefusals: counter,
   egressConnections: counter,
+  sessionCpuSeconds: histogram,
+  sessionMemoryPeak: histogram,
+  agentMemory: gauge,
+  agentMemoryLimit: gauge,
+  sessionsNearMemoryLimit: gauge,
+  resourceWarnings: counter,
+  usageSample: histogram,
+  usageReadings: counter,
+  tenantCpuSeconds: counter,
+  tenantMemoryGiBSeconds: counter,
 };

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { TERMINAL_REASONS, TERMINAL_STATUSES } from '@mgx/agent-sdk';
+import { TERMINAL_REASONS, TERMINAL_STATUSES, WARNING_KINDS } from '@mgx/agent-sdk';
 import type { Metrics } from './ports.js';
 
 /** Buckets for container lifecycles: 50 ms to 30 minutes, not web-request sized. */
@@ -21,6 +21,7 @@ export const RUNTIME_OPS = [
   'list',
   'exec',
   'rename',
+  'stats',
 ] as const;
 /** empty: none ready; no_pool: no pool for the session's limits; workspace_exists: a pooled container can only take a new workspace. */
 export const POOL_MISS_REASONS = ['empty', 'no_pool', 'workspace_exists'] as const;
@@ -32,6 +33,11 @@ export const PREVIEW_RESULTS = ['opened', 'refused', 'limited', 'unreachable'] a
 /** Buckets for one store call (a claim): 1 ms to 10 s. */
 export const STORE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+/** Buckets for a session's CPU seconds: 0.1 s to 4 hours of one CPU. */
+export const CPU_SECONDS_BUCKETS = [0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400];
+/** Buckets for a session's peak memory: 16 MiB to 32 GiB, doubling. */
+export const MEMORY_BUCKETS = Array.from({ length: 12 }, (_, i) => 16 * 1024 ** 2 * 2 ** i);
+
 export interface BuildInfo {
   version: string;
   node: string;
@@ -40,6 +46,12 @@ export interface BuildInfo {
 export interface PrometheusOptions {
   /** Node's process metrics (CPU, memory, event loop, GC, handles) under mgx_; on by default. */
   defaultMetrics?: boolean;
+  /**
+   * The tenants whose usage is counted under their own label (the tenants of the configured
+   * tokens: a bounded set), each exported from 0; any other tenant is counted as `other`, so a
+   * caller cannot grow the number of series.
+   */
+  tenants?: readonly string[];
 }
 
 /**
@@ -267,6 +279,62 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
       labelNames: ['outcome'] as const,
       registers: r,
     }),
+    sessionCpuSeconds: new Histogram({
+      name: 'mgx_session_cpu_seconds',
+      help: "CPU seconds one session's container used (user and system), observed at its end.",
+      buckets: CPU_SECONDS_BUCKETS,
+      registers: r,
+    }),
+    sessionMemoryPeak: new Histogram({
+      name: 'mgx_session_memory_peak_bytes',
+      help: "Peak memory of one session's container, observed at its end (its limit when OOM-killed).",
+      buckets: MEMORY_BUCKETS,
+      registers: r,
+    }),
+    agentMemory: new Gauge({
+      name: 'mgx_agent_memory_bytes',
+      help: "Memory used by this worker's running agent containers, as last sampled.",
+      registers: r,
+    }),
+    agentMemoryLimit: new Gauge({
+      name: 'mgx_agent_memory_limit_bytes',
+      help: "The memory limits of this worker's running agent containers, summed.",
+      registers: r,
+    }),
+    sessionsNearMemoryLimit: new Gauge({
+      name: 'mgx_sessions_near_memory_limit',
+      help: 'Running sessions of this worker using 90 % of their memory limit or more, as last sampled.',
+      registers: r,
+    }),
+    resourceWarnings: new Counter({
+      name: 'mgx_resource_warnings_total',
+      help: 'WARNING events raised for running sessions, by kind.',
+      labelNames: ['kind'] as const,
+      registers: r,
+    }),
+    usageSample: new Histogram({
+      name: 'mgx_usage_sample_duration_seconds',
+      help: 'Time one round of stats readings of the running agent containers took from the engine.',
+      buckets: FAST_BUCKETS,
+      registers: r,
+    }),
+    usageReadings: new Counter({
+      name: 'mgx_usage_readings_total',
+      help: 'Stats readings of agent containers taken (MGX_USAGE_INTERVAL_SECONDS).',
+      registers: r,
+    }),
+    tenantCpuSeconds: new Counter({
+      name: 'mgx_tenant_cpu_seconds_total',
+      help: 'CPU seconds used by the sessions of a configured tenant (others: "other"), counted at each end.',
+      labelNames: ['tenant'] as const,
+      registers: r,
+    }),
+    tenantMemoryGiBSeconds: new Counter({
+      name: 'mgx_tenant_memory_gib_seconds_total',
+      help: 'Memory over time (GiB-seconds) used by the sessions of a configured tenant (others: "other").',
+      labelNames: ['tenant'] as const,
+      registers: r,
+    }),
     buildInfo: new Gauge({
       name: 'mgx_build_info',
       help: 'Version of this mgx build.',
@@ -287,6 +355,11 @@ export function createPrometheusMetrics(build: BuildInfo, options: PrometheusOpt
   for (const direction of ['in', 'out']) m.previewBytes.inc({ direction }, 0);
   for (const reason of ['budget', 'model']) m.modelRefusals.inc({ reason }, 0);
   for (const outcome of ['allowed', 'denied', 'failed']) m.egressConnections.inc({ outcome }, 0);
+  for (const kind of WARNING_KINDS) m.resourceWarnings.inc({ kind }, 0);
+  for (const tenant of [...new Set([...(options.tenants ?? []), 'other'])]) {
+    m.tenantCpuSeconds.inc({ tenant }, 0);
+    m.tenantMemoryGiBSeconds.inc({ tenant }, 0);
+  }
   return m;
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TERMINAL_REASONS, TERMINAL_STATUSES } from '@mgx/agent-sdk';
+import { TERMINAL_REASONS, TERMINAL_STATUSES, WARNING_KINDS } from '@mgx/agent-sdk';
 import {
   createPrometheusMetrics,
   EXIT_REASONS,
@@ -52,6 +52,16 @@ const EXPORTED: Record<keyof Metrics, { name: string; type: 'counter' | 'gauge' 
   modelCallDuration: { name: 'mgx_model_call_duration_seconds', type: 'histogram' },
   modelRefusals: { name: 'mgx_model_refusals_total', type: 'counter' },
   egressConnections: { name: 'mgx_egress_connections_total', type: 'counter' },
+  sessionCpuSeconds: { name: 'mgx_session_cpu_seconds', type: 'histogram' },
+  sessionMemoryPeak: { name: 'mgx_session_memory_peak_bytes', type: 'histogram' },
+  agentMemory: { name: 'mgx_agent_memory_bytes', type: 'gauge' },
+  agentMemoryLimit: { name: 'mgx_agent_memory_limit_bytes', type: 'gauge' },
+  sessionsNearMemoryLimit: { name: 'mgx_sessions_near_memory_limit', type: 'gauge' },
+  resourceWarnings: { name: 'mgx_resource_warnings_total', type: 'counter' },
+  usageSample: { name: 'mgx_usage_sample_duration_seconds', type: 'histogram' },
+  usageReadings: { name: 'mgx_usage_readings_total', type: 'counter' },
+  tenantCpuSeconds: { name: 'mgx_tenant_cpu_seconds_total', type: 'counter' },
+  tenantMemoryGiBSeconds: { name: 'mgx_tenant_memory_gib_seconds_total', type: 'counter' },
 };
 
 /** `# TYPE` lines of an exposition: metric name to type. */
@@ -105,6 +115,17 @@ function useEveryInstrument(m: Metrics): void {
   m.previewConnections.inc();
   m.previewConnectionsTotal.inc({ result: 'opened' });
   m.previewBytes.inc({ direction: 'out' }, 10);
+  m.sessionCpuSeconds.observe(2.1);
+  m.sessionMemoryPeak.observe(200 * 1024 ** 2);
+  m.agentMemory.inc(300);
+  m.agentMemory.dec(100);
+  m.agentMemoryLimit.inc(1000);
+  m.sessionsNearMemoryLimit.inc();
+  m.resourceWarnings.inc({ kind: 'memory_near_limit' });
+  m.usageSample.observe(0.03);
+  m.usageReadings.inc(12);
+  m.tenantCpuSeconds.inc({ tenant: 'acme' }, 2.5);
+  m.tenantMemoryGiBSeconds.inc({ tenant: 'other' }, 0.25);
 }
 
 describe('noopMetrics', () => {
@@ -154,6 +175,24 @@ describe('createPrometheusMetrics', () => {
     expect(sample(text, 'mgx_fleet_in_use')).toBe(5);
     expect(sample(text, 'mgx_sessions_lost_total')).toBe(1);
     expect(sample(text, 'mgx_claim_duration_seconds_bucket{le="0.005"}')).toBe(1);
+    expect(sample(text, 'mgx_session_cpu_seconds_bucket{le="5"}')).toBe(1);
+    expect(sample(text, 'mgx_session_cpu_seconds_bucket{le="2"}')).toBe(0);
+    expect(sample(text, `mgx_session_memory_peak_bytes_bucket{le="${256 * 1024 ** 2}"}`)).toBe(1);
+    expect(sample(text, 'mgx_agent_memory_bytes')).toBe(200);
+    expect(sample(text, 'mgx_sessions_near_memory_limit')).toBe(1);
+    expect(sample(text, 'mgx_resource_warnings_total{kind="memory_near_limit"}')).toBe(1);
+    expect(sample(text, 'mgx_usage_readings_total')).toBe(12);
+    expect(sample(text, 'mgx_tenant_cpu_seconds_total{tenant="acme"}')).toBe(2.5);
+    expect(sample(text, 'mgx_tenant_memory_gib_seconds_total{tenant="other"}')).toBe(0.25);
+  });
+
+  it('exports per-tenant counters only for the tenants it is given, and `other`, each from 0', async () => {
+    const text = await createPrometheusMetrics(build, { defaultMetrics: false, tenants: ['acme', 'globex'] }).render();
+    for (const tenant of ['acme', 'globex', 'other']) {
+      expect(sample(text, `mgx_tenant_cpu_seconds_total{tenant="${tenant}"}`), tenant).toBe(0);
+      expect(sample(text, `mgx_tenant_memory_gib_seconds_total{tenant="${tenant}"}`), tenant).toBe(0);
+    }
+    expect(text.match(/^mgx_tenant_cpu_seconds_total\{/gm)).toHaveLength(3);
   });
 
   it('runs the render refreshers before rendering, and renders when one fails', async () => {
@@ -189,6 +228,7 @@ describe('createPrometheusMetrics', () => {
     for (const op of RUNTIME_OPS) expect(sample(text, `mgx_runtime_errors_total{op="${op}"}`), op).toBe(0);
     for (const reason of POOL_MISS_REASONS) expect(sample(text, `mgx_warm_pool_misses_total{reason="${reason}"}`), reason).toBe(0);
     for (const state of WORKER_STATES) expect(sample(text, `mgx_workers{state="${state}"}`), state).toBe(0);
+    for (const kind of WARNING_KINDS) expect(sample(text, `mgx_resource_warnings_total{kind="${kind}"}`), kind).toBe(0);
     for (const cause of ['queue_full', 'invalid_input', 'unauthorized'])
       expect(sample(text, `mgx_session_rejections_total{cause="${cause}"}`), cause).toBe(0);
   });

@@ -27,13 +27,15 @@ export interface FinishStep {
   rid?: number | undefined;
   /** When the agent reported its FINISH, kept in the stored FINISH. */
   reportedAt?: number | undefined;
+  /** What the session's container used, stored in FINISH and on the session. */
+  usage?: SessionUsage | undefined;
   /**
    * Runs after the end is counted and before FINISH is stored: the monitor closes the
    * session's ingest here, so nothing the runner sends late can land after FINISH.
    */
   beforeFinish?: (() => Promise<void>) | undefined;
-  /** What the session used, asked after `beforeFinish` and put in FINISH as `usage`. */
-  usage?: (() => SessionUsage | undefined) | undefined;
+  /** Usage from elsewhere (model tokens), read after `beforeFinish` and added to `usage`. */
+  moreUsage?: (() => Partial<SessionUsage> | undefined) | undefined;
 }
 
 export interface EndStep extends DecideStep, FinishStep {
@@ -71,16 +73,17 @@ export class SessionLifecycle {
     this.#count(outcome);
     await step.beforeFinish?.();
     const reported = step.reportedAt !== undefined ? { reportedAt: step.reportedAt } : {};
-    const used = step.usage?.();
-    const usage = used !== undefined ? { usage: used } : {};
+    const more = step.moreUsage?.();
+    const usage = step.usage !== undefined ? { usage: { ...step.usage, ...more } } : {};
     await this.#deps.store.sessions.appendFinish(sessionId, { ...finishDataOf(outcome), ...reported, ...usage }, step.rid);
   }
 
   /** Both steps, for an end with no container to tear down. */
   async end(sessionId: string, outcome: Outcome, step: EndStep): Promise<Decision> {
-    const { ifLost, rid, reportedAt, beforeFinish, usage, ...decide } = step;
+    const { ifLost, rid, reportedAt, beforeFinish, usage, moreUsage, ...decide } = step;
     const decision = await this.decide(sessionId, outcome, decide);
-    if (decision.won || ifLost === 'finish') await this.finish(sessionId, decision.outcome, { rid, reportedAt, beforeFinish, usage });
+    if (decision.won || ifLost === 'finish')
+      await this.finish(sessionId, decision.outcome, { rid, reportedAt, beforeFinish, usage, moreUsage });
     return decision;
   }
 

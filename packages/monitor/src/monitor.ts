@@ -1,12 +1,13 @@
-import { isTerminal, type FinishData, type SessionUsage } from '@mgx/agent-sdk';
+import { isTerminal, type FinishData, type ResourceData, type SessionUsage } from '@mgx/agent-sdk';
 import { silentLogger, type Logger } from '@mgx/config';
 import type { NewEvent, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
-import { exitOf, MISSING_EXIT, waitForExit, type ContainerRuntime, type ExitInfo } from '@mgx/runtime';
+import { exitOf, MISSING_EXIT, waitForExit, type ContainerRuntime, type ContainerStats, type ExitInfo } from '@mgx/runtime';
 import { systemClock, type Clock } from './clock.js';
 import { SessionLifecycle } from './lifecycle.js';
 import { outcomeFromAgentFinish, outcomeFromExit } from './outcomes.js';
+import { MEMORY_WARN_RATIO, UsageMeter } from './usage.js';
 
 export type Trigger = 'finish' | 'exit' | 'deadline' | 'cancel' | 'lost' | 'budget' | 'external';
 
@@ -30,7 +31,16 @@ export interface MonitorOptions {
    */
   workerId?: string;
   /** What a session used (model tokens, …), read when its FINISH is stored, after its socket closed. */
-  usage?: (sessionId: string) => SessionUsage | undefined;
+  usage?: (sessionId: string) => Partial<SessionUsage> | undefined;
+  /**
+   * How often each running container's CPU, memory and pids are read from the engine
+   * (MGX_USAGE_INTERVAL_SECONDS); 0 or absent: read once, at the end, for FINISH's usage.
+   */
+  usageIntervalMs?: number;
+  /** The CPU period sessions' quotas are per (microseconds); default 100000. */
+  cpuPeriod?: number;
+  /** The label a tenant's usage is counted under (a bounded set); default `other` for all. */
+  tenantLabel?: (tenant: string) => string;
 }
 
 interface Watch {
@@ -55,6 +65,14 @@ interface Watch {
   /** Set once #expectExit has started asking. */
   expecting: boolean;
   timers: unknown[];
+  /** The container's readings; FINISH's usage comes from it. */
+  meter: UsageMeter;
+  /** When this monitor learnt of the exit (the end of the session's wall time). */
+  exitedAt: number | undefined;
+  /** What this session adds to the memory gauges now (taken back at its end). */
+  gauged: { memoryBytes: number; limitBytes: number; nearLimit: boolean };
+  /** The reading that completes the totals, once asked (see #lastReading). */
+  lastReading: Promise<void> | undefined;
   tornDown: Promise<void>;
   resolveTornDown: () => void;
 }
@@ -80,11 +98,21 @@ export class Monitor {
   readonly #watches = new Map<string, Watch>();
   readonly #lifecycle: SessionLifecycle;
   #stopCancelWatch: (() => void) | undefined;
+  /** The next round of stats readings, while sessions are watched and sampling is on. */
+  #sampling: unknown;
   /** Removals of finished sessions' containers still in flight. */
   readonly #removals = new Set<Promise<void>>();
 
   constructor(options: MonitorOptions) {
-    this.#o = { drainMs: 2000, logger: silentLogger, clock: systemClock, ...options };
+    this.#o = {
+      drainMs: 2000,
+      logger: silentLogger,
+      clock: systemClock,
+      usageIntervalMs: 0,
+      cpuPeriod: 100_000,
+      tenantLabel: () => 'other',
+      ...options,
+    };
     this.#lifecycle = new SessionLifecycle({ store: options.store, metrics: options.metrics });
   }
 
@@ -123,6 +151,15 @@ export class Monitor {
       confirmExit: () => undefined,
       expecting: false,
       timers: [],
+      meter: new UsageMeter({
+        startedAt,
+        memoryLimitBytes: session.limits.memoryBytes,
+        cpuQuota: session.limits.cpuQuota,
+        cpuPeriod: this.#o.cpuPeriod,
+      }),
+      exitedAt: undefined,
+      gauged: { memoryBytes: 0, limitBytes: 0, nearLimit: false },
+      lastReading: undefined,
       tornDown,
       resolveTornDown,
     };
@@ -153,6 +190,7 @@ export class Monitor {
     );
     if (session.limits.idleTimeoutMs) this.#scheduleIdle(w, session.limits.idleTimeoutMs);
     this.#schedulePoll(w);
+    this.#scheduleSampling();
     if (isTerminal(session.status)) {
       // decided before this process took over: adopt the stored outcome and tear down
       void this.#decide(w, { status: 'failed', reason: 'lost' }, 'external');
@@ -190,6 +228,8 @@ export class Monitor {
     }
     w.finishRid = rid;
     w.finishReportedAt = reportedAt;
+    // asked before the decision: once it is acknowledged the runner exits, and its totals with it
+    w.lastReading ??= this.#lastReading(w);
     await this.#decide(w, outcome, 'finish');
     this.#o.metrics.finishDetect.observe((performance.now() - started) / 1000);
   }
@@ -266,9 +306,12 @@ export class Monitor {
   detachAll(): void {
     this.#stopCancelWatch?.();
     this.#stopCancelWatch = undefined;
+    if (this.#sampling !== undefined) this.#o.clock.clearTimeout(this.#sampling);
+    this.#sampling = undefined;
     for (const w of this.#watches.values()) {
       for (const t of w.timers) this.#o.clock.clearTimeout(t);
       w.timers = [];
+      this.#gauge(w, undefined);
       w.resolveTornDown();
     }
     this.#watches.clear();
@@ -347,6 +390,7 @@ export class Monitor {
     // both the exit wait and the fallback poll report an exit; count it once
     if (w.exit !== undefined) return;
     w.exit = exit;
+    w.exitedAt = this.#o.clock.now();
     this.#o.metrics.containersRunning.dec();
     this.#o.metrics.containerRun.observe(Math.max(0, this.#o.clock.now() - w.startedAt) / 1000);
     if (w.decided) return;
@@ -389,6 +433,111 @@ export class Monitor {
     }
   }
 
+  /**
+   * The next round of readings, MGX_USAGE_INTERVAL_SECONDS after the last one ended; one timer
+   * for every session, so an engine that reads many containers at once is asked once a round.
+   */
+  #scheduleSampling(): void {
+    const { usageIntervalMs, clock } = this.#o;
+    if (usageIntervalMs <= 0 || this.#sampling !== undefined) return;
+    this.#sampling = clock.setTimeout(() => {
+      void this.#sampleRound().finally(() => {
+        this.#sampling = undefined;
+        if (this.#watches.size > 0) this.#scheduleSampling();
+      });
+    }, usageIntervalMs);
+  }
+
+  /** Reads every running session's container and records what each reading says. */
+  async #sampleRound(): Promise<void> {
+    const running = [...this.#watches.values()].filter((w) => !w.decided && w.exit === undefined);
+    if (running.length === 0) return;
+    const { runtime, metrics, logger } = this.#o;
+    const t0 = performance.now();
+    let readings: Map<string, ContainerStats>;
+    try {
+      readings = await runtime.statsMany(running.map((w) => w.containerId));
+    } catch (err) {
+      // a missed round only makes the totals coarser
+      logger.debug({ err }, 'reading container stats failed');
+      return;
+    } finally {
+      metrics.usageSample.observe((performance.now() - t0) / 1000);
+    }
+    metrics.usageReadings.inc(readings.size);
+    await Promise.all(
+      running.map(async (w) => {
+        const stats = readings.get(w.containerId);
+        if (stats) await this.#record(w, stats);
+      }),
+    );
+  }
+
+  /**
+   * The last reading, at teardown while the container still runs: it only completes the totals
+   * (the session is ending: nothing to store or warn about).
+   */
+  async #lastReading(w: Watch): Promise<void> {
+    if (w.exit !== undefined) return;
+    try {
+      const stats = await this.#o.runtime.stats(w.containerId);
+      if (stats) w.meter.add(stats);
+    } catch (err) {
+      w.log.debug({ err }, 'reading the container stats failed');
+    }
+  }
+
+  /** One reading of a running session: RESOURCE when it changed materially, WARNING the first time a limit is near. */
+  async #record(w: Watch, stats: ContainerStats): Promise<void> {
+    const { metrics, store } = this.#o;
+    const r = w.meter.add(stats);
+    // decided, or no longer watched here (a hand-over): its end takes it out of the gauges
+    if (w.decided || this.#watches.get(w.session.id) !== w) return;
+    this.#gauge(w, r.current);
+    const events: NewEvent[] = r.resource ? [{ type: 'RESOURCE', data: { ...r.resource } }] : [];
+    for (const warning of r.warnings) {
+      events.push({ type: 'WARNING', data: { ...warning } });
+      metrics.resourceWarnings.inc({ kind: warning.kind });
+      w.log.warn({ kind: warning.kind }, warning.message);
+    }
+    if (events.length === 0) return;
+    try {
+      await store.events.append(w.session.id, events);
+    } catch (err) {
+      w.log.warn({ err }, 'storing a resource sample failed');
+    }
+  }
+
+  /** Moves the memory gauges from what the session added so far to `now` (nothing: its end). */
+  #gauge(w: Watch, now: ResourceData | undefined): void {
+    const { metrics } = this.#o;
+    const next = {
+      memoryBytes: now?.memoryBytes ?? 0,
+      limitBytes: now?.memoryLimitBytes ?? 0,
+      nearLimit: now !== undefined && now.memoryLimitBytes > 0 && now.memoryBytes >= MEMORY_WARN_RATIO * now.memoryLimitBytes,
+    };
+    const move = (gauge: Metrics['agentMemory'], by: number) => {
+      if (by > 0) gauge.inc(by);
+      else if (by < 0) gauge.dec(-by);
+    };
+    move(metrics.agentMemory, next.memoryBytes - w.gauged.memoryBytes);
+    move(metrics.agentMemoryLimit, next.limitBytes - w.gauged.limitBytes);
+    move(metrics.sessionsNearMemoryLimit, Number(next.nearLimit) - Number(w.gauged.nearLimit));
+    w.gauged = next;
+  }
+
+  /** FINISH's usage, counted in the metrics (before FINISH is visible, as every end is). */
+  #usage(w: Watch, outcome: Outcome): SessionUsage {
+    const { metrics, clock, tenantLabel } = this.#o;
+    const usage = w.meter.totals(w.exitedAt ?? clock.now(), outcome.reason === 'oom_killed');
+    metrics.sessionCpuSeconds.observe(usage.cpuSeconds);
+    metrics.sessionMemoryPeak.observe(usage.memoryPeakBytes);
+    const tenant = tenantLabel(w.session.tenant);
+    metrics.tenantCpuSeconds.inc({ tenant }, usage.cpuSeconds);
+    metrics.tenantMemoryGiBSeconds.inc({ tenant }, usage.memoryGiBSeconds);
+    return usage;
+  }
+
   /** `p`, or `fallback` after `ms` on the monitor's clock; the timer never outlives the race. */
   #within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
     const { clock } = this.#o;
@@ -403,6 +552,9 @@ export class Monitor {
     const id = w.session.id;
     for (const t of w.timers) clock.clearTimeout(t);
     w.timers = [];
+    // the last reading while the container still runs (its CPU total), beside the exit wait and
+    // the stop, so teardown takes no longer; after the agent's FINISH it was asked already
+    const lastReading = (w.lastReading ??= this.#lastReading(w));
     try {
       if (w.exit === undefined && w.decidedBy === 'finish') {
         // the runner exits by itself right after its FINISH is acknowledged
@@ -464,13 +616,17 @@ export class Monitor {
     // counted before FINISH is visible, so a client that saw FINISH sees the counts too
     const exitReason = outcome.reason === 'oom_killed' ? 'oom_killed' : w.killedByUs ? 'killed' : 'exited';
     metrics.containerExits.inc({ reason: exitReason });
+    await lastReading;
+    this.#gauge(w, undefined);
+    const usage = this.#usage(w, outcome);
     try {
       await this.#lifecycle.finish(id, outcome, {
+        usage,
         rid: w.finishRid,
         reportedAt: w.decidedBy === 'finish' ? w.finishReportedAt : undefined,
         // closed before FINISH: nothing the runner sends late can land after it
         beforeFinish: () => ingest.close(id),
-        usage: () => this.#o.usage?.(id),
+        moreUsage: () => this.#o.usage?.(id),
       });
     } catch (err) {
       w.log.error({ err }, 'storing FINISH failed; recovery will complete it');

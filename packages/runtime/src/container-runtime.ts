@@ -73,6 +73,21 @@ export interface LogLine {
   text: string;
 }
 
+/** One reading of a running container's resource use, from the engine's stats API. */
+export interface ContainerStats {
+  /** When the engine read it (ms since the epoch). */
+  at: number;
+  /** CPU time used since the container started, user and system, in seconds. */
+  cpuSeconds: number;
+  /** Memory in use, without reclaimable page cache (what `docker stats` shows). */
+  memoryBytes: number;
+  /** The highest usage the kernel recorded (cgroup v1 `max_usage`); null where the engine does not report it. */
+  memoryMaxBytes: number | null;
+  /** The memory limit the engine applies; 0 when it reports none. */
+  memoryLimitBytes: number;
+  pids: number;
+}
+
 export interface EngineInfo {
   engine: 'podman' | 'docker';
   version: string;
@@ -112,6 +127,17 @@ export interface ContainerRuntime {
    * returns what it printed, bounded to 1 MiB per stream.
    */
   exec(id: string, cmd: string[]): Promise<ExecResult>;
+  /**
+   * One reading of a running container's CPU, memory and pids (no streaming: one request, one
+   * answer); null when the container is gone or not running.
+   */
+  stats(id: string): Promise<ContainerStats | null>;
+  /**
+   * Readings of several containers at once, keyed by id; those not running or gone are left
+   * out. An engine that can read them in one request does (Podman); the others get one request
+   * per container.
+   */
+  statsMany(ids: readonly string[]): Promise<Map<string, ContainerStats>>;
   /** Containers whose labels match all of `labels`, running or not. */
   list(labels: Record<string, string>): Promise<ContainerSummary[]>;
 }

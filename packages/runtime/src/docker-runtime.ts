@@ -5,6 +5,7 @@ import type {
   ContainerRuntime,
   ContainerSpec,
   ContainerState,
+  ContainerStats,
   ContainerSummary,
   EngineInfo,
   ExecResult,
@@ -325,11 +326,142 @@ export class DockerRuntime implements ContainerRuntime {
     return { exitCode: info.ExitCode ?? -1, stdout: join('stdout'), stderr: join('stderr') };
   }
 
+  /**
+   * The stats API with `stream=false` and `one-shot=true`: one reading, without Docker's wait
+   * for a second sample to fill `precpu_stats` (rates are the caller's, from its own readings).
+   */
+  async stats(id: string): Promise<ContainerStats | null> {
+    let raw: unknown;
+    try {
+      raw = await this.#call('stats', () => this.#docker.getContainer(id).stats({ stream: false, 'one-shot': true }), { subject: id });
+    } catch (err) {
+      if (err instanceof RuntimeError && err.code === RuntimeErrorCode.CONTAINER_NOT_FOUND) return null;
+      // Podman refuses a stopped container
+      if (err instanceof RuntimeError && /not running|container state improper|stopped/i.test(err.message)) return null;
+      throw err;
+    }
+    return statsOf(raw);
+  }
+
+  /**
+   * Podman: one request for all of them (its libpod API; ~10× less CPU per container here than a
+   * request each). Docker, or a batch Podman refused (a container gone meanwhile fails all of it):
+   * one request per container, four at a time.
+   */
+  async statsMany(ids: readonly string[]): Promise<Map<string, ContainerStats>> {
+    const out = new Map<string, ContainerStats>();
+    if (ids.length === 0) return out;
+    const engine = await this.info().then(
+      (i) => i.engine,
+      () => undefined,
+    );
+    if (engine === 'podman') {
+      try {
+        const batch = await this.#call('stats', () => this.#libpodStats(ids), { subject: `${ids.length} containers` });
+        if (batch) return batch;
+      } catch (err) {
+        this.#log.debug({ err }, 'batched stats failed; reading each container');
+      }
+    }
+    let next = 0;
+    const worker = async () => {
+      for (let i = next++; i < ids.length; i = next++) {
+        const id = ids[i] ?? '';
+        try {
+          const s = await this.stats(id);
+          if (s) out.set(id, s);
+        } catch (err) {
+          this.#log.debug({ err, containerId: id }, 'reading container stats failed');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(4, ids.length) }, worker));
+    return out;
+  }
+
+  /** Podman's libpod stats of `ids` in one request; null when it refused the batch. */
+  #libpodStats(ids: readonly string[]): Promise<Map<string, ContainerStats> | null> {
+    return new Promise((resolve, reject) => {
+      this.#docker.modem.dial(
+        {
+          // any v4 or later libpod API answers under this prefix
+          path: '/v4.0.0/libpod/containers/stats?',
+          method: 'GET',
+          options: { stream: false, containers: [...ids] },
+          statusCodes: { 200: true, 404: 'no such container', 500: 'server error' },
+        },
+        (err, data) => {
+          if (err) return reject(err instanceof Error ? err : new Error(String(err)));
+          resolve(libpodStatsOf(data));
+        },
+      );
+    });
+  }
+
   async list(labels: Record<string, string>): Promise<ContainerSummary[]> {
     const filters = { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) };
     const items = await this.#call('list', () => this.#docker.listContainers({ all: true, filters }));
     return items.map((c) => ({ id: c.Id, name: (c.Names?.[0] ?? '').replace(/^\//, ''), state: c.State, labels: c.Labels ?? {} }));
   }
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/**
+ * A stats answer in the port's terms; null for the empty answer an engine gives for a container
+ * that is not running (Docker: no read time, no memory). Memory is usage less the inactive page
+ * cache, as `docker stats` counts it: `total_inactive_file` on cgroup v1, `inactive_file` on v2.
+ */
+export function statsOf(raw: unknown): ContainerStats | null {
+  const r = (raw ?? {}) as {
+    read?: unknown;
+    cpu_stats?: { cpu_usage?: { total_usage?: unknown } };
+    memory_stats?: { usage?: unknown; max_usage?: unknown; limit?: unknown; stats?: Record<string, unknown> };
+    pids_stats?: { current?: unknown };
+  };
+  const at = typeof r.read === 'string' ? ts(r.read) : null;
+  const usage = num(r.memory_stats?.usage);
+  if (at === null || usage === null) return null;
+  const cache = r.memory_stats?.stats ?? {};
+  const inactive = num(cache.total_inactive_file) ?? num(cache.inactive_file) ?? 0;
+  const max = num(r.memory_stats?.max_usage);
+  return {
+    at,
+    cpuSeconds: (num(r.cpu_stats?.cpu_usage?.total_usage) ?? 0) / 1e9,
+    memoryBytes: inactive < usage ? usage - inactive : usage,
+    memoryMaxBytes: max !== null && max > 0 ? max : null,
+    memoryLimitBytes: num(r.memory_stats?.limit) ?? 0,
+    pids: num(r.pids_stats?.current) ?? 0,
+  };
+}
+
+/**
+ * A libpod batch answer (`{ Error, Stats: [...] }`) by container id; null when Podman refused
+ * the batch. A container that is not running has all zeros and is left out. Memory is
+ * `MemUsage`, what Podman's Docker-compatible stats report as usage; `SystemNano` is when it
+ * read them.
+ */
+export function libpodStatsOf(raw: unknown): Map<string, ContainerStats> | null {
+  const r = (raw ?? {}) as { Error?: unknown; Stats?: unknown };
+  if (r.Error !== null && r.Error !== undefined) return null;
+  if (!Array.isArray(r.Stats)) return null;
+  const out = new Map<string, ContainerStats>();
+  for (const item of r.Stats as Array<Record<string, unknown>>) {
+    const id = item.ContainerID;
+    const limit = num(item.MemLimit) ?? 0;
+    const cpuNano = num(item.CPUNano) ?? 0;
+    if (typeof id !== 'string' || (limit === 0 && cpuNano === 0)) continue;
+    const readAt = num(item.SystemNano);
+    out.set(id, {
+      at: readAt !== null && readAt > 0 ? Math.round(readAt / 1e6) : Date.now(),
+      cpuSeconds: cpuNano / 1e9,
+      memoryBytes: num(item.MemUsage) ?? 0,
+      memoryMaxBytes: null,
+      memoryLimitBytes: limit,
+      pids: num(item.PIDs) ?? 0,
+    });
+  }
+  return out;
 }
 
 /**

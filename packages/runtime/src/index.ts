@@ -2,6 +2,7 @@ export type {
   ContainerRuntime,
   ContainerSpec,
   ContainerState,
+  ContainerStats,
   ContainerSummary,
   EngineInfo,
   ExecResult,
@@ -10,7 +11,7 @@ export type {
   Mount,
 } from './container-runtime.js';
 export { exitOf, LABELS } from './container-runtime.js';
-export { DockerRuntime, demuxLogs } from './docker-runtime.js';
+export { DockerRuntime, demuxLogs, libpodStatsOf, statsOf } from './docker-runtime.js';
 export type { DockerRuntimeOptions } from './docker-runtime.js';
 export { discoverSocket, parseSocketUrl, describeSocket } from './discovery.js';
 export type { SocketAddress, DiscoveryInput } from './discovery.js';

@@ -3,7 +3,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { discoverSocket, DockerRuntime, LABELS, demuxLogs, parseSocketUrl, type ContainerSpec } from '../src/index.js';
+import {
+  discoverSocket,
+  DockerRuntime,
+  LABELS,
+  demuxLogs,
+  libpodStatsOf,
+  parseSocketUrl,
+  statsOf,
+  type ContainerSpec,
+} from '../src/index.js';
 
 describe('socket discovery', () => {
   it('follows CONTAINER_HOST, DOCKER_HOST, rootful, rootless, docker, in that order', () => {
@@ -39,6 +48,49 @@ describe('log demultiplexing', () => {
       { stream: 'stdout', text: 'three' },
     ]);
     expect(demuxLogs(buf, 10).map((l) => l.text)).toEqual(['oops', 'three']);
+  });
+});
+
+describe('stats answers', () => {
+  const read = '2026-01-02T03:04:05.5Z';
+  it('reads cgroup v1 (Docker): usage less the inactive page cache, the kernel high-water mark, the limit', () => {
+    expect(
+      statsOf({
+        read,
+        cpu_stats: { cpu_usage: { total_usage: 2_500_000_000 } },
+        memory_stats: { usage: 300, max_usage: 400, limit: 1000, stats: { total_inactive_file: 100, cache: 150 } },
+        pids_stats: { current: 7 },
+      }),
+    ).toEqual({ at: Date.parse(read), cpuSeconds: 2.5, memoryBytes: 200, memoryMaxBytes: 400, memoryLimitBytes: 1000, pids: 7 });
+  });
+
+  it('reads cgroup v2 and Podman: inactive_file or nothing to subtract, no high-water mark', () => {
+    const v2 = statsOf({
+      read,
+      cpu_stats: { cpu_usage: { total_usage: 1e9 } },
+      memory_stats: { usage: 300, limit: 1000, stats: { inactive_file: 50 } },
+    });
+    expect(v2).toMatchObject({ cpuSeconds: 1, memoryBytes: 250, memoryMaxBytes: null, pids: 0 });
+    expect(statsOf({ read, memory_stats: { usage: 300, limit: 1000 }, pids_stats: { current: 3 } })).toMatchObject({
+      memoryBytes: 300,
+      pids: 3,
+    });
+  });
+
+  it("reads Podman's libpod batch by container, leaves out containers not running, and refuses a failed batch", () => {
+    const running = { ContainerID: 'a', CPUNano: 1.5e9, SystemNano: 1_700_000_000_123_456_000, MemUsage: 300, MemLimit: 1000, PIDs: 4 };
+    const stopped = { ContainerID: 'b', CPUNano: 0, SystemNano: 0, MemUsage: 0, MemLimit: 0, PIDs: 0 };
+    expect(libpodStatsOf({ Error: null, Stats: [running, stopped] })).toEqual(
+      new Map([['a', { at: 1_700_000_000_123, cpuSeconds: 1.5, memoryBytes: 300, memoryMaxBytes: null, memoryLimitBytes: 1000, pids: 4 }]]),
+    );
+    // a container gone meanwhile fails the whole batch
+    expect(libpodStatsOf({ Error: {}, Stats: null })).toBeNull();
+  });
+
+  it('is null for the empty answer an engine gives for a container that is not running', () => {
+    expect(statsOf({ read: '0001-01-01T00:00:00Z', memory_stats: {} })).toBeNull();
+    expect(statsOf({ read, memory_stats: {} })).toBeNull();
+    expect(statsOf(undefined)).toBeNull();
   });
 });
 
@@ -113,6 +165,33 @@ describe('dockerode adapter on the real engine', () => {
     expect(await runtime.wait(id)).toMatchObject({ exitCode: 137 });
     await runtime.remove(id);
     await expect(runtime.exited(id)).rejects.toMatchObject({ code: 'RUNTIME_CONTAINER_NOT_FOUND' });
+  });
+
+  it("reads a running container's CPU, memory and pids in one call, and nothing once it has stopped", async () => {
+    const id = await runtime.create(spec());
+    ids.push(id);
+    await runtime.start(id);
+    const stats = await runtime.stats(id);
+    expect(stats).toMatchObject({ memoryLimitBytes: 128 * 1024 ** 2, at: expect.any(Number) });
+    expect(stats!.memoryBytes).toBeGreaterThan(0);
+    expect(stats!.memoryBytes).toBeLessThan(128 * 1024 ** 2);
+    expect(stats!.pids).toBeGreaterThan(0);
+    expect(stats!.cpuSeconds).toBeGreaterThan(0);
+    // several at once (Podman: one request), the stopped and the missing left out
+    const other = await runtime.create(spec());
+    ids.push(other);
+    await runtime.start(other);
+    const many = await runtime.statsMany([id, other]);
+    expect([...many.keys()].sort()).toEqual([id, other].sort());
+    expect(many.get(other)).toMatchObject({ memoryLimitBytes: 128 * 1024 ** 2 });
+    await runtime.stop(other, 2000);
+    expect([...(await runtime.statsMany([id, other])).keys()]).toEqual([id]);
+    await runtime.remove(other);
+    expect([...(await runtime.statsMany([id, other])).keys()]).toEqual([id]);
+    await runtime.stop(id, 2000);
+    expect(await runtime.stats(id)).toBeNull();
+    await runtime.remove(id);
+    expect(await runtime.stats(id)).toBeNull();
   });
 
   it('classifies a missing image with a hint on how to build it', async () => {

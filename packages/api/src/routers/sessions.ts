@@ -1,13 +1,13 @@
 import { TRPCError, tracked } from '@trpc/server';
 import { z } from 'zod';
-import { isTerminal, SESSION_STATUSES } from '@mgx/agent-sdk';
+import { isTerminal, SESSION_STATUSES, type ResourceData } from '@mgx/agent-sdk';
 import type { SessionRecord } from '@mgx/event-store';
 import { ID_PATTERN } from '@mgx/config';
 import { SessionLifecycle } from '@mgx/monitor';
 import { admit, createSessionInput, type AdmissionCode } from '../admission.js';
 import { newSessionId } from '../ids.js';
 import type { AuthedContext, Trpc } from '../trpc.js';
-import { toView } from '../views.js';
+import { toView, type TopRow } from '../views.js';
 import { chunkBySize, followStored, sessionId, streamInput } from './session-streams.js';
 
 const ADMISSION_CODES: Record<AdmissionCode, TRPCError['code']> = {
@@ -140,6 +140,44 @@ export function sessionsRouter({ router, authed }: Trpc) {
           ...(input.cursor !== undefined ? { cursor: input.cursor } : {}),
         });
         return { items: page.items.map((s) => toView(s, false, ctx.operator)), nextCursor: page.nextCursor };
+      }),
+
+    /**
+     * Running sessions with their last resource sample (the last RESOURCE event: samples that
+     * changed nothing material are not stored, so it stays current), for `mgx top`. A tenant
+     * sees its own; an operator every tenant's, or the one it names.
+     */
+    top: authed
+      .input(z.strictObject({ limit: z.number().int().min(1).max(200).default(100), tenant: tenantId.optional() }).default({ limit: 100 }))
+      .query(async ({ ctx, input }) => {
+        if (input.tenant !== undefined && !ctx.operator) {
+          throw new TRPCError({
+            code: 'FORBIDDEN',
+            message: 'the tenant filter is for operators only: use a token from MGX_OPERATOR_TOKENS',
+          });
+        }
+        const { store } = ctx.deps;
+        const tenant = ctx.operator ? input.tenant : ctx.tenant;
+        const page = await store.sessions.listSessions({
+          status: ['running'],
+          limit: input.limit,
+          ...(tenant !== undefined ? { tenant } : {}),
+        });
+        const items = await Promise.all(
+          page.items.map(async (s): Promise<TopRow> => {
+            const last = await store.events.lastOfType(s.id, 'RESOURCE');
+            return {
+              id: s.id,
+              ...(ctx.operator ? { tenant: s.tenant } : {}),
+              framework: s.framework,
+              startedAt: s.startedAt,
+              workerId: s.workerId,
+              limits: { memoryBytes: s.limits.memoryBytes, cpus: s.limits.cpuQuota / ctx.deps.settings.agent.cpuPeriod },
+              resource: last ? { ...(last.data as unknown as ResourceData), at: last.ts } : null,
+            };
+          }),
+        );
+        return { now: Date.now(), items };
       }),
 
     /** Cancels a queued session (it never starts) or a running one (stopped, FINISH cancelled). */
