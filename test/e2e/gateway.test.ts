@@ -92,6 +92,8 @@ describe('the openai framework through the model gateway', () => {
     ]);
     expect(events.find((e) => e.type === 'MESSAGE' && e.data.done)?.data.text).toBe('All done.');
     expect(readFileSync(join(p.dataDir, 'workspaces', s.workspaceId, 'hello.txt'), 'utf8')).toBe('hi from the model');
+    // no content was asked for, so none is recorded
+    expect(modelCalls(events).filter((c) => 'request' in c || 'response' in c)).toEqual([]);
     const metrics = await (await fetch(`${p.server.url}/metrics`)).text();
     expect(metrics).toMatch(/mgx_model_tokens_total\{provider="fake",model="\*",kind="prompt"\} [1-9]/);
     expect(metrics).toMatch(/mgx_model_calls_total\{provider="fake",status="ok"\} [1-9]/);
@@ -156,6 +158,32 @@ describe('the openai framework through the model gateway', () => {
     ]);
     expect(fake.requests).toHaveLength(2);
     expect((await p.client.sessions.get.query({ sessionId: s.id })).reason).toBe('budget_exceeded');
+  });
+
+  it("records each call's messages and answer in MODEL_CALL only when the session asks (recordModelContent)", async () => {
+    fake.reset([
+      { toolCalls: [{ name: 'write_file', args: { path: 'note.txt', content: 'kept' } }], promptTokens: 10, completionTokens: 5 },
+      { text: 'Wrote the note.', promptTokens: 20, completionTokens: 4 },
+    ]);
+    const s = await p.client.sessions.create.mutate({
+      framework: 'openai',
+      prompt: 'write note.txt',
+      options: { provider: 'fake', model: 'gpt-fake' },
+      recordModelContent: true,
+    });
+    expect(s.limits.recordModelContent).toBe(true);
+    const events = await collect(p.client, s.id);
+    expect(finishOf(events)?.data).toMatchObject({ status: 'succeeded' });
+    const [first, second] = modelCalls(events) as Array<{
+      request: { messages: Array<{ role: string; content: unknown }> };
+      response: Record<string, unknown>;
+    }>;
+    expect(first?.request.messages.some((m) => m.role === 'user' && String(m.content).includes('write note.txt'))).toBe(true);
+    expect(first?.response).toMatchObject({ content: '', truncated: false });
+    expect(JSON.stringify(first?.response.toolCalls)).toContain('write_file');
+    expect(second?.response).toMatchObject({ content: 'Wrote the note.', truncated: false });
+    // the answer to the tool call went back to the model, and is in the second request
+    expect(JSON.stringify(second?.request.messages)).toContain('tool');
   });
 
   it('ends a session past its token budget the same way', async () => {

@@ -317,7 +317,13 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       logger: logger.child({ component: 'scheduler' }),
       secrets: (session) => secretsFor(session, secrets?.get(session.id) ?? {}),
       opening: (s) => {
-        gateway?.admit({ id: s.id, tenant: s.tenant, maxModelTokens: s.limits.maxModelTokens, maxModelCalls: s.limits.maxModelCalls });
+        gateway?.admit({
+          id: s.id,
+          tenant: s.tenant,
+          maxModelTokens: s.limits.maxModelTokens,
+          maxModelCalls: s.limits.maxModelCalls,
+          recordContent: s.limits.recordModelContent === true,
+        });
         egress?.admit({ id: s.id, allow: s.limits.egressAllow ?? [] });
       },
       ended: (id) => {

@@ -89,6 +89,10 @@ export interface ModelCallData {
   stream: boolean;
   /** Why it was refused or failed. */
   message?: string;
+  /** Only when the session asked (recordModelContent): the request's messages and tools, clipped. */
+  request?: { messages: unknown; tools?: unknown; truncated: boolean };
+  /** Only when the session asked: the answer's text and tool calls, clipped. */
+  response?: { content: string; toolCalls?: unknown; truncated: boolean };
 }
 
 /**

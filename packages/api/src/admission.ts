@@ -32,6 +32,8 @@ export const createSessionInput = z.strictObject({
   maxModelTokens: z.number().int().positive().optional(),
   /** Model calls through the gateway. */
   maxModelCalls: z.number().int().positive().optional(),
+  /** Record each model call's messages and answer in its MODEL_CALL event (off: counts only). */
+  recordModelContent: z.boolean().optional(),
 });
 export type CreateSessionInput = z.infer<typeof createSessionInput>;
 
@@ -188,6 +190,7 @@ export function admit(input: CreateSessionInput, settings: Settings, frameworks:
         ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
         ...(maxModelTokens !== undefined ? { maxModelTokens } : {}),
         ...(maxModelCalls !== undefined ? { maxModelCalls } : {}),
+        ...(input.recordModelContent === true ? { recordModelContent: true } : {}),
         ...(egressAllow !== undefined ? { egressAllow } : {}),
       },
       network,

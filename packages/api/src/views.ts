@@ -18,6 +18,8 @@ export interface SessionView {
     idleTimeoutSeconds: number | null;
     maxModelTokens: number | null;
     maxModelCalls: number | null;
+    /** Its MODEL_CALL events carry the calls' content. */
+    recordModelContent: boolean;
     /** Domains its egress proxy reaches; null: no proxy. */
     egressAllow: string[] | null;
   };
@@ -54,6 +56,7 @@ export function toView(s: SessionRecord, withPrompt: boolean, withTenant = false
       idleTimeoutSeconds: s.limits.idleTimeoutMs !== undefined ? s.limits.idleTimeoutMs / 1000 : null,
       maxModelTokens: s.limits.maxModelTokens ?? null,
       maxModelCalls: s.limits.maxModelCalls ?? null,
+      recordModelContent: s.limits.recordModelContent === true,
       egressAllow: s.limits.egressAllow ?? null,
     },
     createdAt: s.createdAt,

@@ -16,6 +16,8 @@ export interface SessionLimits {
   maxModelTokens?: number;
   /** Model calls through the gateway; absent: no limit. */
   maxModelCalls?: number;
+  /** Its MODEL_CALL events carry the calls' messages and answers (it asked; absent: counts only). */
+  recordModelContent?: boolean;
   /** Domains its egress proxy lets it reach (`*.domain` too); absent: no proxy. */
   egressAllow?: string[];
 }

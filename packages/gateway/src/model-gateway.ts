@@ -10,6 +10,8 @@ export interface GatewaySession {
   tenant: string;
   maxModelTokens?: number | undefined;
   maxModelCalls?: number | undefined;
+  /** The session asked for its calls' content in MODEL_CALL (recordModelContent). */
+  recordContent?: boolean | undefined;
 }
 
 /** An event the gateway writes in a session's stream. */
@@ -56,21 +58,51 @@ function tokensOf(usage: unknown): { prompt: number; completion: number } | unde
   return { prompt: n(usage.prompt_tokens), completion: n(usage.completion_tokens) };
 }
 
-/** Watches a server-sent event stream go by for its `usage` (the last chunk with stream_options.include_usage). */
+/** How much of a call's content a MODEL_CALL carries, each way (events have a size limit). */
+const CONTENT_BYTES = 32 * 1024;
+
+/** `value` as JSON within CONTENT_BYTES, or a clipped string of it. */
+function clipped(value: unknown): { value: unknown; truncated: boolean } {
+  const json = JSON.stringify(value ?? null);
+  return json.length <= CONTENT_BYTES ? { value, truncated: false } : { value: json.slice(0, CONTENT_BYTES), truncated: true };
+}
+
+/** The answer's text and tool calls from a whole chat-completions response. */
+function answerOf(parsed: unknown): { content: string; toolCalls?: unknown } {
+  const choice = isRecord(parsed) && Array.isArray(parsed.choices) ? (parsed.choices[0] as unknown) : undefined;
+  const message = isRecord(choice) && isRecord(choice.message) ? choice.message : {};
+  return {
+    content: typeof message.content === 'string' ? message.content : '',
+    ...(message.tool_calls !== undefined ? { toolCalls: message.tool_calls } : {}),
+  };
+}
+
+/**
+ * Watches a server-sent event stream go by for its `usage` (the last chunk with
+ * stream_options.include_usage) and, when asked, the answer's text and tool-call deltas.
+ */
 class UsageTap {
   #buf = '';
   usage: { prompt: number; completion: number } | undefined;
+  content = '';
+  toolCalls: unknown[] = [];
+  constructor(readonly keepContent = false) {}
   push(text: string): void {
     this.#buf += text;
     let nl: number;
     while ((nl = this.#buf.indexOf('\n')) >= 0) {
       const line = this.#buf.slice(0, nl).trim();
       this.#buf = this.#buf.slice(nl + 1);
-      if (!line.startsWith('data:') || !line.includes('"usage"')) continue;
+      if (!line.startsWith('data:') || !(this.keepContent || line.includes('"usage"'))) continue;
       try {
         const chunk: unknown = JSON.parse(line.slice(5));
         const t = isRecord(chunk) ? tokensOf(chunk.usage) : undefined;
         if (t) this.usage = t;
+        if (this.keepContent && this.content.length <= CONTENT_BYTES) {
+          const delta = isRecord(chunk) && Array.isArray(chunk.choices) && isRecord(chunk.choices[0]) ? chunk.choices[0].delta : undefined;
+          if (isRecord(delta) && typeof delta.content === 'string') this.content += delta.content;
+          if (isRecord(delta) && Array.isArray(delta.tool_calls)) this.toolCalls.push(...(delta.tool_calls as unknown[]));
+        }
       } catch {
         // not JSON: the agent gets it as it is; nothing to count
       }
@@ -85,7 +117,7 @@ class UsageTap {
  * model.sock. The container reaches it without any network and holds no key; the worker
  * picks the provider, adds the provider's key, makes the call, streams the answer back, and
  * counts the call's tokens against the session's budget. Every call becomes a MODEL_CALL
- * event (never its content).
+ * event: counts, never its content unless the session asked (recordModelContent).
  */
 export class ModelGateway {
   readonly #o: ModelGatewayOptions & { logger: Logger; maxBodyBytes: number };
@@ -238,6 +270,15 @@ export class ModelGateway {
       latencyMs: 0,
       stream,
     };
+    if (session.recordContent === true) {
+      const messages = clipped(body.messages);
+      const tools = body.tools !== undefined ? clipped(body.tools) : undefined;
+      call.request = {
+        messages: messages.value,
+        ...(tools ? { tools: tools.value } : {}),
+        truncated: messages.truncated || tools?.truncated === true,
+      };
+    }
     try {
       const upstream = await fetch(`${provider.baseUrl}/chat/completions`, {
         method: 'POST',
@@ -251,7 +292,7 @@ export class ModelGateway {
       });
       call.httpStatus = upstream.status;
       res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
-      const tap = new UsageTap();
+      const tap = new UsageTap(session.recordContent === true);
       const decoder = new TextDecoder();
       const whole: string[] = [];
       const reader = upstream.body?.getReader();
@@ -273,13 +314,27 @@ export class ModelGateway {
       }
       res.end();
       let tokens = tap.usage;
+      let answer: { content: string; toolCalls?: unknown } = {
+        content: tap.content,
+        ...(tap.toolCalls.length > 0 ? { toolCalls: tap.toolCalls } : {}),
+      };
       if (!stream && upstream.ok) {
         try {
           const parsed: unknown = JSON.parse(whole.join(''));
           tokens = isRecord(parsed) ? tokensOf(parsed.usage) : undefined;
+          answer = answerOf(parsed);
         } catch {
           tokens = undefined;
         }
+      }
+      if (session.recordContent === true && upstream.ok) {
+        const text = answer.content.length > CONTENT_BYTES;
+        const tools = answer.toolCalls !== undefined ? clipped(answer.toolCalls) : undefined;
+        call.response = {
+          content: text ? answer.content.slice(0, CONTENT_BYTES) : answer.content,
+          ...(tools ? { toolCalls: tools.value } : {}),
+          truncated: text || tools?.truncated === true,
+        };
       }
       call.status = upstream.ok ? 'ok' : 'error';
       if (!upstream.ok) call.message = `the provider answered HTTP ${upstream.status}`;
