@@ -19,7 +19,11 @@ let server: ServerProcess;
 let dataDir: string;
 let client: MgxClient;
 beforeAll(async () => {
-  ({ server, dataDir } = await newServerProcess('mgx-files-archive', { AGENT_CONTAINER_MEMORY_LIMIT: '256m', MGX_LOG_LEVEL: 'warn' }));
+  ({ server, dataDir } = await newServerProcess(
+    'mgx-files-archive',
+    { AGENT_CONTAINER_MEMORY_LIMIT: '256m', MGX_LOG_LEVEL: 'warn' },
+    { memoryProbe: true },
+  ));
   await server.start();
   client = createMgxClient({ url: server.url });
 });
@@ -53,6 +57,10 @@ describe('the archive of a 10,000-file workspace', () => {
     );
     const baseline = rssMb(pid);
     let peak = baseline;
+    // what the server holds live (heap and buffers after a full collection): an archive piled up
+    // in memory would show here, whatever the collector's timing does to RSS
+    const retainedBefore = await server.retainedMb();
+    let retainedPeak = retainedBefore;
     let files = 0;
     let bytes = 0;
     let received = 0;
@@ -77,6 +85,7 @@ describe('the archive of a 10,000-file workspace', () => {
             nextPause += 8 * 2 ** 20;
             await sleep(300);
             peak = Math.max(peak, rssMb(pid));
+            retainedPeak = Math.max(retainedPeak, await server.retainedMb());
           }
           yield chunk;
         }
@@ -86,11 +95,14 @@ describe('the archive of a 10,000-file workspace', () => {
     );
     peak = Math.max(peak, rssMb(pid));
     console.log(
-      `archive of ${FILES} files (${TOTAL_MB} MB, ${(received / 2 ** 20).toFixed(1)} MB gzipped): server RSS ${baseline.toFixed(1)} MB before, peak ${peak.toFixed(1)} MB (+${(peak - baseline).toFixed(1)} MB)`,
+      `archive of ${FILES} files (${TOTAL_MB} MB, ${(received / 2 ** 20).toFixed(1)} MB gzipped): server RSS ${baseline.toFixed(1)} MB before, peak ${peak.toFixed(1)} MB (+${(peak - baseline).toFixed(1)} MB); retained heap and buffers ${retainedBefore.toFixed(1)} MB before, peak ${retainedPeak.toFixed(1)} MB (+${(retainedPeak - retainedBefore).toFixed(1)} MB)`,
     );
     expect(files).toBe(FILES);
     expect(bytes).toBe(FILES * FILE_BYTES);
-    // the archive is ~160 MB: a server that buffered it would grow by about that much
-    expect(peak - baseline).toBeLessThan(48);
+    // the archive is 156 MB: a server that buffered it would hold about that much more (measured
+    // here: +21 to +52 MB RSS, +37 MB retained, whatever the workspace's size); RSS also moves with
+    // the collector's timing on a shared machine
+    expect(retainedPeak - retainedBefore).toBeLessThan(64);
+    expect(peak - baseline).toBeLessThan(100);
   });
 });

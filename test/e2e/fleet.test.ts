@@ -157,15 +157,16 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined | fal
 }
 
 /**
- * At least `n` workspaces held by each worker: short sessions on fresh workspaces (of every
- * tenant, so they spread) until each worker has run `n` of them.
+ * At least `n` workspaces of `tenant` (a workspace is its first tenant's) held by each worker:
+ * short sessions on fresh workspaces, four at a time so they spread, until each worker has run
+ * `n` of them.
  */
-async function workspacesHeldByEach(n: number): Promise<{ a: string[]; b: string[] }> {
+async function workspacesHeldByEach(n: number, tenant: (typeof TENANTS)[number]): Promise<{ a: string[]; b: string[] }> {
   const held = { a: [] as string[], b: [] as string[] };
   for (let round = 0; round < 8 && (held.a.length < n || held.b.length < n); round++) {
     const made = await Promise.all(
-      TENANTS.map((t, i) =>
-        clients[t].sessions.create.mutate({
+      TENANTS.map((_t, i) =>
+        clients[tenant].sessions.create.mutate({
           framework: 'script',
           workspaceId: `ws-${randomBytes(4).toString('hex')}-${i}`,
           prompt: script({ sleep: 300 }),
@@ -267,7 +268,7 @@ describe(`a fleet: one API process, worker A on podman, worker B on ${engineB}, 
   it(`holds the per-tenant limit (${PER_TENANT}) across the fleet, counted on both engines together`, async () => {
     // two workspaces held by each worker: a session on one runs on its holder, so the tenant's
     // sessions below run on both workers, four at once if each worker only kept its own count
-    const held = await workspacesHeldByEach(2);
+    const held = await workspacesHeldByEach(2, 'initech');
     const order = [held.a[0]!, held.b[0]!, held.a[1]!, held.b[1]!];
     const ids: string[] = [];
     for (let i = 0; i < 8; i++) {
@@ -347,7 +348,8 @@ describe(`a fleet: one API process, worker A on podman, worker B on ${engineB}, 
     // each reads what the one before wrote, then writes its own turn
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) {
-      const s = await clients[TENANTS[i]!].sessions.create.mutate({
+      // one tenant: a workspace is its first tenant's, other tenants' sessions on it are refused
+      const s = await clients.acme.sessions.create.mutate({
         framework: 'script',
         workspaceId: ws,
         prompt: script({ read: 'last.txt' }, { sleep: 1000 }, { write: { path: 'last.txt', content: `turn ${i}` } }),

@@ -246,18 +246,23 @@ export class WorkspaceFiles {
     const gzip = createGzip();
     const out = new PassThrough();
     void pipeline(pack, gzip, out).catch((err: unknown) => out.destroy(err as Error));
+    // a reader that goes away stops the walk: every wait below gives up, and the walk's
+    // directories and the open file are closed
+    const stop = new AbortController();
+    out.once('close', () => stop.abort());
+    const { signal } = stop;
     const fill = async () => {
       try {
         for await (const { entry, dir: parent, name: leaf } of this.#walk(dir, base, true, undefined)) {
-          if (out.destroyed) break;
+          if (signal.aborted) break;
           // names in the archive are relative to the directory archived
           const name = entry.path.split('/').slice(base.length).join('/');
           const mtime = new Date(entry.mtime);
-          if (entry.type === 'directory') await addEntry(pack, { name: `${name}/`, type: 'directory', mode: 0o755, mtime });
-          else if (entry.type === 'symlink') await addEntry(pack, { name, type: 'symlink', linkname: entry.target ?? '', mtime });
-          else if (entry.type === 'file' && entry.links === undefined) await addFile(pack, parent, leaf, entry.path, name, mtime);
+          if (entry.type === 'directory') await addEntry(pack, { name: `${name}/`, type: 'directory', mode: 0o755, mtime }, signal);
+          else if (entry.type === 'symlink') await addEntry(pack, { name, type: 'symlink', linkname: entry.target ?? '', mtime }, signal);
+          else if (entry.type === 'file' && entry.links === undefined) await addFile(pack, parent, leaf, entry.path, name, mtime, signal);
         }
-        pack.finalize();
+        if (!signal.aborted) pack.finalize();
       } catch (err) {
         pack.destroy(err as Error);
         out.destroy(err as Error);
@@ -658,7 +663,15 @@ export class WorkspaceFiles {
 }
 
 /** Adds the regular file `leaf` of `dir`; one that changed since it was listed (a link, a FIFO, gone) is left out. */
-async function addFile(pack: tar.Pack, dir: FileHandle, leaf: string, path: string, name: string, mtime: Date): Promise<void> {
+async function addFile(
+  pack: tar.Pack,
+  dir: FileHandle,
+  leaf: string,
+  path: string,
+  name: string,
+  mtime: Date,
+  signal: AbortSignal,
+): Promise<void> {
   let file;
   try {
     file = await openFileAt(dir, leaf, path);
@@ -670,7 +683,8 @@ async function addFile(pack: tar.Pack, dir: FileHandle, leaf: string, path: stri
   try {
     await new Promise<void>((resolve, reject) => {
       const sink = pack.entry({ name, type: 'file', size: st.size, mode: 0o644, mtime }, (err) => (err ? reject(err) : resolve()));
-      copyExactly(fh, st.size, sink).catch((cause: unknown) => {
+      signal.addEventListener('abort', () => reject(new Error('the archive was closed')), { once: true });
+      copyExactly(fh, st.size, sink, signal).catch((cause: unknown) => {
         const err = cause instanceof Error ? cause : new Error(String(cause));
         sink.destroy(err);
         reject(err);
@@ -682,22 +696,26 @@ async function addFile(pack: tar.Pack, dir: FileHandle, leaf: string, path: stri
 }
 
 /** Adds a bodiless entry, waiting while the archive's reader is behind. */
-function addEntry(pack: tar.Pack, header: tar.Headers): Promise<void> {
-  return new Promise((resolve, reject) => pack.entry(header, Buffer.alloc(0), (err) => (err ? reject(err) : resolve())));
+function addEntry(pack: tar.Pack, header: tar.Headers, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    signal.addEventListener('abort', () => reject(new Error('the archive was closed')), { once: true });
+    pack.entry(header, Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
+  });
 }
 
 /**
  * Exactly `size` bytes of `fh` into `sink`, with backpressure: a file that grew is cut at the
  * size its header announced, one that shrank is padded with zeros (the agent may be writing).
  */
-async function copyExactly(fh: FileHandle, size: number, sink: Writable): Promise<void> {
+async function copyExactly(fh: FileHandle, size: number, sink: Writable, signal: AbortSignal): Promise<void> {
   let done = 0;
   while (done < size) {
+    signal.throwIfAborted();
     const buf = Buffer.alloc(Math.min(CHUNK, size - done));
     const { bytesRead } = await fh.read(buf, 0, buf.length, done);
     const chunk = bytesRead === 0 ? buf : buf.subarray(0, bytesRead);
     done += chunk.length;
-    if (!sink.write(chunk)) await once(sink, 'drain');
+    if (!sink.write(chunk)) await once(sink, 'drain', { signal });
   }
   sink.end();
 }

@@ -1,5 +1,17 @@
 import { execFileSync } from 'node:child_process';
-import { linkSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync, lstatSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import {
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -226,6 +238,22 @@ describe('WorkspaceFiles', () => {
     expect(await files.removeWorkspace('w1')).toBe(true);
     expect(await files.exists('w1')).toBe(false);
     expect(await files.removeWorkspace('w1')).toBe(false);
+  });
+
+  it("stops the walk and closes every descriptor when the archive's reader goes away", async () => {
+    const fds = () => readdirSync('/proc/self/fd').length;
+    // links with long random targets: bodiless entries that gzip cannot shrink, deep in the tree
+    const deep = join(ws, 'a', 'b', 'c');
+    mkdirSync(deep, { recursive: true });
+    for (let i = 0; i < 3000; i++) symlinkSync(randomBytes(60).toString('hex'), join(deep, `l${i}`));
+    for (let f = 0; f < 5; f++) writeFileSync(join(ws, 'a', `f${f}`), randomBytes(256 * 1024));
+    const before = fds();
+    const archive = await files.archive('w1');
+    // read a little, then go away while the walk is deep in the tree and waiting on the reader
+    for await (const _chunk of archive) break;
+    // bounded wait for the walk to notice: closing is asynchronous
+    for (let i = 0; i < 200 && fds() > before; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fds()).toBe(before);
   });
 
   it('counts usage of regular files', async () => {
