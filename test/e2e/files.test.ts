@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { buffer } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TRPCClientError } from '@trpc/client';
 import { createMgxClient, followSession, type MgxClient } from '@mgx/client';
 import { startPlatform, type Platform } from '../support/platform.js';
+import { untar } from '../support/archive.js';
 import { collect } from '../support/sessions.js';
 
 // Workspace files over real HTTP and the real tRPC client, with files the agent made in a real container.
@@ -57,23 +58,6 @@ async function agent(client: MgxClient, workspaceId: string, script: string) {
   });
   const events = await collect(client, s.id);
   return { id: s.id, finish: events.at(-1)?.data, events };
-}
-
-async function untar(gz: Buffer): Promise<Map<string, { type: string; body: Buffer; linkname?: string }>> {
-  const out = new Map<string, { type: string; body: Buffer; linkname?: string }>();
-  const extract = tar.extract();
-  extract.on('entry', (header, stream, next) => {
-    void buffer(stream).then((body) => {
-      out.set(header.name, { type: header.type ?? 'file', body, ...(header.linkname ? { linkname: header.linkname } : {}) });
-      next();
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    extract.on('finish', resolve);
-    extract.on('error', reject);
-    extract.end(gunzipSync(gz));
-  });
-  return out;
 }
 
 const BINARY = Buffer.from(Array.from({ length: 300 }, (_, i) => i % 256));

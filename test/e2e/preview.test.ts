@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pino from 'pino';
@@ -67,6 +67,39 @@ async function startApp(client: MgxClient): Promise<string> {
     if (events.some((e) => e.type === 'FINISH')) throw new Error(`the app's session ended: ${JSON.stringify(events.at(-1))}`);
   }
   throw new Error('the app did not start');
+}
+
+/** A raw WebSocket handshake to the app's /ws through a server's preview; resolves on the app's 101, left open. */
+async function openWebSocket(port: number, sessionId: string): Promise<Socket> {
+  const ws = connect(port, '127.0.0.1');
+  let answer = '';
+  ws.on('data', (b: Buffer) => (answer += b.toString('latin1')));
+  ws.on('error', () => undefined);
+  ws.write(
+    [
+      `GET /sessions/${sessionId}/preview/3000/ws HTTP/1.1`,
+      'Host: 127.0.0.1',
+      `Authorization: Bearer ${tokenOf('acme')}`,
+      'Upgrade: websocket',
+      'Connection: Upgrade',
+      'Sec-WebSocket-Version: 13',
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+      '',
+      '',
+    ].join('\r\n'),
+  );
+  await expect.poll(() => answer, { timeout: 30_000 }).toMatch(/^HTTP\/1.1 101 Switching Protocols\r\n/);
+  expect(answer).toContain('Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=');
+  // a masked text frame "ping"; the app echoes "echo:ping" unmasked
+  const mask = Buffer.from([1, 2, 3, 4]);
+  const frame = Buffer.concat([
+    Buffer.from([0x81, 0x84]),
+    mask,
+    Buffer.from([...Buffer.from('ping')].map((b, i) => b ^ (mask[i % 4] ?? 0))),
+  ]);
+  ws.write(frame);
+  await expect.poll(() => answer, { timeout: 30_000 }).toContain('echo:ping');
+  return ws;
 }
 
 /** A request with no client library in between, so headers and redirects are exactly as sent. */
@@ -211,6 +244,8 @@ describe('preview: an app inside a container without network, through the sessio
       const link = await apiClient.sessions.previewUrl.mutate({ sessionId, port: 3000, form: 'path' });
       expect(link.url.startsWith(`${api.url}/`)).toBe(true);
       expect((await get(link.url)).status).toBe(302);
+      // a WebSocket through the API node reaches the app too
+      (await openWebSocket(api.port, sessionId)).destroy();
     } finally {
       await api?.close();
     }
@@ -237,26 +272,8 @@ describe('preview: an app inside a container without network, through the sessio
     const before = await get(`${base}/`, { authorization: `Bearer ${tokenOf('acme')}` });
     expect(before.status).toBe(200);
     // a raw WebSocket handshake through the proxy, left open
-    const ws = connect(p.server.port, '127.0.0.1');
-    let answer = '';
+    const ws = await openWebSocket(p.server.port, sessionId);
     const closed = new Promise<void>((resolve) => ws.on('close', () => resolve()));
-    ws.on('data', (b: Buffer) => (answer += b.toString('latin1')));
-    ws.on('error', () => undefined);
-    ws.write(
-      [
-        `GET /sessions/${sessionId}/preview/3000/ws HTTP/1.1`,
-        'Host: 127.0.0.1',
-        `Authorization: Bearer ${tokenOf('acme')}`,
-        'Upgrade: websocket',
-        'Connection: Upgrade',
-        'Sec-WebSocket-Version: 13',
-        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
-        '',
-        '',
-      ].join('\r\n'),
-    );
-    await expect.poll(() => answer, { timeout: 30_000 }).toMatch(/^HTTP\/1.1 101 Switching Protocols\r\n/);
-    expect(answer).toContain('Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=');
     await acme.sessions.cancel.mutate({ sessionId });
     await closed;
     await expect

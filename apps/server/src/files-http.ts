@@ -1,11 +1,11 @@
-import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { toTRPCError, WorkspaceAccessError, WorkspaceAccessErrorCode, type Caller, type TokenAuth, type WorkspaceAccess } from '@mgx/api';
 import type { Logger } from '@mgx/config';
 import type { WorkerStore } from '@mgx/event-store';
 import { checkWorkspaceId, FilesError, FilesErrorCode, joinNames, namesFromUrl } from '@mgx/workspaces';
+import { FORWARDED, forwardToWorker } from './worker-forward.js';
 
 export interface FilesHttpDeps {
   auth: TokenAuth;
@@ -16,11 +16,6 @@ export interface FilesHttpDeps {
   self: string;
   logger: Logger;
 }
-
-/** Set on a request one process forwarded to the worker holding the files: it is not forwarded again. */
-const FORWARDED = 'x-mgx-forwarded-by';
-/** Hop-by-hop headers, not passed on by a proxy (RFC 9110 7.6.1). */
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host']);
 
 /** A refusal as the HTTP status and JSON body a client gets. */
 class HttpRefusal extends Error {
@@ -129,7 +124,11 @@ export function filesRoutes({ auth, access, workers, self, logger }: FilesHttpDe
         const holder = await workers.get(err.holder);
         if (holder?.url && (holder.state === 'alive' || holder.state === 'draining')) {
           logger.debug({ url: req.url, worker: holder.id }, 'forwarding a workspace request to its worker');
-          await forward(req, res, holder.url, self);
+          await forwardToWorker(req, res, holder.url, {
+            self,
+            unreachable: (r, e) =>
+              json(r, 502, { error: { code: 'BAD_GATEWAY', message: `the worker holding the files did not answer: ${e.message}` } }),
+          });
           return true;
         }
         err.message += holder?.url ? ` (it is ${holder.state})` : ' (it advertises no MGX_WORKER_URL to forward to)';
@@ -146,31 +145,6 @@ export function filesRoutes({ auth, access, workers, self, logger }: FilesHttpDe
       return json(res, refusal.status, { error: { code: refusal.code, message: refusal.message } });
     }
   };
-}
-
-/** Carries the request to `base` (the worker holding the files) and its answer back, both streamed. */
-function forward(req: IncomingMessage, res: ServerResponse, base: string, self: string): Promise<void> {
-  const target = new URL(req.url ?? '/', base);
-  const headers: Record<string, string | string[]> = { [FORWARDED]: self };
-  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP.has(k)) headers[k] = v;
-  const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
-  return new Promise<void>((resolve, reject) => {
-    const upstream = send(target, { method: req.method ?? 'GET', headers }, (answer) => {
-      const back: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && !HOP.has(k)) back[k] = v;
-      res.writeHead(answer.statusCode ?? 502, back);
-      pipeline(answer, res).then(resolve, (err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') resolve();
-        else reject(err instanceof Error ? err : new Error(String(err)));
-      });
-    });
-    upstream.on('error', (err) => {
-      if (res.headersSent) return res.destroy(err);
-      json(res, 502, { error: { code: 'BAD_GATEWAY', message: `the worker holding the files did not answer: ${err.message}` } });
-      resolve();
-    });
-    req.pipe(upstream);
-  });
 }
 
 /** A client that went away mid-response is not an error of the server. */

@@ -1,17 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { connect as netConnect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { connect as tlsConnect } from 'node:tls';
 import type { Caller, PreviewLinks } from '@mgx/api';
 import type { Logger, Settings } from '@mgx/config';
 import type { SessionRecord, Store } from '@mgx/event-store';
 import type { Metrics } from '@mgx/metrics';
 import {
-  forwardHttp,
-  forwardUpgrade,
   PreviewError,
   PreviewErrorCode,
   PreviewProxy,
@@ -24,21 +20,10 @@ import {
   type PreviewDialer,
   type PreviewTarget,
 } from '@mgx/preview';
+import { FORWARDED, forwardToWorker, forwardUpgradeToWorker } from './worker-forward.js';
 
 /** The cookie a signed link leaves, scoped to its preview's path (or host). */
 const COOKIE = 'mgx_preview';
-/** Marks a request an API node forwarded, so a worker never forwards it again. */
-const FORWARDED = 'x-mgx-forwarded';
-const HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 
 export interface PreviewRoutes extends PreviewLinks {
   /** Serves a preview request; false when the URL is not a preview's. */
@@ -137,9 +122,16 @@ export function previewRoutes(o: {
     return { session, ...(token !== undefined ? { token } : {}), path };
   }
 
-  /** How to reach the session: here through its tunnel, or the worker that runs it. */
-  async function route(req: IncomingMessage, session: SessionRecord): Promise<'local' | URL> {
-    if (proxy && session.workerId === settings.owner) return 'local';
+  const forwarding = {
+    self: settings.owner,
+    keepHost: true,
+    unreachable: (res: ServerResponse, err: Error) =>
+      refuse(res, new PreviewError(PreviewErrorCode.UNREACHABLE, `the worker running the session did not answer: ${err.message}`)),
+  };
+
+  /** How to reach the session: undefined when it runs here (its tunnel), else its worker's URL. */
+  async function route(req: IncomingMessage, session: SessionRecord): Promise<string | undefined> {
+    if (proxy && session.workerId === settings.owner) return undefined;
     if (req.headers[FORWARDED]) {
       throw new PreviewError(PreviewErrorCode.UNREACHABLE, `session ${session.id} is not running on the worker it was sent to`);
     }
@@ -150,32 +142,7 @@ export function previewRoutes(o: {
         `worker ${session.workerId ?? '?'} of session ${session.id} advertises no URL (MGX_WORKER_URL), so this node cannot reach it`,
       );
     }
-    return new URL(worker.url);
-  }
-
-  /** The request as it came (credentials included: the worker checks them again), marked forwarded. */
-  function forwardedHeaders(req: IncomingMessage, upgrade: boolean): [string, string][] {
-    const out: [string, string][] = [];
-    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-      const name = req.rawHeaders[i] ?? '';
-      const lower = name.toLowerCase();
-      if (HOP.has(lower) && !(upgrade && (lower === 'connection' || lower === 'upgrade'))) continue;
-      out.push([name, req.rawHeaders[i + 1] ?? '']);
-    }
-    out.push([FORWARDED, settings.owner]);
-    return out;
-  }
-
-  function dialWorker(url: URL): Promise<Duplex> {
-    return new Promise((resolve, reject) => {
-      const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
-      const s =
-        url.protocol === 'https:' ? tlsConnect({ host: url.hostname, port, servername: url.hostname }) : netConnect(port, url.hostname);
-      s.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => resolve(s));
-      s.once('error', (err: Error) =>
-        reject(new PreviewError(PreviewErrorCode.UNREACHABLE, `cannot reach the worker at ${url.origin}: ${err.message}`, { cause: err })),
-      );
-    });
+    return worker.url;
   }
 
   function targetOf(req: IncomingMessage): PreviewTarget | null {
@@ -203,8 +170,8 @@ export function previewRoutes(o: {
           return true;
         }
         const where = await route(req, session);
-        if (where === 'local' && proxy) await proxy.request(req, res, { ...target, path });
-        else if (where !== 'local') await forwardHttp(req, res, await dialWorker(where), req.url ?? '/', forwardedHeaders(req, false));
+        if (where === undefined && proxy) await proxy.request(req, res, { ...target, path });
+        else if (where !== undefined) await forwardToWorker(req, res, where, forwarding);
       } catch (err) {
         if (!(err instanceof PreviewError)) throw err;
         logger.debug({ url: req.url, code: err.code }, 'preview refused');
@@ -220,8 +187,12 @@ export function previewRoutes(o: {
         if (!target) return false;
         const { session, path } = await admit(req, target);
         const where = await route(req, session);
-        if (where === 'local' && proxy) await proxy.upgrade(req, socket, head, { ...target, path });
-        else if (where !== 'local') forwardUpgrade(req, socket, head, await dialWorker(where), req.url ?? '/', forwardedHeaders(req, true));
+        if (where === undefined && proxy) await proxy.upgrade(req, socket, head, { ...target, path });
+        else if (where !== undefined) {
+          await forwardUpgradeToWorker(req, socket, head, where, forwarding).catch((err: Error) => {
+            throw new PreviewError(PreviewErrorCode.UNREACHABLE, `cannot reach the worker at ${where}: ${err.message}`, { cause: err });
+          });
+        }
       } catch (err) {
         if (!(err instanceof PreviewError)) throw err;
         refuseUpgrade(socket, err);

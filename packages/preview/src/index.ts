@@ -4,6 +4,7 @@ export { previewTargetOf, takeToken, TOKEN_PARAM, type PreviewTarget } from './t
 export {
   forwardHttp,
   forwardUpgrade,
+  HOP_BY_HOP,
   PreviewProxy,
   refuse,
   refuseUpgrade,

@@ -28,7 +28,7 @@ export interface PreviewMetrics {
 }
 
 /** Headers that belong to one hop, never forwarded (RFC 9110 7.6.1), and the caller's credentials. */
-const HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-authenticate',
@@ -48,7 +48,7 @@ export function upstreamHeaders(req: IncomingMessage, target: PreviewTarget, coo
     let value = raw[i + 1] ?? '';
     const lower = name.toLowerCase();
     if (lower === 'authorization' || lower === 'host') continue;
-    if (HOP.has(lower) && !(keepUpgrade && (lower === 'connection' || lower === 'upgrade'))) continue;
+    if (HOP_BY_HOP.has(lower) && !(keepUpgrade && (lower === 'connection' || lower === 'upgrade'))) continue;
     if (lower === 'cookie') {
       value = value
         .split(';')
@@ -71,7 +71,7 @@ export function upstreamHeaders(req: IncomingMessage, target: PreviewTarget, coo
 function downstreamHeaders(raw: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (!HOP.has((raw[i] ?? '').toLowerCase())) out.push(raw[i] ?? '', raw[i + 1] ?? '');
+    if (!HOP_BY_HOP.has((raw[i] ?? '').toLowerCase())) out.push(raw[i] ?? '', raw[i + 1] ?? '');
   }
   return out;
 }

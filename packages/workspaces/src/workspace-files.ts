@@ -683,6 +683,8 @@ async function addFile(
   try {
     await new Promise<void>((resolve, reject) => {
       const sink = pack.entry({ name, type: 'file', size: st.size, mode: 0o644, mtime }, (err) => (err ? reject(err) : resolve()));
+      // a pack already destroyed (its reader went away) gives no entry stream
+      if (!(sink as typeof sink | undefined)) return reject(new Error('the archive was closed'));
       signal.addEventListener('abort', () => reject(new Error('the archive was closed')), { once: true });
       copyExactly(fh, st.size, sink, signal).catch((cause: unknown) => {
         const err = cause instanceof Error ? cause : new Error(String(cause));
