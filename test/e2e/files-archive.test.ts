@@ -104,5 +104,7 @@ describe('the archive of a 10,000-file workspace', () => {
     // the collector's timing on a shared machine
     expect(retainedPeak - retainedBefore).toBeLessThan(64);
     expect(peak - baseline).toBeLessThan(100);
-  });
+    // making 156 MB of random files in a container and reading them back slowly takes minutes
+    // on a loaded 2-core machine: the bound is on memory, not on time
+  }, 300_000);
 });
