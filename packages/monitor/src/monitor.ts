@@ -228,9 +228,13 @@ export class Monitor {
     }
     w.finishRid = rid;
     w.finishReportedAt = reportedAt;
-    // asked before the decision: once it is acknowledged the runner exits, and its totals with it
+    // asked before the decision, and awaited before the runner is acknowledged: once it is, the
+    // runner exits and the container's CPU total with it (an engine asked after the exit answers
+    // nothing). The decision does not wait (whoever came first still wins); the ack waits a
+    // second at most for a slow engine.
     w.lastReading ??= this.#lastReading(w);
     await this.#decide(w, outcome, 'finish');
+    await this.#within(w.lastReading, 1000, undefined);
     this.#o.metrics.finishDetect.observe((performance.now() - started) / 1000);
   }
 
