@@ -133,20 +133,6 @@ interface ClaimCountDoc {
   count: number;
 }
 
-/**
- * A workspace's holder: the worker whose claim first used it (its files are on that worker's
- * host). `activeSessionId` is the session claimed on it, the lock that keeps one session at a
- * time per workspace; it is cleared when that session leaves starting or running.
- */
-interface WorkspaceDoc {
-  _id: string;
-  holder: string;
-  tenant: string;
-  lastSessionId: string;
-  activeSessionId: string | null;
-  claimedAt: number;
-}
-
 /** What a claim needs of a queued session to decide whether it may take it. */
 type ClaimCandidate = Pick<SessionDoc, '_id' | 'tenant' | 'workspaceId' | 'pos'>;
 type ClaimAttempt = { claimed: SessionDoc } | { skip: 'tenant' | 'fleet' | 'workspace' | 'taken' };
@@ -271,7 +257,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
   readonly #sessionReads: Collection<SessionDoc>;
   readonly #counters: Collection<CounterDoc>;
   readonly #claims: Collection<ClaimCountDoc>;
-  readonly #workspaces: Collection<WorkspaceDoc>;
+  readonly #workspaces: Collection<WorkspaceHolderDoc>;
   readonly #workerDocs: Collection<WorkerDoc>;
   readonly #workers: MongoWorkers;
   readonly #workspaceStore: MongoWorkspaces;
@@ -311,13 +297,13 @@ export class MongoStore implements Store, SessionStore, EventStore {
     this.#sessionReads = db.collection<SessionDoc>('sessions', majority);
     this.#counters = db.collection<CounterDoc>('counters');
     this.#claims = db.collection<ClaimCountDoc>('claims');
-    this.#workspaces = db.collection<WorkspaceDoc>('workspaces');
+    this.#workspaces = db.collection<WorkspaceHolderDoc>('workspaces');
     this.#workerDocs = db.collection<WorkerDoc>('workers');
     this.#workers = new MongoWorkers(this.#workerDocs, (what, fn) => this.#guard(what, fn));
     this.#workspaceStore = new MongoWorkspaces({
       owners: db.collection<WorkspaceOwnerDoc>('workspace_owners'),
       sessions: db.collection<WorkspaceSessionDoc>('sessions'),
-      holders: db.collection<WorkspaceHolderDoc>('workspaces'),
+      holders: this.#workspaces,
       guard: (what, fn) => this.#guard(what, fn),
       atomically: (fn) => this.#atomically(fn),
       nextPos: () => this.#nextPos(),

@@ -23,6 +23,11 @@ export interface WorkspaceSessionDoc {
   workerId: string | null;
   finishSeq: number | null;
 }
+/**
+ * A workspace's holder: the worker whose claim first used it (its files are on that worker's
+ * host). `activeSessionId` is the session claimed on it, the lock that keeps one session at a
+ * time per workspace; it is cleared when that session leaves starting or running.
+ */
 export interface WorkspaceHolderDoc {
   _id: string;
   holder: string;
