@@ -2,13 +2,13 @@ import { TRPCError, tracked } from '@trpc/server';
 import { z } from 'zod';
 import { isTerminal, SESSION_STATUSES, type ResourceData } from '@mgx/agent-sdk';
 import type { SessionRecord } from '@mgx/event-store';
-import { ID_PATTERN } from '@mgx/config';
 import { SessionLifecycle } from '@mgx/monitor';
 import { admit, createSessionInput, type AdmissionCode } from '../admission.js';
 import { newSessionId } from '../ids.js';
 import type { AuthedContext, Trpc } from '../trpc.js';
 import { toView, type TopRow } from '../views.js';
 import { chunkBySize, followStored, sessionId, streamInput } from './session-streams.js';
+import { scopedTenant, tenantId } from './tenant-scope.js';
 
 const ADMISSION_CODES: Record<AdmissionCode, TRPCError['code']> = {
   invalid: 'BAD_REQUEST',
@@ -22,8 +22,6 @@ async function ownSession(ctx: AuthedContext, id: string): Promise<SessionRecord
   if (!s || (s.tenant !== ctx.tenant && !ctx.operator)) throw new TRPCError({ code: 'NOT_FOUND', message: `session ${id} not found` });
   return s;
 }
-
-const tenantId = z.string().regex(ID_PATTERN, 'tenant must be 1-64 letters, digits, _ or -');
 
 export function sessionsRouter({ router, authed }: Trpc) {
   return router({
@@ -125,16 +123,10 @@ export function sessionsRouter({ router, authed }: Trpc) {
           .default({ limit: 50 }),
       )
       .query(async ({ ctx, input }) => {
-        if (input.tenant !== undefined && !ctx.operator) {
-          throw new TRPCError({
-            code: 'FORBIDDEN',
-            message: 'the tenant filter is for operators only: use a token from MGX_OPERATOR_TOKENS',
-          });
-        }
+        const tenant = scopedTenant(ctx, input.tenant);
         // a bad cursor is a StoreError the procedure maps to BAD_REQUEST
         const page = await ctx.deps.store.sessions.listSessions({
-          // a tenant sees its own sessions; an operator every tenant's, or the one it names
-          ...(ctx.operator ? (input.tenant !== undefined ? { tenant: input.tenant } : {}) : { tenant: ctx.tenant }),
+          ...(tenant !== undefined ? { tenant } : {}),
           limit: input.limit,
           ...(input.status ? { status: input.status } : {}),
           ...(input.cursor !== undefined ? { cursor: input.cursor } : {}),
@@ -150,14 +142,8 @@ export function sessionsRouter({ router, authed }: Trpc) {
     top: authed
       .input(z.strictObject({ limit: z.number().int().min(1).max(200).default(100), tenant: tenantId.optional() }).default({ limit: 100 }))
       .query(async ({ ctx, input }) => {
-        if (input.tenant !== undefined && !ctx.operator) {
-          throw new TRPCError({
-            code: 'FORBIDDEN',
-            message: 'the tenant filter is for operators only: use a token from MGX_OPERATOR_TOKENS',
-          });
-        }
         const { store } = ctx.deps;
-        const tenant = ctx.operator ? input.tenant : ctx.tenant;
+        const tenant = scopedTenant(ctx, input.tenant);
         const page = await store.sessions.listSessions({
           status: ['running'],
           limit: input.limit,

@@ -1,9 +1,8 @@
 import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
-import { ID_PATTERN } from '@mgx/config';
 import type { Trpc } from '../trpc.js';
+import { tenantId } from './tenant-scope.js';
 
-const tenantId = z.string().regex(ID_PATTERN, 'tenant must be 1-64 letters, digits, _ or -');
 /** Milliseconds since the epoch. */
 const instant = z.number().int().min(0).max(8.64e15);
 

@@ -1,14 +1,13 @@
-import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
 import { ID_PATTERN } from '@mgx/config';
 import type { WorkspaceSummary } from '@mgx/event-store';
 import type { FileEntry, ReadResult } from '@mgx/workspaces';
 import type { Trpc } from '../trpc.js';
+import { scopedTenant, tenantId } from './tenant-scope.js';
 
 const workspaceId = z.string().regex(ID_PATTERN, 'workspaceId must be 1-64 letters, digits, _ or -');
 // checked component by component by the files module (no `..`, no absolute path, no NUL)
 const path = z.string().max(4096);
-const tenantId = z.string().regex(ID_PATTERN, 'tenant must be 1-64 letters, digits, _ or -');
 
 /** What clients see of a workspace. Size and file count only where this server holds its files. */
 export interface WorkspaceView {
@@ -41,12 +40,10 @@ export function workspacesRouter({ router, authed }: Trpc) {
           .default({ limit: 50 }),
       )
       .query(async ({ ctx, input }) => {
-        if (input.tenant !== undefined && !ctx.operator) {
-          throw new TRPCError({ code: 'FORBIDDEN', message: 'the tenant filter is for operators only' });
-        }
+        const tenant = scopedTenant(ctx, input.tenant);
         const { store, workspaces } = ctx.deps;
         const page = await store.workspaces.list({
-          ...(ctx.operator ? (input.tenant !== undefined ? { tenant: input.tenant } : {}) : { tenant: ctx.tenant }),
+          ...(tenant !== undefined ? { tenant } : {}),
           limit: input.limit,
           ...(input.cursor !== undefined ? { cursor: input.cursor } : {}),
         });
