@@ -205,10 +205,13 @@ export function previewRoutes(o: {
       const token = signer.sign(sessionId, port, expiresAt);
       const base = settings.server.publicUrl ?? origin;
       const domain = settings.preview.domain;
-      const url =
-        form === 'host' && domain
-          ? `${new URL(base).protocol}//${port}-${sessionId}.${domain}${new URL(base).port ? `:${new URL(base).port}` : ''}/?${TOKEN_PARAM}=${token}`
-          : `${base}/sessions/${sessionId}/preview/${port}/?${TOKEN_PARAM}=${token}`;
+      let url: string;
+      if (form === 'host' && domain) {
+        // the same scheme and port as the API, on the preview's own host name
+        const own = new URL(base);
+        own.hostname = `${port}-${sessionId}.${domain}`;
+        url = `${own.origin}/?${TOKEN_PARAM}=${token}`;
+      } else url = `${base}/sessions/${sessionId}/preview/${port}/?${TOKEN_PARAM}=${token}`;
       return { url, expiresAt: signer.expiresAt(token) };
     },
 
