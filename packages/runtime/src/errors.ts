@@ -73,5 +73,9 @@ export function classifyEngineError(op: string, cause: unknown, subject?: string
       { cause },
     );
   }
+  // Podman answers 500 for a container being removed at that moment ("does not exist in database")
+  if (err.statusCode !== undefined && err.statusCode >= 500 && /no such container/i.test(detail)) {
+    return new RuntimeError(RuntimeErrorCode.CONTAINER_NOT_FOUND, `container ${subject ?? ''} not found during ${op}`, op, { cause });
+  }
   return new RuntimeError(RuntimeErrorCode.ENGINE_REJECTED, `container engine refused ${op}: ${detail}`, op, { cause });
 }
