@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
@@ -280,6 +281,67 @@ describe('seeding a workspace before a session, and changing it between sessions
     // a smaller replacement fits: only the difference counts
     expect((await http(`/workspaces/${ws}/files/part0.bin`, { method: 'PUT', body: Buffer.alloc(100 * 1024) })).status).toBe(201);
     expect((await http(`/workspaces/${ws}/files/more.bin`, { method: 'PUT', body: Buffer.alloc(100 * 1024) })).status).toBe(201);
+  });
+
+  it('a session created while an upload is still arriving waits for it, then sees all of it; a cut upload changes nothing', async () => {
+    const ws = `ws-race-${randomBytes(4).toString('hex')}`;
+    const pack = tar.pack();
+    pack.entry({ name: 'a.txt' }, 'first half;');
+    pack.entry(
+      { name: 'filler.bin' },
+      randomBytes(300 * 1024)
+        .toString('base64')
+        .slice(0, 250 * 1024),
+    );
+    pack.entry({ name: 'b.txt' }, 'second half');
+    pack.finalize();
+    const gz = gzipSync(await buffer(pack));
+    const url = new URL(`/workspaces/${ws}/archive.tar.gz`, p.server.url);
+    const send = (body: Buffer, cut: boolean) => {
+      const req = httpRequest(url, { method: 'PUT', headers: { authorization: `Bearer ${ACME}`, 'content-length': gz.length } });
+      const answer = new Promise<number>((resolve, reject) => {
+        req.on('response', (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+      });
+      req.write(body.subarray(0, body.length >> 1));
+      return { req, answer, rest: () => (cut ? req.destroy() : req.end(body.subarray(body.length >> 1))) };
+    };
+    // the first half is in; the session is created before the rest arrives
+    const upload = send(gz, false);
+    await new Promise((r) => setTimeout(r, 300));
+    const s = await acme.sessions.create.mutate({
+      framework: 'exec',
+      prompt: 'read the upload',
+      workspaceId: ws,
+      options: {
+        command: [NODE, '-e', "const fs = require('fs'); console.log(fs.readFileSync('a.txt', 'utf8') + fs.readFileSync('b.txt', 'utf8'))"],
+      },
+    });
+    // however long the upload takes, the session is not claimed before it ends
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await acme.sessions.get.query({ sessionId: s.id })).status).toBe('queued');
+    }
+    upload.rest();
+    expect(await upload.answer).toBe(200);
+    const events = await collect(acme, s.id);
+    expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded' });
+    expect(events.some((e) => e.type === 'LOG' && e.data.text === 'first half;second half')).toBe(true);
+
+    // a client that goes away mid-upload: nothing of it lands, and the next session is not held up
+    expect((await http(`/workspaces/${ws}/files/a.txt`, { method: 'PUT', body: 'kept' })).status).toBe(201);
+    const cut = send(gz, true);
+    await new Promise((r) => setTimeout(r, 300));
+    cut.rest();
+    await cut.answer.catch(() => undefined);
+    const after = await agent(acme, ws, "console.log(require('fs').readFileSync('a.txt', 'utf8'))");
+    expect(after.finish).toMatchObject({ status: 'succeeded' });
+    expect(after.events.some((e) => e.type === 'LOG' && e.data.text === 'kept')).toBe(true);
+    const names = (await acme.workspaces.files.query({ workspaceId: ws })).entries.map((e) => e.name);
+    expect(names.filter((n) => n.startsWith('.mgx-'))).toEqual([]);
   });
 
   it('refuses every write with CONFLICT while a session runs on the workspace, and accepts them once it ended', async () => {

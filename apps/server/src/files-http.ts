@@ -93,8 +93,7 @@ export function filesRoutes({ auth, access, workers, self, logger }: FilesHttpDe
         const path = query.get('path') ?? '';
         if (method === 'GET' || method === 'HEAD') return await sendArchive(access, caller, id, path, req, res);
         if (method === 'PUT' || method === 'POST') {
-          const { files } = await access.writable(caller, id);
-          const result = await files.upload(id, path, req);
+          const result = await access.write(caller, id, (files) => files.upload(id, path, req));
           logger.info({ workspaceId: id, tenant: caller.tenant, ...result }, 'workspace upload');
           return json(res, 200, { workspaceId: id, ...result });
         }
@@ -106,16 +105,20 @@ export function filesRoutes({ auth, access, workers, self, logger }: FilesHttpDe
       const path = joinNames(names);
       if (method === 'GET' || method === 'HEAD') return await sendFile(access, caller, id, path, req, res);
       if (method === 'PUT') {
-        const { files } = await access.writable(caller, id);
-        const declared = Number(req.headers['content-length'] ?? 0);
-        if (declared > files.limits.maxFileBytes)
-          throw new FilesError(FilesErrorCode.TOO_LARGE, `${path} is larger than ${files.limits.maxFileBytes} bytes (MGX_MAX_FILE_BYTES)`);
-        const written = await files.writeFile(id, path, req);
+        const written = await access.write(caller, id, (files) => {
+          const declared = Number(req.headers['content-length'] ?? 0);
+          if (declared > files.limits.maxFileBytes)
+            throw new FilesError(
+              FilesErrorCode.TOO_LARGE,
+              `${path} is larger than ${files.limits.maxFileBytes} bytes (MGX_MAX_FILE_BYTES)`,
+            );
+          return files.writeFile(id, path, req);
+        });
         return json(res, 201, { workspaceId: id, ...written });
       }
       if (method === 'DELETE') {
-        const { files } = await access.writable(caller, id);
-        return json(res, 200, { workspaceId: id, ...(await files.remove(id, path, { recursive: yes(query.get('recursive')) })) });
+        const removed = await access.write(caller, id, (files) => files.remove(id, path, { recursive: yes(query.get('recursive')) }));
+        return json(res, 200, { workspaceId: id, ...removed });
       }
       throw new HttpRefusal(405, 'METHOD_NOT_SUPPORTED', `${method} is not supported here`);
     } catch (err) {

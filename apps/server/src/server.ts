@@ -359,6 +359,9 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       : undefined,
     workerId: settings.owner,
     shared: settings.fleet.workspacesShared,
+    // a session queued behind an upload is claimed as it ends, not at the next poll
+    written: () => scheduler?.notify(),
+    logger: logger.child({ component: 'workspaces' }),
   });
   const files = filesRoutes({
     auth,

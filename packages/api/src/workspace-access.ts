@@ -1,5 +1,6 @@
-import { CodedError } from '@mgx/config';
-import type { Store, WorkspaceRecord } from '@mgx/event-store';
+import { randomUUID } from 'node:crypto';
+import { CodedError, type Logger } from '@mgx/config';
+import type { Store, WorkspaceRecord, WorkspaceSession } from '@mgx/event-store';
 import type { WorkspaceFiles } from '@mgx/workspaces';
 import type { Caller } from './auth.js';
 
@@ -19,6 +20,15 @@ export class WorkspaceAccessError extends CodedError<WorkspaceAccessErrorCode> {
   holder: string | undefined;
 }
 
+/** How long a write holds a workspace's queue without being renewed (a writer that died). */
+const WRITE_LEASE_MS = 60_000;
+
+const busy = (id: string, active: WorkspaceSession) =>
+  new WorkspaceAccessError(
+    WorkspaceAccessErrorCode.BUSY,
+    `workspace ${id} has an active session (${active.id}, ${active.status}): its files change only between sessions`,
+  );
+
 export interface WorkspaceAccessDeps {
   store: Store;
   /** The workspaces on this host; absent in a process that runs no sessions (MGX_ROLE=api). */
@@ -27,6 +37,9 @@ export interface WorkspaceAccessDeps {
   workerId: string;
   /** MGX_WORKSPACES_SHARED: every worker mounts the same workspace root. */
   shared: boolean;
+  /** A write ended: sessions queued behind it may be claimed now. */
+  written?: (workspaceId: string) => void;
+  logger?: Logger;
 }
 
 /**
@@ -57,24 +70,39 @@ export class WorkspaceAccess {
   }
 
   /**
-   * The files of a workspace the caller may change: its own (owned now if nobody did: files put
-   * before any session), held by this host (which becomes its holder if none was), and with no
-   * session active on it.
+   * Runs `fn` on the files of a workspace the caller may change: its own (owned now if nobody
+   * did: files put before any session), held by this host (which becomes its holder if none
+   * was), with no session active on it. While `fn` runs, a write is recorded in the store, so a
+   * session created meanwhile stays queued until it ends (a claim skips the workspace).
    */
-  async writable(caller: Caller, id: string): Promise<{ ws: WorkspaceRecord; files: WorkspaceFiles }> {
-    const existing = await this.#d.store.workspaces.get(id);
-    const ws = existing ?? (await this.#d.store.workspaces.own(id, caller.tenant));
+  async write<T>(caller: Caller, id: string, fn: (files: WorkspaceFiles, ws: WorkspaceRecord) => Promise<T>): Promise<T> {
+    const { store } = this.#d;
+    const existing = await store.workspaces.get(id);
+    let ws = existing ?? (await store.workspaces.own(id, caller.tenant));
     if (ws.tenant !== caller.tenant && !caller.operator) {
       throw new WorkspaceAccessError(WorkspaceAccessErrorCode.NOT_FOUND, `workspace ${id} not found`);
     }
-    const files = this.#local(ws);
-    await this.idle(id);
+    this.#local(ws);
     // seeded here before any session: later sessions on it must be claimed by this worker
-    if (ws.holder === null && !this.#d.shared) {
-      const holder = await this.#d.store.workspaces.hold(id, this.#d.workerId);
-      if (holder !== this.#d.workerId) return { ws: { ...ws, holder }, files: this.#local({ ...ws, holder }) };
+    if (ws.holder === null && !this.#d.shared) ws = { ...ws, holder: await store.workspaces.hold(id, this.#d.workerId) };
+    const files = this.#local(ws);
+    const token = randomUUID();
+    const active = await store.workspaces.beginWrite(id, this.#d.workerId, token, Date.now() + WRITE_LEASE_MS);
+    if (active) throw busy(id, active);
+    // a long upload keeps its write alive; one whose process died lets the queue go after WRITE_LEASE_MS
+    const renew = setInterval(() => {
+      store.workspaces.renewWrite(id, token, Date.now() + WRITE_LEASE_MS).catch((err: unknown) => {
+        this.#d.logger?.warn({ err, workspaceId: id }, 'cannot renew a write to a workspace');
+      });
+    }, WRITE_LEASE_MS / 3);
+    renew.unref();
+    try {
+      return await fn(files, ws);
+    } finally {
+      clearInterval(renew);
+      await store.workspaces.endWrite(id, token);
+      this.#d.written?.(id);
     }
-    return { ws, files };
   }
 
   /**
@@ -92,12 +120,7 @@ export class WorkspaceAccess {
   /** Refuses with BUSY while a session on the workspace is not over. */
   async idle(id: string): Promise<void> {
     const active = await this.#d.store.workspaces.activeSession(id);
-    if (active) {
-      throw new WorkspaceAccessError(
-        WorkspaceAccessErrorCode.BUSY,
-        `workspace ${id} has an active session (${active.id}, ${active.status}): its files change only between sessions`,
-      );
-    }
+    if (active) throw busy(id, active);
   }
 
   /** Whether this host holds the workspace's files (without asking the disk). */

@@ -45,7 +45,13 @@ import { KeptChangeStream } from './change-stream.js';
 import { describeMongoUri, scrubMongoUri } from './mongodb-uri.js';
 import { watchCancelRequests } from './mongodb-cancels.js';
 import { MongoWorkers, type WorkerDoc } from './mongodb-workers.js';
-import { MongoWorkspaces, type WorkspaceHolderDoc, type WorkspaceOwnerDoc, type WorkspaceSessionDoc } from './mongodb-workspaces.js';
+import {
+  MongoWorkspaces,
+  noWriteAt,
+  type WorkspaceHolderDoc,
+  type WorkspaceOwnerDoc,
+  type WorkspaceSessionDoc,
+} from './mongodb-workspaces.js';
 import { dropResent } from './resend.js';
 import { Retention } from './retention.js';
 import { Tails } from './tail.js';
@@ -877,6 +883,8 @@ export class MongoStore implements Store, SessionStore, EventStore {
       }
     }
     if (!shared && current.holder !== workerId) return false;
+    // files being written (an upload): the session waits for the write to end or expire
+    if (current.writes?.some((w) => w.until > now)) return false;
     if (current.activeSessionId !== null) {
       // held from its claim until its FINISH (a stale lock, e.g. after a crash, is taken over)
       const active = await this.#sessions.findOne(
@@ -886,7 +894,7 @@ export class MongoStore implements Store, SessionStore, EventStore {
       if (active) return false;
     }
     const r = await this.#workspaces.updateOne(
-      { _id: candidate.workspaceId, holder: current.holder, activeSessionId: current.activeSessionId },
+      { _id: candidate.workspaceId, holder: current.holder, activeSessionId: current.activeSessionId, ...noWriteAt(now) },
       { $set: fields },
       opt,
     );

@@ -35,7 +35,17 @@ export interface WorkspaceHolderDoc {
   lastSessionId: string;
   activeSessionId: string | null;
   claimedAt: number;
+  /** Writes to its files under way (uploads, deletes): a claim skips it until they end or expire. */
+  writes?: WorkspaceWrite[];
 }
+
+export interface WorkspaceWrite {
+  token: string;
+  until: number;
+}
+
+/** A holder document with no write under way at `now`: what a claim's compare-and-set requires. */
+export const noWriteAt = (now: number): Filter<WorkspaceHolderDoc> => ({ writes: { $not: { $elemMatch: { until: { $gt: now } } } } });
 
 export interface MongoWorkspacesDeps {
   owners: Collection<WorkspaceOwnerDoc>;
@@ -154,6 +164,50 @@ export class MongoWorkspaces implements WorkspaceStore {
       }
       return (await this.#d.holders.findOne({ _id: id }, { projection: { holder: 1 } }))?.holder ?? workerId;
     });
+  }
+
+  async beginWrite(id: string, workerId: string, token: string, until: number, now = Date.now()): Promise<WorkspaceSession | null> {
+    return this.#d.guard('workspaces.beginWrite', async () => {
+      await this.hold(id, workerId, now);
+      // the write goes on the holder document, which a claim changes by compare-and-set: of the
+      // two, the one that comes second fails (the claim sees the write, or this sees its lock)
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const active = await this.activeSession(id);
+        if (active) return active;
+        const current = await this.#d.holders.findOne({ _id: id }, { projection: { activeSessionId: 1 } });
+        const set = await this.#d.holders.updateOne(
+          { _id: id, activeSessionId: current?.activeSessionId ?? null },
+          { $push: { writes: { token, until } } },
+        );
+        if (set.matchedCount === 0) continue;
+        // a session claimed between the check and the write (its lock unchanged: taken on a new document)
+        const after = await this.activeSession(id);
+        if (after && after.status !== 'queued') {
+          await this.endWrite(id, token);
+          return after;
+        }
+        await this.#d.holders.updateOne({ _id: id }, { $pull: { writes: { until: { $lte: now } } } });
+        return null;
+      }
+      throw new StoreError(
+        StoreErrorCode.UNAVAILABLE,
+        `workspace ${id}: a write could not be recorded beside the claims that kept changing it`,
+      );
+    });
+  }
+
+  async renewWrite(id: string, token: string, until: number, now = Date.now()): Promise<boolean> {
+    return this.#d.guard('workspaces.renewWrite', async () => {
+      const r = await this.#d.holders.updateOne(
+        { _id: id, writes: { $elemMatch: { token, until: { $gt: now } } } },
+        { $set: { 'writes.$.until': until } },
+      );
+      return r.matchedCount === 1;
+    });
+  }
+
+  async endWrite(id: string, token: string): Promise<void> {
+    await this.#d.guard('workspaces.endWrite', () => this.#d.holders.updateOne({ _id: id }, { $pull: { writes: { token } } }));
   }
 
   async remove(id: string): Promise<boolean> {

@@ -439,6 +439,17 @@ export interface WorkspaceStore {
    */
   hold(id: string, workerId: string, now?: number): Promise<string>;
   /**
+   * Starts a write to the workspace's files (an upload, a delete) under `token` until `until`
+   * (ms), unless a session on it is active: then returns that session and starts nothing. In
+   * one step with that check, so a session created after it stays queued, because a claim skips
+   * a workspace with a write that has not ended or expired. `until` bounds a writer that died.
+   */
+  beginWrite(id: string, workerId: string, token: string, until: number, now?: number): Promise<WorkspaceSession | null>;
+  /** Moves a write's end to `until` (a long upload); false when it ended or expired already. */
+  renewWrite(id: string, token: string, until: number, now?: number): Promise<boolean>;
+  /** Ends a write: the workspace's queued sessions may be claimed again. */
+  endWrite(id: string, token: string): Promise<void>;
+  /**
    * Forgets the workspace (owner and holder) when no session on it is active, in one step;
    * false when one is, or when it does not exist. Its sessions stay.
    */

@@ -107,7 +107,7 @@ CREATE INDEX IF NOT EXISTS workspaces_holder ON workspaces (holder);
  * @maxPerTenant claimed sessions, moves to starting, if the fleet has fewer than @maxClaimed claimed sessions and
  * (with @epoch set) the worker's row has that epoch, state alive and an unexpired lease. With
  * @workspaces = 1 the session's workspace must have no claimed session, no earlier queued
- * session, and no holder other than this worker unless @shared = 1. The uncorrelated
+ * session, no write to its files under way, and no holder other than this worker unless @shared = 1. The uncorrelated
  * subqueries (full tenants, the fleet count, the lease) run once; the correlated ones use the
  * partial indexes above.
  */
@@ -127,6 +127,7 @@ WHERE pos = (
       NOT EXISTS (SELECT 1 FROM sessions b WHERE b.workspace_id = s.workspace_id AND b.worker_id IS NOT NULL AND b.finish_seq IS NULL)
       AND NOT EXISTS (SELECT 1 FROM sessions e WHERE e.workspace_id = s.workspace_id AND e.status = 'queued'
                       AND e.pos < s.pos AND e.cancel_requested = 0)
+      AND NOT EXISTS (SELECT 1 FROM workspace_writes ww WHERE ww.workspace_id = s.workspace_id AND ww.until > @now)
       AND (@shared = 1 OR NOT EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id AND w.holder <> @worker))))
   ORDER BY s.pos LIMIT 1)
 RETURNING *`;

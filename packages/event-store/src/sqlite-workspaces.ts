@@ -16,6 +16,13 @@ CREATE TABLE IF NOT EXISTS workspace_owners (
   created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS workspace_owners_tenant ON workspace_owners (tenant, pos);
+-- writes to a workspace's files under way: a claim skips the workspace until they end or expire
+CREATE TABLE IF NOT EXISTS workspace_writes (
+  token TEXT PRIMARY KEY,
+  workspace_id TEXT NOT NULL,
+  until INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workspace_writes_workspace ON workspace_writes (workspace_id, until);
 -- a workspace's sessions: its last one, and whether one is active
 CREATE INDEX IF NOT EXISTS sessions_workspace_pos ON sessions (workspace_id, pos);
 `;
@@ -80,6 +87,10 @@ export class SqliteWorkspaces implements WorkspaceStore {
          ON CONFLICT (id) DO NOTHING`,
       ),
       holder: db.prepare<[string], { holder: string }>('SELECT holder FROM workspaces WHERE id = ?'),
+      beginWrite: db.prepare('INSERT INTO workspace_writes (token, workspace_id, until) VALUES (?, ?, ?)'),
+      expiredWrites: db.prepare('DELETE FROM workspace_writes WHERE until <= ?'),
+      renewWrite: db.prepare('UPDATE workspace_writes SET until = ? WHERE token = ? AND workspace_id = ? AND until > ?'),
+      endWrite: db.prepare('DELETE FROM workspace_writes WHERE token = ? AND workspace_id = ?'),
       removeOwner: db.prepare('DELETE FROM workspace_owners WHERE id = ?'),
       removeHolder: db.prepare('DELETE FROM workspaces WHERE id = ?'),
     };
@@ -129,6 +140,25 @@ export class SqliteWorkspaces implements WorkspaceStore {
       this.#stmts.hold.run({ id, holder: workerId, tenant, now });
       return this.#stmts.holder.get(id)?.holder ?? workerId;
     });
+  }
+
+  async beginWrite(id: string, _workerId: string, token: string, until: number, now = Date.now()): Promise<WorkspaceSession | null> {
+    // the claim runs in a transaction on the same file: it sees the write or the write sees its session
+    return this.#tx('workspaces.beginWrite', () => {
+      const active = this.#stmts.active.get(id);
+      if (active) return active;
+      this.#stmts.expiredWrites.run(now);
+      this.#stmts.beginWrite.run(token, id, until);
+      return null;
+    });
+  }
+
+  async renewWrite(id: string, token: string, until: number, now = Date.now()): Promise<boolean> {
+    return this.#call('workspaces.renewWrite', () => this.#stmts.renewWrite.run(until, token, id, now).changes === 1);
+  }
+
+  async endWrite(id: string, token: string): Promise<void> {
+    this.#call('workspaces.endWrite', () => this.#stmts.endWrite.run(token, id));
   }
 
   async remove(id: string): Promise<boolean> {

@@ -965,6 +965,30 @@ export function storeContract(name: string, open: (options: ContractStoreOptions
         expect((await store.workspaces.own(unused, 'next')).tenant).toBe('next');
       });
 
+      it('a write to the files keeps a session created meanwhile queued until it ends or expires; none starts beside an active session', async () => {
+        const id = wsId();
+        await store.workspaces.own(id, 't1');
+        const now = Date.now();
+        expect(await store.workspaces.beginWrite(id, 'ww', 'tok-1', now + 60_000, now)).toBeNull();
+        const s = await store.sessions.createSession(session({ workspaceId: id }));
+        const claim = { workspaces: { shared: false } };
+        expect(await store.sessions.claimNext('ww', claim)).toBeNull();
+        expect(await store.workspaces.renewWrite(id, 'tok-1', Date.now() + 60_000)).toBe(true);
+        await store.workspaces.endWrite(id, 'tok-1');
+        expect(await store.workspaces.renewWrite(id, 'tok-1', Date.now() + 60_000)).toBe(false);
+        expect((await store.sessions.claimNext('ww', claim))?.id).toBe(s.id);
+        // the session is active now: a write is refused, naming it
+        expect(await store.workspaces.beginWrite(id, 'ww', 'tok-2', Date.now() + 60_000)).toMatchObject({ id: s.id, status: 'starting' });
+        // a write whose writer died holds the queue only until it expires
+        const other = wsId();
+        await store.workspaces.own(other, 't1');
+        expect(await store.workspaces.beginWrite(other, 'ww', 'tok-3', Date.now() + 150)).toBeNull();
+        const next = await store.sessions.createSession(session({ workspaceId: other }));
+        expect(await store.sessions.claimNext('ww', claim)).toBeNull();
+        await new Promise((r) => setTimeout(r, 200));
+        expect((await store.sessions.claimNext('ww', claim))?.id).toBe(next.id);
+      });
+
       it('files written before any session make this worker the holder; a later claim elsewhere waits for it', async () => {
         const id = wsId();
         await store.workspaces.own(id, 't1');

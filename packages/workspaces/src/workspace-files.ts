@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { open, opendir, rename, rm, rmdir, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { finished, PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { lookup } from 'mime-types';
@@ -126,6 +126,12 @@ const CHUNK = 64 * 1024;
  *
  * Whether a caller may see a workspace, and whether a session runs on it, is the API's concern.
  */
+/** An upload's entry written under a temporary name in its directory, renamed into place at the end. */
+interface Staged {
+  rel: string[];
+  tmp: string;
+}
+
 export class WorkspaceFiles {
   readonly root: string;
   readonly limits: FileLimits;
@@ -333,6 +339,9 @@ export class WorkspaceFiles {
     const root = await this.#openRoot(id, true);
     const extract = tar.extract();
     let entries = 0;
+    // every file and link lands under a temporary name beside its own; all are renamed into
+    // place once the whole archive is read, so a refused or broken upload changes no file
+    const staged: Staged[] = [];
     const onEntry = async (header: tar.Headers, stream: Readable) => {
       if (++entries > this.limits.maxUploadFiles)
         throw new FilesError(
@@ -362,14 +371,20 @@ export class WorkspaceFiles {
       try {
         if (header.type === 'symlink') {
           stream.resume();
-          await this.#symlinkAt(dir, name, joinNames(rel), header.linkname ?? '');
+          await this.#symlinkAt(dir, name, joinNames(rel), header.linkname ?? '', (tmp) => staged.push({ rel, tmp }));
           result.symlinks++;
         } else if (header.type === 'file' || header.type === 'contiguous-file') {
           const replaced = await this.#replacedBytes(dir, name, joinNames(rel));
           const max = Math.min(this.limits.maxFileBytes, this.limits.maxUploadBytes - result.bytes, room + replaced);
-          // through a core stream: leaving it early must not close the extractor before it hears why
-          const size = await this.#writeAt(dir, name, joinNames(rel), stream.pipe(new PassThrough()), max, {
+          // through a core stream: leaving it early must not close the extractor before it hears why;
+          // the entry's own end short of its size (a body cut off) must end the write, or it waits for ever
+          const body = stream.pipe(new PassThrough());
+          finished(stream, (err) => {
+            if (err) body.destroy(new FilesError(FilesErrorCode.BAD_ARCHIVE, `archive entry ${joinNames(rel)} ends early: ${err.message}`));
+          });
+          const size = await this.#writeAt(dir, name, joinNames(rel), body, max, {
             uploadLeft: this.limits.maxUploadBytes - result.bytes,
+            staged: (tmp) => staged.push({ rel, tmp }),
           });
           room -= size - replaced;
           result.bytes += size;
@@ -399,8 +414,10 @@ export class WorkspaceFiles {
     });
     try {
       await pipeline(body, createGunzip(), extract);
+      await this.#settle(root, staged, true);
     } catch (err) {
       await current;
+      await this.#settle(root, staged, false);
       if (refused !== undefined) throw refused;
       if (err instanceof FilesError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
@@ -604,7 +621,7 @@ export class WorkspaceFiles {
     path: string,
     body: AsyncIterable<Buffer | string>,
     max: number,
-    why: { uploadLeft?: number } = {},
+    why: { uploadLeft?: number; staged?: (tmp: string) => void } = {},
   ): Promise<number> {
     const tmp = `.mgx-write-${randomBytes(6).toString('hex')}`;
     let fh: FileHandle;
@@ -628,6 +645,10 @@ export class WorkspaceFiles {
       throw fsError(err, path);
     }
     await fh.close();
+    if (why.staged) {
+      why.staged(tmp);
+      return size;
+    }
     try {
       await rename(at(dir, tmp), at(dir, name));
     } catch (err) {
@@ -635,6 +656,42 @@ export class WorkspaceFiles {
       throw fsError(err, path);
     }
     return size;
+  }
+
+  /**
+   * Renames an upload's staged entries into place, in archive order (a later entry of a name
+   * wins), or removes them (commit false: best effort, nothing of the upload stays but the
+   * directories it made). Entries come grouped by directory, so each is opened once.
+   */
+  async #settle(root: FileHandle, staged: readonly Staged[], commit: boolean): Promise<void> {
+    let dirPath: string | undefined;
+    let dir: FileHandle | undefined;
+    const closeDir = async () => {
+      if (dir && dir !== root) await dir.close();
+      dir = undefined;
+    };
+    try {
+      for (const { rel, tmp } of staged) {
+        const parent = rel.slice(0, -1);
+        if (dir === undefined || joinNames(parent) !== dirPath) {
+          await closeDir();
+          dirPath = joinNames(parent);
+          dir = commit ? await this.#makeDirs(root, parent) : await this.#makeDirs(root, parent).catch(() => undefined);
+          if (dir === undefined) continue;
+        }
+        if (!commit) {
+          await unlink(at(dir, tmp)).catch(() => undefined);
+          continue;
+        }
+        try {
+          await rename(at(dir, tmp), at(dir, rel.at(-1) ?? ''));
+        } catch (err) {
+          throw fsError(err, joinNames(rel));
+        }
+      }
+    } finally {
+      await closeDir();
+    }
   }
 
   #overLimit(path: string, size: number, uploadLeft: number | undefined): FilesError {
@@ -649,11 +706,12 @@ export class WorkspaceFiles {
     );
   }
 
-  async #symlinkAt(dir: FileHandle, name: string, path: string, target: string): Promise<void> {
+  async #symlinkAt(dir: FileHandle, name: string, path: string, target: string, staged?: (tmp: string) => void): Promise<void> {
     if (target === '' || target.includes('\0')) throw new FilesError(FilesErrorCode.BAD_ARCHIVE, `${path}: a symlink without a target`);
     const tmp = `.mgx-link-${randomBytes(6).toString('hex')}`;
     try {
       await symlink(target, at(dir, tmp));
+      if (staged) return staged(tmp);
       await rename(at(dir, tmp), at(dir, name));
     } catch (err) {
       await unlink(at(dir, tmp)).catch(() => undefined);

@@ -229,6 +229,37 @@ describe('WorkspaceFiles', () => {
     expect(await codeOf(tight.upload('w1', '', Readable.from([six])))).toBe('FILES_TOO_LARGE');
   });
 
+  it('applies an upload whole or not at all: a refused or cut archive changes no file and leaves no temporary', async () => {
+    await files.writeFile('w1', 'keep.txt', Readable.from([Buffer.from('original')]));
+    const leftovers = () => readdirSync(ws, { recursive: true }).filter((n) => String(n).includes('.mgx-'));
+    const refusedLate = await targz([
+      { name: 'keep.txt', body: 'replaced' },
+      { name: 'new/first.txt', body: 'first' },
+      { name: 'fifo', type: 'fifo' as const },
+    ]);
+    expect(await codeOf(files.upload('w1', '', Readable.from([refusedLate])))).toBe('FILES_BAD_ARCHIVE');
+    expect(readFileSync(join(ws, 'keep.txt'), 'utf8')).toBe('original');
+    expect(() => readFileSync(join(ws, 'new', 'first.txt'))).toThrow();
+    expect(leftovers()).toEqual([]);
+    // a client that goes away mid-body: the gzip stream ends short
+    const whole = await targz([
+      { name: 'keep.txt', body: 'replaced' },
+      { name: 'big.bin', body: randomBytes(256 * 1024).toString('base64') },
+    ]);
+    expect(await codeOf(files.upload('w1', '', Readable.from([whole.subarray(0, whole.length - 4096)])))).toBe('FILES_BAD_ARCHIVE');
+    expect(readFileSync(join(ws, 'keep.txt'), 'utf8')).toBe('original');
+    expect(() => readFileSync(join(ws, 'big.bin'))).toThrow();
+    expect(leftovers()).toEqual([]);
+    // the same name twice: the later entry wins, as tar does
+    const twice = await targz([
+      { name: 'keep.txt', body: 'one' },
+      { name: 'keep.txt', body: 'two' },
+    ]);
+    expect((await files.upload('w1', '', Readable.from([twice]))).files).toBe(2);
+    expect(readFileSync(join(ws, 'keep.txt'), 'utf8')).toBe('two');
+    expect(leftovers()).toEqual([]);
+  });
+
   it('deletes files, empty directories, trees with recursive, and the workspace', async () => {
     await files.remove('w1', 'README.md');
     expect(await codeOf(files.remove('w1', 'src'))).toBe('FILES_NOT_EMPTY');

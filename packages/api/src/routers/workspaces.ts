@@ -110,8 +110,9 @@ export function workspacesRouter({ router, authed }: Trpc) {
     delete: authed
       .input(z.strictObject({ workspaceId, path: path.min(1), recursive: z.boolean().default(false) }))
       .mutation(async ({ ctx, input }) => {
-        const { files } = await ctx.deps.workspaces.writable(ctx, input.workspaceId);
-        return files.remove(input.workspaceId, input.path, { recursive: input.recursive });
+        return ctx.deps.workspaces.write(ctx, input.workspaceId, (files) =>
+          files.remove(input.workspaceId, input.path, { recursive: input.recursive }),
+        );
       }),
 
     /** Deletes the whole workspace, its files and its record; not while a session is active. */
