@@ -16,6 +16,7 @@ import { collect } from '../support/sessions.js';
 // URL. A file request to the API node reaches the worker that holds the workspace.
 
 const TOKEN = `acme-${randomBytes(12).toString('hex')}`;
+const OTHER = `globex-${randomBytes(12).toString('hex')}`;
 let dataDir: string;
 let api: RunningServer;
 let worker: RunningServer;
@@ -27,7 +28,7 @@ beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'mgx-files-fleet-'));
   const common = {
     MGX_DATA_DIR: dataDir,
-    MGX_API_TOKENS: `acme:${TOKEN}`,
+    MGX_API_TOKENS: `acme:${TOKEN},globex:${OTHER}`,
     AGENT_CONTAINER_MEMORY_LIMIT: '256m',
     AGENT_MONITOR_POLL_SECONDS: '1',
     ...(process.env.CONTAINER_HOST ? { CONTAINER_HOST: process.env.CONTAINER_HOST } : {}),
@@ -62,7 +63,7 @@ const http = (base: string, path: string, init: RequestInit = {}) =>
   fetch(`${base}${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers ?? {}) } });
 
 describe('workspace files in a fleet', () => {
-  it('an API node forwards file requests to the worker that holds the workspace; tRPC file calls name that worker', async () => {
+  it('an API node forwards file requests to the worker that holds the workspace; tRPC file calls are answered by that worker', async () => {
     const ws = `ws-fleet-${randomBytes(4).toString('hex')}`;
     const s = await client.sessions.create.mutate({
       framework: 'exec',
@@ -71,9 +72,11 @@ describe('workspace files in a fleet', () => {
       options: { command: ['/usr/local/bin/node', '-e', "require('fs').writeFileSync('made.txt', 'on the worker')"] },
     });
     expect((await collect(client, s.id)).at(-1)?.data).toMatchObject({ status: 'succeeded' });
+    // the API node keeps no files: the holder measures them
     expect((await client.workspaces.list.query({})).items.find((w) => w.id === ws)).toMatchObject({
       holder: worker.settings.owner,
-      sizeBytes: null,
+      sizeBytes: 'on the worker'.length,
+      files: 1,
     });
 
     const got = await http(api.url, `/workspaces/${ws}/files/made.txt`, { headers: { range: 'bytes=3-' } });
@@ -89,13 +92,37 @@ describe('workspace files in a fleet', () => {
     // the worker checks the token again: a bad one is refused on the API node before any forwarding
     expect((await fetch(`${api.url}/workspaces/${ws}/files/made.txt`)).status).toBe(401);
 
-    const err = await client.workspaces.files.query({ workspaceId: ws }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(TRPCClientError);
-    expect((err as TRPCClientError<never>).data).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
-    expect((err as Error).message).toContain(worker.settings.owner);
+    // tRPC file calls on the API node are answered by the worker, as the same caller
+    const names = (await client.workspaces.files.query({ workspaceId: ws })).entries.map((e) => e.name);
+    expect(names).toEqual(['from-api.txt', 'made.txt']);
+    expect(await client.workspaces.read.query({ workspaceId: ws, path: 'made.txt' })).toMatchObject({ content: 'on the worker' });
+    // its refusals come back with their code
+    const missing = await client.workspaces.read.query({ workspaceId: ws, path: 'nope.txt' }).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(TRPCClientError);
+    expect((missing as TRPCClientError<never>).data).toMatchObject({ code: 'NOT_FOUND' });
+    expect(await client.workspaces.delete.mutate({ workspaceId: ws, path: 'from-api.txt' })).toMatchObject({ type: 'file' });
+    expect((await http(worker.url, `/workspaces/${ws}/files/from-api.txt`)).status).toBe(404);
+    // another tenant's token is checked again on the worker: the same NOT_FOUND as anywhere
+    const stranger = createMgxClient({ url: api.url, token: OTHER });
+    const hidden = await stranger.workspaces.files.query({ workspaceId: ws }).catch((e: unknown) => e);
+    expect((hidden as TRPCClientError<never>).data).toMatchObject({ code: 'NOT_FOUND' });
 
-    // a new workspace has no holder yet: its first write goes to a worker, not to an API node
-    const fresh = await http(api.url, `/workspaces/ws-new-${randomBytes(3).toString('hex')}/files/a.txt`, { method: 'PUT', body: 'x' });
-    expect(fresh.status).toBe(421);
+    // a new workspace has no holder yet: its first write, sent to the API node, lands on a worker
+    const fresh = `ws-new-${randomBytes(3).toString('hex')}`;
+    expect((await http(api.url, `/workspaces/${fresh}/files/a.txt`, { method: 'PUT', body: 'seeded via the API node' })).status).toBe(201);
+    expect((await client.workspaces.list.query({})).items.find((w) => w.id === fresh)).toMatchObject({
+      holder: worker.settings.owner,
+      files: 1,
+    });
+    const seeded = await client.sessions.create.mutate({
+      framework: 'exec',
+      prompt: 'read the seed',
+      workspaceId: fresh,
+      options: { command: ['/usr/local/bin/node', '-e', "console.log(require('fs').readFileSync('a.txt', 'utf8'))"] },
+    });
+    const events = await collect(client, seeded.id);
+    expect(events.some((e) => e.type === 'LOG' && e.data.text === 'seeded via the API node')).toBe(true);
+    expect(await client.workspaces.remove.mutate({ workspaceId: fresh })).toMatchObject({ removed: true, files: true });
+    expect((await client.workspaces.list.query({})).items.map((w) => w.id)).not.toContain(fresh);
   });
 });

@@ -5,7 +5,7 @@ import { toTRPCError, WorkspaceAccessError, WorkspaceAccessErrorCode, type Calle
 import type { Logger } from '@mgx/config';
 import type { WorkerStore } from '@mgx/event-store';
 import { checkWorkspaceId, FilesError, FilesErrorCode, joinNames, namesFromUrl } from '@mgx/workspaces';
-import { FORWARDED, forwardToWorker } from './worker-forward.js';
+import { FORWARDED, forwardToWorker, workerFor } from './worker-forward.js';
 
 export interface FilesHttpDeps {
   auth: TokenAuth;
@@ -122,19 +122,20 @@ export function filesRoutes({ auth, access, workers, self, logger }: FilesHttpDe
       }
       throw new HttpRefusal(405, 'METHOD_NOT_SUPPORTED', `${method} is not supported here`);
     } catch (err) {
-      // another worker's files: carried there when it advertises a URL (nothing of the body was read yet)
-      if (err instanceof WorkspaceAccessError && err.code === WorkspaceAccessErrorCode.ELSEWHERE && err.holder && !req.headers[FORWARDED]) {
-        const holder = await workers.get(err.holder);
-        if (holder?.url && (holder.state === 'alive' || holder.state === 'draining')) {
-          logger.debug({ url: req.url, worker: holder.id }, 'forwarding a workspace request to its worker');
-          await forwardToWorker(req, res, holder.url, {
+      // another worker's files (or a new workspace, on a node that keeps none): carried to the
+      // worker that holds them, or takes them, when it advertises a URL (nothing of the body was read yet)
+      if (err instanceof WorkspaceAccessError && err.code === WorkspaceAccessErrorCode.ELSEWHERE && !req.headers[FORWARDED]) {
+        const { worker, why } = await workerFor(workers, err.holder ?? null);
+        if (worker?.url) {
+          logger.debug({ url: req.url, worker: worker.id }, 'forwarding a workspace request to its worker');
+          await forwardToWorker(req, res, worker.url, {
             self,
             unreachable: (r, e) =>
               json(r, 502, { error: { code: 'BAD_GATEWAY', message: `the worker holding the files did not answer: ${e.message}` } }),
           });
           return true;
         }
-        err.message += holder?.url ? ` (it is ${holder.state})` : ' (it advertises no MGX_WORKER_URL to forward to)';
+        err.message += ` (${why})`;
       }
       const refusal = statusOf(err);
       if (!refusal) throw err;

@@ -30,6 +30,7 @@ import { filesRoutes } from './files-http.js';
 import { fleetMetricsRefresher } from './fleet-metrics.js';
 import { previewRoutes } from './preview-routes.js';
 import { MemorySecrets } from './secrets.js';
+import { FORWARDED, holderCalls } from './worker-forward.js';
 
 /** The version of mgx (the root package.json's). */
 export const VERSION: string = rootPackage.version;
@@ -384,6 +385,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     workspaces,
     ready: () => ready,
     preview,
+    holders: holderCalls(store.workers, settings.owner),
     worker: {
       queued: () => scheduler?.notify(),
       cancelRunning: (id) => monitor?.cancel(id) ?? false,
@@ -400,7 +402,14 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       const caller = auth.callerOf(header);
       const proto = req.headers['x-forwarded-proto'] === 'https' ? 'https' : 'http';
       const origin = req.headers.host ? `${proto}://${req.headers.host}` : undefined;
-      return { deps, tenant: caller?.tenant ?? null, operator: caller?.operator ?? false, origin };
+      return {
+        deps,
+        tenant: caller?.tenant ?? null,
+        operator: caller?.operator ?? false,
+        origin,
+        authorization: header,
+        forwarded: req.headers[FORWARDED] !== undefined,
+      };
     },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ path, err: error }, 'request failed');

@@ -4,6 +4,10 @@ import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { connect as tlsConnect } from 'node:tls';
+import { createTRPCUntypedClient, httpLink, TRPCClientError, type TRPCUntypedClient } from '@trpc/client';
+import { TRPCError, type AnyRouter } from '@trpc/server';
+import type { HolderCalls, HolderProcedure } from '@mgx/api';
+import type { WorkerRecord, WorkerStore } from '@mgx/event-store';
 import { forwardUpgrade, HOP_BY_HOP } from '@mgx/preview';
 
 /**
@@ -71,4 +75,66 @@ export function forwardUpgradeToWorker(req: IncomingMessage, client: Duplex, hea
     });
     s.once('error', reject);
   });
+}
+
+/**
+ * The worker that answers for a workspace: its holder while that one is alive or draining and
+ * advertises a URL; for a workspace nobody holds yet, any such live worker (its first write makes
+ * that worker the holder). Else undefined, with why.
+ */
+export async function workerFor(workers: WorkerStore, holder: string | null): Promise<{ worker?: WorkerRecord; why: string }> {
+  if (holder !== null) {
+    const w = await workers.get(holder);
+    if (w?.url && (w.state === 'alive' || w.state === 'draining')) return { worker: w, why: '' };
+    return { why: w?.url ? `worker ${holder} is ${w.state}` : `worker ${holder} advertises no MGX_WORKER_URL to forward to` };
+  }
+  const live = (await workers.list()).filter((w) => w.state === 'alive' && w.url);
+  const worker = live[Math.floor(Math.random() * live.length)];
+  return worker ? { worker, why: '' } : { why: 'no live worker advertises an MGX_WORKER_URL to take a new workspace' };
+}
+
+const QUERIES: ReadonlySet<HolderProcedure> = new Set(['files', 'read', 'sizes']);
+
+/**
+ * Workspaces procedures run on the worker that holds the files, through its tRPC endpoint, as
+ * the caller (the same Authorization header) and marked forwarded. A refusal there comes back
+ * with its code and message; a worker that does not answer is SERVICE_UNAVAILABLE.
+ */
+export function holderCalls(workers: WorkerStore, self: string, timeoutMs = 30_000): HolderCalls {
+  const clients = new Map<string, TRPCUntypedClient<AnyRouter>>();
+  const clientOf = (url: string) => {
+    let c = clients.get(url);
+    if (!c) {
+      c = createTRPCUntypedClient<AnyRouter>({
+        links: [
+          httpLink({
+            url: `${url.replace(/\/+$/, '')}/trpc`,
+            headers: ({ op }) => ({ ...(op.context.headers as Record<string, string>), [FORWARDED]: self }),
+          }),
+        ],
+      });
+      clients.set(url, c);
+    }
+    return c;
+  };
+  return {
+    async call(holder, procedure, input, authorization) {
+      const { worker, why } = await workerFor(workers, holder);
+      if (!worker?.url) throw new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: `the workspace's files cannot be reached: ${why}` });
+      const client = clientOf(worker.url);
+      const opts = { context: { headers: authorization ? { authorization } : {} }, signal: AbortSignal.timeout(timeoutMs) };
+      const path = `workspaces.${procedure}`;
+      try {
+        return await (QUERIES.has(procedure) ? client.query(path, input, opts) : client.mutation(path, input, opts));
+      } catch (err) {
+        if (err instanceof TRPCClientError && typeof (err.data as { code?: unknown } | undefined)?.code === 'string') {
+          throw new TRPCError({ code: (err.data as { code: TRPCError['code'] }).code, message: err.message });
+        }
+        throw new TRPCError({
+          code: 'SERVICE_UNAVAILABLE',
+          message: `worker ${worker.id}, which holds the workspace's files, did not answer: ${(err as Error).message}`,
+        });
+      }
+    },
+  };
 }

@@ -39,6 +39,19 @@ export interface PreviewLinks {
   link(sessionId: string, port: number, ttlMs: number, origin: string, form: 'path' | 'host'): { url: string; expiresAt: number };
 }
 
+/** The workspaces procedures another process of the fleet may run for a caller. */
+export type HolderProcedure = 'files' | 'read' | 'delete' | 'remove' | 'sizes';
+
+/**
+ * How a process that does not hold a workspace's files (an API node, another worker) has the
+ * worker that does answer a workspaces procedure, as the same caller: that worker checks the
+ * token again. Its refusals come back as they were.
+ */
+export interface HolderCalls {
+  /** `worker` null: a workspace no worker holds yet, taken by any live worker that advertises a URL. */
+  call(worker: string | null, procedure: HolderProcedure, input: unknown, authorization: string | undefined): Promise<unknown>;
+}
+
 /** Everything the router needs, built once by the server. */
 export interface ApiDeps {
   settings: Settings;
@@ -58,6 +71,8 @@ export interface ApiDeps {
   ready: () => boolean;
   /** Preview links; absent where the server offers no previews. */
   preview?: PreviewLinks;
+  /** Workspaces procedures on the worker that holds the files; absent: answered here or refused. */
+  holders?: HolderCalls;
 }
 
 /**
@@ -70,4 +85,8 @@ export interface ApiContext {
   operator?: boolean;
   /** The origin the request was sent to (scheme and host), for links when MGX_PUBLIC_URL is unset. */
   origin?: string | undefined;
+  /** The Authorization header, passed on when another worker must answer. */
+  authorization?: string | undefined;
+  /** The request was forwarded by another process of the fleet: it is answered here or refused, never sent on. */
+  forwarded?: boolean | undefined;
 }

@@ -3,7 +3,16 @@ export type { AppRouter } from './router.js';
 export type { RouterOptions } from './trpc.js';
 export { toView } from './views.js';
 export type { SessionView, TopRow } from './views.js';
-export type { ApiDeps, ApiContext, FrameworkInfo, WorkerBridge, SecretKeeper, PreviewLinks } from './context.js';
+export type {
+  ApiDeps,
+  ApiContext,
+  FrameworkInfo,
+  WorkerBridge,
+  SecretKeeper,
+  PreviewLinks,
+  HolderCalls,
+  HolderProcedure,
+} from './context.js';
 export { TokenAuth, AuthConfigError, DEFAULT_TENANT } from './auth.js';
 export type { Caller, TokenSettings } from './auth.js';
 export { workerView, withoutSocket } from './routers/system.js';
@@ -15,4 +24,4 @@ export type { Admission, AdmissionCode, AdmissionContext, AdmissionProblem, Admi
 export { toTRPCError, trpcCodeOf } from './errors.js';
 export { WorkspaceAccess, WorkspaceAccessError, WorkspaceAccessErrorCode } from './workspace-access.js';
 export type { WorkspaceAccessDeps } from './workspace-access.js';
-export type { WorkspaceView } from './routers/workspaces.js';
+export type { WorkspaceView, WorkspaceSize } from './routers/workspaces.js';
