@@ -285,6 +285,27 @@ describe('WorkspaceFiles', () => {
     // bounded wait for the walk to notice: closing is asynchronous
     for (let i = 0; i < 200 && fds() > before; i++) await new Promise((r) => setTimeout(r, 10));
     expect(fds()).toBe(before);
+
+    // the same while the walk is inside a large file, waiting for the reader to drain it
+    const big = join(root, 'w2');
+    mkdirSync(big);
+    writeFileSync(join(big, 'big.bin'), randomBytes(16 * 1024 * 1024));
+    const into = () =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`).startsWith(big);
+        } catch {
+          return false;
+        }
+      }).length;
+    const partial = await files.archive('w2');
+    let read = 0;
+    for await (const chunk of partial) {
+      read += (chunk as Buffer).length;
+      if (read > 64 * 1024) break;
+    }
+    for (let i = 0; i < 200 && into() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(into()).toBe(0);
   });
 
   it('counts usage of regular files', async () => {
