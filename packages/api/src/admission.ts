@@ -3,7 +3,6 @@ import {
   DOMAIN_PATTERN,
   egressAllowed,
   formatMemory,
-  ID_PATTERN,
   MIN_CPUS,
   MIN_MEMORY_BYTES,
   minCpuQuota,
@@ -13,12 +12,13 @@ import {
 import type { SessionLimits } from '@mgx/event-store';
 import type { FrameworkInfo } from './context.js';
 import { envProblem } from './env-policy.js';
+import { workspaceId } from './ids.js';
 
 // strict: an unknown key (image, user, binds, …) is refused, never silently ignored
 export const createSessionInput = z.strictObject({
   framework: z.string().min(1).max(64),
   prompt: z.string(),
-  workspaceId: z.string().regex(ID_PATTERN, 'workspaceId must be 1-64 letters, digits, _ or -').optional(),
+  workspaceId: workspaceId.optional(),
   timeoutSeconds: z.number().positive().optional(),
   idleTimeoutSeconds: z.number().positive().optional(),
   memory: z.union([z.string(), z.number().int().positive()]).optional(),

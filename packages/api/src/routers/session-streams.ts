@@ -1,9 +1,8 @@
 import { z } from 'zod';
-import { ID_PATTERN } from '@mgx/config';
 import type { SessionEvent } from '@mgx/agent-sdk';
 import type { AuthedContext } from '../trpc.js';
 
-export const sessionId = z.string().regex(ID_PATTERN, 'sessionId must be 1-64 letters, digits, _ or -');
+import { sessionId } from '../ids.js';
 
 export const streamInput = z.object({
   sessionId,

@@ -4,11 +4,11 @@ import { isTerminal, SESSION_STATUSES, type ResourceData } from '@mgx/agent-sdk'
 import type { SessionRecord } from '@mgx/event-store';
 import { SessionLifecycle } from '@mgx/monitor';
 import { admit, createSessionInput, type AdmissionCode } from '../admission.js';
-import { newSessionId } from '../ids.js';
+import { newSessionId, sessionId, tenantId } from '../ids.js';
 import type { AuthedContext, Trpc } from '../trpc.js';
 import { toView, type TopRow } from '../views.js';
-import { chunkBySize, followStored, sessionId, streamInput } from './session-streams.js';
-import { scopedTenant, tenantId } from './tenant-scope.js';
+import { chunkBySize, followStored, streamInput } from './session-streams.js';
+import { scopedTenant } from './tenant-scope.js';
 
 const ADMISSION_CODES: Record<AdmissionCode, TRPCError['code']> = {
   invalid: 'BAD_REQUEST',

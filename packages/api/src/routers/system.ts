@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { ID_PATTERN } from '@mgx/config';
 import type { WorkerRecord } from '@mgx/event-store';
+import { workerId } from '../ids.js';
 import type { Trpc } from '../trpc.js';
 
 /** What operators see of a worker of the fleet. */
@@ -122,12 +122,10 @@ export function systemRouter({ router, procedure, authed, operatorProcedure }: T
      * its running sessions finish, deregisters and exits. NOT_FOUND for an unknown worker,
      * BAD_REQUEST for one that is dead or stopped.
      */
-    drainWorker: operatorProcedure
-      .input(z.object({ workerId: z.string().regex(ID_PATTERN, 'workerId must be 1-64 letters, digits, _ or -') }))
-      .mutation(async ({ ctx, input }) => {
-        const worker = await ctx.deps.store.workers.requestDrain(input.workerId);
-        ctx.deps.logger.info({ workerId: worker.id, operator: ctx.tenant }, 'drain requested');
-        return { worker: workerView(worker, Date.now()) };
-      }),
+    drainWorker: operatorProcedure.input(z.object({ workerId })).mutation(async ({ ctx, input }) => {
+      const worker = await ctx.deps.store.workers.requestDrain(input.workerId);
+      ctx.deps.logger.info({ workerId: worker.id, operator: ctx.tenant }, 'drain requested');
+      return { worker: workerView(worker, Date.now()) };
+    }),
   });
 }

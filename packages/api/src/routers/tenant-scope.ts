@@ -1,9 +1,5 @@
 import { TRPCError } from '@trpc/server';
-import { z } from 'zod';
-import { ID_PATTERN } from '@mgx/config';
 import type { AuthedContext } from '../trpc.js';
-
-export const tenantId = z.string().regex(ID_PATTERN, 'tenant must be 1-64 letters, digits, _ or -');
 
 /**
  * The tenant a listing is limited to: a tenant sees its own; an operator every tenant's

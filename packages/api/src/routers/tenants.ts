@@ -1,7 +1,7 @@
 import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
 import type { Trpc } from '../trpc.js';
-import { tenantId } from './tenant-scope.js';
+import { tenantId } from '../ids.js';
 
 /** Milliseconds since the epoch. */
 const instant = z.number().int().min(0).max(8.64e15);

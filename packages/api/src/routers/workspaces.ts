@@ -1,13 +1,12 @@
 import { z } from 'zod';
-import { ID_PATTERN } from '@mgx/config';
 import type { WorkspaceSummary } from '@mgx/event-store';
 import type { FileEntry, ReadResult } from '@mgx/workspaces';
 import type { HolderProcedure } from '../context.js';
 import type { AuthedContext, Trpc } from '../trpc.js';
 import { WorkspaceAccessError, WorkspaceAccessErrorCode } from '../workspace-access.js';
-import { scopedTenant, tenantId } from './tenant-scope.js';
+import { tenantId, workspaceId } from '../ids.js';
+import { scopedTenant } from './tenant-scope.js';
 
-const workspaceId = z.string().regex(ID_PATTERN, 'workspaceId must be 1-64 letters, digits, _ or -');
 // checked component by component by the files module (no `..`, no absolute path, no NUL)
 const path = z.string().max(4096);
 
