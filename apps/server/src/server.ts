@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import pino from 'pino';
+import type { ModelCallData } from '@mgx/agent-sdk';
 import {
   AuthConfigError,
   createAppRouter,
@@ -326,6 +327,13 @@ export async function startServer(settings: Settings, options: StartOptions = {}
           recordContent: s.limits.recordModelContent === true,
         });
         egress?.admit({ id: s.id, allow: s.limits.egressAllow ?? [] });
+      },
+      resuming: async (s) => {
+        // the model budget counts what the session used under the worker it had before
+        if (!gateway) return;
+        const last = await store.events.lastOfType(s.id, 'MODEL_CALL');
+        const total = (last?.data as ModelCallData | undefined)?.total;
+        if (total) gateway.resume(s.id, total);
       },
       ended: (id) => {
         secrets?.forget(id);

@@ -93,6 +93,8 @@ export interface ModelCallData {
   request?: { messages: unknown; tools?: unknown; truncated: boolean };
   /** Only when the session asked: the answer's text and tool calls, clipped. */
   response?: { content: string; toolCalls?: unknown; truncated: boolean };
+  /** The session's totals with this call: what a worker that takes the session over starts from. */
+  total?: ModelUsage;
 }
 
 /**

@@ -171,6 +171,19 @@ export class ModelGateway {
     return s && (s.usage.calls > 0 || s.usage.refused > 0) ? { ...s.usage } : undefined;
   }
 
+  /**
+   * Carries on the totals of a session taken over after a restart (its last MODEL_CALL's), so
+   * its budget counts what it used before; calls made here since are added on top.
+   */
+  resume(sessionId: string, before: ModelUsage): void {
+    const s = this.#sessions.get(sessionId);
+    if (!s) return;
+    s.usage.calls += before.calls;
+    s.usage.promptTokens += before.promptTokens;
+    s.usage.completionTokens += before.completionTokens;
+    s.usage.refused += before.refused;
+  }
+
   forget(sessionId: string): void {
     this.#sessions.delete(sessionId);
   }
@@ -403,7 +416,7 @@ export class ModelGateway {
 
   #recordCall(s: SessionState, call: ModelCallData): void {
     void this.#o
-      .record(s.id, [{ rid: 0, type: 'MODEL_CALL', ts: Date.now(), data: { ...call } }])
+      .record(s.id, [{ rid: 0, type: 'MODEL_CALL', ts: Date.now(), data: { ...call, total: { ...s.usage } } }])
       .then((stored) => {
         if (!stored) this.#o.logger.debug({ sessionId: s.id }, 'a model call ended after its session; not recorded');
       })

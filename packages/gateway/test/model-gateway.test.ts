@@ -108,4 +108,24 @@ describe('the model gateway', () => {
     expect(ok.seen).toHaveLength(1);
     expect(JSON.stringify(g.events)).not.toContain(KEY);
   });
+
+  it("records the session's totals with each call, and a session taken over carries them on against its budget", async () => {
+    const ok = await provider(200, () =>
+      JSON.stringify({ choices: [{ message: { content: 'hi' } }], usage: { prompt_tokens: 9, completion_tokens: 4 } }),
+    );
+    const g = await gateway([entry('good', ok.baseUrl, ['m1'])]);
+    // the session made one call under the worker it had before (maxModelCalls is 2)
+    g.gw.resume('s1', { calls: 1, promptTokens: 100, completionTokens: 50, refused: 0 });
+    expect((await g.call({ model: 'm1', messages: [] })).status).toBe(200);
+    expect(g.events.at(-1)?.data).toMatchObject({
+      promptTokens: 9,
+      total: { calls: 2, promptTokens: 109, completionTokens: 54, refused: 0 },
+    });
+    expect((await g.call({ model: 'm1', messages: [] })).status).toBe(429);
+    expect(g.exceeded).toEqual(['the session used its 2 model calls (maxModelCalls)']);
+    expect(g.gw.usage('s1')).toEqual({ calls: 2, promptTokens: 109, completionTokens: 54, refused: 1 });
+    // an unknown session is left alone
+    g.gw.resume('nobody', { calls: 5, promptTokens: 0, completionTokens: 0, refused: 0 });
+    expect(g.gw.usage('nobody')).toBeUndefined();
+  });
 });

@@ -24,6 +24,8 @@ export interface SchedulerOptions {
   secrets?: (session: SessionRecord) => Record<string, string>;
   /** Called before a session's socket opens (a start or an adoption): services it uses get ready for it. */
   opening?: (session: SessionRecord) => void;
+  /** Then, for a session taken over after a restart: what it used before is read back. */
+  resuming?: (session: SessionRecord) => Promise<void>;
   /** Called once a session this worker held has ended and been torn down. */
   ended?: (sessionId: string) => void;
   /** Started containers to hand to sessions instead of creating one (MGX_WARM_POOL_SIZE). */
@@ -444,6 +446,7 @@ export class Scheduler {
     const log = this.#o.logger.child({ sessionId: session.id, containerId });
     if (!isTerminal(session.status)) {
       this.#o.opening?.(session);
+      await this.#o.resuming?.(session);
       await this.#o.ingest.open(this.#taskOf(session));
     }
     log.info({ status: session.status, deadlineAt: session.deadlineAt }, 'adopting a session after restart');
