@@ -128,6 +128,9 @@ describe('web console', { timeout: 180_000 }, () => {
   }, 180_000);
 
   afterAll(async () => {
+    // a test that failed half-way may leave a session running: the server's drain would wait for it
+    const active = await acme?.sessions.list.query({ status: ['queued', 'starting', 'running'], limit: 200 }).catch(() => undefined);
+    for (const s of active?.items ?? []) await acme.sessions.cancel.mutate({ sessionId: s.id }).catch(() => undefined);
     await browser?.close();
     await p?.close();
     allowedSite?.server.close();
@@ -424,8 +427,14 @@ describe('web console', { timeout: 180_000 }, () => {
   });
 
   it('shows the workspace files with downloads, the preview in a frame, usage and the workers', async () => {
-    const APP =
-      "require('http').createServer((q, s) => { s.writeHead(200, { 'content-type': 'text/html' }); s.end('<h1 id=t>hello from the agent app</h1>'); }).listen(3000, '127.0.0.1', () => console.log('listening on 3000'))";
+    // the agent's app: a page and the script it loads from next to it (a second request of the frame)
+    const APP = String.raw`
+require('http').createServer((q, s) => {
+  if (q.url === '/app.js') { s.writeHead(200, { 'content-type': 'text/javascript' }); return s.end("document.getElementById('js').textContent = 'script ran'"); }
+  s.writeHead(200, { 'content-type': 'text/html' });
+  s.end('<h1 id=t>hello from the agent app</h1><p id=js>no script</p><script src="app.js"></script>');
+}).listen(3000, '127.0.0.1', () => console.log('listening on 3000'));
+`;
     const s = await acme.sessions.create.mutate({ framework: 'exec', prompt: '', options: { command: ['node', '-e', APP] } });
     const page = await signedIn();
     await openSession(page, s.id, 'logs');
@@ -440,6 +449,13 @@ describe('web console', { timeout: 180_000 }, () => {
     // the frame has no origin of its own: the agent's app cannot reach the console or its token
     expect(await frameEl?.evaluate((e) => e.getAttribute('sandbox'))).not.toContain('allow-same-origin');
     await screenshot(page, 'preview');
+    // in a tab of its own the app runs whole: its page loads its script
+    const link = await page.$eval('a.open-preview', (a) => a.getAttribute('href') ?? '');
+    expect(link).toContain(`/sessions/${s.id}/preview/3000/`);
+    const tab = await browser.newPage();
+    await tab.goto(link);
+    await tab.waitForFunction(() => document.getElementById('js')?.textContent === 'script ran', { timeout: 30_000 });
+    await tab.close();
     await acme.sessions.cancel.mutate({ sessionId: s.id });
 
     // files: a download is fetched with the token in a header and saved from a blob URL

@@ -9,6 +9,9 @@ import { ErrorBox } from '../ui.js';
  * port, and expires). On the console's own origin (the path form) the frame is sandboxed
  * without an origin, so the app cannot reach the console's page or its token.
  */
+/** A link on the console's own origin (the path form) is framed without an origin, to keep the console's token out of the app's reach. */
+const framedWithoutOrigin = (url: string) => new URL(url).origin === location.origin;
+
 export function Preview({ sessionId, running }: { sessionId: string; running: boolean }) {
   const { client } = useAuth();
   const [port, setPort] = useState('3000');
@@ -36,13 +39,22 @@ export function Preview({ sessionId, running }: { sessionId: string; running: bo
       </form>
       <ErrorBox error={error} />
       {url && (
-        <iframe
-          title="preview"
-          src={url}
-          // on its own host name (MGX_PREVIEW_DOMAIN) the app keeps its origin, which is not the console's
-          sandbox={`allow-scripts allow-forms allow-popups${new URL(url).origin !== location.origin ? ' allow-same-origin' : ''}`}
-          referrerpolicy="no-referrer"
-        />
+        <>
+          <p class="muted small">
+            <a href={url} target="_blank" rel="noopener noreferrer" class="open-preview">
+              Open in a new tab
+            </a>
+            {framedWithoutOrigin(url) &&
+              ' · In this frame the app has no origin of its own, so its later requests carry no preview cookie: pages that load scripts or call their server work in a tab, or framed on a preview host name (MGX_PREVIEW_DOMAIN).'}
+          </p>
+          <iframe
+            title="preview"
+            src={url}
+            // on its own host name (MGX_PREVIEW_DOMAIN) the app keeps its origin, which is not the console's
+            sandbox={`allow-scripts allow-forms allow-popups${framedWithoutOrigin(url) ? '' : ' allow-same-origin'}`}
+            referrerpolicy="no-referrer"
+          />
+        </>
       )}
     </div>
   );
