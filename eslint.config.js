@@ -14,7 +14,7 @@ const BOUNDARIES = [
   { name: 'prom-client', allowedIn: ['packages/metrics/src/**', 'apps/*/src/**'], why: 'packages take the Metrics interface' },
   { name: 'pino', allowedIn: ['apps/*/src/**', 'scripts/**'], why: 'packages take the Logger port; apps wire pino in' },
 ];
-const PRODUCTION = ['packages/*/src/**/*.ts', 'apps/*/src/**/*.ts', 'runner/src/**/*.ts', 'scripts/**/*.ts'];
+const PRODUCTION = ['packages/*/src/**/*.ts', 'apps/*/src/**/*.{ts,tsx}', 'runner/src/**/*.ts', 'scripts/**/*.ts'];
 
 const ruleId = (driver) => driver.replace(/[^a-z0-9]/gi, '-');
 
@@ -74,7 +74,7 @@ export default tseslint.config(
     linterOptions: { reportUnusedDisableDirectives: 'error' },
     plugins: { 'import-x': importX },
     settings: {
-      'import-x/resolver-next': [importX.createNodeResolver({ extensions: ['.ts', '.js', '.mjs', '.cjs', '.json'] })],
+      'import-x/resolver-next': [importX.createNodeResolver({ extensions: ['.ts', '.tsx', '.js', '.mjs', '.cjs', '.json'] })],
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything mgx needs on this machine, idempotent and quick when already done: Podman and
 # its API service, Prometheus (its server and promtool, for the metrics tests), the npm
-# dependencies, and the agent image. `npm run setup`, `npm run demo`, `npm test`,
+# dependencies, the web console's build, and the agent image. `npm run setup`, `npm run demo`, `npm test`,
 # `npm run bench` and .ci/run call it; run it as root on a fresh machine.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,4 +29,5 @@ if [ ! -x node_modules/.bin/tsx ] || [ package-lock.json -nt node_modules/.packa
   say "installing npm dependencies (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+bash scripts/build-console.sh
 bash infra/build-agent.sh

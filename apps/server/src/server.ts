@@ -27,6 +27,8 @@ import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runti
 import { Reaper, Scheduler, WarmPool, WorkerLease } from '@mgx/scheduler';
 import { WorkspaceFiles } from '@mgx/workspaces';
 import rootPackage from '../../../package.json' with { type: 'json' };
+import { CONSOLE_DIST, consoleRoutes } from './console-http.js';
+import { corsFor } from './cors.js';
 import { filesRoutes } from './files-http.js';
 import { fleetMetricsRefresher } from './fleet-metrics.js';
 import { previewRoutes } from './preview-routes.js';
@@ -88,6 +90,8 @@ export interface StartOptions {
    * process drains and exits (main.ts); by default the server drains itself with `close`.
    */
   onDrainRequested?: () => void;
+  /** The built web console to serve at `/` (default apps/console/dist); MGX_CONSOLE=false serves none. */
+  consoleDir?: string;
 }
 
 /**
@@ -422,12 +426,21 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ path, err: error }, 'request failed');
     },
+    // tRPC sets its own Vary, over the one CORS set: Origin is added to it (answers depend on it)
+    responseMeta: () => ({ headers: { vary: ['Origin'] } }),
   });
+
+  const cors = corsFor(settings.server.corsOrigins);
+  const webConsole = settings.server.console
+    ? consoleRoutes({ dir: options.consoleDir ?? CONSOLE_DIST, previewDomain: settings.preview.domain })
+    : undefined;
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     // first: on a preview host name (MGX_PREVIEW_DOMAIN) every path is the app's
     if (await preview.request(req, res)) return;
     const [path = '/'] = (req.url ?? '/').split('?');
+    // pages of other origins (MGX_CORS_ORIGINS) call the API and its files, never the rest
+    if ((path.startsWith('/trpc/') || path.startsWith('/workspaces/')) && cors(req, res)) return;
     if (path.startsWith('/trpc/')) return trpc(req, res);
     if (await files(req, res)) return;
     if (path === '/metrics' && req.method === 'GET') {
@@ -454,6 +467,8 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         JSON.stringify({ ok, ready, version: VERSION, role: settings.server.role, engine: withoutSocket(engine), store: store.kind }),
       );
     }
+    // last: the console's pages and assets, and its client routes
+    if (await webConsole?.(req, res)) return;
     res.writeHead(404, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ error: 'not found' }));
   };

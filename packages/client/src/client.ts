@@ -16,6 +16,8 @@ export type MgxClient = TRPCClient<AppRouter>;
  * The typed client for front ends and scripts: queries and mutations over batched HTTP,
  * subscriptions over SSE (with the `eventsource` polyfill, which Node 20 needs and which
  * can send the Authorization header). The stream resumes from the last event id on its own.
+ * The same code runs in a browser bundle (apps/console): the polyfill streams over fetch there
+ * too, so the token goes in a header, never in the URL as the browser's own EventSource needs.
  */
 export function createMgxClient(options: MgxClientOptions): MgxClient {
   const base = `${options.url.replace(/\/+$/, '')}/trpc`;

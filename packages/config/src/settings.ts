@@ -116,6 +116,10 @@ export interface Settings {
     publicUrl: string | undefined;
     /** MGX_WORKER_URL: where other processes of the fleet reach this worker (its workspaces' files, its sessions' previews). */
     workerUrl: string | undefined;
+    /** MGX_CORS_ORIGINS: origins whose pages may call the API (tRPC, streams, files); none by default. */
+    corsOrigins: string[];
+    /** MGX_CONSOLE: whether the web console is served at `/`. */
+    console: boolean;
   };
   /** Names this platform instance in container labels, so it finds its own containers after a restart. */
   owner: string;
@@ -178,6 +182,35 @@ const nonEmpty = z.string().trim().min(1, 'must not be empty');
 const httpUrl = nonEmpty
   .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'must be an http(s) URL such as http://10.0.0.5:8080')
   .transform((v) => v.replace(/\/+$/, ''));
+
+/**
+ * A comma-separated list of exact origins (`https://app.example.com`, `http://localhost:5173`):
+ * scheme, host and port only, compared as browsers send them in `Origin`.
+ */
+const originList = z.string().transform((text, ctx) => {
+  const origins: string[] = [];
+  for (const item of text
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean)) {
+    let url: URL | undefined;
+    try {
+      url = new URL(item);
+    } catch {
+      url = undefined;
+    }
+    // URL normalises case and drops a default port, as a browser's Origin header does
+    if (!url || !/^https?:$/.test(url.protocol) || url.origin !== item.replace(/\/$/, '').toLowerCase() || url.origin === 'null') {
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${item}" is not an origin such as https://app.example.com or http://localhost:5173 (scheme, host and port only)`,
+      });
+      return z.NEVER;
+    }
+    origins.push(url.origin);
+  }
+  return [...new Set(origins)];
+});
 
 /** "low-high", a range of TCP ports. */
 const portRange = nonEmpty.transform((v, ctx) => {
@@ -325,6 +358,8 @@ export function loadSettings(env: Env = process.env, cwd: string = process.cwd()
         nonEmpty.regex(/^https?:\/\/[^\s/?#]+\/?$/, 'must be http(s)://host:port, with no path'),
         undefined,
       )?.replace(/\/$/, ''),
+      corsOrigins: read('MGX_CORS_ORIGINS', originList, undefined) ?? [],
+      console: read('MGX_CONSOLE', bool, 'true'),
     },
     owner: read('MGX_OWNER', nonEmpty.regex(ID_PATTERN, 'must be 1-64 letters, digits, _ or -'), defaultOwner()),
     logLevel: read(

@@ -121,6 +121,26 @@ describe('loadSettings', () => {
     expect(() => loadSettings({ MGX_PUBLIC_URL: 'mgx.example.com' })).toThrow(/MGX_PUBLIC_URL: must be an http\(s\) URL/);
   });
 
+  it('reads the console switch and the CORS allow-list of exact origins, and names a bad origin', () => {
+    const d = loadSettings({});
+    expect(d.server.console).toBe(true);
+    expect(d.server.corsOrigins).toEqual([]);
+    expect(loadSettings({ MGX_CONSOLE: 'false' }).server.console).toBe(false);
+    expect(() => loadSettings({ MGX_CONSOLE: 'maybe' })).toThrow(/MGX_CONSOLE: must be true or false/);
+    const s = loadSettings({ MGX_CORS_ORIGINS: 'https://app.example.com, http://localhost:5173/,https://App.example.com' });
+    expect(s.server.corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
+    for (const bad of [
+      '*',
+      'app.example.com',
+      'https://app.example.com/path',
+      'ftp://x.example.com',
+      'https://app.example.com:443',
+      'null',
+    ]) {
+      expect(() => loadSettings({ MGX_CORS_ORIGINS: bad })).toThrow(/MGX_CORS_ORIGINS: ".*" is not an origin/);
+    }
+  });
+
   it('reads the files limits as sizes, a quota of 0 meaning none, and names a bad one', () => {
     const s = loadSettings({});
     expect(s.files).toEqual({
