@@ -83,6 +83,8 @@ export class SqliteCheckpointer {
   async close(): Promise<void> {
     this.#closed = true;
     if (!this.#worker) return;
+    // a process whose last work is this close waits for the thread (unref'd, it would exit with the wait unsettled)
+    this.#worker.ref();
     this.#worker.postMessage('close');
     await this.#exited;
   }
