@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CodedError, silentLogger } from '@mgx/config';
-import { SqliteStore, StoreError, type SqliteStoreOptions } from '../src/index.js';
+import { SqliteStore, StoreError, type AppendResult, type SqliteStoreOptions } from '../src/index.js';
 import { newSession, storeContract } from './contract.js';
 
 /** The file of each store the contract opened, so another handle can open on it. */
@@ -166,6 +166,74 @@ describe('sqlite store', () => {
           for await (const ev of tail) void ev;
         })(),
       );
+    });
+  });
+
+  describe('group commit of appends', () => {
+    it('stores the appends of one turn together, each on its own: one that fails leaves the others stored', async () => {
+      await withOtherConnection({}, async (store, other) => {
+        const a = await store.createSession(newSession('group1'));
+        const b = await store.createSession(newSession('group2'));
+        other.exec(`CREATE TRIGGER reject_poison BEFORE INSERT ON events WHEN instr(NEW.data, 'poison') > 0
+          BEGIN SELECT RAISE(ABORT, 'rejected on purpose'); END`);
+        const many = Array.from({ length: 150 }, (_, i) => ({ type: 'LOG' as const, rid: i + 3, data: { i } }));
+        const results = await Promise.allSettled([
+          store.append(a.id, [{ type: 'LOG', rid: 1, data: { n: 1 } }]),
+          // its first 64 events are fine (one INSERT), the next is refused: none of them is stored
+          store.append(b.id, [
+            ...Array.from({ length: 64 }, (_, i) => ({ type: 'LOG' as const, rid: i + 1, data: { n: 'fine' } })),
+            { type: 'LOG', rid: 65, data: { n: 'poison' } },
+          ]),
+          store.append('group-missing', [{ type: 'LOG', data: {} }]),
+          store.append(a.id, [{ type: 'LOG', rid: 2, data: { n: 2 } }]),
+          // more rows than one INSERT statement takes, and a re-sent rid among them
+          store.append(a.id, [{ type: 'LOG', rid: 2, data: { n: 'again' } }, ...many]),
+        ]);
+        expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled', 'fulfilled']);
+        expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'STORE_UNAVAILABLE' });
+        expect((results[2] as PromiseRejectedResult).reason).toMatchObject({ code: 'STORE_SESSION_NOT_FOUND' });
+        const last = (results[4] as PromiseFulfilledResult<AppendResult>).value;
+        expect(last.duplicates).toBe(1);
+        expect(last.stored.map((e) => e.seq)).toEqual(Array.from({ length: 150 }, (_, i) => i + 4));
+        const storedA = await store.read(a.id, 0, 1000);
+        expect(storedA.map((e) => e.seq)).toEqual(Array.from({ length: 153 }, (_, i) => i + 1));
+        expect(storedA.slice(1, 3).map((e) => e.data)).toEqual([{ n: 1 }, { n: 2 }]);
+        expect(storedA.slice(3).map((e) => e.data.i)).toEqual(many.map((e) => e.data.i));
+        expect(await store.lastRid(a.id)).toBe(152);
+        expect((await store.read(b.id, 0, 10)).map((e) => e.type)).toEqual(['SESSION_QUEUED']);
+        expect(await store.lastRid(b.id)).toBe(0);
+        other.exec('DROP TRIGGER reject_poison');
+      });
+    });
+
+    it('fails every append of the turn when the transaction itself fails, storing none of them', async () => {
+      await withOtherConnection({ busyTimeoutMs: 50 }, async (store, other) => {
+        const a = await store.createSession(newSession('group3'));
+        const b = await store.createSession(newSession('group4'));
+        other.exec('BEGIN IMMEDIATE');
+        const results = await Promise.allSettled([
+          store.append(a.id, [{ type: 'LOG', rid: 1, data: {} }]),
+          store.append(b.id, [{ type: 'LOG', rid: 1, data: {} }]),
+        ]);
+        other.exec('ROLLBACK');
+        for (const r of results) expect(r).toMatchObject({ status: 'rejected', reason: { code: 'STORE_UNAVAILABLE' } });
+        expect(await store.lastRid(a.id)).toBe(0);
+        expect(await store.lastRid(b.id)).toBe(0);
+        // the runner re-sends them: stored once
+        expect((await store.append(a.id, [{ type: 'LOG', rid: 1, data: {} }])).stored.map((e) => e.seq)).toEqual([2]);
+      });
+    });
+
+    it('stores the appends already made when it closes', async () => {
+      const file = join(mkdtempSync(join(tmpdir(), 'mgx-store-')), 'mgx.sqlite');
+      const store = SqliteStore.open({ file });
+      const s = await store.createSession(newSession('group5'));
+      const appended = store.append(s.id, [{ type: 'LOG', rid: 1, data: { last: true } }]);
+      await store.close();
+      expect((await appended).stored.map((e) => e.seq)).toEqual([2]);
+      const again = SqliteStore.open({ file });
+      expect((await again.read(s.id, 0, 10)).map((e) => e.data)).toEqual([expect.anything(), { last: true }]);
+      await again.close();
     });
   });
 

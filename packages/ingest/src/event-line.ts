@@ -41,7 +41,8 @@ export function throttledEvent(eventsPerSecond: number, now: number = Date.now()
  * type, no data object). A line over `maxEventBytes` is judged by its size before parsing.
  */
 export function parseEventLine(line: string, maxEventBytes: number, now: () => number = Date.now): IngestedEvent {
-  const bytes = Buffer.byteLength(line);
+  // a UTF-16 unit is at most 3 bytes of UTF-8: most lines are judged without counting
+  const bytes = line.length * 3 <= maxEventBytes ? line.length : Buffer.byteLength(line);
   if (bytes > maxEventBytes) {
     // rid and type read from the line's head when present
     const head = line.slice(0, 200);

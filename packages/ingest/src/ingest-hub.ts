@@ -80,6 +80,11 @@ interface PendingDial {
   timer: NodeJS.Timeout;
 }
 
+interface QueuedBatch {
+  socket: Socket;
+  events: IngestedEvent[];
+}
+
 interface Channel {
   task: SessionTask;
   dir: string;
@@ -87,6 +92,11 @@ interface Channel {
   socket: Socket | undefined;
   /** Serializes stores and acks of the session across connections, so order holds. */
   chain: Promise<void>;
+  /**
+   * The last batch on the chain while it waits for the store in front of it: events that arrive
+   * meanwhile join it, so a store that falls behind catches up with fewer, larger writes.
+   */
+  open: QueuedBatch | undefined;
   pending: number;
   idleWaiters: Array<() => void>;
   received: number;
@@ -144,6 +154,7 @@ export class IngestHub {
       server,
       socket: undefined,
       chain: Promise.resolve(),
+      open: undefined,
       pending: 0,
       idleWaiters: [],
       received: 0,
@@ -265,6 +276,8 @@ export class IngestHub {
   async record(sessionId: string, events: IngestedEvent[]): Promise<boolean> {
     const ch = this.#channels.get(sessionId);
     if (!ch) return false;
+    // what the runner sends from now on is stored after these
+    ch.open = undefined;
     const stored = ch.chain.then(() => this.#o.sink.append(sessionId, events));
     ch.chain = stored.catch((err: unknown) => this.#o.logger.error({ err, sessionId }, 'storing platform events failed'));
     await stored;
@@ -349,6 +362,7 @@ export class IngestHub {
       ch.socket.destroy();
     }
     ch.socket = socket;
+    ch.open = undefined;
     socket.setNoDelay(true);
     socket.on('error', (err) => log.debug({ err }, 'ingest connection error'));
 
@@ -416,7 +430,8 @@ export class IngestHub {
 
   /**
    * Stores one batch after everything before it, then acks it on the connection it came from.
-   * The connection is paused while more than `highWater` events wait to be stored.
+   * While the batch before it waits for the store, a new batch joins it instead (one write,
+   * one ack). The connection is paused while more than `highWater` events wait to be stored.
    */
   #deliver(
     ch: Channel,
@@ -427,8 +442,19 @@ export class IngestHub {
   ): void {
     ch.pending += events.length;
     if (ch.pending > this.#o.highWater) conn.pause('store');
+    const open = ch.open;
+    if (open && open.socket === socket) {
+      for (const ev of events) open.events.push(ev);
+      return;
+    }
+    const batch: QueuedBatch = { socket, events };
+    ch.open = batch;
     ch.chain = ch.chain
-      .then(() => this.#store(ch, events, log))
+      .then(() => {
+        // from here on the batch is being stored: later events make a new one
+        if (ch.open === batch) ch.open = undefined;
+        return this.#store(ch, batch.events, log);
+      })
       .then(
         (ackRid) => {
           if (ackRid > 0 && ch.socket === socket) conn.send({ t: 'ack', rid: ackRid });
@@ -440,7 +466,7 @@ export class IngestHub {
         },
       )
       .finally(() => {
-        ch.pending -= events.length;
+        ch.pending -= batch.events.length;
         if (ch.pending <= this.#o.highWater / 2) conn.unpause('store');
       });
   }

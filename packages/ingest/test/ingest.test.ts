@@ -181,4 +181,81 @@ describe('ingest over a real unix socket', () => {
     // read (the bucket is charged after reading, so the final chunk is acked before it is paid)
     expect(elapsed).toBeGreaterThanOrEqual(1000);
   });
+  it('stores what arrives while a store is under way as one batch, acked once, in order with what the platform records', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mgx-ingest-'));
+    const appends: number[][] = [];
+    let gate: Promise<void> = Promise.resolve();
+    let open: () => void = () => {};
+    let entered: () => void = () => {};
+    const sink: IngestSink = {
+      lastRid: async () => 0,
+      append: async (_id, events) => {
+        appends.push(events.map((e) => (e.rid > 0 ? e.rid : -1)));
+        entered();
+        await gate;
+      },
+      finish: async () => {},
+    };
+    const hub = new IngestHub({
+      baseDir: join(dir, 'run'),
+      sink,
+      maxEventBytes: 4096,
+      containerUser: `${process.getuid!()}:${process.getgid!()}`,
+    });
+    const { socketPath } = await hub.open(task('s9'));
+    const raw = connect(socketPath);
+    cleanups.push(async () => {
+      raw.destroy();
+      await hub.closeAll();
+    });
+    const acks: number[] = [];
+    let buffered = '';
+    raw.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const msg = JSON.parse(buffered.slice(0, nl)) as { t: string; rid?: number };
+        buffered = buffered.slice(nl + 1);
+        if (msg.t === 'ack' && msg.rid !== undefined) acks.push(msg.rid);
+      }
+    });
+    const line = (rid: number) => `${JSON.stringify({ t: 'ev', rid, type: 'LOG', ts: 1, data: { rid } })}\n`;
+    /** The store holds the next append until `open()`; resolves once it has entered it. */
+    const hold = () => {
+      gate = new Promise<void>((r) => (open = r));
+      return new Promise<void>((r) => (entered = r));
+    };
+    /** Sent as reads of their own: each a batch of the connection. */
+    const send = async (...rids: number[]) => {
+      for (const rid of rids) {
+        raw.write(line(rid));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const until = async (cond: () => boolean) => {
+      while (!cond()) await new Promise((r) => setTimeout(r, 10));
+    };
+
+    let inStore = hold();
+    await send(1);
+    await inStore;
+    await send(2, 3, 4, 5);
+    open();
+    await until(() => acks.includes(5));
+    // rid 1 alone; 2 to 5, which came while it was stored, as one batch with one ack
+    expect(appends).toEqual([[1], [2, 3, 4, 5]]);
+    expect(acks).toEqual([1, 5]);
+
+    // the platform's event goes after what the runner sent before it, and before what follows
+    inStore = hold();
+    await send(6);
+    await inStore;
+    await send(7);
+    const recorded = hub.record('s9', [{ rid: 0, type: 'LOG', ts: 1, data: { platform: true } }]);
+    await send(8);
+    open();
+    expect(await recorded).toBe(true);
+    await until(() => acks.includes(8));
+    expect(appends.slice(2)).toEqual([[6], [7], [-1], [8]]);
+  });
 });
