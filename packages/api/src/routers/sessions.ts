@@ -7,7 +7,8 @@ import { admit, createSessionInput, type AdmissionCode } from '../admission.js';
 import { newSessionId } from '../ids.js';
 import type { AuthedContext, Trpc } from '../trpc.js';
 import { toView, type TopRow } from '../views.js';
-import { chunkBySize, followStored, sessionId, streamInput } from './session-streams.js';
+import { chunkBySize } from '../stream-hub.js';
+import { followStored, sessionId, streamInput } from './session-streams.js';
 import { scopedTenant, tenantId } from './tenant-scope.js';
 
 const ADMISSION_CODES: Record<AdmissionCode, TRPCError['code']> = {
