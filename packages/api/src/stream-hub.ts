@@ -163,20 +163,24 @@ class SessionHub {
   }
 
   /**
-   * The kept frames after `seq`, the first one cut at `seq`; undefined when the kept frames do
-   * not reach back to `seq` (the subscriber reads the store instead), empty when none is newer.
+   * The kept frame holding the event after `seq` (cut at `seq` when it starts before); null when
+   * none is newer, undefined when the kept frames do not reach back to `seq` (the subscriber
+   * reads the store instead). One frame at a time, so a subscriber that stops reading holds one.
    */
-  framesAfter(seq: number): Frame[] | undefined {
-    const first = this.frames[0];
-    if (!first) return [];
+  frameAfter(seq: number): Frame | null | undefined {
+    const frames = this.frames;
+    const first = frames[0];
+    if (!first) return null;
     if (first.after > seq) return undefined;
-    // from the newest back: a subscriber keeping up is one frame behind
-    let i = this.frames.length;
-    while (i > 0 && (this.frames[i - 1]?.last ?? 0) > seq) i--;
-    const out = this.frames.slice(i);
-    const head = out[0];
-    if (head) out[0] = head.from(seq);
-    return out;
+    // the first frame whose last seq is past `seq`: frames are in seq order
+    let lo = 0;
+    let hi = frames.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((frames[mid]?.last ?? 0) > seq) hi = mid;
+      else lo = mid + 1;
+    }
+    return frames[lo]?.from(seq) ?? null;
   }
 
   #push(frame: Frame): void {
@@ -248,14 +252,11 @@ export class SessionStreams {
       // reads the store itself until one read comes back short: caught up, it waits on the hub
       let caughtUp = false;
       while (!signal.aborted) {
-        const kept = hub.framesAfter(cursor);
-        if (kept && kept.length > 0) {
-          for (const frame of kept) {
-            yield frame;
-            cursor = frame.last;
-            if (frame.finishes) return;
-            if (signal.aborted) return;
-          }
+        const kept = hub.frameAfter(cursor);
+        if (kept) {
+          yield kept;
+          cursor = kept.last;
+          if (kept.finishes) return;
           continue;
         }
         if (!caughtUp || kept === undefined || (hub.cursor !== undefined && hub.cursor > cursor)) {
