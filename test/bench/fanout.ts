@@ -142,8 +142,10 @@ export async function mgxFanout(s: FanoutScenario, log: (msg: string) => void): 
   // MGX_BENCH_CPU_PROF=<dir>: the server writes a CPU profile there when it exits
   const profDir = process.env.MGX_BENCH_CPU_PROF;
   const server = profDir ? new ServerProcess(plain.env, ['--cpu-prof', `--cpu-prof-dir=${profDir}`]) : plain;
-  const [procs] = await Promise.all([readerProcesses(s.readers), server.start()]);
+  // one after the other: on a busy host, starting both at once can keep the server from being ready in time
+  const procs = await readerProcesses(s.readers);
   try {
+    await server.start();
     const client = createMgxClient({ url: server.url });
     const steps: object[] = [];
     for (let b = 0; b < s.bursts; b++) steps.push(...(b > 0 ? [{ sleep: s.sleepMs }] : []), { events: { count: s.count, size: s.size } });
