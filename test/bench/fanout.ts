@@ -110,6 +110,18 @@ function percentile(histogram: Array<[number, number]>, p: number): number {
 }
 
 function result(s: FanoutScenario, got: ReaderDone, serverMs: number, windowMs: number): FanoutResult {
+  // nothing in the window (the host was too slow for the lead): no figure rather than a flattering 0
+  if (got.events === 0) {
+    return {
+      delivered: 0,
+      eventsPerMessage: Number.NaN,
+      p50Ms: Number.NaN,
+      p99Ms: Number.NaN,
+      serverCpuUsPerEvent: Number.NaN,
+      readersCpuPct: Number.NaN,
+      windowMs,
+    };
+  }
   return {
     delivered: got.events,
     eventsPerMessage: Math.round((got.events / Math.max(1, got.messages)) * 10) / 10,
@@ -238,8 +250,9 @@ export async function fanoutSection(results: Record<string, number | string>, qu
     results[`sse_${name}_readers_cpu_pct`] = mgx.readersCpuPct;
     results[`sse_${name}_raw_server_cpu_us_per_event`] = raw.serverCpuUsPerEvent;
     results[`sse_${name}_raw_fanout_p99_ms`] = raw.p99Ms;
-    cpu = Math.max(cpu, mgx.serverCpuUsPerEvent);
-    p99 = Math.max(p99, mgx.p99Ms);
+    // NaN (an empty window) wins: the figure is then missing, not the other layout's
+    cpu = Number.isNaN(cpu) || Number.isNaN(mgx.serverCpuUsPerEvent) ? Number.NaN : Math.max(cpu, mgx.serverCpuUsPerEvent);
+    p99 = Number.isNaN(p99) || Number.isNaN(mgx.p99Ms) ? Number.NaN : Math.max(p99, mgx.p99Ms);
   }
   results.sse_server_cpu_us_per_event = cpu;
   results.sse_fanout_p99_ms = p99;
