@@ -10,6 +10,7 @@ import {
   AuthConfigError,
   createAppRouter,
   DEFAULT_TENANT,
+  SessionSse,
   TokenAuth,
   withoutSocket,
   WorkspaceAccess,
@@ -404,25 +405,27 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     },
   };
 
+  /** A call's context: its caller from the bearer token (or the `token` connection param), its origin. */
+  const contextOf = (req: IncomingMessage, connectionParams: Record<string, unknown> | null) => {
+    const fromParams = connectionParams?.token;
+    const header = req.headers.authorization ?? (typeof fromParams === 'string' ? `Bearer ${fromParams}` : undefined);
+    const caller = auth.callerOf(header);
+    const proto = req.headers['x-forwarded-proto'] === 'https' ? 'https' : 'http';
+    const origin = req.headers.host ? `${proto}://${req.headers.host}` : undefined;
+    return {
+      deps,
+      tenant: caller?.tenant ?? null,
+      operator: caller?.operator ?? false,
+      origin,
+      authorization: header,
+      forwarded: req.headers[FORWARDED] !== undefined,
+    };
+  };
   const trpc = createHTTPHandler({
     router: createAppRouter({ ssePingMs: settings.server.ssePingMs }),
     basePath: '/trpc/',
     maxBodySize: settings.limits.maxPromptBytes + 64 * 1024,
-    createContext: ({ req, info }) => {
-      const fromParams = (info.connectionParams as { token?: unknown } | null)?.token;
-      const header = req.headers.authorization ?? (typeof fromParams === 'string' ? `Bearer ${fromParams}` : undefined);
-      const caller = auth.callerOf(header);
-      const proto = req.headers['x-forwarded-proto'] === 'https' ? 'https' : 'http';
-      const origin = req.headers.host ? `${proto}://${req.headers.host}` : undefined;
-      return {
-        deps,
-        tenant: caller?.tenant ?? null,
-        operator: caller?.operator ?? false,
-        origin,
-        authorization: header,
-        forwarded: req.headers[FORWARDED] !== undefined,
-      };
-    },
+    createContext: ({ req, info }) => contextOf(req, info.connectionParams as Record<string, unknown> | null),
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') logger.error({ path, err: error }, 'request failed');
     },
@@ -435,13 +438,18 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     ? consoleRoutes({ dir: options.consoleDir ?? CONSOLE_DIST, previewDomain: settings.preview.domain })
     : undefined;
 
+  const sessionSse = new SessionSse({ ssePingMs: settings.server.ssePingMs });
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     // first: on a preview host name (MGX_PREVIEW_DOMAIN) every path is the app's
     if (await preview.request(req, res)) return;
     const [path = '/'] = (req.url ?? '/').split('?');
     // pages of other origins (MGX_CORS_ORIGINS) call the API and its files, never the rest
     if ((path.startsWith('/trpc/') || path.startsWith('/workspaces/')) && cors(req, res)) return;
-    if (path.startsWith('/trpc/')) return trpc(req, res);
+    if (path.startsWith('/trpc/')) {
+      // session streams: one store read and one serialization per batch for all subscribers
+      if (await sessionSse.serve(req, res, '/trpc/', (params) => contextOf(req, params))) return;
+      return trpc(req, res);
+    }
     if (await files(req, res)) return;
     if (path === '/metrics' && req.method === 'GET') {
       const body = await metrics.render();
@@ -548,6 +556,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
         // containers of sessions that finished are removed after their FINISH: let those end
         await monitor?.removals();
         preview.close();
+        sessionSse.close();
         await ingest.closeAll();
         gateway?.close();
         egress?.close();

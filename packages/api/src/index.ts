@@ -1,4 +1,6 @@
 export { createAppRouter } from './router.js';
+export { SessionSse } from './session-sse.js';
+export { SessionStreams, sessionStreamsOf } from './stream-hub.js';
 export type { AppRouter } from './router.js';
 export type { RouterOptions } from './trpc.js';
 export { toView } from './views.js';

@@ -7,6 +7,11 @@ export interface RouterOptions {
   ssePingMs: number;
 }
 
+/** What an SSE stream's `connected` event tells the client: reconnect after 2.5 keep-alives of silence. */
+export function sseClientOptions(ssePingMs: number): { reconnectAfterInactivityMs: number } {
+  return { reconnectAfterInactivityMs: Math.max(5000, ssePingMs * 2.5) };
+}
+
 /**
  * The tRPC instance and its procedures. Built per server, so that the keep-alive comes from
  * the settings; the area routers take it as an argument.
@@ -16,7 +21,7 @@ export function createTrpc(options: RouterOptions) {
     sse: {
       // keep-alive so proxies and clients can tell a quiet stream from a dead one
       ping: { enabled: true, intervalMs: options.ssePingMs },
-      client: { reconnectAfterInactivityMs: Math.max(5000, options.ssePingMs * 2.5) },
+      client: sseClientOptions(options.ssePingMs),
     },
   });
 

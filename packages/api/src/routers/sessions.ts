@@ -7,7 +7,8 @@ import { admit, createSessionInput, type AdmissionCode } from '../admission.js';
 import { newSessionId, sessionId, tenantId } from '../ids.js';
 import type { AuthedContext, Trpc } from '../trpc.js';
 import { toView, type TopRow } from '../views.js';
-import { chunkBySize, followStored, streamInput } from './session-streams.js';
+import { chunkBySize } from '../stream-hub.js';
+import { followStored, streamInput } from './session-streams.js';
 import { scopedTenant } from './tenant-scope.js';
 
 const ADMISSION_CODES: Record<AdmissionCode, TRPCError['code']> = {
