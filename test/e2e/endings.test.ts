@@ -61,32 +61,6 @@ describe('how a container ended', () => {
     expect(events.find((e) => e.type === 'CONTAINER_EXITED')?.data).toMatchObject({ exitCode: 143, killedBy: 'deadline' });
   });
 
-  it("an agent's FINISH: what it printed is captured before FINISH, stored before its container exits, and the container is removed after", async () => {
-    const s = await p.client.sessions.create.mutate({
-      framework: 'script',
-      prompt: script(
-        { print: { stream: 'stdout', text: 'out before FINISH' } },
-        { print: { stream: 'stderr', text: 'err before FINISH' } },
-      ),
-    });
-    const events = await collect(p.client, s.id);
-    const types = events.map((e) => e.type);
-    expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded', reason: 'finished' });
-    expect(types.filter((t) => t === 'FINISH')).toHaveLength(1);
-    const logs = events.filter((e) => e.type === 'LOG' && e.data.source === 'container').map((e) => [e.data.stream, e.data.text]);
-    expect(logs).toEqual(
-      expect.arrayContaining([
-        ['stdout', 'out before FINISH'],
-        ['stderr', 'err before FINISH'],
-      ]),
-    );
-    // the exit came after FINISH: it has no event of its own
-    expect(types).not.toContain('CONTAINER_EXITED');
-    expect(await leftovers()).toEqual([]);
-    // its slot was held until the exit; the session is complete in the store
-    expect(await p.client.sessions.get.query({ sessionId: s.id })).toMatchObject({ status: 'succeeded', lastSeq: events.length });
-  });
-
   it("captures the container's stdout and stderr as LOG events before FINISH", async () => {
     const s = await p.client.sessions.create.mutate({
       framework: 'script',

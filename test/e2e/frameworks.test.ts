@@ -56,8 +56,7 @@ describe('the exec framework end to end, in real containers', () => {
       { messageId: 'n1', role: 'assistant', text: 'native hello', done: true },
     ]);
     expect(readFileSync(join(p.dataDir, 'workspaces', 'ws-e2e-exec', 'made-by-exec.txt'), 'utf8')).toBe('from the container');
-    // FINISH is stored before the runner exits: no exit event precedes it
-    expect(types).not.toContain('CONTAINER_EXITED');
+    expect(events.find((e) => e.type === 'CONTAINER_EXITED')?.data).toMatchObject({ exitCode: 0 });
     expect(await containersOf(s.id)).toEqual([]);
   });
 

@@ -39,8 +39,7 @@ describe('one agent session end to end in a real container', () => {
     const final = await p.client.sessions.get.query({ sessionId: s.id });
     expect(final).toMatchObject({ status: 'succeeded', reason: 'finished', prompt: 'hello from the end to end test' });
     expect(await containersOf(s.id)).toEqual([]);
-    // the agent's FINISH ended it: FINISH is stored before the runner exits, so no exit event precedes it
-    expect(types).not.toContain('CONTAINER_EXITED');
+    expect(events.find((e) => e.type === 'CONTAINER_EXITED')?.data).toMatchObject({ exitCode: 0 });
   });
 
   it('resumes a stream after a given event id with no gap and no duplicate', async () => {

@@ -3,7 +3,7 @@ import { silentLogger, type Logger } from '@mgx/config';
 import type { NewEvent, Outcome, SessionRecord, Store } from '@mgx/event-store';
 import type { IngestHub } from '@mgx/ingest';
 import type { Metrics } from '@mgx/metrics';
-import { exitOf, MISSING_EXIT, waitForExit, type ContainerRuntime, type ContainerStats, type ExitInfo, type LogLine } from '@mgx/runtime';
+import { exitOf, MISSING_EXIT, waitForExit, type ContainerRuntime, type ContainerStats, type ExitInfo } from '@mgx/runtime';
 import { systemClock, type Clock } from './clock.js';
 import { SessionLifecycle } from './lifecycle.js';
 import { outcomeFromAgentFinish, outcomeFromExit } from './outcomes.js';
@@ -64,10 +64,6 @@ interface Watch {
   confirmExit: (exit: ExitInfo) => void;
   /** Set once #expectExit has started asking. */
   expecting: boolean;
-  /** Decided by the agent's FINISH while its container ran: FINISH is stored before the exit (#finishFirst). */
-  finishFirst: boolean;
-  /** The container's logs, asked for with the agent's FINISH (see #finishFirst). */
-  finishLogs: Promise<LogLine[]> | undefined;
   timers: unknown[];
   /** The container's readings; FINISH's usage comes from it. */
   meter: UsageMeter;
@@ -77,9 +73,6 @@ interface Watch {
   gauged: { memoryBytes: number; limitBytes: number; nearLimit: boolean };
   /** The reading that completes the totals, once asked (see #lastReading). */
   lastReading: Promise<void> | undefined;
-  /** Settled once FINISH is stored (or storing it failed); the agent's FINISH is acknowledged after it. */
-  finishStored: Promise<void>;
-  resolveFinishStored: () => void;
   tornDown: Promise<void>;
   resolveTornDown: () => void;
 }
@@ -98,11 +91,6 @@ interface Watch {
  * ingest, then FINISH. FINISH is therefore always the last event. The container is removed
  * after FINISH, off the client's path: shortly after it, and if this process dies first, by
  * the next start's reconcile (which removes every container of a finished session).
- *
- * The agent's own FINISH, its container still running, is the exception (#finishFirst): the
- * runner exits once acknowledged and prints nothing more, so FINISH is stored at once (after
- * the logs so far and the last reading) and the runner acknowledged after it; the exit is
- * awaited after FINISH, holding the session's slot, with no CONTAINER_EXITED event.
  */
 export class Monitor {
   readonly #o: Required<Omit<MonitorOptions, 'logger' | 'clock' | 'workerId' | 'usage'>> &
@@ -147,7 +135,6 @@ export class Monitor {
     if (existing) return existing.tornDown;
     this.#watchCancels();
     const { promise: tornDown, resolve: resolveTornDown } = deferred();
-    const { promise: finishStored, resolve: resolveFinishStored } = deferred();
     const w: Watch = {
       session,
       containerId,
@@ -165,8 +152,6 @@ export class Monitor {
       exitPromise: Promise.resolve(MISSING_EXIT),
       confirmExit: () => undefined,
       expecting: false,
-      finishFirst: false,
-      finishLogs: undefined,
       timers: [],
       meter: new UsageMeter({
         startedAt,
@@ -177,8 +162,6 @@ export class Monitor {
       exitedAt: undefined,
       gauged: { memoryBytes: 0, limitBytes: 0, nearLimit: false },
       lastReading: undefined,
-      finishStored,
-      resolveFinishStored,
       tornDown,
       resolveTornDown,
     };
@@ -247,21 +230,13 @@ export class Monitor {
     }
     w.finishRid = rid;
     w.finishReportedAt = reportedAt;
-    // asked before the decision, and read before the runner is acknowledged: once it is, the
+    // asked before the decision, and awaited before the runner is acknowledged: once it is, the
     // runner exits and the container's CPU total with it (an engine asked after the exit answers
-    // nothing). The decision does not wait (whoever came first still wins).
+    // nothing). The decision does not wait (whoever came first still wins); the ack waits a
+    // second at most for a slow engine.
     w.lastReading ??= this.#lastReading(w);
-    // and its logs, beside the decision, for #finishFirst (unused when the exit came first)
-    if (w.exit === undefined && this.#o.logCaptureBytes > 0) {
-      w.finishLogs = this.#o.runtime.logs(w.containerId, this.#o.logCaptureBytes);
-      w.finishLogs.catch(() => undefined);
-    }
     await this.#decide(w, outcome, 'finish');
-    // this FINISH decided it, the container still running: FINISH is stored first (see
-    // #finishFirst) and the runner acknowledged after it. Otherwise the ack waits a second at
-    // most for the reading; the teardown in progress stores FINISH after the exit.
-    if (w.finishFirst) await w.finishStored;
-    else await this.#within(w.lastReading, 1000, undefined);
+    await this.#within(w.lastReading, 1000, undefined);
     this.#o.metrics.finishDetect.observe((performance.now() - started) / 1000);
   }
 
@@ -616,12 +591,27 @@ export class Monitor {
     // the last reading while the container still runs (its CPU total), beside the exit wait and
     // the stop, so teardown takes no longer; after the agent's FINISH it was asked already
     const lastReading = (w.lastReading ??= this.#lastReading(w));
-    if (w.decidedBy === 'finish' && w.exit === undefined) {
-      w.finishFirst = true;
-      return this.#finishFirst(w, outcome, lastReading);
-    }
     try {
-      if (w.exit === undefined) await this.#stop(w);
+      if (w.exit === undefined && w.decidedBy === 'finish') {
+        // the runner exits by itself right after its FINISH is acknowledged
+        this.#expectExit(w);
+        await this.#within(w.exitPromise, this.#o.finishGraceMs, MISSING_EXIT);
+      }
+      if (w.exit === undefined) {
+        w.killedByUs = true;
+        // the runner stops on SIGTERM: flushes what it has and exits
+        w.expecting = false;
+        this.#expectExit(w);
+        try {
+          // bounded: whatever the engine does, teardown goes on to FINISH; an exit seen here
+          // first ends the wait (stop's SIGKILL timer then finds nothing left to kill)
+          const stopped = runtime.stop(w.containerId, this.#o.stopGraceMs);
+          stopped.catch(() => undefined);
+          await this.#within(Promise.race([stopped, w.exitPromise]), this.#o.stopGraceMs + 15_000, undefined);
+        } catch (err) {
+          w.log.warn({ err }, 'stopping the container failed');
+        }
+      }
       const tExit0 = performance.now();
       const exit = await this.#within(w.exitPromise, this.#o.stopGraceMs + 30_000, MISSING_EXIT);
       const tDrain0 = performance.now();
@@ -677,85 +667,10 @@ export class Monitor {
     } catch (err) {
       w.log.error({ err }, 'storing FINISH failed; recovery will complete it');
     }
-    w.resolveFinishStored();
     this.#remove(w);
 
     metrics.containerTeardown.observe(Math.max(0, clock.now() - w.decidedAt) / 1000);
     w.log.info({ status: outcome.status, reason: outcome.reason, exitCode: w.exit?.exitCode }, 'session finished');
-    this.#watches.delete(id);
-    w.resolveTornDown();
-  }
-
-  /**
-   * Stops the container: SIGTERM (the runner flushes what it has and exits), SIGKILL after the
-   * grace. Bounded: whatever the engine does, teardown goes on; an exit seen here first ends the
-   * wait (stop's SIGKILL timer then finds nothing left to kill).
-   */
-  async #stop(w: Watch): Promise<void> {
-    w.killedByUs = true;
-    w.expecting = false;
-    this.#expectExit(w);
-    try {
-      const stopped = this.#o.runtime.stop(w.containerId, this.#o.stopGraceMs);
-      stopped.catch(() => undefined);
-      await this.#within(Promise.race([stopped, w.exitPromise]), this.#o.stopGraceMs + 15_000, undefined);
-    } catch (err) {
-      w.log.warn({ err }, 'stopping the container failed');
-    }
-  }
-
-  /**
-   * The agent's own FINISH decided the session while its container runs. The runner exits once
-   * its FINISH is acknowledged and writes nothing more, so nothing waits for the exit: the
-   * container's logs so far (all the runner printed) and the last reading are taken now, then
-   * FINISH is stored, and only then is the runner acknowledged (agentFinished). The exit, the
-   * ingest's close and the removal follow, off the client's path; the session's slot is held
-   * until the container has exited. No CONTAINER_EXITED: it would come after FINISH.
-   */
-  async #finishFirst(w: Watch, outcome: Outcome, lastReading: Promise<void>): Promise<void> {
-    const { store, ingest, metrics, clock } = this.#o;
-    const id = w.session.id;
-    try {
-      // bounded as the reading is: a slow engine delays FINISH by a second at most
-      const lines = await this.#within(w.finishLogs ?? Promise.resolve([]), 1000, undefined);
-      if (lines === undefined) w.log.warn({}, 'the container logs did not come within 1 s; FINISH without them');
-      const tail: NewEvent[] = (lines ?? [])
-        .filter((l) => l.text.length > 0)
-        .map((l) => ({ type: 'LOG', data: { stream: l.stream, text: l.text, source: 'container' } }));
-      if (tail.length > 0) await store.events.append(id, tail);
-    } catch (err) {
-      w.log.warn({ err }, 'capturing container logs failed');
-    }
-    await this.#within(lastReading, 1000, undefined);
-    this.#gauge(w, undefined);
-    try {
-      await this.#lifecycle.finish(id, outcome, {
-        usage: this.#usage(w, outcome),
-        rid: w.finishRid,
-        reportedAt: w.finishReportedAt,
-        moreUsage: () => this.#o.usage?.(id),
-      });
-    } catch (err) {
-      w.log.error({ err }, 'storing FINISH failed; recovery will complete it');
-    }
-    w.resolveFinishStored();
-
-    // the runner exits right after its acknowledgement
-    this.#expectExit(w);
-    await this.#within(w.exitPromise, this.#o.finishGraceMs, MISSING_EXIT);
-    if (w.exit === undefined) {
-      w.log.warn({ graceMs: this.#o.finishGraceMs }, 'the runner did not exit after its FINISH; stopping the container');
-      await this.#stop(w);
-    }
-    const exit = w.exit;
-    if (exit && exit !== MISSING_EXIT && exit.exitCode !== 0 && !w.killedByUs)
-      w.log.warn({ exitCode: exit.exitCode, oomKilled: exit.oomKilled }, 'the container exited non-zero after its FINISH');
-    metrics.containerExits.inc({ reason: exit?.oomKilled ? 'oom_killed' : w.killedByUs ? 'killed' : 'exited' });
-    // after the exit: the runner had its acknowledgement; nothing it sends now can follow FINISH
-    await ingest.close(id).catch((err: unknown) => w.log.warn({ err }, 'closing the session ingest failed'));
-    this.#remove(w);
-    metrics.containerTeardown.observe(Math.max(0, clock.now() - w.decidedAt) / 1000);
-    w.log.info({ status: outcome.status, reason: outcome.reason, exitCode: exit?.exitCode }, 'session finished');
     this.#watches.delete(id);
     w.resolveTornDown();
   }

