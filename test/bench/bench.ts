@@ -2,6 +2,7 @@
 // run, so every ratio compares like with like. --quick for a short run, --json to end with
 // one JSON object. Prints its results; --write (`npm run bench:write`) also writes them to
 // test/bench/RESULTS.md.
+import { setMaxListeners } from 'node:events';
 import { readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, totalmem, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,10 +21,12 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     write: { type: 'boolean', default: false },
-    // --only ingest,sse,...: chosen sections alone, while working on them
+    // sections to run, comma-separated (all when absent): start,pool,finish,ingest,fanout,concurrency,cross,claim,rss,usage,load
     only: { type: 'string' },
   },
 });
+const only = args.only?.split(',').map((s) => s.trim());
+const want = (section: string) => only === undefined || only.includes(section);
 const quick = args.quick === true;
 const benchStart = Date.now();
 const log = (msg: string) => process.stderr.write(`[bench] +${((Date.now() - benchStart) / 1000).toFixed(1)}s ${msg}\n`);
@@ -183,21 +186,9 @@ async function claimThroughput(workers: number, n: number): Promise<{ perS: numb
 
 const results: Record<string, number | string> = {};
 const started = Date.now();
-if (args.only === 'sse') {
-  await fanoutSection(results, quick, log);
-  process.stdout.write(`${JSON.stringify(results)}\n`);
-  process.exit(0);
-}
-
-if (args.only === 'ingest') {
-  const only = await ingestSection(quick);
-  process.stderr.write(`${JSON.stringify(only, null, 1)}\n`);
-  if (args.json) process.stdout.write(`${JSON.stringify(only)}\n`);
-  process.exit(0);
-}
 
 // 1. start overhead and FINISH detection, sequential sessions
-{
+if (want('start')) {
   const runs = quick ? 8 : 25;
   log(`raw engine: ${runs} × create + start + node prints`);
   await rawStart(2); // warm the image cache
@@ -226,7 +217,7 @@ if (args.only === 'ingest') {
 }
 
 // 1b. the same sessions on a warm pool: started containers waiting for their session
-{
+if (want('pool')) {
   const runs = quick ? 6 : 25;
   const p = await platform({ AGENT_MAX_CONCURRENT_CONTAINERS: '4', MGX_WARM_POOL_SIZE: '2' });
   const metric = async (name: string): Promise<number> => {
@@ -289,7 +280,7 @@ async function finishVisible(runs: number): Promise<number[]> {
 }
 
 // 1c. the end of a session as a following client sees it
-{
+if (want('finish')) {
   const runs = quick ? 10 : 30;
   log(`finish visible: ${runs} × agent FINISH → a follower receives FINISH`);
   const delays = await finishVisible(runs);
@@ -298,13 +289,13 @@ async function finishVisible(runs: number): Promise<number[]> {
 }
 
 // 2. ingest throughput: 10 sessions at once, as fast as they can, into SQLite
-Object.assign(results, await ingestSection(quick));
+if (want('ingest')) Object.assign(results, await ingestSection(quick));
 
 // 3. SSE fan-out: 500 subscribers of one session, 1,000 over many, against a raw Node SSE server
-if (args.only === undefined) await fanoutSection(results, quick, log);
+if (want('fanout')) await fanoutSection(results, quick, log);
 
 // 4. concurrency held, counted by the engine
-{
+if (want('concurrency')) {
   const limit = 4;
   const n = quick ? 12 : 40;
   log(`concurrency: ${n} sessions, limit ${limit}, sampled from the engine`);
@@ -342,7 +333,7 @@ if (args.only === undefined) await fanoutSection(results, quick, log);
 // the API process. Cancel: sessions.cancel sent → FINISH cancelled received by a follower (and →
 // the CANCELLED decision stored, by its ts). Tail: the agent emits an event → the follower
 // receives it through the API process, which learns of the worker's writes from the store.
-{
+if (want('cross')) {
   const n = quick ? 6 : 20;
   log(`cross-process: API process + worker process, ${n} cancels and one followed session`);
   const env = { MGX_LOG_LEVEL: 'error', AGENT_CONTAINER_MEMORY_LIMIT: '256m', MGX_MAX_EVENTS_PER_SECOND: '0' };
@@ -413,7 +404,7 @@ if (args.only === undefined) await fanoutSection(results, quick, log);
 
 // 4c. claim throughput of a fleet: an API process and two worker processes on one SQLite file,
 // against one worker process with the same slots each, measured in the same run.
-{
+if (want('claim')) {
   const n = quick ? 20 : 200; // --quick stays near 3 minutes
   log(`claim throughput: ${n} sessions at once, one worker process, then two`);
   const one = await claimThroughput(1, n);
@@ -427,51 +418,156 @@ if (args.only === undefined) await fanoutSection(results, quick, log);
   results.claim_two_workers_ran = two.ran.join('/');
 }
 
-// 5. server memory with 50 sessions running at once (the server as its own process)
-{
-  const n = 50;
-  log(`memory: server RSS with ${n} concurrent sessions`);
-  const { server, dataDir, owner } = await newServerProcess('mgx-bench-rss', {
+/** What one window of the idle-load run measured, with `sessions` running. */
+interface LoadStep {
+  sessions: number;
+  rssMb: number;
+  /** The server's event-loop delay p99 over the window, less prom-client's 10 ms sampling resolution. */
+  lagMsP99: number;
+  getMsP99: number;
+  getMsP50: number;
+}
+
+/**
+ * One server (its own process, SQLite) and sessions that only sleep, each followed by a client
+ * (the tRPC subscription), added in steps up to `steps.at(-1)`. At 0 and after each step, over
+ * `windowMs`: the server's RSS, its event-loop delay p99 (prom-client's monitor, reset by the
+ * scrape that opens the window) and `sessions.get` as a client sees it (one call after another).
+ * Also what each running session costs the host: its container's memory (the engine's reading,
+ * a few containers) and the host's MemAvailable drop per session.
+ */
+async function idleLoad(steps: number[], windowMs: number) {
+  const top = steps.at(-1) ?? 0;
+  const { server, dataDir, owner } = await newServerProcess('mgx-bench-load', {
     MGX_LOG_LEVEL: 'error',
-    AGENT_MAX_CONCURRENT_CONTAINERS: String(n),
+    AGENT_MAX_CONCURRENT_CONTAINERS: String(top),
     AGENT_CONTAINER_MEMORY_LIMIT: '128m',
   });
   await server.start();
   const client = createMgxClient({ url: server.url });
-  const ids = await Promise.all(
-    Array.from({ length: n }, () =>
-      client.sessions.create
-        .mutate({ framework: 'script', prompt: script({ say: 'up' }, { events: { count: 200, size: 100 } }, { sleep: 90_000 }) })
-        .then((s) => s.id),
-    ),
-  );
-  const followers = ids.map((id) => collect(client, id));
-  let rssMb = 0;
-  let peak = 0;
-  const deadline = Date.now() + 60_000;
-  const rssNow = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-  while (Date.now() < deadline) {
-    const running = (await docker.listContainers({ filters: { label: [`${LABELS.owner}=${owner}`], status: ['running'] } })).length;
-    peak = Math.max(peak, running);
-    if (running >= peak) rssMb = Math.max(rssMb, rssNow());
-    if (running >= n) {
-      // all of them up and streaming: sample a little longer
-      for (let i = 0; i < 5; i++, await sleep(200)) rssMb = Math.max(rssMb, rssNow());
-      break;
+  const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  const availableMb = () => Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) / 1024;
+  const lagP99 = async () => {
+    const text = await fetch(`${server.url}/metrics`).then((r) => r.text());
+    return Number(/^mgx_nodejs_eventloop_lag_p99_seconds (\S+)$/m.exec(text)?.[1] ?? Number.NaN) * 1000;
+  };
+  const running = async () => (await client.sessions.list.query({ status: ['running'], limit: 200 })).items.length;
+  const ids: string[] = [];
+  const window = async (): Promise<LoadStep> => {
+    await lagP99(); // the scrape resets the monitor's histogram: the window starts here
+    const times: number[] = [];
+    const until = Date.now() + windowMs;
+    for (let i = 0; Date.now() < until; i++) {
+      const t0 = performance.now();
+      await client.sessions.get.query({ sessionId: ids[i % Math.max(1, ids.length)] ?? warm.id });
+      times.push(performance.now() - t0);
+      await sleep(25);
     }
-    await sleep(200);
+    const lag = await lagP99();
+    return {
+      sessions: ids.length,
+      rssMb: round(rssMb(), 0),
+      lagMsP99: round(Math.max(0, lag - 10), 1),
+      getMsP99: round(pct(times, 99), 1),
+      getMsP50: round(pct(times, 50), 1),
+    };
+  };
+  // one session end to end first, so what a session loads lazily is loaded
+  const warm = await client.sessions.create.mutate({ framework: 'script', prompt: 'hello' });
+  await collect(client, warm.id);
+  await sleep(2000);
+  const out: LoadStep[] = [await window()];
+  const ac = new AbortController();
+  setMaxListeners(0, ac.signal); // one listener per follower
+  const followers: Array<Promise<unknown>> = [];
+  const hostBefore = availableMb();
+  let ran = 0;
+  for (const n of steps) {
+    log(`idle load: ${n} sleeping sessions, each followed`);
+    const more = await Promise.all(
+      Array.from({ length: n - ids.length }, () =>
+        client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 3_600_000 }) }).then((x) => x.id),
+      ),
+    );
+    for (const id of more) {
+      followers.push(
+        (async () => {
+          for await (const ev of followSession(client, id, { signal: ac.signal })) if (ev.type === 'FINISH') break;
+        })().catch(() => null),
+      );
+    }
+    ids.push(...more);
+    // all of them up (or as many as this host starts within 4 minutes)
+    const deadline = Date.now() + 240_000;
+    while ((ran = await running()) < n && Date.now() < deadline) {
+      if (server.child?.exitCode !== null || server.child.signalCode !== null) throw new Error('idle load: the server process ended');
+      await sleep(1000);
+    }
+    if (ran < n) log(`idle load: only ${ran} of ${n} sessions running after 4 minutes`);
+    await sleep(3000);
+    out.push({ ...(await window()), sessions: ran });
   }
-  for (const id of ids) await client.sessions.cancel.mutate({ sessionId: id });
-  await Promise.all(followers);
+  const hostMbPerSession = (hostBefore - availableMb()) / Math.max(1, ran);
+  // the engine's reading of a few of the containers
+  const containers = await docker.listContainers({ filters: { label: [`${LABELS.owner}=${owner}`], status: ['running'] } });
+  const containerMb: number[] = [];
+  for (const c of containers.slice(0, 5)) {
+    const st = (await docker.getContainer(c.Id).stats({ stream: false })) as unknown as {
+      memory_stats?: { usage?: number; stats?: Record<string, number> };
+    };
+    const m = st.memory_stats;
+    if (m?.usage) containerMb.push((m.usage - (m.stats?.total_inactive_file ?? m.stats?.inactive_file ?? 0)) / 2 ** 20);
+  }
+  ac.abort();
+  // the containers go with the server: stopped (it leaves running sessions to its next start), then removed here
   await server.stop('SIGTERM');
+  await Promise.all(
+    Array.from({ length: 4 }, async (_, k) => {
+      for (let i = k; i < containers.length; i += 4)
+        await docker
+          .getContainer(containers[i]!.Id)
+          .remove({ force: true })
+          .catch(() => null);
+    }),
+  );
   rmSync(dataDir, { recursive: true, force: true });
-  results.rss_sessions = peak;
-  results.server_rss_mb = round(rssMb, 0);
+  return {
+    steps: out,
+    hostMbPerSession,
+    containerMb: containerMb.length > 0 ? containerMb.reduce((a, b) => a + b) / containerMb.length : Number.NaN,
+  };
+}
+
+// 5. the server under idle load: memory per running session, event-loop delay and sessions.get
+// latency with many sessions running (sleeping), each followed by a client
+if (want('load') || want('rss')) {
+  const steps = quick ? [25, 50] : [50, 100, 200];
+  const load = await idleLoad(steps, quick ? 10_000 : 20_000);
+  const [idle, ...loaded] = load.steps;
+  const at100 = loaded.find((s) => s.sessions >= 100) ?? loaded.at(-1);
+  const last = loaded.at(-1);
+  log(`idle load: ${JSON.stringify(load.steps)}`);
+  if (idle && at100 && last) {
+    results.rss_sessions = at100.sessions;
+    results.server_rss_mb = at100.rssMb;
+    results.server_rss_idle_mb = idle.rssMb;
+    // the slope from the first step to the last: what one more running session costs the server
+    const first = loaded[0]!;
+    results.server_mb_per_session = round((last.rssMb - first.rssMb) / Math.max(1, last.sessions - first.sessions), 2);
+    results.idle_sessions = last.sessions;
+    results.loop_lag_ms_p99 = last.lagMsP99;
+    results.loop_lag_idle_ms_p99 = idle.lagMsP99;
+    results.api_get_ms_p99 = last.getMsP99;
+    results.api_get_ms_p50 = last.getMsP50;
+    results.api_get_idle_ms_p99 = idle.getMsP99;
+    results.container_mb = round(load.containerMb, 1);
+    results.host_mb_per_session = round(load.hostMbPerSession, 1);
+  }
 }
 
 // 6. what sampling usage costs the server: its CPU while only sampling happens (sessions asleep,
 // the fallback poll off), with sampling at 10 readings per second, less the same without sampling
-{
+if (want('usage')) {
   const n = quick ? 10 : 50;
   const intervalS = quick ? 1 : 5;
   const windowMs = quick ? 15_000 : 30_000;
@@ -552,7 +648,9 @@ const targets: Array<[string, string, (v: number) => boolean]> = [
   ['events_lost', '0', (v) => v === 0],
   ['sse_server_cpu_us_per_event', '≤ 3', (v) => v <= 3],
   ['concurrency_exceeded', '0', (v) => v === 0],
-  ['server_rss_mb', '≤ 200', (v) => v <= 200],
+  ['server_rss_mb', '≤ 150', (v) => v <= 150],
+  ['loop_lag_ms_p99', '≤ 20', (v) => v <= 20],
+  ['api_get_ms_p99', '≤ 50', (v) => v <= 50],
   ['cross_process_cancel_ms_p99', '≤ 500', (v) => v <= 500],
   ['cross_process_tail_ms_p99', '≤ 250', (v) => v <= 250],
   ['usage_server_cpu_pct_50_sessions_5s', '< 2', (v) => v < 2],
@@ -582,7 +680,8 @@ Raw engine and platform are measured in the same run with the same image and har
 \`cross_process_tail_ms\` = the same two processes: event created in the container on the worker → received by a client following through the API process.
 \`claim_two_workers_sessions_per_s\` = an API process and two worker processes (4 slots each) on one SQLite file, ${results.claim_sessions} short sessions submitted at once through the API process: sessions started per second across the fleet (submission → the last START); \`claim_two_workers_claim_ms\` = each session's creation → its START (queue wait, claim, container start); \`claim_two_workers_ran\` = how many each worker ran. \`claim_one_worker_*\` = the same sessions on one worker process, the anchor.
 \`usage_server_cpu_ms_per_reading\` = the server's CPU (utime + stime) over a window in which only usage sampling works (${results.usage_sessions} sessions asleep, the fallback poll off), less the same window of a server that does not sample, per stats reading (\`usage_engine_cpu_ms_per_reading\`: the same for Podman's API service, which answers them); \`usage_server_cpu_pct_50_sessions_5s\` = that cost for 50 sessions read every 5 s (MGX_USAGE_INTERVAL_SECONDS default), in % of one core.
-\`server_rss_mb\` = resident memory of the server process (run through tsx) with ${results.rss_sessions} sessions running.
+\`server_rss_mb\` = resident memory of the server process (run through tsx) with ${results.rss_sessions} sessions running, asleep, each followed by a client (\`server_rss_idle_mb\`: none); \`server_mb_per_session\` = its growth per additional running session (the slope between the first and last step).
+\`loop_lag_ms_p99\` = the server's event-loop delay p99 (prom-client's monitor, less its 10 ms resolution) over a window with \`idle_sessions\` sessions running, asleep and followed; \`api_get_ms_p99\` = \`sessions.get\` round trips from a client in the same window; \`*_idle_*\` = the same with none running. \`container_mb\` = one idle session's container memory as the engine reads it; \`host_mb_per_session\` = the host's MemAvailable drop per running session (container, conmon, engine).
 
 | figure | value | target |
 | --- | --- | --- |

@@ -36,7 +36,8 @@ export { WORKER_STATES, tenantUsageOf } from './ports.js';
 export { StoreError, StoreErrorCode } from './errors.js';
 export { SqliteStore } from './sqlite-store.js';
 export type { SqliteStoreOptions } from './sqlite-store.js';
-export { MongoStore } from './mongodb-store.js';
-export type { MongoStoreOptions } from './mongodb-store.js';
+// MongoStore itself comes from '@mgx/event-store/mongodb' (or openStore): the driver is loaded
+// only by a process that uses it (~20 MB of resident memory otherwise)
+export type { MongoStore, MongoStoreOptions } from './mongodb-store.js';
 export { openStore } from './open-store.js';
 export type { OpenStoreOptions } from './open-store.js';

@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import type { Logger, Settings } from '@mgx/config';
 import { StoreError, StoreErrorCode } from './errors.js';
-import { MongoStore } from './mongodb-store.js';
 import type { Store } from './ports.js';
 import { SqliteStore } from './sqlite-store.js';
 
@@ -19,6 +18,8 @@ export async function openStore(settings: Pick<Settings, 'store'>, options: Open
   if (store.kind === 'mongodb') {
     // loadSettings already requires MONGODB_URI for this kind; settings built by hand may not
     if (!store.mongodbUri) throw new StoreError(StoreErrorCode.UNAVAILABLE, 'MGX_EVENT_STORE=mongodb needs MONGODB_URI');
+    // loaded here only: a SQLite process never loads the driver (~20 MB of resident memory)
+    const { MongoStore } = await import('./mongodb-store.js');
     return MongoStore.open({ uri: store.mongodbUri, dbName: store.mongodbDb, retentionDays: store.retentionDays, ...options });
   }
   throw new StoreError(StoreErrorCode.UNAVAILABLE, `MGX_EVENT_STORE=${String(store.kind)} is not available in this build`);

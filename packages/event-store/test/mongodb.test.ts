@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MongoClient } from 'mongodb';
-import { MongoStore, openStore, StoreError, type Store } from '../src/index.js';
+import { openStore, StoreError, type Store } from '../src/index.js';
 import { newSession, storeContract, type ContractFaults, type ContractStoreOptions } from './contract.js';
-import { LEGACY_TTL_INDEXES } from '../src/mongodb-store.js';
+import { LEGACY_TTL_INDEXES, MongoStore } from '../src/mongodb-store.js';
 
 /**
  * The store contract against a real MongoDB, when MONGODB_URI names one (a replica set runs

@@ -1,4 +1,4 @@
-import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -343,6 +343,15 @@ export class IngestHub {
   /** Closes every channel, keeping directories for the sessions' next owner (shutdown). */
   async closeAll(): Promise<void> {
     await Promise.all([...this.#channels.keys()].map((id) => this.close(id, { keepDir: true })));
+  }
+
+  /** The sessions that have a socket directory here, open or left by an earlier process. */
+  dirs(): string[] {
+    try {
+      return readdirSync(this.#o.baseDir);
+    } catch {
+      return [];
+    }
   }
 
   /** Removes a session's socket directory when no channel is open (recovery clean-up). */

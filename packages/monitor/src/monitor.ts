@@ -100,6 +100,8 @@ export class Monitor {
   #stopCancelWatch: (() => void) | undefined;
   /** The next round of stats readings, while sessions are watched and sampling is on. */
   #sampling: unknown;
+  /** The next round of the fallback poll, while sessions are watched. */
+  #polling: unknown;
   /** Removals of finished sessions' containers still in flight. */
   readonly #removals = new Set<Promise<void>>();
 
@@ -189,7 +191,7 @@ export class Monitor {
       ),
     );
     if (session.limits.idleTimeoutMs) this.#scheduleIdle(w, session.limits.idleTimeoutMs);
-    this.#schedulePoll(w);
+    this.#schedulePoll();
     this.#scheduleSampling();
     if (isTerminal(session.status)) {
       // decided before this process took over: adopt the stored outcome and tear down
@@ -312,6 +314,8 @@ export class Monitor {
     this.#stopCancelWatch = undefined;
     if (this.#sampling !== undefined) this.#o.clock.clearTimeout(this.#sampling);
     this.#sampling = undefined;
+    if (this.#polling !== undefined) this.#o.clock.clearTimeout(this.#polling);
+    this.#polling = undefined;
     for (const w of this.#watches.values()) {
       for (const t of w.timers) this.#o.clock.clearTimeout(t);
       w.timers = [];
@@ -344,14 +348,15 @@ export class Monitor {
   }
 
   /**
-   * Resolves once the container has exited: the engine's `die` event or wait, the fallback
-   * poll (see waitForExit, on the monitor's clock), or #expectExit, whichever is first.
+   * Resolves once the container has exited: the engine's `die` event or wait, or #expectExit,
+   * whichever is first; the fallback poll (#poll) reports an exit to #onExit itself.
    */
   #waitExit(w: Watch): Promise<ExitInfo> {
     const { clock } = this.#o;
     const ac = new AbortController();
     const waited = waitForExit(this.#o.runtime, w.containerId, {
-      pollMs: this.#o.pollMs,
+      // the fallback poll (#poll) inspects the container already
+      pollMs: 0,
       pause: (ms) => new Promise<void>((r) => clock.setTimeout(r, ms)),
       onRetry: (err) => w.log.warn({ err }, 'waiting for the container failed; retrying'),
       signal: ac.signal,
@@ -408,25 +413,52 @@ export class Monitor {
     await this.#decide(w, outcomeFromExit(exit, w.session.limits.memoryBytes > 0), 'exit');
   }
 
-  #schedulePoll(w: Watch): void {
-    const t = this.#o.clock.setTimeout(() => {
-      void this.#poll(w).finally(() => {
-        if (!w.decided && this.#watches.get(w.session.id) === w) this.#schedulePoll(w);
+  /**
+   * The fallback poll: one round for every watched session, AGENT_MONITOR_POLL_SECONDS after the
+   * last one ended. The store is asked per session (a cancel, a decision made elsewhere); the
+   * engine once for all of them (which are running), then only about those that are not.
+   */
+  #schedulePoll(): void {
+    if (this.#polling !== undefined) return;
+    this.#polling = this.#o.clock.setTimeout(() => {
+      void this.#pollRound().finally(() => {
+        this.#polling = undefined;
+        if (this.#watches.size > 0) this.#schedulePoll();
       });
     }, this.#o.pollMs);
-    w.timers.push(t);
   }
 
-  async #poll(w: Watch): Promise<void> {
-    if (w.decided) return;
+  async #pollRound(): Promise<void> {
+    const open = [...this.#watches.values()].filter((w) => !w.decided);
+    for (const w of open) await this.#pollStore(w);
+    const left = open.filter((w) => !w.decided && w.exit === undefined);
+    if (left.length === 0) return;
+    let running: Set<string> | undefined;
+    try {
+      running = await this.#o.runtime.running(left.map((w) => w.containerId));
+    } catch (err) {
+      // each is inspected instead
+      this.#o.logger.debug({ err }, 'listing the running containers failed');
+    }
+    for (const w of left) if (!running?.has(w.containerId)) await this.#pollEngine(w);
+  }
+
+  async #pollStore(w: Watch): Promise<void> {
     try {
       const row = await this.#o.store.sessions.getSession(w.session.id);
       if (row && row.cancelRequested && !w.decided) this.cancel(w.session.id);
       if (row && isTerminal(row.status) && !w.decided) {
         // decided elsewhere: #decide loses the compare-and-set and adopts the stored outcome
         await this.#decide(w, { status: 'failed', reason: 'lost' }, 'external');
-        return;
       }
+    } catch (err) {
+      w.log.warn({ err }, 'monitor poll failed');
+    }
+  }
+
+  async #pollEngine(w: Watch): Promise<void> {
+    if (w.decided || w.exit !== undefined) return;
+    try {
       const state = await this.#o.runtime.inspect(w.containerId);
       if (!w.decided && w.exit === undefined) {
         if (state === null) await this.#onExit(w, MISSING_EXIT);

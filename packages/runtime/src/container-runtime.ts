@@ -140,6 +140,8 @@ export interface ContainerRuntime {
   statsMany(ids: readonly string[]): Promise<Map<string, ContainerStats>>;
   /** Containers whose labels match all of `labels`, running or not. */
   list(labels: Record<string, string>): Promise<ContainerSummary[]>;
+  /** Which of these containers are running, in one request (a poll of many costs one call). */
+  running(ids: readonly string[]): Promise<Set<string>>;
 }
 
 export const LABELS = {

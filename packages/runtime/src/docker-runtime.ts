@@ -152,34 +152,17 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   /**
-   * The engine's `die` event (confirmed by inspect) or its wait, whichever answers first. The
-   * event is the fast path: Podman's wait answers only after its `cleanup`, ~300 ms after the
-   * exit. The wait stays as the fallback for events lost (see ExitEvents).
+   * The engine's `die` event, confirmed by inspect (see ExitEvents, whose sweep also inspects
+   * every watched container now and then, for an event lost with the stream still open). No
+   * request is held open per container: Podman answers a wait only after its `cleanup` (~300 ms
+   * after the exit), and checks each waited container every 250 ms meanwhile, which with
+   * hundreds of sessions running keeps the engine busy.
    */
   async wait(id: string): Promise<ExitInfo> {
-    const ac = new AbortController();
-    const engine = this.#call('wait', () => this.#docker.getContainer(id).wait({ abortSignal: ac.signal }), {
-      subject: id,
-      signal: ac.signal,
-    }).then(async (result: { StatusCode: number }) => {
-      const state = await this.inspect(id);
-      return { exitCode: state?.exitCode ?? result.StatusCode, oomKilled: state?.oomKilled ?? false };
-    });
-    const announced = this.#exits.exited(id, ac.signal);
-    // the loser is called off below; its rejection is expected
-    engine.catch(() => undefined);
-    announced.catch(() => undefined);
-    try {
-      return await Promise.race([engine, announced]);
-    } finally {
-      ac.abort();
-    }
+    return this.#exits.exited(id);
   }
 
-  /**
-   * The events path of `wait` alone: the container's `die` event, confirmed by inspect. Never
-   * resolves if the engine's events are lost; for diagnostics and tests of this engine.
-   */
+  /** `wait` with a signal that calls it off (its promise then rejects with the signal's reason). */
   exited(id: string, signal?: AbortSignal): Promise<ExitInfo> {
     return this.#exits.exited(id, signal);
   }
@@ -396,6 +379,12 @@ export class DockerRuntime implements ContainerRuntime {
         },
       );
     });
+  }
+
+  async running(ids: readonly string[]): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
+    const items = await this.#call('list', () => this.#docker.listContainers({ filters: { id: [...ids], status: ['running'] } }));
+    return new Set(items.map((c) => c.Id));
   }
 
   async list(labels: Record<string, string>): Promise<ContainerSummary[]> {

@@ -29,6 +29,11 @@ export interface ExitEventsOptions {
   idleMs?: number;
   /** How long opening the stream may take before the attempt is given up and retried. */
   openTimeoutMs?: number;
+  /**
+   * How often every watched container is inspected anyway, in case its event was lost with the
+   * stream still open; default 10 s. One timer for all of them, not a request held per container.
+   */
+  sweepMs?: number;
 }
 
 const EXIT_ACTIONS = new Set(['die', 'died']);
@@ -43,8 +48,9 @@ interface Waiter {
  * runtime (not one per container), its `die` taken as a hint and confirmed by inspect. Podman's
  * wait answers only after its `cleanup` (~300 ms after the exit); its `died` event comes at the
  * exit. Events can be lost (the engine restarts, the stream drops): the stream is reopened with
- * back-off, every watched container is inspected once each time it opens, and callers race this
- * with the engine's wait and a poll, so a lost event costs time, never an exit.
+ * back-off, every watched container is inspected once each time it opens and once a sweep
+ * (`sweepMs`), and callers may race this with a poll of their own, so a lost event costs time,
+ * never an exit.
  */
 export class ExitEvents {
   readonly #o: Required<Omit<ExitEventsOptions, 'logger'>> & { logger: Logger };
@@ -56,10 +62,19 @@ export class ExitEvents {
   #backoff: number;
   #retry: NodeJS.Timeout | undefined;
   #idle: NodeJS.Timeout | undefined;
+  #sweep: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(options: ExitEventsOptions) {
-    this.#o = { backoffMs: 100, maxBackoffMs: 5000, idleMs: 15_000, openTimeoutMs: 10_000, logger: silentLogger, ...options };
+    this.#o = {
+      backoffMs: 100,
+      maxBackoffMs: 5000,
+      idleMs: 15_000,
+      openTimeoutMs: 10_000,
+      sweepMs: 10_000,
+      logger: silentLogger,
+      ...options,
+    };
     this.#backoff = this.#o.backoffMs;
   }
 
@@ -100,6 +115,7 @@ export class ExitEvents {
       set.add(waiter);
       clearTimeout(this.#idle);
       this.#connect();
+      this.#scheduleSweep();
       // it may have exited before it was watched; the stream reports what comes after this
       this.#check(id);
     });
@@ -110,6 +126,7 @@ export class ExitEvents {
     this.#closed = true;
     clearTimeout(this.#retry);
     clearTimeout(this.#idle);
+    clearTimeout(this.#sweep);
     const stream = this.#stream;
     this.#stream = undefined;
     stream?.close();
@@ -178,6 +195,18 @@ export class ExitEvents {
       if (this.#waiters.size > 0) this.#connect();
     }, delay);
     this.#retry.unref();
+  }
+
+  /** Inspects every watched container once a sweep, while there are any. */
+  #scheduleSweep(): void {
+    if (this.#sweep !== undefined || this.#closed) return;
+    this.#sweep = setTimeout(() => {
+      this.#sweep = undefined;
+      if (this.#waiters.size === 0) return;
+      for (const id of this.#waiters.keys()) this.#check(id);
+      this.#scheduleSweep();
+    }, this.#o.sweepMs);
+    this.#sweep.unref();
   }
 
   #scheduleIdle(): void {

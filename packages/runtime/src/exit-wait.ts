@@ -6,7 +6,7 @@ import { RuntimeError, RuntimeErrorCode } from './errors.js';
 export const MISSING_EXIT: ExitInfo = Object.freeze({ exitCode: -1, oomKilled: false });
 
 export interface ExitWaitOptions {
-  /** Interval of the inspect that backs up the engine's wait. */
+  /** Interval of the inspect that backs up the engine's wait; 0: none (the caller polls already). */
   pollMs: number;
   /** Pause before asking the engine's wait again after it failed; default 500 ms. */
   retryMs?: number;
@@ -54,6 +54,7 @@ export function waitForExit(runtime: Pick<ContainerRuntime, 'wait' | 'inspect'>,
         }
       }
     })();
+    if (pollMs <= 0) return;
     void (async () => {
       while (!done) {
         await pause(pollMs);

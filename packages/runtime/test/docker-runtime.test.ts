@@ -139,10 +139,13 @@ describe('dockerode adapter on the real engine', () => {
     await runtime.start(id);
     const state = await runtime.inspect(id);
     expect(state).toMatchObject({ running: true, memoryBytes: 128 * 1024 ** 2 });
+    // one request says which of several containers run: not a gone one
+    expect(await runtime.running([id, 'f'.repeat(64)])).toEqual(new Set([id]));
     expect((await runtime.list({ [LABELS.owner]: owner })).map((c) => c.id)).toEqual([id]);
     const exit = await runtime.stop(id, 2000);
     expect(exit.exitCode).not.toBe(0);
     expect((await runtime.inspect(id))?.running).toBe(false);
+    expect(await runtime.running([id])).toEqual(new Set());
     await runtime.remove(id);
     expect(await runtime.inspect(id)).toBeNull();
     // removing twice is not an error
@@ -161,7 +164,7 @@ describe('dockerode adapter on the real engine', () => {
     expect((await runtime.inspect(id))?.running).toBe(false);
     // a container that exited before it was watched is found by the first inspect
     expect(await runtime.exited(id)).toEqual({ exitCode: 137, oomKilled: false });
-    // and wait (events and the engine's wait, whichever first) agrees
+    // and wait agrees
     expect(await runtime.wait(id)).toMatchObject({ exitCode: 137 });
     await runtime.remove(id);
     await expect(runtime.exited(id)).rejects.toMatchObject({ code: 'RUNTIME_CONTAINER_NOT_FOUND' });

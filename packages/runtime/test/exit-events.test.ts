@@ -78,6 +78,21 @@ const settled = <T>(p: Promise<T>) => {
 };
 
 describe('exits from engine events', () => {
+  it('finds an exit whose event was lost, the stream still open, at its next sweep', async () => {
+    const engine = new FakeEngine();
+    const exits = new ExitEvents({ subscribe: engine.subscribe, inspect: engine.inspect, sweepMs: 20 });
+    const a = settled(exits.exited('a'));
+    await until(() => engine.open, 'the stream opens');
+    // exited with no event: only a sweep can tell
+    engine.states.set('a', exitedState(0));
+    const before = engine.inspects;
+    await until(() => a.done, 'a sweep finds the exit');
+    expect(a.value).toEqual({ exitCode: 0, oomKilled: false });
+    expect(engine.inspects).toBeGreaterThan(before);
+    expect(engine.open).toBe(true);
+    exits.close();
+  });
+
   it('gives up an attempt to open the stream that never answers, and opens it again', async () => {
     const engine = new FakeEngine();
     engine.hangSubscribes = 1;

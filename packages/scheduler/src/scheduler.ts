@@ -386,6 +386,13 @@ export class Scheduler {
       await ingest.removeDir(s.id);
       counts.finished++;
     }
+    // an agent's FINISH is stored before its container exits and its socket closes: a process
+    // that ended in between left the directory of a finished session
+    for (const id of ingest.dirs()) {
+      if (adopted.has(id) || ingest.isOpen(id)) continue;
+      const s = await store.sessions.getSession(id);
+      if (s && s.finishSeq !== null) await ingest.removeDir(id);
+    }
     if (Object.values(counts).some((n) => n > 0)) log.info(counts, 'reconciled after restart');
     return counts;
   }

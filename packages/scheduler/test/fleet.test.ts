@@ -407,7 +407,12 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
     } as unknown as ContainerRuntime;
     const watched: string[] = [];
     const monitor = { watch: async (s: SessionRecord) => void watched.push(s.id) } as unknown as Monitor;
-    const ingest = { removeDir: async () => undefined, open: async () => ({ dir: '' }) } as unknown as IngestHub;
+    const ingest = {
+      dirs: () => [],
+      isOpen: () => false,
+      removeDir: async () => undefined,
+      open: async () => ({ dir: '' }),
+    } as unknown as IngestHub;
     const scheduler = new Scheduler({
       store: a,
       runtime,

@@ -52,12 +52,20 @@ describe('reconcile after a crash between FINISH and the removal', () => {
     } as unknown as ContainerRuntime;
     const watched: string[] = [];
     const monitor = { watch: async (s: SessionRecord) => void watched.push(s.id) } as unknown as Monitor;
-    const ingest = { removeDir: async () => undefined, open: async () => ({ dir: '' }) } as unknown as IngestHub;
+    // socket directories left by sessions whose FINISH came before their exit, and a pool slot's
+    const cleared: string[] = [];
+    const ingest = {
+      dirs: () => ['done-1', 'done-2', 'slot-k-1'],
+      isOpen: () => false,
+      removeDir: async (id: string) => void cleared.push(id),
+      open: async () => ({ dir: '' }),
+    } as unknown as IngestHub;
     const scheduler = new Scheduler({ store, runtime, ingest, monitor, metrics: noopMetrics, settings });
 
     const counts = await scheduler.reconcile();
     expect(watched).toEqual([]);
     expect(counts).toMatchObject({ adopted: 0, removed: 2, finished: 0 });
     expect(removed.sort()).toEqual(['c-1', 'c-pool']);
+    expect(cleared.sort()).toEqual(['done-1', 'done-2']);
   });
 });
