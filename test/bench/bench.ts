@@ -27,6 +27,7 @@ const { values: args } = parseArgs({
 });
 const only = args.only?.split(',').map((s) => s.trim());
 const want = (section: string) => only === undefined || only.includes(section);
+if (only && args.write) throw new Error('--write records a whole run: leave out --only');
 const quick = args.quick === true;
 const benchStart = Date.now();
 const log = (msg: string) => process.stderr.write(`[bench] +${((Date.now() - benchStart) / 1000).toFixed(1)}s ${msg}\n`);
@@ -184,6 +185,45 @@ async function claimThroughput(workers: number, n: number): Promise<{ perS: numb
   }
 }
 
+/**
+ * Where a start's time goes: each step's p50 in ms after sessions.create was sent. `queued`:
+ * the session stored; `running`: CONTAINER_STARTED stored (claim, create, start, mark running);
+ * `exec`: the runner's process began (START's ts less its uptimeMs); `START`: the runner emitted
+ * START; `received`: START reached the client following the session.
+ */
+class StartSteps {
+  readonly #steps = new Map<string, number[]>();
+  #push(step: string, ms: number): void {
+    if (!Number.isFinite(ms)) return;
+    const list = this.#steps.get(step) ?? [];
+    list.push(ms);
+    this.#steps.set(step, list);
+  }
+  add(t0: number, createdAt: number, events: SessionEvent[], received: number | undefined): void {
+    const start = events.find((e) => e.type === 'START');
+    const running = events.find((e) => e.type === 'CONTAINER_STARTED');
+    this.#push('queued', createdAt - t0);
+    if (running) this.#push('running', running.ts - t0);
+    if (start && typeof start.data.uptimeMs === 'number') this.#push('exec', start.ts - start.data.uptimeMs - t0);
+    if (start) this.#push('START', start.ts - t0);
+    if (received !== undefined) this.#push('received', received - t0);
+  }
+  summary(): string {
+    return [...this.#steps].map(([step, ms]) => `${step} ${pct(ms, 50)}`).join(' / ');
+  }
+}
+
+/** A session's events through the subscription until FINISH, with when START arrived. */
+async function followTimed(client: MgxClient, id: string): Promise<{ events: SessionEvent[]; received: number | undefined }> {
+  const events: SessionEvent[] = [];
+  let received: number | undefined;
+  for await (const ev of followSession(client, id)) {
+    if (ev.type === 'START') received = Date.now();
+    events.push(ev);
+  }
+  return { events, received };
+}
+
 const results: Record<string, number | string> = {};
 const started = Date.now();
 
@@ -197,21 +237,24 @@ if (want('start')) {
   log(`platform: ${runs} × sessions.create → START`);
   const toStart: number[] = [];
   const detect: number[] = [];
+  const steps = new StartSteps();
   for (let i = 0; i < runs + 2; i++) {
     const t0 = Date.now();
     const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: 'hello' });
-    const events = await collect(p.client, s.id);
+    const { events, received } = await followTimed(p.client, s.id);
     const start = events.find((e) => e.type === 'START');
     const finish = events.at(-1)!;
     const session = await p.client.sessions.get.query({ sessionId: s.id });
     if (i < 2) continue; // warm-up
     if (start) toStart.push(start.ts - t0);
+    steps.add(t0, session.createdAt, events, received);
     if (typeof finish.data.reportedAt === 'number' && session.endedAt) detect.push(session.endedAt - finish.data.reportedAt);
   }
   await p.close();
   results.raw_start_ms_p50 = pct(raw, 50);
   results.create_to_start_ms_p50 = pct(toStart, 50);
   results.start_overhead_ratio = round(pct(toStart, 50) / pct(raw, 50), 2);
+  results.start_steps_ms_p50 = steps.summary();
   results.finish_detect_ms_p50 = pct(detect, 50);
   results.finish_detect_ms_p99 = pct(detect, 99);
 }
@@ -238,20 +281,23 @@ if (want('pool')) {
   };
   log(`warm pool (2 ready): ${runs} × sessions.create → START`);
   const toStart: number[] = [];
+  const steps = new StartSteps();
   for (let i = 0; i < runs + 1; i++) {
     await poolFull();
     const t0 = Date.now();
     const s = await p.client.sessions.create.mutate({ framework: 'script', prompt: 'hello' });
-    const events = await collect(p.client, s.id);
+    const { events, received } = await followTimed(p.client, s.id);
     const start = events.find((e) => e.type === 'START');
     if (i < 1) continue; // warm-up
     if (start) toStart.push(start.ts - t0);
+    steps.add(t0, (await p.client.sessions.get.query({ sessionId: s.id })).createdAt, events, received);
   }
   results.pool_hits = await metric('mgx_warm_pool_hits_total');
   results.pool_misses = await metric('mgx_warm_pool_misses_total');
   await p.close();
   results.pool_create_to_start_ms_p50 = pct(toStart, 50);
   results.pool_create_to_start_ms_p95 = pct(toStart, 95);
+  results.pool_start_steps_ms_p50 = steps.summary();
 }
 
 /**

@@ -1,4 +1,5 @@
-import { CodedError } from '@mgx/config';
+// the errors alone: the runner bundles this file, and the package's index would bring zod into its boot
+import { CodedError } from '@mgx/config/errors';
 
 export const IngestErrorCode = {
   ALREADY_OPEN: 'INGEST_ALREADY_OPEN',

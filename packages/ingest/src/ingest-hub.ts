@@ -88,6 +88,8 @@ interface QueuedBatch {
 interface Channel {
   task: SessionTask;
   dir: string;
+  /** A session this process just started: its runner's first hello needs no store read. */
+  fresh: boolean;
   server: Server;
   socket: Socket | undefined;
   /** Serializes stores and acks of the session across connections, so order holds. */
@@ -137,8 +139,13 @@ export class IngestHub {
     return this.#channels.get(sessionId)?.received ?? 0;
   }
 
-  /** Creates the session's socket and starts accepting its runner. */
-  async open(task: SessionTask): Promise<{ dir: string; socketPath: string }> {
+  /**
+   * Creates the session's socket and starts accepting its runner. The directory exists once
+   * `open` has returned its promise (before the socket does), so a container can be created
+   * with it mounted while the socket is still being made. `fresh`: a new session, none of
+   * whose runner's events can be stored yet (not one adopted after a restart).
+   */
+  async open(task: SessionTask, options: { fresh?: boolean } = {}): Promise<{ dir: string; socketPath: string }> {
     const { sessionId } = task;
     if (this.#channels.has(sessionId)) throw new IngestError(IngestErrorCode.ALREADY_OPEN, `ingest for ${sessionId} is already open`);
     const dir = this.dirFor(sessionId);
@@ -151,6 +158,7 @@ export class IngestHub {
     const channel: Channel = {
       task,
       dir,
+      fresh: options.fresh === true,
       server,
       socket: undefined,
       chain: Promise.resolve(),
@@ -378,24 +386,28 @@ export class IngestHub {
     const send = (msg: object) => {
       if (!socket.destroyed) socket.write(`${JSON.stringify(msg)}\n`);
     };
-    // hello after everything earlier connections sent is stored, so lastRid is exact
-    ch.chain = ch.chain
-      .then(async () => {
-        const lastRid = await this.#o.sink.lastRid(sessionId);
-        const hello: HelloMessage = {
-          t: 'hello',
-          v: PROTOCOL_VERSION,
-          task: ch.task,
-          lastRid,
-          maxEventBytes: this.#o.maxEventBytes,
-          services: ch.services,
-        };
-        send(hello);
-      })
-      .catch((err: unknown) => {
-        log.error({ err }, 'ingest hello failed');
-        socket.destroy();
-      });
+    const hello = (lastRid: number): HelloMessage => ({
+      t: 'hello',
+      v: PROTOCOL_VERSION,
+      task: ch.task,
+      lastRid,
+      maxEventBytes: this.#o.maxEventBytes,
+      services: ch.services,
+    });
+    if (ch.fresh) {
+      // the first connection of a session started here: no earlier connection sent anything,
+      // so the task goes out at once, without a store read (it is on every start's path)
+      ch.fresh = false;
+      send(hello(0));
+    } else {
+      // hello after everything earlier connections sent is stored, so lastRid is exact
+      ch.chain = ch.chain
+        .then(async () => send(hello(await this.#o.sink.lastRid(sessionId))))
+        .catch((err: unknown) => {
+          log.error({ err }, 'ingest hello failed');
+          socket.destroy();
+        });
+    }
 
     // a connection is paused while the store is behind or the session is over its rate
     const pausedBy = new Set<'store' | 'rate'>();

@@ -23,10 +23,10 @@ async function fixture(maxEventBytes = 4096, maxEventsPerSecond = 0) {
       await store.append(id, [{ type: 'LOG', data: { finishRid: ev.rid }, rid: ev.rid }]);
     },
   };
-  const hub = () =>
+  const hub = (hubSink: IngestSink = sink) =>
     new IngestHub({
       baseDir: join(dir, 'run'),
-      sink,
+      sink: hubSink,
       maxEventBytes,
       maxEventsPerSecond,
       containerUser: `${process.getuid!()}:${process.getgid!()}`,
@@ -62,6 +62,46 @@ describe('ingest over a real unix socket', () => {
     expect(events.slice(0, 1000).map((e) => e.data.i)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
     expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 1001 }, (_, i) => i + 2));
     expect(f.finishes).toEqual([{ sessionId: 's1', rid: 1001, status: 'succeeded' }]);
+  });
+
+  it('sends a new session its task without a store read; a reconnect and an adopted session read what is stored', async () => {
+    const f = await fixture();
+    let reads = 0;
+    const hub = f.hub({
+      ...f.sink,
+      lastRid: (id) => {
+        reads++;
+        return f.sink.lastRid(id);
+      },
+    });
+    await f.session('s7');
+    await f.session('s8');
+    const clients: IngestClient[] = [];
+    cleanups.push(async () => {
+      for (const c of clients) c.close();
+      await hub.closeAll();
+      await f.store.close();
+    });
+    const { socketPath } = await hub.open(task('s7'), { fresh: true });
+    const first = new IngestClient({ socketPath });
+    clients.push(first);
+    expect((await first.connect()).lastRid).toBe(0);
+    expect(reads).toBe(0);
+    first.emit('LOG', { i: 1 });
+    first.emit('LOG', { i: 2 });
+    await first.flush();
+    first.close();
+    // the runner's connection dropped and came back: its hello says what is stored
+    const second = new IngestClient({ socketPath });
+    clients.push(second);
+    expect((await second.connect()).lastRid).toBe(2);
+    expect(reads).toBe(1);
+    // a session adopted after a restart may have events stored: its first hello reads them too
+    await f.store.append('s8', [{ type: 'LOG', data: {}, rid: 4 }]);
+    const adopted = new IngestClient({ socketPath: (await hub.open(task('s8'))).socketPath });
+    clients.push(adopted);
+    expect((await adopted.connect()).lastRid).toBe(4);
+    expect(reads).toBe(2);
   });
 
   it('loses and duplicates nothing when the server restarts while the runner is writing', async () => {

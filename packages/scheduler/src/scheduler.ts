@@ -207,9 +207,9 @@ export class Scheduler {
       // a pooled container's workspace was made and handed to the agent's user by the pool
       if (warmId === undefined) await prepareWorkspace(settings.store.workspaceRoot, session.workspaceId, settings.agent.user);
       this.#o.opening?.(session);
-      const { dir } = await ingest.open(this.#taskOf(session));
       if (warmId !== undefined) {
-        // started and waiting: the socket just opened in its directory is its session
+        // started and waiting: the socket opened in its directory is its session
+        await ingest.open(this.#taskOf(session), { fresh: true });
         containerId = warmId;
         log.info({ containerId }, 'session took a warm pool container');
         if ((await store.sessions.setContainer(session.id, containerId, claim)) === 'lost') {
@@ -220,6 +220,7 @@ export class Scheduler {
           .rename(containerId, `mgx-${session.id}`)
           .catch((err: unknown) => log.warn({ containerId, err }, 'could not rename a warm pool container'));
       } else {
+        const dir = ingest.dirFor(session.id);
         const spec = agentContainerSpec(settings, {
           name: `mgx-${session.id}`,
           labels: {
@@ -232,10 +233,23 @@ export class Scheduler {
           socketDir: dir,
           limits,
         });
+        // the socket is made while the engine creates the container (open makes the mounted
+        // directory before it yields); both are done before the start, so the runner finds it
         const t0 = performance.now();
-        containerId = await runtime.create(spec);
-        metrics.containerCreate.observe((performance.now() - t0) / 1000);
+        const [opened, created] = await Promise.allSettled([
+          ingest.open(this.#taskOf(session), { fresh: true }),
+          runtime.create(spec).then((id) => {
+            metrics.containerCreate.observe((performance.now() - t0) / 1000);
+            return id;
+          }),
+        ]);
+        if (created.status === 'rejected') throw created.reason;
+        containerId = created.value;
+        // a socket that failed to open: the failed start's clean-up removes the container
+        if (opened.status === 'rejected') throw opened.reason;
         log.info({ containerId }, 'container created');
+        // before the start, not beside it: a worker that lost its claim (declared dead) must
+        // not start an agent that its session's new holder starts too
         if ((await store.sessions.setContainer(session.id, containerId, claim)) === 'lost') {
           return await this.#abandon(session, containerId, 'recording its container');
         }

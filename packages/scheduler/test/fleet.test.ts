@@ -197,6 +197,7 @@ describe('fleet: leases, the reaper and settlement at the store port', () => {
     const monitor = { watch: async (s: SessionRecord) => void watched.push(s.id) } as unknown as Monitor;
     const closed: string[] = [];
     const ingest = {
+      dirFor: () => dataDir,
       open: async () => ({ dir: dataDir }),
       close: async (sessionId: string) => void closed.push(sessionId),
     } as unknown as IngestHub;
