@@ -13,7 +13,7 @@ import { createMgxClient, followSession, type MgxClient, type SessionEvent } fro
 import { discoverSocket, hardenedCreateOptions, LABELS } from '@mgx/runtime';
 import { freePort, newServerProcess, ServerProcess } from '../support/server-process.js';
 import { fanoutSection } from './fanout.js';
-import { collect, script, sleep } from '../support/sessions.js';
+import { collect, script, sleep, storedEvents } from '../support/sessions.js';
 import { ingestSection } from './ingest.js';
 
 const { values: args } = parseArgs({
@@ -108,17 +108,6 @@ async function settle(client: MgxClient, id: string): Promise<void> {
       if (last.events[0]?.type === 'FINISH') return;
     }
     await sleep(100);
-  }
-}
-
-async function storedEvents(client: MgxClient, id: string): Promise<SessionEvent[]> {
-  const out: SessionEvent[] = [];
-  let after = 0;
-  for (;;) {
-    const page = await client.sessions.events.query({ sessionId: id, afterSeq: after, limit: 1000 });
-    out.push(...(page.events as SessionEvent[]));
-    if (page.events.length < 1000) return out;
-    after = page.lastSeq;
   }
 }
 

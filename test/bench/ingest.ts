@@ -5,9 +5,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { createMgxClient, type MgxClient, type SessionEvent } from '@mgx/client';
+import { createMgxClient } from '@mgx/client';
 import { freePort, ServerProcess } from '../support/server-process.js';
-import { script, sleep } from '../support/sessions.js';
+import { script, sleep, storedEvents } from '../support/sessions.js';
 
 const log = (msg: string) => process.stderr.write(`[bench] ingest: ${msg}\n`);
 
@@ -17,17 +17,6 @@ function cpuMs(pid: number): number {
     .replace(/^.*\) /, '')
     .split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-async function allEvents(client: MgxClient, id: string): Promise<SessionEvent[]> {
-  const out: SessionEvent[] = [];
-  let after = 0;
-  for (;;) {
-    const page = await client.sessions.events.query({ sessionId: id, afterSeq: after, limit: 1000 });
-    out.push(...(page.events as SessionEvent[]));
-    if (page.events.length < 1000) return out;
-    after = page.lastSeq;
-  }
 }
 
 /**
@@ -103,7 +92,7 @@ async function ingestThroughput(
     let first = Number.POSITIVE_INFINITY;
     let stored = 0;
     for (const id of ids) {
-      const logs = (await allEvents(client, id)).filter((e) => e.type === 'LOG' && typeof e.data.i === 'number');
+      const logs = (await storedEvents(client, id)).filter((e) => e.type === 'LOG' && typeof e.data.i === 'number');
       stored += new Set(logs.map((e) => e.data.i as number)).size;
       if (logs[0]) first = Math.min(first, logs[0].ts);
     }
