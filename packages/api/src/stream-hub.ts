@@ -89,9 +89,13 @@ export class Frame {
   }
 }
 
-/** Frames a hub keeps for subscribers a little behind: at most this many, and about this many bytes. */
+/**
+ * Frames a hub keeps for subscribers a little behind: at most this many, and about this many
+ * bytes of SSE text (their parsed events take about as much again). Kept while any subscriber is
+ * connected, a stalled one included: one further behind reads the store instead.
+ */
 const KEEP_FRAMES = 256;
-const KEEP_BYTES = 4 * 1024 * 1024;
+const KEEP_BYTES = 256 * 1024;
 /** A subscriber reads the store itself in runs of this many events (backlog, or behind the kept frames). */
 const READ_LIMIT = 500;
 
@@ -139,7 +143,9 @@ class SessionHub {
       try {
         for await (const events of this.store.events.tailBatches(this.sessionId, { afterSeq, signal: abort.signal })) {
           if (abort.signal.aborted) return;
-          this.#push(new Frame(this.cursor ?? afterSeq, events));
+          // frames of at most READ_LIMIT events: a subscriber that stops reading holds one
+          for (let i = 0; i < events.length; i += READ_LIMIT)
+            this.#push(new Frame(this.cursor ?? afterSeq, events.slice(i, i + READ_LIMIT)));
         }
       } catch (err) {
         if (!abort.signal.aborted) {
