@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import Docker from 'dockerode';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
 import { discoverSocket, hardenedCreateOptions, LABELS } from '@mgx/runtime';
-import { freePort, newServerProcess, ServerProcess } from '../support/server-process.js';
+import { cpuMs, freePort, newServerProcess, ServerProcess } from '../support/server-process.js';
 import { fanoutSection } from './fanout.js';
 import { collect, script, sleep, storedEvents } from '../support/sessions.js';
 import { ingestSection } from './ingest.js';
@@ -607,13 +607,6 @@ if (want('usage')) {
   const intervalS = quick ? 1 : 5;
   const windowMs = quick ? 15_000 : 30_000;
   log(`usage sampling: server CPU with ${n} sleeping sessions read every ${intervalS} s, against none read`);
-  const ticks = (pid: number) => {
-    // utime and stime, fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second)
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      .replace(/^.*\) /, '')
-      .split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * 10;
-  };
   const readingsOf = async (url: string) => {
     const text = await (await fetch(`${url}/metrics`)).text();
     return Number(/^mgx_usage_readings_total (\S+)$/m.exec(text)?.[1] ?? 0);
@@ -649,9 +642,9 @@ if (want('usage')) {
     // the starts' own work done, a few readings taken
     await sleep(3000);
     const engine = enginePid();
-    const [cpu0, e0, r0] = [ticks(server.pid!), engine ? ticks(engine) : 0, await readingsOf(server.url)];
+    const [cpu0, e0, r0] = [cpuMs(server.pid!), engine ? cpuMs(engine) : 0, await readingsOf(server.url)];
     await sleep(windowMs);
-    const [cpu1, e1, r1] = [ticks(server.pid!), engine ? ticks(engine) : 0, await readingsOf(server.url)];
+    const [cpu1, e1, r1] = [cpuMs(server.pid!), engine ? cpuMs(engine) : 0, await readingsOf(server.url)];
     for (const id of ids) await client.sessions.cancel.mutate({ sessionId: id });
     while ((await running()) > 0) await sleep(500);
     await server.stop('SIGTERM');

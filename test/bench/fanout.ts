@@ -3,10 +3,10 @@
 // bottleneck, against a raw Node SSE server (raw-sse-server.ts) with the same readers, the same
 // events and the same subscribers, in the same run. Server CPU comes from /proc/<pid>/stat.
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createMgxClient } from '@mgx/client';
-import { newServerProcess, ServerProcess } from '../support/server-process.js';
+import { cpuMs, newServerProcess, ServerProcess } from '../support/server-process.js';
 import { script, sleep } from '../support/sessions.js';
 
 export interface FanoutScenario {
@@ -41,14 +41,6 @@ interface ReaderDone {
   messages: number;
   histogram: Array<[number, number]>;
   cpuMs: number;
-}
-
-/** utime + stime of a process in ms, from /proc/<pid>/stat (fields 14 and 15, 100 ticks a second). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    .replace(/^.*\) /, '')
-    .split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 function tsxChild(file: string): ChildProcess {

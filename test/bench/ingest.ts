@@ -1,23 +1,15 @@
 // The bench's ingest section: agents in their containers writing events as fast as they can,
 // the server storing them in SQLite, and the same rows inserted into SQLite directly in the
 // same run (the raw anchor).
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { createMgxClient } from '@mgx/client';
-import { freePort, ServerProcess } from '../support/server-process.js';
+import { cpuMs, freePort, ServerProcess } from '../support/server-process.js';
 import { script, sleep, storedEvents } from '../support/sessions.js';
 
 const log = (msg: string) => process.stderr.write(`[bench] ingest: ${msg}\n`);
-
-/** CPU time (utime + stime) of a process in ms, from /proc/<pid>/stat (100 ticks a second). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    .replace(/^.*\) /, '')
-    .split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
 
 /**
  * `sessions` agents, each in its own container (the runner's `events` step: LOG events of

@@ -120,3 +120,11 @@ export async function newServerProcess(
   const server = new ServerProcess({ MGX_PORT: String(await freePort()), MGX_DATA_DIR: dataDir, MGX_OWNER: owner, ...env }, [], options);
   return { server, dataDir, owner };
 }
+
+/** CPU time (utime + stime) of a process in ms, from /proc/<pid>/stat (fields 14 and 15, 100 ticks a second). */
+export function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    .replace(/^.*\) /, '')
+    .split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
