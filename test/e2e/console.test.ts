@@ -109,7 +109,13 @@ async function openSession(page: Page, sessionId: string, tab?: string, base = p
   if (tab) await page.click(`[data-tab="${tab}"]`);
 }
 
-const statusOf = (page: Page) => page.$eval('.session [data-status]', (e) => e.getAttribute('data-status'));
+/** The session page's status badge comes from sessions.get, refreshed on lifecycle events: wait for it. */
+const waitForStatus = (page: Page, status: string, timeout = 60_000) =>
+  page.waitForFunction(
+    (want) => document.querySelector('.session [data-status]')?.getAttribute('data-status') === want,
+    { timeout },
+    status,
+  );
 const shownSeqs = (page: Page) => page.$$eval('table.events tr[data-seq]', (rows) => rows.map((r) => Number(r.getAttribute('data-seq'))));
 
 describe('web console', { timeout: 180_000 }, () => {
@@ -181,9 +187,7 @@ describe('web console', { timeout: 180_000 }, () => {
     await page.waitForFunction(() => document.querySelector('.conversation')?.textContent?.includes('hello from the console'), {
       timeout: 60_000,
     });
-    await page.waitForFunction(() => document.querySelector('.session [data-status]')?.getAttribute('data-status') === 'succeeded', {
-      timeout: 60_000,
-    });
+    await waitForStatus(page, 'succeeded');
     expect(await page.$eval('.conversation', (e) => e.textContent)).toContain('all done');
     const session = await acme.sessions.get.query({ sessionId });
     expect(session).toMatchObject({
@@ -216,7 +220,8 @@ describe('web console', { timeout: 180_000 }, () => {
     await screenshot(page, 'sessions');
     await page.click(`tr[data-session="${long.id}"] a`);
     await page.waitForFunction(() => document.querySelector('.conversation')?.textContent?.includes('waiting'), { timeout: 60_000 });
-    expect(await statusOf(page)).toBe('running');
+    // the status may land after the first message
+    await waitForStatus(page, 'running', 30_000);
     await page.click('[data-tab="usage"]');
     // a running session's first reading is always stored; more follow as its memory grows
     const samples = () => Number(document.querySelector('.charts')?.getAttribute('data-samples') ?? 0);
@@ -227,9 +232,7 @@ describe('web console', { timeout: 180_000 }, () => {
       .catch(() => undefined);
     await screenshot(page, 'usage-chart');
     await page.click('.session button.danger');
-    await page.waitForFunction(() => document.querySelector('.session [data-status]')?.getAttribute('data-status') === 'cancelled', {
-      timeout: 60_000,
-    });
+    await waitForStatus(page, 'cancelled');
     expect((await acme.sessions.get.query({ sessionId: long.id })).status).toBe('cancelled');
     await page.close();
   });
@@ -284,9 +287,7 @@ describe('web console', { timeout: 180_000 }, () => {
     await collect(acme, s.id);
     const page = await signedIn();
     await openSession(page, s.id);
-    await page.waitForFunction(() => document.querySelector('.session [data-status]')?.getAttribute('data-status') === 'succeeded', {
-      timeout: 60_000,
-    });
+    await waitForStatus(page, 'succeeded');
     await page.waitForFunction((t) => document.querySelector('.conversation')?.textContent?.includes(t), {}, evil);
     for (const tab of ['conversation', 'events', 'logs', 'files']) {
       await page.click(`[data-tab="${tab}"]`);

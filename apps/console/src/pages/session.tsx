@@ -31,15 +31,21 @@ export function SessionPage({ id }: { id: string }) {
 
   useEffect(() => {
     const ac = new AbortController();
-    const refresh = () =>
-      client.sessions.get.query({ sessionId: id }, { signal: ac.signal }).then(
+    // refreshes overlap (one per lifecycle event): an older answer never replaces a newer one
+    let asked = 0;
+    let shown = 0;
+    const refresh = () => {
+      const n = ++asked;
+      return client.sessions.get.query({ sessionId: id }, { signal: ac.signal }).then(
         (s) => {
-          if (ac.signal.aborted) return;
+          if (ac.signal.aborted || n < shown) return;
+          shown = n;
           setSession(s);
           setError(undefined);
         },
         (err: unknown) => !ac.signal.aborted && setError(errorText(err)),
       );
+    };
     void refresh();
     setEvents([]);
     // events arrive in batches: one render per batch, not per event
