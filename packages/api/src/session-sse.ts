@@ -5,7 +5,7 @@ import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc';
 import type { ApiContext } from './context.js';
 import { toTRPCError } from './errors.js';
 import { streamInput } from './routers/session-streams.js';
-import { sessionStreamsOf, type WireFormat } from './stream-hub.js';
+import { sessionStreamsOf, type Frame, type WireFormat } from './stream-hub.js';
 import { sseClientOptions } from './trpc.js';
 
 const PROCEDURES: Record<string, WireFormat> = {
@@ -96,7 +96,9 @@ export class SessionSse {
     this.#add(conn);
     const path = url.pathname.slice(basePath.length);
     try {
-      const frames = sessionStreamsOf(store, metrics).follow(input.data.sessionId, Number(input.data.lastEventId ?? 0), ac.signal);
+      // caught up, the session's hub writes each new frame to this connection itself
+      const direct = { deliver: (frame: Frame) => this.#write(conn, frame.wire(format)), drained: () => drained(res, ac.signal) };
+      const frames = sessionStreamsOf(store, metrics).follow(input.data.sessionId, Number(input.data.lastEventId ?? 0), ac.signal, direct);
       for await (const frame of frames) {
         if (!this.#write(conn, frame.wire(format))) await drained(res, ac.signal);
         if (ac.signal.aborted) return true;

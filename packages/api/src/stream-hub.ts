@@ -100,6 +100,24 @@ const KEEP_BYTES = 256 * 1024;
 const READ_LIMIT = 500;
 
 /**
+ * A subscriber that has caught up, written to by the hub itself as each frame arrives (no
+ * promise, generator step or wake-up per subscriber and frame). It leaves for its own loop when
+ * a write reports back-pressure, at a gap, at FINISH, or when the tail ends or fails.
+ */
+interface Sink {
+  /** The seq it has received up to. */
+  cursor: number;
+  /** It received FINISH. */
+  finished: boolean;
+  /** Its last write reported back-pressure. */
+  pressed: boolean;
+  /** Writes a frame; false when the connection wants to drain before more. */
+  deliver: (frame: Frame) => boolean;
+  /** Hands the subscriber back to its own loop. */
+  release: () => void;
+}
+
+/**
  * One session's live tail, shared by all its subscribers in this process: one store tail reads
  * each new stored batch once and keeps it as a frame for every subscriber. Started by the first
  * subscriber that has caught up with the store, stopped with the last one leaving or FINISH.
@@ -113,6 +131,8 @@ class SessionHub {
   /** The last failure of the tail, and how many there were: a subscriber fails with the ones it waited through. */
   failure: unknown;
   failures = 0;
+  /** Caught-up subscribers written to directly. */
+  readonly sinks = new Set<Sink>();
   #bytes = 0;
   #abort: AbortController | undefined;
   #wake: () => void = () => undefined;
@@ -161,6 +181,7 @@ class SessionHub {
   }
 
   stop(): void {
+    for (const sink of this.sinks) this.#release(sink);
     this.#abort?.abort();
     this.#abort = undefined;
     this.cursor = undefined;
@@ -198,10 +219,29 @@ class SessionHub {
     while (this.frames.length > 1 && (this.frames.length > KEEP_FRAMES || this.#bytes > KEEP_BYTES)) {
       this.#bytes -= this.frames.shift()?.bytes ?? 0;
     }
+    for (const sink of this.sinks) {
+      if (frame.last <= sink.cursor) continue; // it read this far from the store itself
+      // a gap (cannot happen while the tail is contiguous): its own loop reads the store
+      if (frame.after > sink.cursor) {
+        this.#release(sink);
+        continue;
+      }
+      sink.pressed = !sink.deliver(frame.from(sink.cursor));
+      sink.cursor = frame.last;
+      sink.finished = frame.finishes;
+      if (sink.pressed || sink.finished) this.#release(sink);
+    }
     this.#signal();
   }
 
+  #release(sink: Sink): void {
+    this.sinks.delete(sink);
+    sink.release();
+  }
+
   #signal(): void {
+    // the tail ended or failed: direct subscribers go back to their loops, which restart or fail
+    if (!this.#abort) for (const sink of this.sinks) this.#release(sink);
     const wake = this.#wake;
     this.#changed = this.#nextChange();
     wake();
@@ -243,9 +283,17 @@ export class SessionStreams {
 
   /**
    * The events of a session after `afterSeq`, in frames, ending after FINISH or when `signal`
-   * aborts. Each seq once, in order; frames of the hub are shared, not copied.
+   * aborts. Each seq once, in order; frames of the hub are shared, not copied. With `direct`,
+   * a subscriber that has caught up gets the hub's new frames through `direct.deliver`, written
+   * by the hub as they arrive, instead of from the generator. When `deliver` returns false
+   * (back-pressure), it waits for `direct.drained` and goes on from its own loop.
    */
-  async *follow(sessionId: string, afterSeq: number, signal: AbortSignal): AsyncGenerator<Frame> {
+  async *follow(
+    sessionId: string,
+    afterSeq: number,
+    signal: AbortSignal,
+    direct?: { deliver: (frame: Frame) => boolean; drained: () => Promise<void> },
+  ): AsyncGenerator<Frame> {
     let hub = this.#hubs.get(sessionId);
     if (!hub) this.#hubs.set(sessionId, (hub = new SessionHub(this.store, sessionId)));
     hub.subscribers++;
@@ -253,6 +301,7 @@ export class SessionStreams {
     let stopWaiting: () => void = () => undefined;
     const aborted = new Promise<void>((resolve) => (stopWaiting = resolve));
     signal.addEventListener('abort', stopWaiting, { once: true });
+    let sink: Sink | undefined;
     try {
       let cursor = afterSeq;
       // reads the store itself until one read comes back short: caught up, it waits on the hub
@@ -282,11 +331,23 @@ export class SessionStreams {
         }
         if (!hub.running) hub.start(cursor);
         const failures = hub.failures;
-        await Promise.race([hub.changed, aborted]);
+        if (direct && hub.running) {
+          let release: () => void = () => undefined;
+          const released = new Promise<void>((resolve) => (release = resolve));
+          const mine: Sink = (sink = { cursor, finished: false, pressed: false, deliver: direct.deliver, release });
+          hub.sinks.add(mine);
+          await Promise.race([released, aborted]);
+          hub.sinks.delete(mine);
+          sink = undefined;
+          cursor = mine.cursor;
+          if (mine.finished) return;
+          if (mine.pressed) await direct.drained();
+        } else await Promise.race([hub.changed, aborted]);
         // the tail failed while this subscriber waited on it: so does the subscriber (the next one starts it again)
         if (hub.failures > failures) throw hub.failure;
       }
     } finally {
+      if (sink) hub.sinks.delete(sink);
       signal.removeEventListener('abort', stopWaiting);
       this.metrics.sseSubscribers.dec();
       if (--hub.subscribers === 0) {
