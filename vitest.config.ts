@@ -11,5 +11,7 @@ export default defineConfig({
     reporters: ['default'],
     // servers under test log to files; a failing test prints what they logged during it
     setupFiles: ['test/support/setup.ts'],
+    // the server bundle that tests running the server as its own process start (test/support/server-process.ts)
+    globalSetup: ['test/support/global-setup.ts'],
   },
 });

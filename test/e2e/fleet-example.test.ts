@@ -131,7 +131,11 @@ describe('infra/fleet example', () => {
     const dockerfile = read(join(ROOT, 'infra', 'Dockerfile.server'));
     expect(dockerfile).toMatch(/^FROM docker\.io\/library\/node:20-bookworm-slim/m);
     expect(dockerfile).toContain('npm ci');
-    // tsx runs the sources: it must be a production dependency of a workspace, or --omit=dev drops it
+    // the server runs as the bundle the image builds; the bundler (a development dependency) is gone after
+    expect(dockerfile).toContain('node scripts/build-server.mjs');
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "apps\/server\/dist\/server\.mjs"\]$/m);
+    expect(existsSync(join(ROOT, 'apps', 'server', 'dist', 'server.mjs'))).toBe(true);
+    // the CLI inside runs its sources with tsx: it must be a production dependency, or --omit=dev drops it
     const cli = JSON.parse(read(join(ROOT, 'apps', 'cli', 'package.json'))) as { dependencies: Record<string, string> };
     expect(cli.dependencies.tsx).toBeTruthy();
     // the replica-set script is plain JavaScript for mongosh

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { createMgxClient } from '@mgx/client';
 import { follow, sleep } from '../support/sessions.js';
 import { ownedLeft } from '../support/engine.js';
-import { freePort, newServerProcess } from '../support/server-process.js';
+import { freePort, newServerProcess, SERVER_ENTRY } from '../support/server-process.js';
 import { cleanupsThenReport, measured } from '../support/reliability.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -94,7 +94,7 @@ describe('the SQLite store locked by another process', () => {
 /** Runs the server entry point with `env`; resolves with its exit code and stderr, or kills it after `ms`. */
 function runServer(env: Record<string, string>, ms: number): Promise<{ code: number | null; stderr: string; ms: number }> {
   const t0 = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'apps/server/src/main.ts')], {
+  const child = spawn(process.execPath, [SERVER_ENTRY], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],

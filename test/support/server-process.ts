@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -7,6 +7,14 @@ import { join } from 'node:path';
 import { serverLogFile, tail } from './server-log.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
+
+/** The server as it ships: the bundle scripts/build-server.mjs makes, run with plain node. */
+export const SERVER_ENTRY = join(ROOT, 'apps/server/dist/server.mjs');
+
+/** Bundles the server from its sources (under a second); the test run's global set-up and the bench call it first. */
+export function buildServer(): void {
+  execFileSync(process.execPath, [join(ROOT, 'scripts/build-server.mjs')], { cwd: ROOT, stdio: 'inherit' });
+}
 
 /** A free TCP port on loopback. */
 export const freePort = () =>
@@ -47,7 +55,7 @@ export class ServerProcess {
     // appended to across restarts: one log for every life of this server
     const log = openSync(this.logFile, 'a');
     try {
-      this.child = spawn(process.execPath, [...this.nodeArgs, '--import', 'tsx', join(ROOT, 'apps/server/src/main.ts')], {
+      this.child = spawn(process.execPath, [...this.nodeArgs, SERVER_ENTRY], {
         cwd: ROOT,
         env: { ...process.env, ...this.env },
         stdio: ['ignore', log, log],
