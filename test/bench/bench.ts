@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import Docker from 'dockerode';
 import { createMgxClient, followSession, type MgxClient, type SessionEvent } from '@mgx/client';
 import { discoverSocket, hardenedCreateOptions, LABELS } from '@mgx/runtime';
-import { cpuMs, freePort, newServerProcess, ServerProcess } from '../support/server-process.js';
+import { buildServer, cpuMs, freePort, newServerProcess, ServerProcess } from '../support/server-process.js';
 import { fanoutSection } from './fanout.js';
 import { collect, script, sleep, storedEvents } from '../support/sessions.js';
 import { ingestSection } from './ingest.js';
@@ -29,6 +29,8 @@ const only = args.only?.split(',').map((s) => s.trim());
 const want = (section: string) => only === undefined || only.includes(section);
 if (only && args.write) throw new Error('--write records a whole run: leave out --only');
 const quick = args.quick === true;
+// the server as it ships, from the current sources
+buildServer();
 const benchStart = Date.now();
 const log = (msg: string) => process.stderr.write(`[bench] +${((Date.now() - benchStart) / 1000).toFixed(1)}s ${msg}\n`);
 
@@ -440,7 +442,7 @@ if (want('cross')) {
 // 4c. claim throughput of a fleet: an API process and two worker processes on one SQLite file,
 // against one worker process with the same slots each, measured in the same run.
 if (want('claim')) {
-  const n = quick ? 20 : 200; // --quick stays near 3 minutes
+  const n = quick ? 12 : 200; // --quick stays under 3 minutes
   log(`claim throughput: ${n} sessions at once, one worker process, then two`);
   const one = await claimThroughput(1, n);
   const two = await claimThroughput(2, n);
@@ -576,8 +578,8 @@ async function idleLoad(steps: number[], windowMs: number) {
 // 5. the server under idle load: memory per running session, event-loop delay and sessions.get
 // latency with many sessions running (sleeping), each followed by a client
 if (want('load') || want('rss')) {
-  const steps = quick ? [25, 50] : [50, 100, 200];
-  const load = await idleLoad(steps, quick ? 10_000 : 20_000);
+  const steps = quick ? [50] : [50, 100, 200];
+  const load = await idleLoad(steps, quick ? 8_000 : 20_000);
   const [idle, ...loaded] = load.steps;
   const at100 = loaded.find((s) => s.sessions >= 100) ?? loaded.at(-1);
   const last = loaded.at(-1);
@@ -586,8 +588,8 @@ if (want('load') || want('rss')) {
     results.rss_sessions = at100.sessions;
     results.server_rss_mb = at100.rssMb;
     results.server_rss_idle_mb = idle.rssMb;
-    // the slope from the first step to the last: what one more running session costs the server
-    const first = loaded[0]!;
+    // the slope from the first step (idle, when there is one step) to the last: what one more running session costs the server
+    const first = loaded.length > 1 ? loaded[0]! : idle;
     results.server_mb_per_session = round((last.rssMb - first.rssMb) / Math.max(1, last.sessions - first.sessions), 2);
     results.idle_sessions = last.sessions;
     results.loop_lag_ms_p99 = last.lagMsP99;
@@ -605,7 +607,7 @@ if (want('load') || want('rss')) {
 if (want('usage')) {
   const n = quick ? 10 : 50;
   const intervalS = quick ? 1 : 5;
-  const windowMs = quick ? 15_000 : 30_000;
+  const windowMs = quick ? 8_000 : 30_000;
   log(`usage sampling: server CPU with ${n} sleeping sessions read every ${intervalS} s, against none read`);
   const readingsOf = async (url: string) => {
     const text = await (await fetch(`${url}/metrics`)).text();
@@ -708,7 +710,7 @@ Raw engine and platform are measured in the same run with the same image and har
 \`cross_process_tail_ms\` = the same two processes: event created in the container on the worker → received by a client following through the API process.
 \`claim_two_workers_sessions_per_s\` = an API process and two worker processes (4 slots each) on one SQLite file, ${results.claim_sessions} short sessions submitted at once through the API process: sessions started per second across the fleet (submission → the last START); \`claim_two_workers_claim_ms\` = each session's creation → its START (queue wait, claim, container start); \`claim_two_workers_ran\` = how many each worker ran. \`claim_one_worker_*\` = the same sessions on one worker process, the anchor.
 \`usage_server_cpu_ms_per_reading\` = the server's CPU (utime + stime) over a window in which only usage sampling works (${results.usage_sessions} sessions asleep, the fallback poll off), less the same window of a server that does not sample, per stats reading (\`usage_engine_cpu_ms_per_reading\`: the same for Podman's API service, which answers them); \`usage_server_cpu_pct_50_sessions_5s\` = that cost for 50 sessions read every 5 s (MGX_USAGE_INTERVAL_SECONDS default), in % of one core.
-\`server_rss_mb\` = resident memory of the server process (run through tsx) with ${results.rss_sessions} sessions running, asleep, each followed by a client (\`server_rss_idle_mb\`: none); \`server_mb_per_session\` = its growth per additional running session (the slope between the first and last step).
+\`server_rss_mb\` = resident memory of the server process (its bundle, as it ships, on plain node) with ${results.rss_sessions} sessions running, asleep, each followed by a client (\`server_rss_idle_mb\`: none); \`server_mb_per_session\` = its growth per additional running session (the slope between the first and last step; from idle in a quick run).
 \`loop_lag_ms_p99\` = the server's event-loop delay p99 (prom-client's monitor, less its 10 ms resolution) over a window with \`idle_sessions\` sessions running, asleep and followed; \`api_get_ms_p99\` = \`sessions.get\` round trips from a client in the same window; \`*_idle_*\` = the same with none running. \`container_mb\` = one idle session's container memory as the engine reads it; \`host_mb_per_session\` = the host's MemAvailable drop per running session (container, conmon, engine).
 
 | figure | value | target |

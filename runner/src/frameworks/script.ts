@@ -1,4 +1,4 @@
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { ExitWithoutFinish, type Framework, type FrameworkContext, type FrameworkResult } from '@mgx/agent-sdk';
 
@@ -17,7 +17,8 @@ export type ScriptStep =
   | { getenv: string }
   | { getsecret: string }
   | { read: string }
-  | { wait_until: number };
+  | { wait_until: number }
+  | { wait_for: string };
 
 // kept reachable so alloc_mb memory is really held
 const held: Buffer[] = [];
@@ -73,7 +74,7 @@ function insideWorkspace(workspace: string, path: string): string {
 export const scriptFramework: Framework = {
   name: 'script',
   description:
-    'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret, read, wait_until).',
+    'Deterministic agent: echoes a plain-text prompt, or runs the JSON steps {"steps":[...]} (say, sleep, write, alloc_mb, events, exit, fail, ignore_sigterm, print, symlink, getenv, getsecret, read, wait_until, wait_for).',
   optionsSchema: { type: 'object', properties: {}, additionalProperties: false },
   // the secrets its getsecret steps name
   secretsWanted: (_options, prompt) =>
@@ -94,7 +95,18 @@ export const scriptFramework: Framework = {
       else if ('sleep' in step) await abortable(Number(step.sleep), ctx.signal);
       // a wall-clock rendezvous, so benchmark sessions start their work together
       else if ('wait_until' in step) await abortable(Math.max(0, Number(step.wait_until) - Date.now()), ctx.signal);
-      else if ('write' in step) {
+      // a go signal: waits until a workspace file exists (a benchmark starts many sessions' work at once)
+      else if ('wait_for' in step) {
+        const target = insideWorkspace(ctx.workspace, step.wait_for);
+        while (
+          !ctx.signal.aborted &&
+          !(await access(target).then(
+            () => true,
+            () => false,
+          ))
+        )
+          await abortable(10, ctx.signal);
+      } else if ('write' in step) {
         const target = insideWorkspace(ctx.workspace, step.write.path);
         await mkdir(dirname(target), { recursive: true });
         await writeFile(target, step.write.content);
