@@ -45,6 +45,20 @@ const address = discoverSocket({ containerHost: process.env.CONTAINER_HOST, dock
 const docker = address.kind === 'unix' ? new Docker({ socketPath: address.path }) : new Docker({ host: address.host, port: address.port });
 const IMAGE = process.env.AGENT_CONTAINER_IMAGE ?? 'mgx-agent:latest';
 
+/** Removes the containers a server of the bench left behind, four at a time. */
+async function removeOwned(owner: string): Promise<void> {
+  const left = await docker.listContainers({ all: true, filters: { label: [`${LABELS.owner}=${owner}`] } });
+  await Promise.all(
+    Array.from({ length: 4 }, async (_, k) => {
+      for (let i = k; i < left.length; i += 4)
+        await docker
+          .getContainer(left[i]!.Id)
+          .remove({ force: true })
+          .catch(() => null);
+    }),
+  );
+}
+
 /** Raw engine: create + start a container with the same image and hardening, until node prints. */
 async function rawStart(runs: number): Promise<number[]> {
   const times: number[] = [];
@@ -143,8 +157,7 @@ async function claimThroughput(workers: number, n: number): Promise<{ perS: numb
     );
   }
   try {
-    await api.start();
-    for (const w of procs) await w.start();
+    await Promise.all([api.start(), ...procs.map((w) => w.start())]);
     const client = createMgxClient({ url: api.url });
     const t0 = Date.now();
     const ids = await Promise.all(
@@ -442,7 +455,7 @@ if (want('cross')) {
 // 4c. claim throughput of a fleet: an API process and two worker processes on one SQLite file,
 // against one worker process with the same slots each, measured in the same run.
 if (want('claim')) {
-  const n = quick ? 12 : 200; // --quick stays under 3 minutes
+  const n = quick ? 8 : 200; // --quick stays under 3 minutes
   log(`claim throughput: ${n} sessions at once, one worker process, then two`);
   const one = await claimThroughput(1, n);
   const two = await claimThroughput(2, n);
@@ -558,15 +571,7 @@ async function idleLoad(steps: number[], windowMs: number) {
   ac.abort();
   // the containers go with the server: stopped (it leaves running sessions to its next start), then removed here
   await server.stop('SIGTERM');
-  await Promise.all(
-    Array.from({ length: 4 }, async (_, k) => {
-      for (let i = k; i < containers.length; i += 4)
-        await docker
-          .getContainer(containers[i]!.Id)
-          .remove({ force: true })
-          .catch(() => null);
-    }),
-  );
+  await removeOwned(owner);
   rmSync(dataDir, { recursive: true, force: true });
   return {
     steps: out,
@@ -625,7 +630,7 @@ if (want('usage')) {
     return undefined;
   };
   const measure = async (usageIntervalS: number) => {
-    const { server, dataDir } = await newServerProcess('mgx-bench-usage', {
+    const { server, dataDir, owner } = await newServerProcess('mgx-bench-usage', {
       MGX_LOG_LEVEL: 'error',
       AGENT_MAX_CONCURRENT_CONTAINERS: String(n),
       AGENT_CONTAINER_MEMORY_LIMIT: '128m',
@@ -642,14 +647,14 @@ if (want('usage')) {
     const running = async () => (await client.sessions.list.query({ status: ['running'], limit: 200 })).items.length;
     while ((await running()) < n) await sleep(500);
     // the starts' own work done, a few readings taken
-    await sleep(3000);
+    await sleep(quick ? 1500 : 3000);
     const engine = enginePid();
     const [cpu0, e0, r0] = [cpuMs(server.pid!), engine ? cpuMs(engine) : 0, await readingsOf(server.url)];
     await sleep(windowMs);
     const [cpu1, e1, r1] = [cpuMs(server.pid!), engine ? cpuMs(engine) : 0, await readingsOf(server.url)];
-    for (const id of ids) await client.sessions.cancel.mutate({ sessionId: id });
-    while ((await running()) > 0) await sleep(500);
+    // the containers go with the server: stopped (it leaves running sessions to its next start), then removed here
     await server.stop('SIGTERM');
+    await removeOwned(owner);
     rmSync(dataDir, { recursive: true, force: true });
     return { cpuMs: cpu1 - cpu0, engineMs: engine ? e1 - e0 : Number.NaN, readings: r1 - r0 };
   };

@@ -64,6 +64,8 @@ interface Watch {
   confirmExit: (exit: ExitInfo) => void;
   /** Set once #expectExit has started asking. */
   expecting: boolean;
+  /** The current round of #expectExit's probes (a new round ends the one before). */
+  probes: number;
   timers: unknown[];
   /** The container's readings; FINISH's usage comes from it. */
   meter: UsageMeter;
@@ -76,6 +78,10 @@ interface Watch {
   tornDown: Promise<void>;
   resolveTornDown: () => void;
 }
+
+/** #expectExit's schedule: this many inspects PROBE_MS apart, then backing off. */
+const DENSE_PROBES = 25;
+const PROBE_MS = 4;
 
 /**
  * Watches each running session to its one terminal state. Whatever comes first decides:
@@ -152,6 +158,7 @@ export class Monitor {
       exitPromise: Promise.resolve(MISSING_EXIT),
       confirmExit: () => undefined,
       expecting: false,
+      probes: 0,
       timers: [],
       meter: new UsageMeter({
         startedAt,
@@ -237,6 +244,8 @@ export class Monitor {
     w.lastReading ??= this.#lastReading(w);
     await this.#decide(w, outcome, 'finish');
     await this.#within(w.lastReading, 1000, undefined);
+    // the ack goes out as this returns, and the runner exits a few ms after it: look closely now
+    if (w.decidedBy === 'finish') this.#expectExit(w, { now: true });
     this.#o.metrics.finishDetect.observe((performance.now() - started) / 1000);
   }
 
@@ -369,17 +378,20 @@ export class Monitor {
 
   /**
    * The container is about to exit (its FINISH was acknowledged, or it is being stopped): ask
-   * the engine a few times in quick succession, 5 ms to 640 ms apart (at most 8 inspects).
-   * Podman 4 notices an exit, and emits its `die`, only when something reads the container's
-   * state; left alone that is its wait's 250 ms poll or its cleanup process, ~300 ms later.
+   * the engine in quick succession, every 4 ms for the first 100 ms, then 8 ms to 640 ms apart
+   * (at most 33 inspects). Podman 4 notices an exit, and emits its `die`, only when something
+   * reads the container's state; left alone that is its wait's 250 ms poll or its cleanup
+   * process, ~300 ms later. `now`: the exit is due within milliseconds (the runner was just
+   * acknowledged): a new round starts at once, replacing one under way.
    */
-  #expectExit(w: Watch): void {
-    if (w.expecting || w.exit !== undefined) return;
+  #expectExit(w: Watch, options: { now?: boolean } = {}): void {
+    if (w.exit !== undefined || (w.expecting && !options.now)) return;
     w.expecting = true;
+    const round = ++w.probes;
     const { clock, runtime } = this.#o;
-    let delay = 5;
+    let n = 0;
     const probe = async () => {
-      if (w.exit !== undefined) return;
+      if (w.exit !== undefined || w.probes !== round) return;
       try {
         const s = await runtime.inspect(w.containerId);
         const exit = s && exitOf(s);
@@ -387,12 +399,11 @@ export class Monitor {
       } catch {
         // the engine's wait and the poll are still there
       }
-      if (delay > 640 || w.exit !== undefined) return;
-      clock.setTimeout(() => void probe(), delay);
-      delay *= 2;
+      n++;
+      if (n > DENSE_PROBES + 7 || w.exit !== undefined || w.probes !== round) return;
+      clock.setTimeout(() => void probe(), n < DENSE_PROBES ? PROBE_MS : PROBE_MS * 2 ** (n - DENSE_PROBES + 1));
     };
-    clock.setTimeout(() => void probe(), delay);
-    delay *= 2;
+    clock.setTimeout(() => void probe(), options.now ? 1 : PROBE_MS);
   }
 
   async #onExit(w: Watch, exit: ExitInfo): Promise<void> {
