@@ -157,9 +157,11 @@ async function claimThroughput(workers: number, n: number): Promise<{ perS: numb
     );
   }
   try {
+    const tBoot = Date.now();
     await Promise.all([api.start(), ...procs.map((w) => w.start())]);
     const client = createMgxClient({ url: api.url });
     const t0 = Date.now();
+    log(`claim: ${workers + 1} processes up in ${t0 - tBoot} ms`);
     const ids = await Promise.all(
       Array.from({ length: n }, () => client.sessions.create.mutate({ framework: 'script', prompt: 'hello' }).then((s) => s.id)),
     );
@@ -169,6 +171,7 @@ async function claimThroughput(workers: number, n: number): Promise<{ perS: numb
       if (open.items.length === 0) break;
       await sleep(250);
     }
+    log(`claim: all ended after ${Date.now() - t0} ms`);
     for (const id of ids) await settle(client, id);
     const claimMs: number[] = [];
     const ran = owners.map(() => 0);
@@ -612,7 +615,7 @@ if (want('load') || want('rss')) {
 if (want('usage')) {
   const n = quick ? 10 : 50;
   const intervalS = quick ? 1 : 5;
-  const windowMs = quick ? 8_000 : 30_000;
+  const windowMs = quick ? 5_000 : 30_000;
   log(`usage sampling: server CPU with ${n} sleeping sessions read every ${intervalS} s, against none read`);
   const readingsOf = async (url: string) => {
     const text = await (await fetch(`${url}/metrics`)).text();

@@ -24,7 +24,7 @@ import { IngestHub, toStoredEvent } from '@mgx/ingest';
 import { createPrometheusMetrics, type PrometheusMetrics } from '@mgx/metrics';
 import { Monitor } from '@mgx/monitor';
 import { catalogFromLabels, FRAMEWORK_CATALOG_LABEL, frameworkCatalog, secretsWanted } from '@mgx/runner/catalog';
-import { DockerRuntime, discoverSocket, type ContainerRuntime } from '@mgx/runtime';
+import { DockerRuntime, discoverSocket, type ContainerRuntime, type EngineInfo } from '@mgx/runtime';
 import { Reaper, Scheduler, WarmPool, WorkerLease } from '@mgx/scheduler';
 import { WorkspaceFiles } from '@mgx/workspaces';
 import rootPackage from '../../../package.json' with { type: 'json' };
@@ -124,7 +124,7 @@ async function imageFrameworks(runtime: ContainerRuntime, image: string, logger:
 function engineIdentity(runtime: ContainerRuntime): Promise<string> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
-    runtime.info().then(
+    runtime.identity().then(
       (i) => `${i.engine} ${i.version} ${runtime.socket}`,
       () => runtime.socket,
     ),
@@ -201,9 +201,15 @@ export async function startServer(settings: Settings, options: StartOptions = {}
     : runtime
       ? imageFrameworks(runtime, settings.agent.image, logger.child({ component: 'frameworks' }))
       : Promise.resolve(frameworkCatalog());
-  // the engine this worker registers with, asked while the store opens: `podman info` is slow
-  // on a busy host, so registration waits for it only briefly and names the socket alone
+  // the engine this worker registers with, from its ping while the store opens (registration
+  // waits for it only briefly, and names the socket alone after); its full info, which Podman
+  // takes a second or two to give, is asked now for /healthz and kept
   const engine = worker && runtime ? engineIdentity(runtime) : Promise.resolve('');
+  let engineInfo: EngineInfo | undefined;
+  void runtime?.info().then(
+    (i) => (engineInfo = i),
+    () => undefined,
+  );
   const store = await openStore(settings);
   // the fleet's workers are read from the store at each scrape
   metrics.onRender(fleetMetricsRefresher(store, metrics, logger.child({ component: 'metrics' })));
@@ -461,9 +467,10 @@ export async function startServer(settings: Settings, options: StartOptions = {}
       let ok = ready;
       if (runtime) {
         try {
-          // ping is never retried: a health check must answer fast when the engine is down
+          // ping is never retried: a health check must answer fast when the engine is down; the
+          // engine in full once known, its ping's identity until then (Podman's info is slow)
           await runtime.ping();
-          engine = await runtime.info();
+          engine = engineInfo ?? { ...(await runtime.identity()), socket: runtime.socket };
         } catch (err) {
           ok = false;
           engine = { error: (err as Error).message };

@@ -97,9 +97,15 @@ export interface EngineInfo {
   socket: string;
 }
 
+/** What an engine is, as its ping's headers say it (a millisecond; `info` takes a second or two on Podman). */
+export type EngineIdentity = Pick<EngineInfo, 'engine' | 'version' | 'apiVersion'>;
+
 export interface ContainerRuntime {
   readonly socket: string;
+  /** The engine in full; asked once (concurrent callers share the request) and kept. */
   info(): Promise<EngineInfo>;
+  /** The engine's kind and version from its ping; kept once known. */
+  identity(): Promise<EngineIdentity>;
   ping(): Promise<void>;
   imageExists(image: string): Promise<boolean>;
   /** The image's labels (those its build set, and those it inherited); null when the image is missing. */

@@ -1,3 +1,5 @@
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
 import { silentLogger, type Logger } from '@mgx/config';
@@ -7,6 +9,7 @@ import type {
   ContainerState,
   ContainerStats,
   ContainerSummary,
+  EngineIdentity,
   EngineInfo,
   ExecResult,
   ExitInfo,
@@ -44,10 +47,13 @@ export class DockerRuntime implements ContainerRuntime {
   readonly #retries: number;
   readonly #onCall: DockerRuntimeOptions['onCall'];
   readonly #exits: ExitEvents;
-  #info: EngineInfo | undefined;
+  readonly #address: SocketAddress;
+  #info: Promise<EngineInfo> | undefined;
+  #identity: Promise<EngineIdentity> | undefined;
 
   constructor(options: DockerRuntimeOptions) {
     const a = options.address;
+    this.#address = a;
     this.#docker =
       a.kind === 'unix' ? new Docker({ socketPath: a.path }) : new Docker({ host: a.host, port: a.port, protocol: a.protocol });
     this.socket = describeSocket(a);
@@ -100,13 +106,22 @@ export class DockerRuntime implements ContainerRuntime {
     await this.#call('ping', () => this.#docker.ping(), { retry: false });
   }
 
-  async info(): Promise<EngineInfo> {
-    if (this.#info) return this.#info;
+  info(): Promise<EngineInfo> {
+    // Podman answers version and info in a second or two (it runs its helpers to say theirs):
+    // asked once, shared by concurrent callers, asked again only after a failure
+    this.#info ??= this.#readInfo().catch((err: unknown) => {
+      this.#info = undefined;
+      throw err;
+    });
+    return this.#info;
+  }
+
+  async #readInfo(): Promise<EngineInfo> {
     const [version, info] = await this.#call('info', () => Promise.all([this.#docker.version(), this.#docker.info() as Promise<unknown>]));
     const v = version as unknown as { Version: string; ApiVersion: string; Components?: Array<{ Name: string; Version: string }> };
     const i = info as { CgroupVersion?: string; DefaultRuntime?: string; OCIRuntime?: { name?: string } };
     const podman = v.Components?.find((c) => /podman/i.test(c.Name));
-    this.#info = {
+    return {
       engine: podman ? 'podman' : 'docker',
       version: podman?.Version ?? v.Version,
       apiVersion: v.ApiVersion,
@@ -114,7 +129,16 @@ export class DockerRuntime implements ContainerRuntime {
       ociRuntime: i.DefaultRuntime ?? i.OCIRuntime?.name ?? 'unknown',
       socket: this.socket,
     };
-    return this.#info;
+  }
+
+  identity(): Promise<EngineIdentity> {
+    this.#identity ??= this.#call('ping', () => pingHeaders(this.#address))
+      .then((h) => identityOf(h) ?? this.info())
+      .catch((err: unknown) => {
+        this.#identity = undefined;
+        throw err;
+      });
+    return this.#identity;
   }
 
   async imageExists(image: string): Promise<boolean> {
@@ -334,7 +358,7 @@ export class DockerRuntime implements ContainerRuntime {
   async statsMany(ids: readonly string[]): Promise<Map<string, ContainerStats>> {
     const out = new Map<string, ContainerStats>();
     if (ids.length === 0) return out;
-    const engine = await this.info().then(
+    const engine = await this.identity().then(
       (i) => i.engine,
       () => undefined,
     );
@@ -490,4 +514,30 @@ export function demuxLogs(buf: Buffer, maxBytes: number): LogLine[] {
   }
   for (const stream of ['stdout', 'stderr'] as const) if (partial[stream]) lines.push({ stream, text: partial[stream] });
   return lines;
+}
+
+/** The headers of the engine's `GET /_ping` (dockerode gives its body only). */
+function pingHeaders(a: SocketAddress): Promise<IncomingHttpHeaders> {
+  return new Promise((resolve, reject) => {
+    const request = a.kind === 'unix' || a.protocol === 'http' ? httpRequest : httpsRequest;
+    const where = a.kind === 'unix' ? { socketPath: a.path } : { host: a.host, port: a.port };
+    const req = request({ ...where, path: '/_ping', method: 'GET', timeout: 5000 }, (res) => {
+      res.resume();
+      if (res.statusCode === 200) resolve(res.headers);
+      else reject(new Error(`GET /_ping: ${res.statusCode}`));
+    });
+    req.on('timeout', () => req.destroy(new Error('GET /_ping: no answer in 5 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Podman names itself (Libpod-Api-Version), Docker its version (Server: Docker/27.3.1); undefined when neither does. */
+export function identityOf(h: IncomingHttpHeaders): EngineIdentity | undefined {
+  const apiVersion = String(h['api-version'] ?? '');
+  const libpod = h['libpod-api-version'];
+  if (typeof libpod === 'string' && libpod) return { engine: 'podman', version: libpod, apiVersion };
+  const docker = /^Docker\/([^\s]+)/.exec(String(h.server ?? ''))?.[1];
+  if (docker) return { engine: 'docker', version: docker, apiVersion };
+  return undefined;
 }

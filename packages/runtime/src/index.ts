@@ -4,6 +4,7 @@ export type {
   ContainerState,
   ContainerStats,
   ContainerSummary,
+  EngineIdentity,
   EngineInfo,
   ExecResult,
   ExitInfo,
@@ -11,7 +12,7 @@ export type {
   Mount,
 } from './container-runtime.js';
 export { exitOf, LABELS } from './container-runtime.js';
-export { DockerRuntime, demuxLogs, libpodStatsOf, statsOf } from './docker-runtime.js';
+export { DockerRuntime, demuxLogs, identityOf, libpodStatsOf, statsOf } from './docker-runtime.js';
 export type { DockerRuntimeOptions } from './docker-runtime.js';
 export { discoverSocket, parseSocketUrl, describeSocket } from './discovery.js';
 export type { SocketAddress, DiscoveryInput } from './discovery.js';

@@ -8,6 +8,7 @@ import {
   DockerRuntime,
   LABELS,
   demuxLogs,
+  identityOf,
   libpodStatsOf,
   parseSocketUrl,
   statsOf,
@@ -28,6 +29,22 @@ describe('socket discovery', () => {
     expect(discoverSocket({}, only('/var/run/docker.sock')).source).toBe('docker');
     expect(() => discoverSocket({}, none)).toThrow(/no container engine socket found.*CONTAINER_HOST/);
     expect(() => parseSocketUrl('ftp://x', 'DOCKER_HOST')).toThrow(/DOCKER_HOST=ftp:\/\/x/);
+  });
+});
+
+describe('engine identity from ping headers', () => {
+  it('names Podman by its libpod header and Docker by its server header, and neither otherwise', () => {
+    expect(identityOf({ 'api-version': '1.41', 'libpod-api-version': '4.3.1', server: 'Libpod/4.3.1 (linux)' })).toEqual({
+      engine: 'podman',
+      version: '4.3.1',
+      apiVersion: '1.41',
+    });
+    expect(identityOf({ 'api-version': '1.47', server: 'Docker/27.3.1 (linux)' })).toEqual({
+      engine: 'docker',
+      version: '27.3.1',
+      apiVersion: '1.47',
+    });
+    expect(identityOf({ 'api-version': '1.41', server: 'nginx' })).toBeUndefined();
   });
 });
 
@@ -126,11 +143,24 @@ describe('dockerode adapter on the real engine', () => {
     for (const id of ids) await runtime.remove(id);
   });
 
-  it('identifies the engine', async () => {
+  it('identifies the engine: in full once for concurrent callers, and from its ping alike', async () => {
+    const fresh = new DockerRuntime({
+      address: discoverSocket({ containerHost: process.env.CONTAINER_HOST, dockerHost: process.env.DOCKER_HOST }),
+    });
+    const calls: string[] = [];
+    const counted = new DockerRuntime({
+      address: discoverSocket({ containerHost: process.env.CONTAINER_HOST, dockerHost: process.env.DOCKER_HOST }),
+      onCall: (op) => calls.push(op),
+    });
+    const [a, b] = await Promise.all([counted.info(), counted.info()]);
+    expect(a).toBe(b);
+    expect(calls.filter((op) => op === 'info')).toEqual(['info']);
     const info = await runtime.info();
     expect(['podman', 'docker']).toContain(info.engine);
     expect(info.version).toMatch(/^\d+\./);
     expect(info.cgroupVersion).toMatch(/^(1|2)$/);
+    // the ping's headers say the same, without asking for the rest
+    expect(await fresh.identity()).toEqual({ engine: info.engine, version: info.version, apiVersion: info.apiVersion });
   });
 
   it('creates a hardened container, lists it by label, stops it with grace, and removes it', async () => {
