@@ -186,8 +186,7 @@ async function claimThroughput(workers: number, n: number): Promise<{ perS: numb
     }
     return { perS: (n / Math.max(1, lastStart - t0)) * 1000, claimMs, ran };
   } finally {
-    await api.stop('SIGTERM').catch(() => null);
-    for (const w of procs) await w.stop('SIGTERM').catch(() => null);
+    await Promise.all([api, ...procs].map((p) => p.stop('SIGTERM').catch(() => null)));
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
@@ -642,10 +641,8 @@ if (want('usage')) {
     });
     await server.start();
     const client = createMgxClient({ url: server.url });
-    const ids = await Promise.all(
-      Array.from({ length: n }, () =>
-        client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 600_000 }) }).then((x) => x.id),
-      ),
+    await Promise.all(
+      Array.from({ length: n }, () => client.sessions.create.mutate({ framework: 'script', prompt: script({ sleep: 600_000 }) })),
     );
     const running = async () => (await client.sessions.list.query({ status: ['running'], limit: 200 })).items.length;
     while ((await running()) < n) await sleep(500);

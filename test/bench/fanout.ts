@@ -3,11 +3,12 @@
 // bottleneck, against a raw Node SSE server (raw-sse-server.ts) with the same readers, the same
 // events and the same subscribers, in the same run. Server CPU comes from /proc/<pid>/stat.
 import { fork, type ChildProcess } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createMgxClient } from '@mgx/client';
 import { cpuMs, newServerProcess, ServerProcess } from '../support/server-process.js';
 import { script, sleep } from '../support/sessions.js';
+import { go, GO } from './go.js';
 
 export interface FanoutScenario {
   sessions: number;
@@ -42,9 +43,6 @@ interface ReaderDone {
   histogram: Array<[number, number]>;
   cpuMs: number;
 }
-
-/** The workspace file that starts a bench session's bursts (its script's wait_for step). */
-const GO = '.bench-go';
 
 function tsxChild(file: string): ChildProcess {
   return fork(join(import.meta.dirname, file), { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -178,7 +176,7 @@ export async function mgxFanout(s: FanoutScenario, log: (msg: string) => void): 
     const cpu0 = cpuMs(pid);
     const t0 = Date.now();
     readers.measure(t0);
-    for (const id of ids) writeFileSync(join(dataDir, 'workspaces', id, GO), '');
+    go(dataDir, ids);
     const got = await readers.done;
     const serverMs = cpuMs(pid) - cpu0;
     return result(s, got, serverMs, Date.now() - t0);

@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { createMgxClient } from '@mgx/client';
 import { cpuMs, freePort, ServerProcess } from '../support/server-process.js';
 import { script, sleep, storedEvents } from '../support/sessions.js';
+import { go, GO } from './go.js';
 
 const log = (msg: string) => process.stderr.write(`[bench] ingest: ${msg}\n`);
 
@@ -44,16 +45,19 @@ async function ingestThroughput(
   await server.start();
   try {
     const client = createMgxClient({ url: server.url });
-    // every agent starts writing at the same moment, once all containers are up
-    const at = Date.now() + 4000;
+    // every agent starts writing at the same moment, once all containers are up: when its go file appears
     const ids = await Promise.all(
       Array.from({ length: sessions }, () =>
         client.sessions.create
-          .mutate({ framework: 'script', prompt: script({ wait_until: at }, { events: { count: each, size } }) })
+          .mutate({ framework: 'script', prompt: script({ wait_for: GO }, { events: { count: each, size } }) })
           .then((s) => s.id),
       ),
     );
-    await sleep(Math.max(0, at - Date.now() - 300));
+    for (;;) {
+      const starting = await client.sessions.list.query({ status: ['queued', 'starting'], limit: 1 });
+      if (starting.items.length === 0) break;
+      await sleep(100);
+    }
     // the sessions' last seq, read beside the server (WAL: a reader never blocks its writer)
     const db = new Database(join(dataDir, 'mgx.sqlite'), { readonly: true, fileMustExist: true });
     const seqs = db.prepare<[], { n: number }>('SELECT COALESCE(SUM(last_seq), 0) AS n FROM sessions');
@@ -63,6 +67,7 @@ async function ingestThroughput(
     const pid = server.pid ?? 0;
     const cpu0 = cpuMs(pid);
     const t0 = Date.now();
+    go(dataDir, ids);
     let storedAt = 0;
     while (storedAt === 0) {
       await sleep(10);
