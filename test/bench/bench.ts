@@ -235,7 +235,7 @@ const started = Date.now();
 
 // 1. start overhead and FINISH detection, sequential sessions
 if (want('start')) {
-  const runs = quick ? 8 : 25;
+  const runs = quick ? 6 : 25;
   log(`raw engine: ${runs} × create + start + node prints`);
   await rawStart(2); // warm the image cache
   const raw = await rawStart(runs);
@@ -333,7 +333,7 @@ async function finishVisible(runs: number): Promise<number[]> {
 
 // 1c. the end of a session as a following client sees it
 if (want('finish')) {
-  const runs = quick ? 10 : 30;
+  const runs = quick ? 8 : 30;
   log(`finish visible: ${runs} × agent FINISH → a follower receives FINISH`);
   const delays = await finishVisible(runs);
   results.finish_visible_ms_p50 = pct(delays, 50);
@@ -457,7 +457,7 @@ if (want('cross')) {
 // 4c. claim throughput of a fleet: an API process and two worker processes on one SQLite file,
 // against one worker process with the same slots each, measured in the same run.
 if (want('claim')) {
-  const n = quick ? 8 : 200; // --quick stays under 3 minutes
+  const n = quick ? 6 : 200; // --quick stays under 3 minutes
   log(`claim throughput: ${n} sessions at once, one worker process, then two`);
   const one = await claimThroughput(1, n);
   const two = await claimThroughput(2, n);
@@ -527,7 +527,7 @@ async function idleLoad(steps: number[], windowMs: number) {
   // one session end to end first, so what a session loads lazily is loaded
   const warm = await client.sessions.create.mutate({ framework: 'script', prompt: 'hello' });
   await collect(client, warm.id);
-  await sleep(2000);
+  await sleep(quick ? 1000 : 2000);
   const out: LoadStep[] = [await window()];
   const ac = new AbortController();
   setMaxListeners(0, ac.signal); // one listener per follower
@@ -556,7 +556,7 @@ async function idleLoad(steps: number[], windowMs: number) {
       await sleep(1000);
     }
     if (ran < n) log(`idle load: only ${ran} of ${n} sessions running after 4 minutes`);
-    await sleep(3000);
+    await sleep(quick ? 1500 : 3000);
     out.push({ ...(await window()), sessions: ran });
   }
   const hostMbPerSession = (hostBefore - availableMb()) / Math.max(1, ran);
@@ -586,7 +586,7 @@ async function idleLoad(steps: number[], windowMs: number) {
 // latency with many sessions running (sleeping), each followed by a client
 if (want('load') || want('rss')) {
   const steps = quick ? [50] : [50, 100, 200];
-  const load = await idleLoad(steps, quick ? 8_000 : 20_000);
+  const load = await idleLoad(steps, quick ? 5_000 : 20_000);
   const [idle, ...loaded] = load.steps;
   const at100 = loaded.find((s) => s.sessions >= 100) ?? loaded.at(-1);
   const last = loaded.at(-1);
@@ -612,7 +612,7 @@ if (want('load') || want('rss')) {
 // 6. what sampling usage costs the server: its CPU while only sampling happens (sessions asleep,
 // the fallback poll off), with sampling at 10 readings per second, less the same without sampling
 if (want('usage')) {
-  const n = quick ? 10 : 50;
+  const n = quick ? 5 : 50;
   const intervalS = quick ? 1 : 5;
   const windowMs = quick ? 5_000 : 30_000;
   log(`usage sampling: server CPU with ${n} sleeping sessions read every ${intervalS} s, against none read`);

@@ -58,6 +58,8 @@ async function ingestThroughput(
       if (starting.items.length === 0) break;
       await sleep(100);
     }
+    // the engine's own work after ten starts settles first: the window measures ingest alone
+    await sleep(1000);
     // the sessions' last seq, read beside the server (WAL: a reader never blocks its writer)
     const db = new Database(join(dataDir, 'mgx.sqlite'), { readonly: true, fileMustExist: true });
     const seqs = db.prepare<[], { n: number }>('SELECT COALESCE(SUM(last_seq), 0) AS n FROM sessions');
