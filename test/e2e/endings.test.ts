@@ -1,8 +1,9 @@
 import { existsSync, lstatSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LABELS } from '@mgx/runtime';
+import { discoverSocket, LABELS } from '@mgx/runtime';
 import { containersLeft } from '../support/engine.js';
 import { startPlatform, type Platform } from '../support/platform.js';
 import { collect, script } from '../support/sessions.js';
@@ -100,8 +101,10 @@ describe('how a container ended', () => {
 });
 
 describe('engine failures', () => {
-  it('an engine that is down fails the session with runtime_error instead of hanging', async () => {
-    const down = await startPlatform({ CONTAINER_HOST: `unix:///tmp/mgx-no-engine-${randomBytes(4).toString('hex')}.sock` });
+  it('an engine that is down fails the session with runtime_error instead of hanging; health recovers when it is back', async () => {
+    const path = `/tmp/mgx-no-engine-${randomBytes(4).toString('hex')}.sock`;
+    const down = await startPlatform({ CONTAINER_HOST: `unix://${path}` });
+    let relay: Server | undefined;
     try {
       const health = await fetch(`${down.server.url}/healthz`);
       expect(health.status).toBe(503);
@@ -113,7 +116,27 @@ describe('engine failures', () => {
         reason: 'runtime_error',
         message: expect.stringContaining('container engine unavailable'),
       });
+
+      // the engine appears at that path (a relay to the real one): /healthz turns healthy, and
+      // the engine's full info, which failed at start, is asked again and shown
+      const real = discoverSocket({ containerHost: process.env.CONTAINER_HOST, dockerHost: process.env.DOCKER_HOST });
+      if (real.kind !== 'unix') throw new Error('this test relays to a unix socket');
+      relay = createServer((client) => {
+        const engine = connect(real.path);
+        client.on('error', () => engine.destroy());
+        engine.on('error', () => client.destroy());
+        client.pipe(engine).pipe(client);
+      });
+      await new Promise<void>((resolve) => relay!.listen(path, resolve));
+      const healthz = async () => {
+        const r = await fetch(`${down.server.url}/healthz`);
+        return { status: r.status, body: (await r.json()) as { engine?: { engine?: string; cgroupVersion?: string } } };
+      };
+      await expect.poll(async () => (await healthz()).status, { timeout: 10_000 }).toBe(200);
+      await expect.poll(async () => (await healthz()).body.engine?.cgroupVersion, { timeout: 20_000 }).toMatch(/^(1|2)$/);
+      expect(['podman', 'docker']).toContain((await healthz()).body.engine?.engine);
     } finally {
+      relay?.close();
       await down.close();
     }
   });

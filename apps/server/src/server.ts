@@ -206,10 +206,13 @@ export async function startServer(settings: Settings, options: StartOptions = {}
   // takes a second or two to give, is asked now for /healthz and kept
   const engine = worker && runtime ? engineIdentity(runtime) : Promise.resolve('');
   let engineInfo: EngineInfo | undefined;
-  void runtime?.info().then(
-    (i) => (engineInfo = i),
-    () => undefined,
-  );
+  // asked again by /healthz while unknown (an engine down at start); concurrent asks share one request
+  const learnEngine = () =>
+    void runtime?.info().then(
+      (i) => (engineInfo = i),
+      () => undefined,
+    );
+  learnEngine();
   const store = await openStore(settings);
   // the fleet's workers are read from the store at each scrape
   metrics.onRender(fleetMetricsRefresher(store, metrics, logger.child({ component: 'metrics' })));
@@ -470,6 +473,7 @@ export async function startServer(settings: Settings, options: StartOptions = {}
           // ping is never retried: a health check must answer fast when the engine is down; the
           // engine in full once known, its ping's identity until then (Podman's info is slow)
           await runtime.ping();
+          if (!engineInfo) learnEngine();
           engine = engineInfo ?? { ...(await runtime.identity()), socket: runtime.socket };
         } catch (err) {
           ok = false;
