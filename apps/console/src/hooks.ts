@@ -1,4 +1,5 @@
-import { useEffect, useRef } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { errorText } from './api.js';
 
 /**
  * Runs `fn` now and every `ms` while the page shows, each call after the previous one ended
@@ -24,4 +25,34 @@ export function usePoll(fn: (signal: AbortSignal) => Promise<void>, ms: number, 
     };
     // the caller names what restarts the poll; `fn` is read fresh each time
   }, deps);
+}
+
+/**
+ * `query`'s answer, asked as usePoll asks: the last answer stays shown when a later ask fails,
+ * beside the error, which the next answer clears. An ask that was called off changes nothing.
+ * `setError` lets the page show its own failures (a download) in the same place.
+ */
+export function usePolled<T>(
+  query: (signal: AbortSignal) => Promise<T>,
+  ms: number,
+  deps: unknown[],
+): { data: T | undefined; error: string | undefined; setError: (error: string | undefined) => void } {
+  const [data, setData] = useState<T>();
+  const [error, setError] = useState<string>();
+  usePoll(
+    async (signal) => {
+      try {
+        const answer = await query(signal);
+        if (!signal.aborted) {
+          setData(() => answer);
+          setError(undefined);
+        }
+      } catch (err) {
+        if (!signal.aborted) setError(errorText(err));
+      }
+    },
+    ms,
+    deps,
+  );
+  return { data, error, setError };
 }

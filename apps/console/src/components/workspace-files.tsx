@@ -1,38 +1,18 @@
-import { useState } from 'preact/hooks';
 import { downloadFile, errorText } from '../api.js';
 import { useAuth } from '../auth.js';
 import { bytes, dateTime } from '../format.js';
-import { usePoll } from '../hooks.js';
+import { usePolled } from '../hooks.js';
 import { ErrorBox } from '../ui.js';
-
-interface FileEntry {
-  path: string;
-  type: string;
-  size: number;
-  mtime: number;
-  target?: string;
-}
 
 /** The workspace's files (the whole tree), each file downloadable; names are the agent's, shown as text. */
 export function WorkspaceFiles({ workspaceId, live }: { workspaceId: string; live: boolean }) {
   const { client, token } = useAuth();
-  const [entries, setEntries] = useState<FileEntry[]>();
-  const [error, setError] = useState<string>();
-  usePoll(
-    async (signal) => {
-      try {
-        const res = await client.workspaces.files.query({ workspaceId, recursive: true, limit: 1000 }, { signal });
-        if (!signal.aborted) {
-          setEntries(res.entries);
-          setError(undefined);
-        }
-      } catch (err) {
-        if (!signal.aborted) setError(errorText(err));
-      }
-    },
+  const { data, error, setError } = usePolled(
+    (signal) => client.workspaces.files.query({ workspaceId, recursive: true, limit: 1000 }, { signal }),
     live ? 3000 : 0,
     [workspaceId, live],
   );
+  const entries = data?.entries;
   const download = (path: string) => downloadFile(token, workspaceId, path).catch((err: unknown) => setError(errorText(err)));
   return (
     <div>

@@ -1,9 +1,8 @@
 import { useState } from 'preact/hooks';
-import type { SessionStatus, SessionView } from '@mgx/client';
-import { errorText } from '../api.js';
+import type { SessionStatus } from '@mgx/client';
 import { useAuth } from '../auth.js';
 import { dateTime, duration, STATUSES } from '../format.js';
-import { usePoll } from '../hooks.js';
+import { usePolled } from '../hooks.js';
 import { ErrorBox, StatusBadge } from '../ui.js';
 
 const FILTERS: Record<string, SessionStatus[] | undefined> = {
@@ -21,25 +20,16 @@ export function Sessions() {
   const [limit, setLimit] = useState(20);
   // the cursor of each page seen so far: back goes to the one before
   const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
-  const [page, setPage] = useState<{ items: SessionView[]; nextCursor: string | null }>();
-  const [error, setError] = useState<string>();
   const cursor = cursors.at(-1);
 
-  usePoll(
+  const { data: page, error } = usePolled(
     async (signal) => {
-      try {
-        const status = FILTERS[filter];
-        const res = await client.sessions.list.query(
-          { limit, ...(status ? { status } : {}), ...(cursor ? { cursor } : {}), ...(tenant ? { tenant } : {}) },
-          { signal },
-        );
-        if (!signal.aborted) {
-          setPage({ items: res.items, nextCursor: res.nextCursor ?? null });
-          setError(undefined);
-        }
-      } catch (err) {
-        if (!signal.aborted) setError(errorText(err));
-      }
+      const status = FILTERS[filter];
+      const res = await client.sessions.list.query(
+        { limit, ...(status ? { status } : {}), ...(cursor ? { cursor } : {}), ...(tenant ? { tenant } : {}) },
+        { signal },
+      );
+      return { items: res.items, nextCursor: res.nextCursor ?? null };
     },
     2000,
     [filter, tenant, limit, cursor],

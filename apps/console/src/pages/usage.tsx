@@ -1,46 +1,25 @@
-import { useState } from 'preact/hooks';
-import type { TopRow } from '@mgx/client';
-import { errorText } from '../api.js';
 import { useAuth } from '../auth.js';
 import { bytes, duration } from '../format.js';
-import { usePoll } from '../hooks.js';
+import { usePolled } from '../hooks.js';
 import { ErrorBox } from '../ui.js';
-
-interface TenantUsage {
-  tenant: string;
-  sessions: number;
-  cpuSeconds: number;
-  memoryGiBSeconds: number;
-  wallSeconds: number;
-}
 
 const DAY = 24 * 3600 * 1000;
 
 /** What runs now (sessions.top: each running session's last sample) and what ended in the last day, per tenant. */
 export function Usage() {
   const { client } = useAuth();
-  const [top, setTop] = useState<{ now: number; items: TopRow[] }>();
-  const [tenants, setTenants] = useState<TenantUsage[]>();
-  const [error, setError] = useState<string>();
-  usePoll(
+  const { data, error } = usePolled(
     async (signal) => {
-      try {
-        const [t, u] = await Promise.all([
-          client.sessions.top.query({ limit: 100 }, { signal }),
-          client.tenants.usage.query({ from: Date.now() - DAY }, { signal }),
-        ]);
-        if (!signal.aborted) {
-          setTop(t);
-          setTenants(u.tenants);
-          setError(undefined);
-        }
-      } catch (err) {
-        if (!signal.aborted) setError(errorText(err));
-      }
+      const [top, usage] = await Promise.all([
+        client.sessions.top.query({ limit: 100 }, { signal }),
+        client.tenants.usage.query({ from: Date.now() - DAY }, { signal }),
+      ]);
+      return { top, tenants: usage.tenants };
     },
     3000,
     [],
   );
+  const { top, tenants } = data ?? {};
   return (
     <>
       <section class="card">

@@ -1,31 +1,12 @@
-import { useState } from 'preact/hooks';
-import type { WorkerView } from '@mgx/client';
-import { errorText } from '../api.js';
 import { useAuth } from '../auth.js';
 import { dateTime, duration } from '../format.js';
-import { usePoll } from '../hooks.js';
+import { usePolled } from '../hooks.js';
 import { ErrorBox } from '../ui.js';
 
 /** The fleet's workers, for operators (system.workers); refreshed every 5 s. */
 export function Workers() {
   const { client } = useAuth();
-  const [data, setData] = useState<{ now: number; workers: WorkerView[] }>();
-  const [error, setError] = useState<string>();
-  usePoll(
-    async (signal) => {
-      try {
-        const res = await client.system.workers.query(undefined, { signal });
-        if (!signal.aborted) {
-          setData(res);
-          setError(undefined);
-        }
-      } catch (err) {
-        if (!signal.aborted) setError(errorText(err));
-      }
-    },
-    5000,
-    [],
-  );
+  const { data, error } = usePolled((signal) => client.system.workers.query(undefined, { signal }), 5000, []);
   return (
     <section class="card">
       <h2>Workers</h2>
