@@ -7,8 +7,8 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createMgxClient } from '@mgx/client';
 import { cpuMs, newServerProcess, ServerProcess } from '../support/server-process.js';
-import { script, sleep } from '../support/sessions.js';
-import { go, GO } from './go.js';
+import { script } from '../support/sessions.js';
+import { allRunning, go, GO } from './go.js';
 
 export interface FanoutScenario {
   sessions: number;
@@ -166,14 +166,8 @@ export async function mgxFanout(s: FanoutScenario, log: (msg: string) => void): 
       ),
     );
     const readers = await startReaders(procs, urls);
-    for (;;) {
-      const starting = await client.sessions.list.query({ status: ['queued', 'starting'], limit: 1 });
-      if (starting.items.length === 0) break;
-      await sleep(100);
-    }
+    await allRunning(client);
     log(`fan-out: ${urls.length} subscribers connected, ${s.sessions} session(s) running`);
-    // the engine's own work after the starts settles first: the window measures the fan-out alone
-    await sleep(1000);
     const pid = server.pid ?? 0;
     const cpu0 = cpuMs(pid);
     const t0 = Date.now();

@@ -8,7 +8,7 @@ import Database from 'better-sqlite3';
 import { createMgxClient } from '@mgx/client';
 import { cpuMs, freePort, ServerProcess } from '../support/server-process.js';
 import { script, sleep, storedEvents } from '../support/sessions.js';
-import { go, GO } from './go.js';
+import { allRunning, go, GO } from './go.js';
 
 const log = (msg: string) => process.stderr.write(`[bench] ingest: ${msg}\n`);
 
@@ -53,13 +53,7 @@ async function ingestThroughput(
           .then((s) => s.id),
       ),
     );
-    for (;;) {
-      const starting = await client.sessions.list.query({ status: ['queued', 'starting'], limit: 1 });
-      if (starting.items.length === 0) break;
-      await sleep(100);
-    }
-    // the engine's own work after ten starts settles first: the window measures ingest alone
-    await sleep(1000);
+    await allRunning(client);
     // the sessions' last seq, read beside the server (WAL: a reader never blocks its writer)
     const db = new Database(join(dataDir, 'mgx.sqlite'), { readonly: true, fileMustExist: true });
     const seqs = db.prepare<[], { n: number }>('SELECT COALESCE(SUM(last_seq), 0) AS n FROM sessions');
