@@ -30,6 +30,4 @@ if [ ! -x node_modules/.bin/tsx ] || [ package-lock.json -nt node_modules/.packa
   npm ci --no-audit --no-fund --loglevel=error
 fi
 bash scripts/build-console.sh
-say "bundling the server (apps/server/dist)"
-node scripts/build-server.mjs
 bash infra/build-agent.sh
